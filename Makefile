@@ -1,0 +1,51 @@
+# bpfleet: `make up` runs it here, `make test` checks it. Both install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CATALOG_BUILD := bpf-catalog/build
+DEV_KEYS := .dev/keys
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv bpf lint test up bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+deps: ## Install the Debian packages (clang, libbpf, bpftool, ...) if missing
+	@scripts/install-system-deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed ## Create the virtualenv with the project and its dev tools
+
+$(DEV_KEYS)/signing.key: | venv
+	@$(BIN)/bpfleet keys generate $(DEV_KEYS)/signing.key $(DEV_KEYS)/signing.pub
+
+bpf: deps venv $(DEV_KEYS)/signing.key ## Build the eBPF catalog and sign it with the development key
+	@$(MAKE) -s -C bpf-catalog
+	@$(BIN)/bpfleet catalog sign $(CATALOG_BUILD) --key $(DEV_KEYS)/signing.key --catalog bpf-catalog/catalog.yaml
+
+lint: venv ## ruff, mypy (strict) and the import-layer contracts
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy
+	@$(BIN)/lint-imports
+
+test: bpf lint ## Lint, then every test but benchmarks (fails if none ran)
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+up: bpf ## Run a node agent on this host against examples/agent/desired.yaml
+	@scripts/up.sh
+
+bench: bpf ## Run the benchmarks in bench/ and print their figures
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean: ## Remove build output (not the venv)
+	@$(MAKE) -s -C bpf-catalog clean

@@ -1,0 +1,1 @@
+"""The ``bpfleet`` command: thin commands over the other packages."""

@@ -1,0 +1,123 @@
+"""A node's eBPF feature report, and whether an artifact's requirements fit it.
+
+The report is produced on the node by real probe loads (the agent's ``probing``); this
+module only holds it and judges against it, so the same check runs on the node, in the
+API for every node at once, and offline in CI against saved reports.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bpfleet_core.manifests import AttachKind, Requirements
+
+MissingKind = Literal[
+    "kernel_btf", "global_data", "program_type", "attach", "map_type", "helper", "kfunc"
+]
+
+
+class FeatureReport(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: str
+    kernel_release: str
+    arch: str
+    probed_at: datetime
+    libbpf_version: str
+    kernel_btf: bool = Field(description="/sys/kernel/btf/vmlinux is present (CO-RE works).")
+    jit_enabled: bool
+    bpffs: bool = Field(description="A bpffs is mounted where the agent pins.")
+    bpf_stats: bool = Field(description="Run-time statistics can be enabled (BPF_ENABLE_STATS).")
+    global_data: bool = Field(description="Mmapable array maps for .rodata/.data/.bss.")
+    program_types: dict[str, bool]
+    map_types: dict[str, bool]
+    attach_kinds: dict[AttachKind, bool]
+    helpers: dict[str, tuple[str, ...]] = Field(
+        description="Helpers available per supported program type."
+    )
+    kfuncs: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureReport:
+        return cls.model_validate_json(path.read_bytes())
+
+
+class Missing(BaseModel):
+    """One thing an object needs that a kernel lacks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: MissingKind
+    name: str
+    program_type: str | None = None
+
+    def describe(self) -> str:
+        match self.kind:
+            case "kernel_btf":
+                return "kernel lacks BTF (/sys/kernel/btf/vmlinux) needed for CO-RE relocations"
+            case "global_data":
+                return "kernel lacks global data support (mmapable array maps)"
+            case "program_type":
+                return f"kernel lacks program type {self.name}"
+            case "attach":
+                return f"kernel cannot attach {self.name} programs"
+            case "map_type":
+                return f"kernel lacks map type {self.name}"
+            case "helper":
+                return f"kernel lacks helper {self.name} for program type {self.program_type}"
+            case "kfunc":
+                return f"kernel lacks kfunc {self.name}"
+
+
+def check(requirements: Requirements, report: FeatureReport) -> list[Missing]:
+    """Everything ``requirements`` needs that ``report`` lacks; empty means compatible.
+
+    Helpers are checked only for program types the kernel has: a missing program type
+    already explains why its helpers cannot be used.
+    """
+    missing: list[Missing] = []
+    if requirements.kernel_btf and not report.kernel_btf:
+        missing.append(Missing(kind="kernel_btf", name="vmlinux"))
+    if requirements.global_data and not report.global_data:
+        missing.append(Missing(kind="global_data", name="global_data"))
+    missing += [
+        Missing(kind="program_type", name=program_type)
+        for program_type in requirements.program_types
+        if not report.program_types.get(program_type, False)
+    ]
+    missing += [
+        Missing(kind="attach", name=kind.value)
+        for kind in requirements.attach_kinds
+        if not report.attach_kinds.get(kind, False)
+    ]
+    missing += [
+        Missing(kind="map_type", name=map_type)
+        for map_type in requirements.map_types
+        if not report.map_types.get(map_type, False)
+    ]
+    for program_type, helpers in sorted(requirements.helpers.items()):
+        if not report.program_types.get(program_type, False):
+            continue
+        available = set(report.helpers.get(program_type, ()))
+        missing += [
+            Missing(kind="helper", name=helper, program_type=program_type)
+            for helper in helpers
+            if helper not in available
+        ]
+    kfuncs = set(report.kfuncs)
+    missing += [
+        Missing(kind="kfunc", name=kfunc) for kfunc in requirements.kfuncs if kfunc not in kfuncs
+    ]
+    return missing
+
+
+def summarize(missing: list[Missing]) -> str:
+    """One line for a status message: 'kernel lacks program type tracing; ...'."""
+    return "; ".join(item.describe() for item in missing)

@@ -1,0 +1,333 @@
+"""The agent loop: read desired state, reconcile the kernel to it, report.
+
+Stopping the agent never detaches anything: links are pinned, and the next start
+adopts them from what the kernel holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import yaml
+from pydantic import ValidationError
+
+from bpfleet_agent import libbpf, loading, mounts, preparing, probing, reconciling
+from bpfleet_agent.settings import AgentSettings
+from bpfleet_core import features, signing
+from bpfleet_core.protocol import (
+    DesiredState,
+    LinkReport,
+    MapReport,
+    NodeReport,
+    ProgramAssignment,
+    ProgramReport,
+    ProgramState,
+    ProgramStats,
+    UnmanagedProgram,
+)
+
+log = logging.getLogger(__name__)
+
+
+class DesiredStateError(ValueError):
+    """The desired-state document as a whole cannot be used."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'document'}: {item['msg']}"
+        for item in error.errors()
+    )
+
+
+def parse_desired(text: str) -> tuple[DesiredState, dict[str, str]]:
+    """Parse the document; entries that are invalid alone are returned by name with why,
+    so one bad program never stops the others."""
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise DesiredStateError(f"not valid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise DesiredStateError("the desired state must be a mapping with 'programs'")
+    raw_programs = document.get("programs") or []
+    if not isinstance(raw_programs, list):
+        raise DesiredStateError("'programs' must be a list")
+    try:
+        state = DesiredState(revision=document.get("revision", 0))
+    except ValidationError as error:
+        raise DesiredStateError(describe_validation_error(error)) from error
+    invalid: dict[str, str] = {}
+    for index, raw in enumerate(raw_programs):
+        try:
+            assignment = ProgramAssignment.model_validate(raw)
+        except ValidationError as error:
+            name = raw.get("name") if isinstance(raw, dict) else None
+            invalid[str(name or f"programs[{index}]")] = describe_validation_error(error)
+            continue
+        if assignment.name in invalid or any(p.name == assignment.name for p in state.programs):
+            invalid[assignment.name] = "program name listed twice"
+            continue
+        state.programs.append(assignment)
+    return state, invalid
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Agent:
+    def __init__(
+        self, settings: AgentSettings, report: features.FeatureReport | None = None
+    ) -> None:
+        self.settings = settings
+        mounts.ensure_bpffs(settings.pin_root)
+        self.kernel = loading.Kernel(
+            pin_root=settings.pin_root,
+            tracefs=mounts.ensure_tracefs(),
+            cgroup_root=mounts.ensure_cgroup2(),
+        )
+        settings.pin_root.mkdir(parents=True, exist_ok=True)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.trust = signing.TrustStore.from_paths(settings.trust)
+        self.features = report or self._features()
+        # Run-time statistics are collected while this fd stays open.
+        self._stats_fd = libbpf.enable_run_time_stats() if self.features.bpf_stats else -1
+        self._reports: dict[str, ProgramReport] = {}
+        self.revision = 0
+
+    def _features(self) -> features.FeatureReport:
+        """The cached report while the kernel is the same one, else a fresh probe."""
+        cache = self.settings.features_file
+        with contextlib.suppress(OSError, ValidationError):
+            cached = features.FeatureReport.load(cache)
+            if (
+                cached.kernel_release == os.uname().release
+                and cached.node == self.settings.node_name
+            ):
+                return cached
+        report = probing.probe(
+            self.settings.node_name,
+            self.settings.pin_root,
+            self.kernel.tracefs,
+            self.kernel.cgroup_root,
+        )
+        _write_atomically(cache, report.to_json())
+        return report
+
+    # ------------------------------------------------------------------ reconcile
+
+    def reconcile(self, desired: DesiredState, invalid: dict[str, str] | None = None) -> NodeReport:
+        invalid = invalid or {}
+        observed = loading.observe(self.kernel)
+        for assignment in desired.programs:
+            self._reports[assignment.name] = self._reconcile_one(assignment, observed)
+        for name, message in invalid.items():
+            self._reports[name] = self._with_previous(
+                ProgramReport(
+                    name=name,
+                    state=ProgramState.INVALID,
+                    reason="InvalidSpec",
+                    message=message,
+                    updated_at=_now(),
+                ),
+                observed.get(name),
+            )
+        keep = {a.name for a in desired.programs} | set(invalid)
+        for name in reconciling.unwanted_programs(keep, observed):
+            self._reports[name] = self._remove(name)
+        for name in [
+            n
+            for n, r in self._reports.items()
+            if n not in keep and r.state != ProgramState.DETACHED
+        ]:
+            del self._reports[name]
+        self.revision = desired.revision
+        return self.report()
+
+    def _reconcile_one(
+        self, assignment: ProgramAssignment, observed: dict[str, reconciling.ObservedProgram]
+    ) -> ProgramReport:
+        ref = assignment.spec.artifact
+        base = {
+            "name": assignment.name,
+            "artifact": f"{ref.name}@{ref.version}",
+            "updated_at": _now(),
+        }
+        prepared = preparing.prepare(
+            assignment,
+            artifact_dirs=self.settings.artifact_dirs,
+            trust=self.trust,
+            report=self.features,
+        )
+        if isinstance(prepared, preparing.Rejection):
+            report = ProgramReport(
+                **base, state=prepared.state, reason=prepared.reason, message=prepared.message
+            )
+            return self._with_previous(report, observed.get(assignment.name))
+        base["digest"] = prepared.manifest.object.sha256
+        try:
+            loading.apply(self.kernel, prepared, observed.get(assignment.name))
+        except loading.LoadFailure as failure:
+            report = ProgramReport(
+                **base,
+                state=ProgramState.LOAD_FAILED,
+                reason="VerifierRejected" if failure.verifier_log else "LoadError",
+                message=str(failure),
+                verifier_log=failure.verifier_log,
+            )
+            return self._with_previous(report, observed.get(assignment.name))
+        except (loading.AttachFailure, libbpf.LibbpfError, OSError) as failure:
+            report = ProgramReport(
+                **base, state=ProgramState.ATTACH_FAILED, reason="AttachError", message=str(failure)
+            )
+            return self._with_previous(report, observed.get(assignment.name))
+        return self._describe_attached(ProgramReport(**base, state=ProgramState.ATTACHED), prepared)
+
+    def _with_previous(
+        self, report: ProgramReport, observed: reconciling.ObservedProgram | None
+    ) -> ProgramReport:
+        """A rejected change leaves the running version alone; say so."""
+        if observed is None or not any(link.alive for link in observed.links.values()):
+            return report
+        return report.model_copy(
+            update={"message": f"{report.message} (the previous version stays attached)"}
+        )
+
+    def _remove(self, name: str) -> ProgramReport:
+        try:
+            loading.remove(self.kernel, name)
+        except (libbpf.LibbpfError, OSError) as error:
+            return ProgramReport(
+                name=name,
+                state=ProgramState.ATTACH_FAILED,
+                reason="DetachError",
+                message=str(error),
+                updated_at=_now(),
+            )
+        return ProgramReport(
+            name=name,
+            state=ProgramState.DETACHED,
+            reason="RemovedFromDesiredState",
+            message="detached and unpinned",
+            updated_at=_now(),
+        )
+
+    def _describe_attached(self, report: ProgramReport, desired: loading.Desired) -> ProgramReport:
+        observed = loading.observe(self.kernel).get(desired.name)
+        assert observed is not None
+        program_ids = dict(observed.versions.get(desired.tag, {}))
+        hooks = {hook.link_name: hook for hook in desired.hooks}
+        links = [
+            LinkReport(
+                name=link.name,
+                entry_point=hooks[link.name].entry_point,
+                hook=hooks[link.name].describe(),
+                link_id=link.link_id,
+                program_id=link.program_id,
+            )
+            for link in observed.links.values()
+            if link.name in hooks
+        ]
+        stats = {
+            entry: ProgramStats(
+                program_id=info.id, run_count=info.run_count, run_time_ns=info.run_time_ns
+            )
+            for entry, info in loading.program_stats(self.kernel, desired.name, desired.tag).items()
+        }
+        maps = [
+            MapReport(
+                name=m.name,
+                map_id=m.map_id,
+                type=m.type,
+                max_entries=m.max_entries,
+                entries=m.entries,
+            )
+            for m in loading.map_summaries(self.kernel, desired.name, desired.tag)
+        ]
+        unmanaged = [
+            UnmanagedProgram(hook=u.hook, program_id=u.program_id, program_name=u.program_name)
+            for u in loading.unmanaged_programs(
+                self.kernel, desired.hooks, set(program_ids.values())
+            )
+        ]
+        message = f"{len(links)} link(s) attached"
+        return report.model_copy(
+            update={
+                "program_ids": program_ids,
+                "links": links,
+                "stats": stats,
+                "maps": maps,
+                "unmanaged": unmanaged,
+                "message": message,
+            }
+        )
+
+    def report(self, error: str = "") -> NodeReport:
+        return NodeReport(
+            node=self.settings.node_name,
+            revision=self.revision,
+            programs=sorted(self._reports.values(), key=lambda r: r.name),
+            reported_at=_now(),
+            error=error,
+        )
+
+    # ------------------------------------------------------------------ loop
+
+    def reconcile_file(self, path: Path) -> NodeReport:
+        """Reconcile to the desired-state file; an unreadable file changes nothing."""
+        try:
+            desired, invalid = parse_desired(path.read_text())
+        except (OSError, DesiredStateError) as error:
+            message = f"desired state {path}: {error}"
+            log.error("%s; keeping what runs", message)
+            report = self.report(error=message)
+        else:
+            report = self.reconcile(desired, invalid)
+        _write_atomically(
+            self.settings.status_file, report.model_dump_json(by_alias=True, indent=2)
+        )
+        return report
+
+    def run(self, stop: threading.Event) -> None:
+        log.info(
+            "agent %s reconciling %s every %.1fs",
+            self.settings.node_name,
+            self.settings.desired_state,
+            self.settings.poll_interval,
+        )
+        while not stop.is_set():
+            self.reconcile_file(self.settings.desired_state)
+            stop.wait(self.settings.poll_interval)
+        log.info("agent stopping; everything attached stays attached")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def run_forever(settings: AgentSettings) -> None:
+    stop = threading.Event()
+
+    def request_stop(_signal: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    Agent(settings).run(stop)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_forever(AgentSettings())

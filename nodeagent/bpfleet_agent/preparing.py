@@ -1,0 +1,92 @@
+"""From an assignment to a program ready for the kernel, or a report of why not.
+
+Order matters and is the security boundary: the signature is verified, then the
+object's requirements are checked against this node, then the spec against the
+object; only a program that passes all three ever reaches ``loading``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bpfleet_agent import loading, pins
+from bpfleet_agent.reconciling import SpecError, expand
+from bpfleet_core import artifacts, features, signing
+from bpfleet_core.protocol import ProgramAssignment, ProgramState
+from bpfleet_core.resources import ArtifactRef
+
+
+@dataclass(frozen=True)
+class Rejection:
+    state: ProgramState
+    reason: str
+    message: str
+
+
+def locate(ref: ArtifactRef, directories: Sequence[Path]) -> artifacts.ArtifactFiles | None:
+    """Look in each directory, flat (``<dir>/<name>.*``) then by version
+    (``<dir>/<name>/<version>/<name>.*``); the manifest's version is checked later."""
+    for directory in directories:
+        for candidate in (directory, directory / ref.name / ref.version):
+            files = artifacts.ArtifactFiles.in_directory(candidate, ref.name)
+            if files.manifest.is_file() or files.object.is_file():
+                return files
+    return None
+
+
+def prepare(
+    assignment: ProgramAssignment,
+    *,
+    artifact_dirs: Sequence[Path],
+    trust: signing.TrustStore,
+    report: features.FeatureReport,
+) -> loading.Desired | Rejection:
+    spec = assignment.spec
+    ref = spec.artifact
+    files = locate(ref, artifact_dirs)
+    if files is None:
+        return Rejection(
+            ProgramState.LOAD_FAILED,
+            artifacts.RejectionReason.NOT_FOUND.value,
+            f"artifact {ref.name}@{ref.version} is in none of: "
+            + ", ".join(str(d) for d in artifact_dirs),
+        )
+    try:
+        verified = artifacts.verify(files, trust, expected_digest=ref.digest)
+    except artifacts.ArtifactRejected as rejected:
+        state = (
+            ProgramState.LOAD_FAILED
+            if rejected.reason == artifacts.RejectionReason.NOT_FOUND
+            else ProgramState.SIGNATURE_REJECTED
+        )
+        return Rejection(state, rejected.reason.value, rejected.message)
+    manifest = verified.manifest
+    if manifest.version != ref.version:
+        return Rejection(
+            ProgramState.LOAD_FAILED,
+            artifacts.RejectionReason.NOT_FOUND.value,
+            f"found {manifest.name}@{manifest.version}, the assignment asks for {ref.version}",
+        )
+    missing = features.check(manifest.requirements, report)
+    if missing:
+        return Rejection(
+            ProgramState.INCOMPATIBLE, "MissingKernelFeatures", features.summarize(missing)
+        )
+    try:
+        hooks = expand(spec.attach, manifest)
+    except SpecError as error:
+        return Rejection(ProgramState.INVALID, "InvalidAttachSpec", str(error))
+    try:
+        loading.validate_config(manifest, spec.config)
+    except ValueError as error:
+        return Rejection(ProgramState.INVALID, "InvalidConfig", str(error))
+    return loading.Desired(
+        name=assignment.name,
+        object_path=files.object,
+        manifest=manifest,
+        config=dict(spec.config),
+        hooks=tuple(hooks),
+        tag=pins.load_tag(manifest.object.sha256, dict(spec.config)),
+    )

@@ -1,0 +1,200 @@
+"""Real feature probes: what this kernel can load and attach, found by trying.
+
+Program types, map types and helpers are probed with libbpf's probe loads. Attaching
+is probed by attaching trivial programs for real: network hooks inside a private,
+throwaway network namespace (a child process), so the node's interfaces never see them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bpfleet_agent import libbpf, mounts
+from bpfleet_core import btf, kernel_enums
+from bpfleet_core._kernel_enum_tables import HELPERS
+from bpfleet_core.features import FeatureReport
+from bpfleet_core.manifests import AttachKind
+
+KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
+_CLONE_NEWNET = 0x40000000
+_PROBE_TRACEPOINTS = (
+    "sched/sched_process_exec",
+    "sched/sched_process_fork",
+    "syscalls/sys_enter_getpid",
+)
+_EVENT_SOURCES = Path("/sys/bus/event_source/devices")
+# Program types whose helpers libbpf cannot probe (they need an attach target to load).
+_UNPROBEABLE_HELPERS = {"tracing", "ext", "lsm", "struct_ops", "syscall", "netfilter"}
+
+
+def _attempt(action: Callable[[], int]) -> bool:
+    try:
+        fd = action()
+    except (libbpf.LibbpfError, OSError):
+        return False
+    os.close(fd)
+    return True
+
+
+def _link_with_trivial(program_type: str, attach: Callable[[int], int]) -> bool:
+    try:
+        program_fd = libbpf.load_trivial_program(program_type)
+    except libbpf.LibbpfError:
+        return False
+    try:
+        return _attempt(lambda: attach(program_fd))
+    finally:
+        os.close(program_fd)
+
+
+def _probe_cgroup_attach(cgroup_root: Path) -> bool:
+    directory = cgroup_root / f"bpfleet-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        directory.mkdir()
+    except OSError:
+        return False
+    try:
+        cgroup_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return _link_with_trivial(
+                "cgroup_skb", lambda fd: libbpf.link_create(fd, cgroup_fd, "cgroup_inet_ingress")
+            )
+        finally:
+            os.close(cgroup_fd)
+    finally:
+        directory.rmdir()
+
+
+def _probe_tracepoint_attach(tracefs: Path) -> bool:
+    for target in _PROBE_TRACEPOINTS:
+        category, _, name = target.partition("/")
+        if (tracefs / "events" / category / name / "id").exists():
+            return _link_with_trivial(
+                "tracepoint", lambda fd: libbpf.attach_tracepoint(fd, tracefs, category, name)
+            )
+    return False
+
+
+def network_attach_probes() -> dict[str, bool]:
+    """Run inside a fresh network namespace: its only interface, ``lo``, is ours alone."""
+    loopback = socket.if_nametoindex("lo")
+    return {
+        AttachKind.XDP.value: _link_with_trivial(
+            "xdp", lambda fd: libbpf.link_create(fd, loopback, "xdp")
+        ),
+        AttachKind.TC.value: _link_with_trivial(
+            "sched_cls", lambda fd: libbpf.link_create(fd, loopback, "tcx_ingress")
+        ),
+    }
+
+
+def _enter_new_network_namespace() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+
+
+def _network_attach_in_private_namespace() -> dict[str, bool]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bpfleet_agent.probing"],
+        preexec_fn=_enter_new_network_namespace,  # noqa: PLW1509 - nothing else runs threads yet
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        return {AttachKind.XDP.value: False, AttachKind.TC.value: False}
+    return {key: bool(value) for key, value in json.loads(result.stdout).items()}
+
+
+def attach_kinds(
+    program_types: dict[str, bool], tracefs: Path, cgroup_root: Path
+) -> dict[AttachKind, bool]:
+    kinds = {AttachKind(kind): ok for kind, ok in _network_attach_in_private_namespace().items()}
+    kinds[AttachKind.CGROUP_SKB] = _probe_cgroup_attach(cgroup_root)
+    kinds[AttachKind.TRACEPOINT] = _probe_tracepoint_attach(tracefs)
+    kinds[AttachKind.RAW_TRACEPOINT] = _link_with_trivial(
+        "raw_tracepoint", lambda fd: libbpf.attach_raw_tracepoint(fd, "sched_process_exec")
+    )
+    # kprobes and uprobes attach through their perf PMU (or legacy tracefs events); a
+    # kernel without either loads kprobe programs that can never run.
+    kinds[AttachKind.KPROBE] = program_types.get("kprobe", False) and (
+        (_EVENT_SOURCES / "kprobe").exists() or (tracefs / "kprobe_events").exists()
+    )
+    kinds[AttachKind.UPROBE] = program_types.get("kprobe", False) and (
+        (_EVENT_SOURCES / "uprobe").exists() or (tracefs / "uprobe_events").exists()
+    )
+    # Trampoline-based kinds: the program type probe already loads against a BTF target.
+    kinds[AttachKind.FENTRY] = program_types.get("tracing", False)
+    kinds[AttachKind.FEXIT] = program_types.get("tracing", False)
+    kinds[AttachKind.LSM] = program_types.get("lsm", False)
+    return kinds
+
+
+def helpers_by_program_type(program_types: dict[str, bool]) -> dict[str, tuple[str, ...]]:
+    report: dict[str, tuple[str, ...]] = {}
+    for program_type, available in program_types.items():
+        if not available or program_type in _UNPROBEABLE_HELPERS:
+            continue
+        report[program_type] = tuple(
+            name
+            for helper_id, name in enumerate(HELPERS)
+            if helper_id and libbpf.probe_helper(program_type, helper_id)
+        )
+    return report
+
+
+def _jit_enabled() -> bool:
+    try:
+        return Path("/proc/sys/net/core/bpf_jit_enable").read_text().strip() != "0"
+    except OSError:
+        return False
+
+
+def _stats_available() -> bool:
+    return _attempt(libbpf.enable_run_time_stats)
+
+
+def _kfuncs() -> tuple[str, ...]:
+    if not KERNEL_BTF.exists():
+        return ()
+    return tuple(sorted(btf.kfunc_names(btf.load_btf(KERNEL_BTF))))
+
+
+def probe(node: str, pin_root: Path, tracefs: Path, cgroup_root: Path) -> FeatureReport:
+    program_types = {name: libbpf.probe_program_type(name) for name in kernel_enums.program_types()}
+    map_types = {name: libbpf.probe_map_type(name) for name in kernel_enums.map_types()}
+    return FeatureReport(
+        node=node,
+        kernel_release=platform.release(),
+        arch=platform.machine(),
+        probed_at=datetime.now(UTC),
+        libbpf_version=libbpf.version(),
+        kernel_btf=KERNEL_BTF.exists(),
+        jit_enabled=_jit_enabled(),
+        bpffs=any(m.fstype == "bpf" and pin_root.is_relative_to(m.target) for m in mounts.mounts()),
+        bpf_stats=_stats_available(),
+        global_data=map_types.get("array", False) and program_types.get("socket_filter", False),
+        program_types=program_types,
+        map_types=map_types,
+        attach_kinds=attach_kinds(program_types, tracefs, cgroup_root),
+        helpers=helpers_by_program_type(program_types),
+        kfuncs=_kfuncs(),
+    )
+
+
+if __name__ == "__main__":
+    # The child half of the network attach probes: already in its own namespace.
+    print(json.dumps(network_attach_probes()))

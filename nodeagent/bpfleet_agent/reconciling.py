@@ -1,0 +1,179 @@
+"""Desired versus actual, as ordered steps. Pure: no kernel calls, tested directly.
+
+The executor in ``loading`` carries the steps out; this module decides them, so the
+rules (what is kept, what is swapped in place, what goes last) are in one place.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bpfleet_core.manifests import AttachKind, Manifest
+from bpfleet_core.resources import AttachPoint
+
+# Link types whose program the kernel can swap atomically (BPF_LINK_UPDATE). Perf-event
+# (tracepoint) and raw tracepoint links cannot: a new link goes in before the old goes out.
+UPDATABLE_KINDS = frozenset({AttachKind.XDP, AttachKind.TC, AttachKind.CGROUP_SKB})
+ATTACHABLE_KINDS = frozenset(
+    {
+        AttachKind.XDP,
+        AttachKind.TC,
+        AttachKind.CGROUP_SKB,
+        AttachKind.TRACEPOINT,
+        AttachKind.RAW_TRACEPOINT,
+    }
+)
+_CGROUP_DIRECTIONS = {"cgroup_inet_ingress": "ingress", "cgroup_inet_egress": "egress"}
+
+
+class SpecError(ValueError):
+    """The attach spec does not fit the object; the message says how."""
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One concrete attachment: an entry point on one target."""
+
+    entry_point: str
+    kind: AttachKind
+    target: str
+    direction: str | None = None
+    xdp_mode: str = "auto"
+
+    @property
+    def link_name(self) -> str:
+        """The pin name, e.g. ``xdp_count@xdp@eth0``; bpffs allows no dots, nor do we."""
+        kind = f"{self.kind.value}-{self.direction}" if self.direction else self.kind.value
+        mode = f"@{self.xdp_mode}" if self.kind == AttachKind.XDP and self.xdp_mode != "auto" else ""
+        target = self.target.strip("/").replace("/", ":").replace(".", "_")
+        return f"{self.entry_point}@{kind}@{target}{mode}"
+
+    def describe(self) -> str:
+        direction = f" {self.direction}" if self.direction else ""
+        return f"{self.kind.value}{direction} on {self.target}"
+
+
+def expand(attach_points: Iterable[AttachPoint], manifest: Manifest) -> list[Hook]:
+    """Turn the spec into hooks, checking each against the object's entry points."""
+    hooks: list[Hook] = []
+    for point in attach_points:
+        entry = manifest.entry_point(point.entry_point)
+        if entry is None:
+            known = ", ".join(e.name for e in manifest.entry_points)
+            raise SpecError(
+                f"{manifest.name} has no entry point {point.entry_point!r} (it has: {known})"
+            )
+        if entry.attach_kind != point.type:
+            actual = entry.attach_kind.value if entry.attach_kind else "nothing bpfleet attaches"
+            raise SpecError(
+                f"entry point {entry.name} (section {entry.section}) attaches as {actual}, "
+                f"not as {point.type.value}"
+            )
+        if point.type not in ATTACHABLE_KINDS:
+            raise SpecError(f"this agent cannot attach {point.type.value} programs yet")
+        match point.type:
+            case AttachKind.XDP | AttachKind.TC:
+                hooks += [
+                    Hook(entry.name, point.type, interface, point.direction, point.xdp_mode)
+                    for interface in point.interfaces
+                ]
+            case AttachKind.CGROUP_SKB:
+                direction = _CGROUP_DIRECTIONS.get(entry.expected_attach_type or "")
+                if direction is None:
+                    raise SpecError(f"entry point {entry.name} has no cgroup_skb direction")
+                if point.direction not in (None, direction):
+                    raise SpecError(
+                        f"entry point {entry.name} is built for {direction}, not {point.direction}"
+                    )
+                hooks.append(Hook(entry.name, point.type, str(point.cgroup), direction))
+            case AttachKind.TRACEPOINT | AttachKind.RAW_TRACEPOINT:
+                target = point.target or entry.attach_target
+                if not target:
+                    raise SpecError(f"entry point {entry.name} needs a target")
+                hooks.append(Hook(entry.name, point.type, target))
+    names = Counter(hook.link_name for hook in hooks)
+    duplicated = sorted(name for name, count in names.items() if count > 1)
+    if duplicated:
+        raise SpecError(f"the same hook is listed twice: {', '.join(duplicated)}")
+    return hooks
+
+
+@dataclass(frozen=True)
+class ObservedLink:
+    name: str
+    link_id: int
+    program_id: int
+    alive: bool
+
+
+@dataclass(frozen=True)
+class ObservedProgram:
+    """What the kernel holds under one program's pin directory."""
+
+    name: str
+    versions: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    links: Mapping[str, ObservedLink] = field(default_factory=dict)
+
+    def current_tag(self) -> str | None:
+        """The version the live links run; with no live link, the only version pinned."""
+        owners = {pid: tag for tag, progs in self.versions.items() for pid in progs.values()}
+        used = Counter(
+            owners[l.program_id] for l in self.links.values() if l.alive and l.program_id in owners
+        )
+        if used:
+            return used.most_common(1)[0][0]
+        return next(iter(self.versions)) if len(self.versions) == 1 else None
+
+
+class LinkAction(StrEnum):
+    KEEP = "keep"
+    CREATE = "create"
+    UPDATE = "update"  # swap the program behind the link, atomically
+    REPLACE = "replace"  # attach a new link, then drop the old one
+    RECREATE = "recreate"  # the old link lost its target: drop it, attach anew
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class LinkStep:
+    action: LinkAction
+    link_name: str
+    hook: Hook | None = None
+
+
+def plan_links(
+    hooks: Iterable[Hook], observed: Mapping[str, ObservedLink], program_ids: Mapping[str, int]
+) -> list[LinkStep]:
+    """Steps that make the links exactly ``hooks``, running ``program_ids``.
+
+    Removals come last: whatever is being replaced keeps running until its successor
+    is in place.
+    """
+    steps: list[LinkStep] = []
+    wanted = {hook.link_name: hook for hook in hooks}
+    for name, hook in wanted.items():
+        link = observed.get(name)
+        if link is None:
+            steps.append(LinkStep(LinkAction.CREATE, name, hook))
+        elif not link.alive:
+            steps.append(LinkStep(LinkAction.RECREATE, name, hook))
+        elif link.program_id == program_ids[hook.entry_point]:
+            steps.append(LinkStep(LinkAction.KEEP, name, hook))
+        elif hook.kind in UPDATABLE_KINDS:
+            steps.append(LinkStep(LinkAction.UPDATE, name, hook))
+        else:
+            steps.append(LinkStep(LinkAction.REPLACE, name, hook))
+    steps += [LinkStep(LinkAction.REMOVE, name) for name in sorted(observed) if name not in wanted]
+    return steps
+
+
+def stale_versions(observed: ObservedProgram, keep: str) -> list[str]:
+    return sorted(tag for tag in observed.versions if tag != keep)
+
+
+def unwanted_programs(desired: Iterable[str], observed: Iterable[str]) -> list[str]:
+    wanted = set(desired)
+    return sorted(name for name in observed if name not in wanted)
