@@ -10,10 +10,13 @@ from typing import Annotated
 import typer
 import yaml
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from bpfleet_cli import catalog_commands
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+)
 node_app = typer.Typer(no_args_is_help=True, help="This node: what its kernel can do.")
 agent_app = typer.Typer(no_args_is_help=True, help="The node agent.")
 app.add_typer(node_app, name="node")
@@ -62,6 +65,8 @@ def agent_run(
         settings = AgentSettings()
     except ValidationError as error:
         raise fail(f"agent settings: {daemon.describe_validation_error(error)}") from error
+    except SettingsError as error:
+        raise fail(f"agent settings: {error}") from error
     if not once:
         daemon.main()
         return

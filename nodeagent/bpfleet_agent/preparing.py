@@ -7,6 +7,7 @@ object; only a program that passes all three ever reaches ``loading``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,27 @@ class Rejection:
     message: str
 
 
+def _declared_version(files: artifacts.ArtifactFiles) -> str | None:
+    """The version a manifest claims, read before verification only to pick a file."""
+    try:
+        version = json.loads(files.manifest.read_bytes()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
 def locate(ref: ArtifactRef, directories: Sequence[Path]) -> artifacts.ArtifactFiles | None:
-    """Look in each directory, flat (``<dir>/<name>.*``) then by version
-    (``<dir>/<name>/<version>/<name>.*``); the manifest's version is checked later."""
+    """Look in each directory, flat (``<dir>/<name>.*``) and by version
+    (``<dir>/<name>/<version>/<name>.*``). The first copy claiming the wanted version
+    wins, else the first copy found (whose verification then says what is wrong)."""
+    found: list[artifacts.ArtifactFiles] = []
     for directory in directories:
         for candidate in (directory, directory / ref.name / ref.version):
             files = artifacts.ArtifactFiles.in_directory(candidate, ref.name)
             if files.manifest.is_file() or files.object.is_file():
-                return files
-    return None
+                found.append(files)
+    matching = (files for files in found if _declared_version(files) == ref.version)
+    return next(matching, found[0] if found else None)
 
 
 def prepare(

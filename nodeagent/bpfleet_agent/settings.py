@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Lists of paths are written like PATH in the environment: "/one:/two".
+PathList = Annotated[list[Path], NoDecode]
 
 
 class AgentSettings(BaseSettings):
@@ -23,15 +27,22 @@ class AgentSettings(BaseSettings):
     desired_state: Path = Field(
         default=Path("/etc/bpfleet/desired.yaml"), description="Local desired-state file."
     )
-    artifact_dirs: list[Path] = Field(
+    artifact_dirs: PathList = Field(
         default_factory=lambda: [Path("/var/lib/bpfleet/artifacts")],
         description="Where signed artifacts are looked up, in order.",
     )
-    trust: list[Path] = Field(
+    trust: PathList = Field(
         default_factory=lambda: [Path("/etc/bpfleet/trust")],
         description="Public keys (files, or directories of *.pub) whose signatures are accepted.",
     )
     poll_interval: float = Field(default=2.0, gt=0, description="Seconds between reconciles.")
+
+    @field_validator("artifact_dirs", "trust", mode="before")
+    @classmethod
+    def _split_path_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(part) for part in value.split(":") if part]
+        return value
 
     @property
     def status_file(self) -> Path:

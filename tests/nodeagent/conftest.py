@@ -43,8 +43,8 @@ class AgentEnv:
             "BPFLEET_AGENT_PIN_ROOT": str(self.pin_root),
             "BPFLEET_AGENT_STATE_DIR": str(self.state_dir),
             "BPFLEET_AGENT_DESIRED_STATE": str(self.desired_file),
-            "BPFLEET_AGENT_ARTIFACT_DIRS": yaml.safe_dump([str(d) for d in self.artifact_dirs], default_flow_style=True).strip().replace("'", '"'),
-            "BPFLEET_AGENT_TRUST": f'["{self.catalog.trust}"]',
+            "BPFLEET_AGENT_ARTIFACT_DIRS": ":".join(str(d) for d in self.artifact_dirs),
+            "BPFLEET_AGENT_TRUST": str(self.catalog.trust),
             "BPFLEET_AGENT_POLL_INTERVAL": "0.3",
         }
 
