@@ -476,7 +476,9 @@ def apply(kernel: Kernel, desired: Desired, observed: ObservedProgram | None) ->
         try:
             _apply_links(kernel, program, steps, loaded)
         except AttachFailure:
-            if loaded.fresh and desired.tag != running_tag:
+            if not observed.versions:
+                _remove_tree(program.root)  # nothing ran before: leave no trace
+            elif loaded.fresh and desired.tag != running_tag:
                 _remove_tree(program.version(desired.tag))
             raise
         for tag in stale_versions(observed, keep=desired.tag):

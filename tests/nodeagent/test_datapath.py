@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -128,3 +129,65 @@ def test_tcp_lifetime_tracer_sees_a_connection(agent_env: AgentEnv) -> None:
     assert event[16:20] == bytes([10, 82, 0, 1])  # daddr: the server
     assert rx_bytes >= 5000
     assert tx_bytes >= 5000
+
+
+SYS_GETPID = {"x86_64": 39, "aarch64": 172}[os.uname().machine]
+
+
+def test_raw_tracepoint_counts_syscalls_of_one_process(agent_env: AgentEnv) -> None:
+    agent_env.write_desired(
+        program("syscount", "syscount", "1.0.0", {"entryPoint": "count_sys_enter", "type": "raw_tracepoint"}, target_tgid=os.getpid())
+    )
+    report = Agent(agent_env.settings()).reconcile_file(agent_env.desired_file)
+    attached(report, "syscount")
+    tag = pins.load_tag(next(p for p in report.programs if p.name == "syscount").digest, {"target_tgid": os.getpid()})
+    counts_path = pins.for_program(agent_env.pin_root, "syscount").map(tag, "syscall_counts")
+    before = loading.read_counter_map(counts_path).get(SYS_GETPID, (0,))[0]
+    for _ in range(1000):
+        os.getpid()
+    after = loading.read_counter_map(counts_path).get(SYS_GETPID, (0,))[0]
+    assert after - before >= 1000
+    subprocess.run(["/bin/true"], check=True)  # another process: filtered out by target_tgid
+    assert loading.read_counter_map(counts_path).get(SYS_GETPID, (0,))[0] - after < 50
+
+
+def test_cgroup_skb_counts_traffic_of_processes_in_the_cgroup(agent_env: AgentEnv) -> None:
+    from bpfleet_agent import mounts
+
+    cgroup_name = f"bpfleet-test-{uuid.uuid4().hex[:8]}"
+    cgroup = mounts.ensure_cgroup2() / cgroup_name
+    cgroup.mkdir()
+    try:
+        agent_env.write_desired(
+            program(
+                "cgroup",
+                "cgroup_counter",
+                "1.0.0",
+                {"entryPoint": "cgroup_ingress", "type": "cgroup_skb", "cgroup": cgroup_name},
+                {"entryPoint": "cgroup_egress", "type": "cgroup_skb", "cgroup": cgroup_name, "direction": "egress"},
+            )
+        )
+        report = Agent(agent_env.settings()).reconcile_file(agent_env.desired_file)
+        attached(report, "cgroup")
+        member = subprocess.run(
+            [
+                "/bin/sh",
+                "-c",
+                f'echo $$ > {cgroup}/cgroup.procs && exec {sys.executable} -c "'
+                "import socket; r=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind(('127.0.0.1', 0));"
+                "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+                "[s.sendto(b'x'*32, r.getsockname()) for _ in range(50)];"
+                '[r.recv(64) for _ in range(50)]"',
+            ],
+            check=True,
+            timeout=30,
+        )
+        assert member.returncode == 0
+        counts = loading.read_counter_map(map_path(agent_env, report, "cgroup", "dir_stats"))
+        assert counts[0][0] >= 50  # ingress
+        assert counts[1][0] >= 50  # egress
+    finally:
+        from bpfleet_agent import loading as agent_loading
+
+        agent_loading.remove(agent_loading.Kernel(agent_env.pin_root, mounts.ensure_tracefs(), mounts.ensure_cgroup2()), "cgroup")
+        cgroup.rmdir()
