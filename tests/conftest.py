@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,14 @@ class SignedCatalog:
 
 def build_catalog(build_dir: Path, extra_cflags: str = "") -> None:
     subprocess.run(
-        ["make", "-s", "-C", str(CATALOG), f"BUILD_DIR={build_dir}", f"EXTRA_CFLAGS={extra_cflags}"],
+        [
+            "make",
+            "-s",
+            "-C",
+            str(CATALOG),
+            f"BUILD_DIR={build_dir}",
+            f"EXTRA_CFLAGS={extra_cflags}",
+        ],
         check=True,
     )
 
@@ -64,7 +70,7 @@ def sign_object(object_path: Path, directory: Path, name: str, version: str, key
 
 
 @pytest.fixture(scope="session")
-def signed_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedCatalog]:
+def signed_catalog(tmp_path_factory: pytest.TempPathFactory) -> SignedCatalog:
     root = tmp_path_factory.mktemp("catalog")
     build_dir = root / "build"
     build_catalog(build_dir)
@@ -78,4 +84,4 @@ def signed_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedC
     for object_path in sorted(build_dir.glob("*.bpf.o")):
         name = object_path.name.removesuffix(".bpf.o")
         sign_object(object_path, signed, name, versions[name], key)
-    yield SignedCatalog(signed, key, public.parent, versions)
+    return SignedCatalog(signed, key, public.parent, versions)

@@ -10,7 +10,9 @@ import yaml
 
 from bpfleet_core import analysing, artifacts, features, manifests, signing
 
-app = typer.Typer(no_args_is_help=True, help="Build manifests for eBPF objects, sign and check them.")
+app = typer.Typer(
+    no_args_is_help=True, help="Build manifests for eBPF objects, sign and check them."
+)
 keys_app = typer.Typer(no_args_is_help=True, help="Signing keys.")
 
 TrustOption = Annotated[
@@ -91,7 +93,8 @@ def verify(
     """Verify an artifact's signature and object digest against trusted keys."""
     try:
         verified = artifacts.verify(
-            artifacts.ArtifactFiles.in_directory(directory, name), signing.TrustStore.from_paths(trust)
+            artifacts.ArtifactFiles.in_directory(directory, name),
+            signing.TrustStore.from_paths(trust),
         )
     except (artifacts.ArtifactRejected, signing.SignatureError) as error:
         raise _fail(f"rejected: {error}") from error

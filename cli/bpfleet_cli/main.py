@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -41,15 +40,29 @@ def node_features(
     settings = AgentSettings()
     mounts.ensure_bpffs(settings.pin_root)
     kernel = loading.Kernel(settings.pin_root, mounts.ensure_tracefs(), mounts.ensure_cgroup2())
-    report = probing.probe(settings.node_name, settings.pin_root, kernel.tracefs, kernel.cgroup_root)
+    report = probing.probe(
+        settings.node_name, settings.pin_root, kernel.tracefs, kernel.cgroup_root
+    )
     if as_json:
         typer.echo(report.to_json())
         return
-    typer.echo(f"node {report.node}: Linux {report.kernel_release} ({report.arch}), libbpf {report.libbpf_version}")
-    typer.echo(f"  kernel BTF: {report.kernel_btf}  JIT: {report.jit_enabled}  bpffs: {report.bpffs}  stats: {report.bpf_stats}")
-    for title, table in (("program types", report.program_types), ("map types", report.map_types), ("attach", report.attach_kinds)):
+    typer.echo(
+        f"node {report.node}: Linux {report.kernel_release} ({report.arch}), "
+        f"libbpf {report.libbpf_version}"
+    )
+    typer.echo(
+        f"  kernel BTF: {report.kernel_btf}  JIT: {report.jit_enabled}  "
+        f"bpffs: {report.bpffs}  stats: {report.bpf_stats}"
+    )
+    for title, table in (
+        ("program types", report.program_types),
+        ("map types", report.map_types),
+        ("attach", report.attach_kinds),
+    ):
         missing = sorted(str(name) for name, ok in table.items() if not ok)
-        typer.echo(f"  {title}: {sum(table.values())} available; lacking: {', '.join(missing) or 'none'}")
+        typer.echo(
+            f"  {title}: {sum(table.values())} available; lacking: {', '.join(missing) or 'none'}"
+        )
     typer.echo(f"  kfuncs: {len(report.kfuncs)}")
 
 
@@ -92,7 +105,10 @@ def agent_status(
     if document.get("error"):
         typer.echo(f"error: {document['error']}")
     for program in document["programs"]:
-        typer.echo(f"{program['name']:<24} {program['state']:<18} {program.get('reason', '')} {program.get('message', '')}")
+        typer.echo(
+            f"{program['name']:<24} {program['state']:<18} "
+            f"{program.get('reason', '')} {program.get('message', '')}"
+        )
 
 
 def run() -> None:

@@ -30,7 +30,7 @@ class RejectionReason(StrEnum):
     INVALID_MANIFEST = "InvalidManifest"
 
 
-class ArtifactRejected(Exception):  # noqa: N818 - reads as a verdict: "raise ArtifactRejected"
+class ArtifactRejected(Exception):
     def __init__(self, reason: RejectionReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason

@@ -749,7 +749,7 @@ def enable_run_time_stats() -> int:
 
 
 def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
-    """The value for ``key``, or None if absent. Per-CPU maps need value_size × CPUs."""
+    """The value for ``key``, or None if absent. Per-CPU maps need value_size * CPUs."""
     key_buffer = ctypes.create_string_buffer(key, len(key))
     value_buffer = ctypes.create_string_buffer(value_size)
     result = _lib().bpf_map_lookup_elem(map_fd, key_buffer, value_buffer)

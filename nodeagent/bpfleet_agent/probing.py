@@ -77,13 +77,14 @@ def _probe_cgroup_attach(cgroup_root: Path) -> bool:
 
 
 def _probe_tracepoint_attach(tracefs: Path) -> bool:
-    for target in _PROBE_TRACEPOINTS:
-        category, _, name = target.partition("/")
-        if (tracefs / "events" / category / name / "id").exists():
-            return _link_with_trivial(
-                "tracepoint", lambda fd: libbpf.attach_tracepoint(fd, tracefs, category, name)
-            )
-    return False
+    present = (t for t in _PROBE_TRACEPOINTS if (tracefs / "events" / t / "id").exists())
+    target = next(present, None)
+    if target is None:
+        return False
+    category, _, name = target.partition("/")
+    return _link_with_trivial(
+        "tracepoint", lambda fd: libbpf.attach_tracepoint(fd, tracefs, category, name)
+    )
 
 
 def network_attach_probes() -> dict[str, bool]:
@@ -108,7 +109,7 @@ def _enter_new_network_namespace() -> None:
 def _network_attach_in_private_namespace() -> dict[str, bool]:
     result = subprocess.run(
         [sys.executable, "-m", "bpfleet_agent.probing"],
-        preexec_fn=_enter_new_network_namespace,  # noqa: PLW1509 - nothing else runs threads yet
+        preexec_fn=_enter_new_network_namespace,
         capture_output=True,
         text=True,
         timeout=60,

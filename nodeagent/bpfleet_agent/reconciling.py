@@ -47,7 +47,9 @@ class Hook:
     def link_name(self) -> str:
         """The pin name, e.g. ``xdp_count@xdp@eth0``; bpffs allows no dots, nor do we."""
         kind = f"{self.kind.value}-{self.direction}" if self.direction else self.kind.value
-        mode = f"@{self.xdp_mode}" if self.kind == AttachKind.XDP and self.xdp_mode != "auto" else ""
+        mode = (
+            f"@{self.xdp_mode}" if self.kind == AttachKind.XDP and self.xdp_mode != "auto" else ""
+        )
         target = self.target.strip("/").replace("/", ":").replace(".", "_")
         return f"{self.entry_point}@{kind}@{target}{mode}"
 
@@ -121,7 +123,9 @@ class ObservedProgram:
         """The version the live links run; with no live link, the only version pinned."""
         owners = {pid: tag for tag, progs in self.versions.items() for pid in progs.values()}
         used = Counter(
-            owners[l.program_id] for l in self.links.values() if l.alive and l.program_id in owners
+            owners[link.program_id]
+            for link in self.links.values()
+            if link.alive and link.program_id in owners
         )
         if used:
             return used.most_common(1)[0][0]

@@ -25,7 +25,9 @@ def feature_report() -> FeatureReport:
     from bpfleet_agent import mounts, probing
 
     mounts.ensure_bpffs(BPFFS_TEST_ROOT / "bpfleet")
-    return probing.probe("test-node", BPFFS_TEST_ROOT, mounts.ensure_tracefs(), mounts.ensure_cgroup2())
+    return probing.probe(
+        "test-node", BPFFS_TEST_ROOT, mounts.ensure_tracefs(), mounts.ensure_cgroup2()
+    )
 
 
 @dataclass
@@ -62,21 +64,36 @@ class AgentEnv:
         )
 
     def write_desired(self, *programs: dict[str, Any], revision: int = 1) -> None:
-        self.desired_file.write_text(yaml.safe_dump({"revision": revision, "programs": list(programs)}))
+        self.desired_file.write_text(
+            yaml.safe_dump({"revision": revision, "programs": list(programs)})
+        )
 
 
-def program(name: str, artifact: str, version: str, *attach: dict[str, Any], **config: Any) -> dict[str, Any]:
+def program(
+    name: str, artifact: str, version: str, *attach: dict[str, Any], **config: Any
+) -> dict[str, Any]:
     """A desired-state entry, as a user writes it."""
-    spec: dict[str, Any] = {"artifact": {"name": artifact, "version": version}, "attach": list(attach)}
+    spec: dict[str, Any] = {
+        "artifact": {"name": artifact, "version": version},
+        "attach": list(attach),
+    }
     if config:
         spec["config"] = config
     return {"name": name, "spec": spec}
 
 
 @pytest.fixture
-def agent_env(signed_catalog: SignedCatalog, tmp_path: Path, feature_report: FeatureReport) -> Iterator[AgentEnv]:
+def agent_env(
+    signed_catalog: SignedCatalog, tmp_path: Path, feature_report: FeatureReport
+) -> Iterator[AgentEnv]:
     pin_root = BPFFS_TEST_ROOT / f"bpfleet-test-{uuid.uuid4().hex[:8]}"
-    env = AgentEnv(pin_root, tmp_path / "state", tmp_path / "desired.yaml", signed_catalog, [signed_catalog.directory])
+    env = AgentEnv(
+        pin_root,
+        tmp_path / "state",
+        tmp_path / "desired.yaml",
+        signed_catalog,
+        [signed_catalog.directory],
+    )
     env.state_dir.mkdir()
     (env.state_dir / "features.json").write_text(feature_report.to_json())
     yield env

@@ -67,7 +67,17 @@ def veth_pair(subnet: int = 77) -> Iterator[VethPair]:
     ip("netns", "add", pair.left)
     ip("netns", "add", pair.right)
     try:
-        ip("link", "add", pair.left_if, "type", "veth", "peer", "name", pair.right_if, netns=pair.left)
+        ip(
+            "link",
+            "add",
+            pair.left_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            pair.right_if,
+            netns=pair.left,
+        )
         ip("link", "set", pair.right_if, "netns", pair.right, netns=pair.left)
         for netns, interface, address in (
             (pair.left, pair.left_if, pair.left_ip),

@@ -16,7 +16,17 @@ pytestmark = pytest.mark.bpf
 
 
 def tc_program(interface: str) -> dict[str, Any]:
-    return program("tc", "tc_counter", "1.0.0", {"entryPoint": "tc_ingress", "type": "tc", "direction": "ingress", "interfaces": [interface]})
+    return program(
+        "tc",
+        "tc_counter",
+        "1.0.0",
+        {
+            "entryPoint": "tc_ingress",
+            "type": "tc",
+            "direction": "ingress",
+            "interfaces": [interface],
+        },
+    )
 
 
 @pytest.fixture
@@ -27,13 +37,25 @@ def broken_elf(agent_env: AgentEnv, tmp_path: Path) -> Path:
     garbage.write_bytes(b"\x7fELF" + b"\0" * 60)
     # Sign the real tc_counter manifest shape over garbage bytes by analysing a real object,
     # then swapping the object and re-signing: the agent must fail at open, not crash.
-    sign_object(agent_env.catalog.files("tc_counter").object, directory, "broken", "1.0.0", agent_env.catalog.private_key)
+    sign_object(
+        agent_env.catalog.files("tc_counter").object,
+        directory,
+        "broken",
+        "1.0.0",
+        agent_env.catalog.private_key,
+    )
     from bpfleet_core import artifacts, manifests
 
     files = artifacts.ArtifactFiles.in_directory(directory, "broken")
     files.object.write_bytes(garbage.read_bytes())
     manifest = manifests.parse(files.manifest.read_bytes())
-    manifest = manifest.model_copy(update={"object": manifest.object.model_copy(update={"sha256": artifacts.sha256_file(files.object), "size": 64})})
+    manifest = manifest.model_copy(
+        update={
+            "object": manifest.object.model_copy(
+                update={"sha256": artifacts.sha256_file(files.object), "size": 64}
+            )
+        }
+    )
     artifacts.write_signed(manifest, files, agent_env.catalog.private_key)
     return directory
 
@@ -41,56 +63,108 @@ def broken_elf(agent_env: AgentEnv, tmp_path: Path) -> Path:
 CASES: list[tuple[str, dict[str, Any], str, str, str]] = [
     (
         "missing-artifact",
-        program("ghost", "no_such_program", "1.0.0", {"entryPoint": "x", "type": "xdp", "interfaces": ["lo"]}),
+        program(
+            "ghost",
+            "no_such_program",
+            "1.0.0",
+            {"entryPoint": "x", "type": "xdp", "interfaces": ["lo"]},
+        ),
         "LoadFailed",
         "ArtifactNotFound",
         "artifact no_such_program@1.0.0 is in none of",
     ),
     (
         "unknown-attach-type",
-        program("odd", "xdp_counter", "1.0.0", {"entryPoint": "xdp_count", "type": "socket_magic", "interfaces": ["lo"]}),
+        program(
+            "odd",
+            "xdp_counter",
+            "1.0.0",
+            {"entryPoint": "xdp_count", "type": "socket_magic", "interfaces": ["lo"]},
+        ),
         "Invalid",
         "InvalidSpec",
         "spec.attach.0.type: Input should be",
     ),
     (
         "wrong-entry-point",
-        program("odd", "xdp_counter", "1.0.0", {"entryPoint": "nope", "type": "xdp", "interfaces": ["lo"]}),
+        program(
+            "odd",
+            "xdp_counter",
+            "1.0.0",
+            {"entryPoint": "nope", "type": "xdp", "interfaces": ["lo"]},
+        ),
         "Invalid",
         "InvalidAttachSpec",
         "xdp_counter has no entry point 'nope' (it has: xdp_count)",
     ),
     (
         "entry-point-of-another-kind",
-        program("odd", "tc_counter", "1.0.0", {"entryPoint": "tc_ingress", "type": "xdp", "interfaces": ["lo"]}),
+        program(
+            "odd",
+            "tc_counter",
+            "1.0.0",
+            {"entryPoint": "tc_ingress", "type": "xdp", "interfaces": ["lo"]},
+        ),
         "Invalid",
         "InvalidAttachSpec",
         "attaches as tc, not as xdp",
     ),
     (
         "unknown-config",
-        program("odd", "xdp_counter", "1.0.0", {"entryPoint": "xdp_count", "type": "xdp", "interfaces": ["lo"]}, colour=3),
+        program(
+            "odd",
+            "xdp_counter",
+            "1.0.0",
+            {"entryPoint": "xdp_count", "type": "xdp", "interfaces": ["lo"]},
+            colour=3,
+        ),
         "Invalid",
         "InvalidConfig",
         "xdp_counter has no config variable 'colour'",
     ),
     (
         "config-out-of-range",
-        program("odd", "tc_counter", "1.0.0", {"entryPoint": "tc_ingress", "type": "tc", "direction": "ingress", "interfaces": ["lo"]}, only_ethertype=70000),
+        program(
+            "odd",
+            "tc_counter",
+            "1.0.0",
+            {
+                "entryPoint": "tc_ingress",
+                "type": "tc",
+                "direction": "ingress",
+                "interfaces": ["lo"],
+            },
+            only_ethertype=70000,
+        ),
         "Invalid",
         "InvalidConfig",
         "does not fit 2 byte(s)",
     ),
     (
         "missing-interface",
-        program("odd", "xdp_counter", "1.0.0", {"entryPoint": "xdp_count", "type": "xdp", "interfaces": ["nosuch0"]}),
+        program(
+            "odd",
+            "xdp_counter",
+            "1.0.0",
+            {"entryPoint": "xdp_count", "type": "xdp", "interfaces": ["nosuch0"]},
+        ),
         "AttachFailed",
         "AttachError",
         "interface nosuch0 does not exist on this node",
     ),
     (
         "broken-elf",
-        program("odd", "broken", "1.0.0", {"entryPoint": "tc_ingress", "type": "tc", "direction": "ingress", "interfaces": ["lo"]}),
+        program(
+            "odd",
+            "broken",
+            "1.0.0",
+            {
+                "entryPoint": "tc_ingress",
+                "type": "tc",
+                "direction": "ingress",
+                "interfaces": ["lo"],
+            },
+        ),
         "LoadFailed",
         "LoadError",
         "cannot open broken.bpf.o",
@@ -98,9 +172,17 @@ CASES: list[tuple[str, dict[str, Any], str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "entry", "state", "reason", "message"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("case", "entry", "state", "reason", "message"), CASES, ids=[c[0] for c in CASES]
+)
 def test_bad_program_is_reported_and_others_keep_running(
-    agent_env: AgentEnv, broken_elf: Path, case: str, entry: dict[str, Any], state: str, reason: str, message: str
+    agent_env: AgentEnv,
+    broken_elf: Path,
+    case: str,
+    entry: dict[str, Any],
+    state: str,
+    reason: str,
+    message: str,
 ) -> None:
     agent_env.artifact_dirs.append(broken_elf)
     with veth_pair(subnet=86) as pair, entered(pair.left):
@@ -141,12 +223,26 @@ def test_broken_change_to_a_running_program_keeps_the_running_version(agent_env:
         agent = Agent(agent_env.settings())
         agent_env.write_desired(tc_program(pair.left_if))
         before = {p.name: p for p in agent.reconcile_file(agent_env.desired_file).programs}["tc"]
-        broken = program("tc", "tc_counter", "1.0.0", {"entryPoint": "tc_ingress", "type": "tc", "direction": "ingress", "interfaces": ["nosuch1"]})
+        broken = program(
+            "tc",
+            "tc_counter",
+            "1.0.0",
+            {
+                "entryPoint": "tc_ingress",
+                "type": "tc",
+                "direction": "ingress",
+                "interfaces": ["nosuch1"],
+            },
+        )
         agent_env.write_desired(broken, revision=2)
         after = {p.name: p for p in agent.reconcile_file(agent_env.desired_file).programs}["tc"]
         from bpfleet_agent import loading, mounts
 
-        observed = loading.observe(loading.Kernel(agent_env.pin_root, mounts.ensure_tracefs(), mounts.ensure_cgroup2()))["tc"]
+        observed = loading.observe(
+            loading.Kernel(agent_env.pin_root, mounts.ensure_tracefs(), mounts.ensure_cgroup2())
+        )["tc"]
     assert after.state == "AttachFailed"
     assert "the previous version stays attached" in after.message
-    assert {link.link_id for link in observed.links.values()} == {link.link_id for link in before.links}
+    assert {link.link_id for link in observed.links.values()} == {
+        link.link_id for link in before.links
+    }

@@ -39,13 +39,28 @@ def map_path(env: AgentEnv, report: NodeReport, name: str, map_name: str) -> Pat
 def test_xdp_and_tc_count_packets_between_namespaces(agent_env: AgentEnv) -> None:
     with veth_pair(subnet=81) as pair, entered(pair.left):
         agent_env.write_desired(
-            program("xdp", "xdp_counter", "1.0.0", {"entryPoint": "xdp_count", "type": "xdp", "interfaces": [pair.left_if]}),
+            program(
+                "xdp",
+                "xdp_counter",
+                "1.0.0",
+                {"entryPoint": "xdp_count", "type": "xdp", "interfaces": [pair.left_if]},
+            ),
             program(
                 "tc",
                 "tc_counter",
                 "1.0.0",
-                {"entryPoint": "tc_ingress", "type": "tc", "direction": "ingress", "interfaces": [pair.left_if]},
-                {"entryPoint": "tc_egress", "type": "tc", "direction": "egress", "interfaces": [pair.left_if]},
+                {
+                    "entryPoint": "tc_ingress",
+                    "type": "tc",
+                    "direction": "ingress",
+                    "interfaces": [pair.left_if],
+                },
+                {
+                    "entryPoint": "tc_egress",
+                    "type": "tc",
+                    "direction": "egress",
+                    "interfaces": [pair.left_if],
+                },
             ),
         )
         agent = Agent(agent_env.settings())
@@ -85,7 +100,9 @@ def _read_ring(path: Path, until: float, wanted: object) -> list[bytes]:
 
 
 def test_exec_tracer_streams_an_exec(agent_env: AgentEnv) -> None:
-    agent_env.write_desired(program("execs", "execsnoop", "1.0.0", {"entryPoint": "handle_exec", "type": "tracepoint"}))
+    agent_env.write_desired(
+        program("execs", "execsnoop", "1.0.0", {"entryPoint": "handle_exec", "type": "tracepoint"})
+    )
     report = Agent(agent_env.settings()).reconcile_file(agent_env.desired_file)
     attached(report, "execs")
     marker = f"/tmp/bpfleet-exec-{uuid.uuid4().hex[:8]}"
@@ -113,17 +130,27 @@ def test_exec_tracer_streams_an_exec(agent_env: AgentEnv) -> None:
 def test_tcp_lifetime_tracer_sees_a_connection(agent_env: AgentEnv) -> None:
     with veth_pair(subnet=82) as pair:
         agent_env.write_desired(
-            program("tcplife", "tcplife", "1.0.0", {"entryPoint": "handle_set_state", "type": "tracepoint"}, target_dport=8123)
+            program(
+                "tcplife",
+                "tcplife",
+                "1.0.0",
+                {"entryPoint": "handle_set_state", "type": "tracepoint"},
+                target_dport=8123,
+            )
         )
         report = Agent(agent_env.settings()).reconcile_file(agent_env.desired_file)
         attached(report, "tcplife")
-        tag = pins.load_tag(next(p for p in report.programs if p.name == "tcplife").digest, {"target_dport": 8123})
+        tag = pins.load_tag(
+            next(p for p in report.programs if p.name == "tcplife").digest, {"target_dport": 8123}
+        )
         events = pins.for_program(agent_env.pin_root, "tcplife").map(tag, "events")
         tcp_exchange(pair.right, pair.left, pair.left_ip, 8123, payload=5000)
-        records = _read_ring(events, time.monotonic() + 5, lambda r: struct.unpack_from("=H", r, 70)[0] == 8123)
+        records = _read_ring(
+            events, time.monotonic() + 5, lambda r: struct.unpack_from("=H", r, 70)[0] == 8123
+        )
     event = next(r for r in records if struct.unpack_from("=H", r, 70)[0] == 8123)
     rx_bytes, tx_bytes = struct.unpack_from("=QQ", event, 48)
-    sport, dport, family = struct.unpack_from("=HHH", event, 68)
+    _sport, dport, family = struct.unpack_from("=HHH", event, 68)
     assert dport == 8123
     assert family == 2  # AF_INET
     assert event[16:20] == bytes([10, 82, 0, 1])  # daddr: the server
@@ -136,11 +163,20 @@ SYS_GETPID = {"x86_64": 39, "aarch64": 172}[os.uname().machine]
 
 def test_raw_tracepoint_counts_syscalls_of_one_process(agent_env: AgentEnv) -> None:
     agent_env.write_desired(
-        program("syscount", "syscount", "1.0.0", {"entryPoint": "count_sys_enter", "type": "raw_tracepoint"}, target_tgid=os.getpid())
+        program(
+            "syscount",
+            "syscount",
+            "1.0.0",
+            {"entryPoint": "count_sys_enter", "type": "raw_tracepoint"},
+            target_tgid=os.getpid(),
+        )
     )
     report = Agent(agent_env.settings()).reconcile_file(agent_env.desired_file)
     attached(report, "syscount")
-    tag = pins.load_tag(next(p for p in report.programs if p.name == "syscount").digest, {"target_tgid": os.getpid()})
+    tag = pins.load_tag(
+        next(p for p in report.programs if p.name == "syscount").digest,
+        {"target_tgid": os.getpid()},
+    )
     counts_path = pins.for_program(agent_env.pin_root, "syscount").map(tag, "syscall_counts")
     before = loading.read_counter_map(counts_path).get(SYS_GETPID, (0,))[0]
     for _ in range(1000):
@@ -164,7 +200,12 @@ def test_cgroup_skb_counts_traffic_of_processes_in_the_cgroup(agent_env: AgentEn
                 "cgroup_counter",
                 "1.0.0",
                 {"entryPoint": "cgroup_ingress", "type": "cgroup_skb", "cgroup": cgroup_name},
-                {"entryPoint": "cgroup_egress", "type": "cgroup_skb", "cgroup": cgroup_name, "direction": "egress"},
+                {
+                    "entryPoint": "cgroup_egress",
+                    "type": "cgroup_skb",
+                    "cgroup": cgroup_name,
+                    "direction": "egress",
+                },
             )
         )
         report = Agent(agent_env.settings()).reconcile_file(agent_env.desired_file)
@@ -189,5 +230,10 @@ def test_cgroup_skb_counts_traffic_of_processes_in_the_cgroup(agent_env: AgentEn
     finally:
         from bpfleet_agent import loading as agent_loading
 
-        agent_loading.remove(agent_loading.Kernel(agent_env.pin_root, mounts.ensure_tracefs(), mounts.ensure_cgroup2()), "cgroup")
+        agent_loading.remove(
+            agent_loading.Kernel(
+                agent_env.pin_root, mounts.ensure_tracefs(), mounts.ensure_cgroup2()
+            ),
+            "cgroup",
+        )
         cgroup.rmdir()

@@ -26,23 +26,36 @@ IPPROTO_UDP = 17
 
 
 def xdp_program(interface: str, version: str = "1.0.0") -> dict[str, Any]:
-    return program("xdp", "xdp_counter", version, {"entryPoint": "xdp_count", "type": "xdp", "interfaces": [interface]})
+    return program(
+        "xdp",
+        "xdp_counter",
+        version,
+        {"entryPoint": "xdp_count", "type": "xdp", "interfaces": [interface]},
+    )
 
 
 def udp_packets(env: AgentEnv, name: str = "xdp") -> int:
     program_pins = pins.for_program(env.pin_root, name)
     tag = next(p.name for p in program_pins.root.iterdir() if pins.is_tag(p.name))
-    return loading.read_counter_map(program_pins.map(tag, "proto_stats")).get(IPPROTO_UDP, (0, 0))[0]
+    return loading.read_counter_map(program_pins.map(tag, "proto_stats")).get(IPPROTO_UDP, (0, 0))[
+        0
+    ]
 
 
-def wait_for_status(env: AgentEnv, predicate: Any, after: float, timeout: float = 30) -> dict[str, Any]:
+def wait_for_status(
+    env: AgentEnv, predicate: Any, after: float, timeout: float = 30
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             document = json.loads((env.state_dir / "status.json").read_text())
         except (OSError, ValueError):
             document = None
-        if document and os.stat(env.state_dir / "status.json").st_mtime > after and predicate(document):
+        if (
+            document
+            and os.stat(env.state_dir / "status.json").st_mtime > after
+            and predicate(document)
+        ):
             return dict(document)
         time.sleep(0.1)
     raise AssertionError("the agent never reported the expected status")
@@ -67,7 +80,11 @@ def test_kill_9_keeps_programs_counting_and_restart_adopts_them(agent_env: Agent
         started = time.time()
         agent = start_agent(agent_env, pair.left)
         try:
-            first = wait_for_status(agent_env, lambda d: programs_by_name(d).get("xdp", {}).get("state") == "Attached", started)
+            first = wait_for_status(
+                agent_env,
+                lambda d: programs_by_name(d).get("xdp", {}).get("state") == "Attached",
+                started,
+            )
             agent.send_signal(signal.SIGKILL)
             agent.wait(timeout=10)
 
@@ -77,14 +94,24 @@ def test_kill_9_keeps_programs_counting_and_restart_adopts_them(agent_env: Agent
 
             restarted = time.time()
             agent = start_agent(agent_env, pair.left)
-            second = wait_for_status(agent_env, lambda d: programs_by_name(d).get("xdp", {}).get("state") == "Attached", restarted)
+            second = wait_for_status(
+                agent_env,
+                lambda d: programs_by_name(d).get("xdp", {}).get("state") == "Attached",
+                restarted,
+            )
             old, new = programs_by_name(first)["xdp"], programs_by_name(second)["xdp"]
             assert new["programIds"] == old["programIds"]
-            assert [link["linkId"] for link in new["links"]] == [link["linkId"] for link in old["links"]]
+            assert [link["linkId"] for link in new["links"]] == [
+                link["linkId"] for link in old["links"]
+            ]
 
             removed = time.time()
             agent_env.write_desired()
-            third = wait_for_status(agent_env, lambda d: programs_by_name(d).get("xdp", {}).get("state") == "Detached", removed)
+            third = wait_for_status(
+                agent_env,
+                lambda d: programs_by_name(d).get("xdp", {}).get("state") == "Detached",
+                removed,
+            )
             assert programs_by_name(third)["xdp"]["reason"] == "RemovedFromDesiredState"
             assert not (agent_env.pin_root / "xdp").exists()
             with entered(pair.left):
@@ -99,11 +126,19 @@ def upgraded_xdp_counter(tmp_path_factory: pytest.TempPathFactory, signed_catalo
     """xdp_counter built again as revision 2 (different bytes), signed as 2.0.0."""
     root = tmp_path_factory.mktemp("xdp-v2")
     build_catalog(root / "build", "-DXDP_COUNTER_REVISION=2")
-    sign_object(root / "build" / "xdp_counter.bpf.o", root / "artifacts" / "xdp_counter" / "2.0.0", "xdp_counter", "2.0.0", signed_catalog.private_key)
+    sign_object(
+        root / "build" / "xdp_counter.bpf.o",
+        root / "artifacts" / "xdp_counter" / "2.0.0",
+        "xdp_counter",
+        "2.0.0",
+        signed_catalog.private_key,
+    )
     return root / "artifacts"
 
 
-def test_upgrade_swaps_the_program_without_losing_a_packet(agent_env: AgentEnv, upgraded_xdp_counter: Path) -> None:
+def test_upgrade_swaps_the_program_without_losing_a_packet(
+    agent_env: AgentEnv, upgraded_xdp_counter: Path
+) -> None:
     agent_env.artifact_dirs.append(upgraded_xdp_counter)
     with veth_pair(subnet=85) as pair, entered(pair.left):
         agent = Agent(agent_env.settings())
@@ -122,7 +157,9 @@ def test_upgrade_swaps_the_program_without_losing_a_packet(agent_env: AgentEnv, 
         assert v2.artifact == "xdp_counter@2.0.0"
         assert v2.program_ids["xdp_count"] != v1.program_ids["xdp_count"]
         assert v2.links[0].link_id == v1.links[0].link_id  # swapped behind the same link
-        assert {m.name: m.map_id for m in v2.maps}["proto_stats"] == {m.name: m.map_id for m in v1.maps}["proto_stats"]
+        assert {m.name: m.map_id for m in v2.maps}["proto_stats"] == {
+            m.name: m.map_id for m in v1.maps
+        }["proto_stats"]
         assert udp_packets(agent_env) == 1500  # every datagram counted, by one version or the other
         versions = [p.name for p in (agent_env.pin_root / "xdp").iterdir() if pins.is_tag(p.name)]
         assert len(versions) == 1  # the old version is unpinned

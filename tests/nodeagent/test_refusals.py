@@ -20,10 +20,16 @@ pytestmark = pytest.mark.bpf
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_incompatible_objects_are_reported_and_never_loaded(agent_env: AgentEnv, tmp_path: Path) -> None:
+def test_incompatible_objects_are_reported_and_never_loaded(
+    agent_env: AgentEnv, tmp_path: Path
+) -> None:
     agent_env.write_desired(
-        program("unlink", "fentry_unlink", "1.0.0", {"entryPoint": "trace_unlink", "type": "fentry"}),
-        program("connect", "kprobe_connect", "1.0.0", {"entryPoint": "trace_connect", "type": "kprobe"}),
+        program(
+            "unlink", "fentry_unlink", "1.0.0", {"entryPoint": "trace_unlink", "type": "fentry"}
+        ),
+        program(
+            "connect", "kprobe_connect", "1.0.0", {"entryPoint": "trace_connect", "type": "kprobe"}
+        ),
     )
     trace = tmp_path / "bpf.strace"
     bpfleet = shutil.which("bpfleet", path=str(REPO / ".venv" / "bin")) or "bpfleet"
@@ -60,13 +66,17 @@ def _tamper(catalog: SignedCatalog, destination: Path, how: str) -> None:
         case "wrong-key":
             other = destination / "other.key"
             signing.generate_key_pair(other, destination / "other.pub")
-            files.signature.write_bytes(signing.sign(files.manifest.read_bytes(), signing.load_private_key(other)))
+            files.signature.write_bytes(
+                signing.sign(files.manifest.read_bytes(), signing.load_private_key(other))
+            )
         case "tampered-object":
             data = bytearray(files.object.read_bytes())
             data[-1] ^= 0xFF
             files.object.write_bytes(bytes(data))
         case "tampered-manifest":
-            files.manifest.write_bytes(files.manifest.read_bytes().replace(b'"license":"Dual BSD/GPL"', b'"license":"GPL"'))
+            files.manifest.write_bytes(
+                files.manifest.read_bytes().replace(b'"license":"Dual BSD/GPL"', b'"license":"GPL"')
+            )
 
 
 @pytest.mark.parametrize(
@@ -84,7 +94,17 @@ def test_untrusted_artifacts_are_rejected_and_others_untouched(
     spoiled = tmp_path / "spoiled"
     _tamper(agent_env.catalog, spoiled, how)
     with veth_pair(subnet=83) as pair, entered(pair.left):
-        counter = program("tc", "tc_counter", "1.0.0", {"entryPoint": "tc_ingress", "type": "tc", "direction": "ingress", "interfaces": [pair.left_if]})
+        counter = program(
+            "tc",
+            "tc_counter",
+            "1.0.0",
+            {
+                "entryPoint": "tc_ingress",
+                "type": "tc",
+                "direction": "ingress",
+                "interfaces": [pair.left_if],
+            },
+        )
         agent_env.write_desired(counter)
         agent = Agent(agent_env.settings())
         before = {p.name: p for p in agent.reconcile_file(agent_env.desired_file).programs}
@@ -94,7 +114,12 @@ def test_untrusted_artifacts_are_rejected_and_others_untouched(
         agent = Agent(agent_env.settings())
         agent_env.write_desired(
             counter,
-            program("xdp", "xdp_counter", "1.0.0", {"entryPoint": "xdp_count", "type": "xdp", "interfaces": [pair.left_if]}),
+            program(
+                "xdp",
+                "xdp_counter",
+                "1.0.0",
+                {"entryPoint": "xdp_count", "type": "xdp", "interfaces": [pair.left_if]},
+            ),
         )
         after = {p.name: p for p in agent.reconcile_file(agent_env.desired_file).programs}
     assert after["xdp"].state == "SignatureRejected"

@@ -18,14 +18,20 @@ for i in range(count):
 """
 
 
-def send_udp(netns: str, address: str, port: int, count: int, rate: float = 0.0) -> subprocess.Popen[bytes]:
+def send_udp(
+    netns: str, address: str, port: int, count: int, rate: float = 0.0
+) -> subprocess.Popen[bytes]:
     """Start sending ``count`` datagrams from ``netns`` (at ``rate`` per second, 0 = flat out)."""
     import sys
 
-    return subprocess.Popen(in_netns(netns, sys.executable, "-c", _SENDER, address, str(port), str(count), str(rate)))
+    return subprocess.Popen(
+        in_netns(netns, sys.executable, "-c", _SENDER, address, str(port), str(count), str(rate))
+    )
 
 
-def tcp_exchange(netns: str, server_netns: str, address: str, port: int, payload: int = 5000) -> None:
+def tcp_exchange(
+    netns: str, server_netns: str, address: str, port: int, payload: int = 5000
+) -> None:
     """One TCP connection from ``netns`` to a server in ``server_netns``, ``payload`` bytes each way."""
     import sys
 
