@@ -25,8 +25,9 @@ import io
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -47,6 +48,7 @@ from bpfleet_core.btf import (
     BtfMember,
     BtfPtr,
     BtfStruct,
+    BtfType,
     BtfVar,
     IntEncoding,
     VarLinkage,
@@ -57,7 +59,6 @@ from bpfleet_core.btf import (
     type_size,
 )
 from bpfleet_core.manifests import (
-    AttachKind,
     ConfigVariable,
     EntryPoint,
     Manifest,
@@ -75,12 +76,10 @@ _ELFCLASS64 = 2
 _ELFDATA2LSB = 1
 _ET_REL = 1
 _MACHINE_NAMES = {3: "x86", 40: "ARM", 62: "x86-64", 183: "AArch64", 243: "RISC-V"}
+_SHF_EXECINSTR = 0x4
 
 _OPCODE_CALL = 0x85  # BPF_JMP | BPF_CALL
 _OPCODE_LOAD_IMM64 = 0x18  # BPF_LD | BPF_IMM | BPF_DW, two instruction slots
-_SRC_HELPER = 0
-_SRC_BPF_FUNCTION = 1  # BPF_PSEUDO_CALL
-_SRC_KFUNC = 2  # BPF_PSEUDO_KFUNC_CALL
 
 _TEXT_SECTION = ".text"
 _MAPS_SECTION = ".maps"
@@ -95,6 +94,14 @@ _BTF_ATTACHED_PROGRAM_TYPES = frozenset({"tracing", "lsm", "struct_ops", "ext"})
 
 class AnalysisError(ValueError):
     """The file is not a BPF object bpfleet can describe; the message says why."""
+
+
+class CallSource(IntEnum):
+    """What the src_reg field of a call instruction says is being called."""
+
+    HELPER = 0  # imm is the helper's id
+    BPF_FUNCTION = 1  # BPF_PSEUDO_CALL: imm is a relative instruction offset
+    KFUNC = 2  # BPF_PSEUDO_KFUNC_CALL: imm is a kernel BTF id (set by the loader)
 
 
 # --- A typed, pyelftools-free view of the ELF file --------------------------------
@@ -112,9 +119,6 @@ class ElfSection:
     @property
     def executable(self) -> bool:
         return self.type == "SHT_PROGBITS" and bool(self.flags & _SHF_EXECINSTR)
-
-
-_SHF_EXECINSTR = 0x4
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +289,7 @@ def helper_call_ids(code: bytes) -> tuple[int, ...]:
     return tuple(
         instruction.imm
         for instruction in decode_instructions(code)
-        if instruction.opcode == _OPCODE_CALL and instruction.src_reg == _SRC_HELPER
+        if instruction.opcode == _OPCODE_CALL and instruction.src_reg == CallSource.HELPER
     )
 
 
@@ -333,7 +337,7 @@ def _edge(
     symbol: ElfSymbol | None,
 ) -> CodeEdge | None:
     if instruction.opcode == _OPCODE_LOAD_IMM64:
-        return _function_address(obj, symbol, instruction)
+        return _function_address(obj, section, instruction, offset, symbol)
     if instruction.opcode != _OPCODE_CALL:
         return None
     if symbol is None:
@@ -349,14 +353,14 @@ def _unrelocated_call(
     obj: ElfObject, section: ElfSection, instruction: Instruction, offset: int
 ) -> CodeEdge:
     match instruction.src_reg:
-        case 0:
+        case CallSource.HELPER:
             return HelperCall(instruction.imm)
-        case 1:
+        case CallSource.BPF_FUNCTION:
             # A call within the section: relative to the next instruction.
             target = offset + (instruction.imm + 1) * INSTRUCTION_SIZE
             return CodeReference(_code_address(obj, section.index, target, section, offset))
-        case 2:
-            return KfuncCall(f"kfunc#{instruction.imm}")  # already resolved to a BTF id
+        case CallSource.KFUNC:
+            return KfuncCall(f"kfunc#{instruction.imm}")  # no symbol left to name it
         case _:
             raise obj.error(
                 f"call at {section.name}+{offset:#x} has unknown src_reg {instruction.src_reg}"
@@ -364,26 +368,29 @@ def _unrelocated_call(
 
 
 def _function_address(
-    obj: ElfObject, symbol: ElfSymbol | None, instruction: Instruction
+    obj: ElfObject,
+    section: ElfSection,
+    instruction: Instruction,
+    offset: int,
+    symbol: ElfSymbol | None,
 ) -> CodeEdge | None:
     """A 64-bit load of a code address: a callback handed to a helper such as bpf_loop."""
     if symbol is None or symbol.section_index is None:
         return None
-    target_section = obj.sections[symbol.section_index]
-    if not target_section.executable:
-        return None  # a map or a global variable
+    if not obj.sections[symbol.section_index].executable:
+        return None  # the address of a map or a global variable
     target = symbol.value + instruction.imm  # here the immediate is a byte offset
-    return CodeReference(CodeAddress(target_section.index, target))
+    return CodeReference(_code_address(obj, symbol.section_index, target, section, offset))
 
 
 def _code_address(
-    obj: ElfObject, section_index: int, target: int, caller: ElfSection, offset: int
+    obj: ElfObject, section_index: int, target: int, referrer: ElfSection, offset: int
 ) -> CodeAddress:
-    if section_index < len(obj.sections):
-        section = obj.sections[section_index]
-        if section.executable and 0 <= target < section.size and target % INSTRUCTION_SIZE == 0:
-            return CodeAddress(section_index, target)
-    raise obj.error(f"call at {caller.name}+{offset:#x} does not lead to an instruction")
+    """The address a call or callback load leads to, checked to be an instruction."""
+    section = obj.sections[section_index]  # read_elf checked symbol section indexes
+    if section.executable and 0 <= target < section.size and target % INSTRUCTION_SIZE == 0:
+        return CodeAddress(section_index, target)
+    raise obj.error(f"code at {referrer.name}+{offset:#x} refers to no instruction")
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,7 +591,8 @@ def _btf_map(obj: ElfObject, btf: Btf, variable: BtfVar) -> MapSpec:
     value_size = attributes.get("value_size", attributes.get("value", 0))
     if not key_size and map_type == "perf_event_array":
         key_size = 4  # libbpf fills in the only sizes the kernel accepts
-    if not value_size and (map_type == "perf_event_array" or "values" in attributes):
+    holds_fds = map_type == "perf_event_array" or definition.member("values") is not None
+    if not value_size and holds_fds:
         value_size = 4  # a file descriptor: perf events, inner maps, tail-call programs
     return MapSpec(
         name=variable.name,
@@ -596,14 +604,13 @@ def _btf_map(obj: ElfObject, btf: Btf, variable: BtfVar) -> MapSpec:
 
 
 def _map_attribute(btf: Btf, member: BtfMember) -> int | None:
-    """A map definition member's value; sizes for ``key``/``value``, else ``__uint``'s.
+    """A map definition member's value: sizes for ``key``/``value``, else ``__uint``'s.
 
     ``__uint(name, n)`` declares ``int (*name)[n]``, so n is the pointed-to array's
-    length; ``__type(name, T)`` declares ``T *name``; ``__array(values, ...)`` an array.
+    length; ``__type(name, T)`` declares ``T *name``. Anything else (``__array(values,
+    ...)`` for the initial contents of a map of maps) has no integer value.
     """
     member_type = resolve(btf, member.type_id)
-    if member.name == "values":
-        return 0 if isinstance(member_type, BtfArray) else None
     if not isinstance(member_type, BtfPtr):
         return None
     if member.name in ("key", "value"):
@@ -630,9 +637,8 @@ def find_config_variables(obj: ElfObject, btf: Btf) -> tuple[ConfigVariable, ...
     variables: list[ConfigVariable] = []
     for variable_info in datasec.variables:
         variable = btf.get(variable_info.type_id)
-        if not _is_config_variable(btf, variable):
+        if not _is_config_variable(variable, btf):
             continue
-        assert isinstance(variable, BtfVar)  # narrowed by _is_config_variable
         offset = offsets.get(variable.name, variable_info.offset)
         size = variable_info.size or type_size(btf, variable.type_id)
         raw = rodata.data[offset : offset + size]
@@ -652,7 +658,7 @@ def find_config_variables(obj: ElfObject, btf: Btf) -> tuple[ConfigVariable, ...
     return tuple(sorted(variables, key=lambda variable: variable.offset))
 
 
-def _is_config_variable(btf: Btf, variable: object) -> bool:
+def _is_config_variable(variable: BtfType, btf: Btf) -> TypeGuard[BtfVar]:
     """A global (not static) VAR that is volatile itself or, for arrays, per element."""
     if not isinstance(variable, BtfVar) or variable.linkage != VarLinkage.GLOBAL:
         return False
@@ -679,7 +685,7 @@ def _config_kind(btf: Btf, type_id: int) -> tuple[ConfigKind, bool]:
             return "other", False
 
 
-def _is_char(element: object) -> bool:
+def _is_char(element: BtfType) -> bool:
     # Plain C strings only: a __u8 array (unsigned char) is bytes, not text.
     return (
         isinstance(element, BtfInt)
@@ -740,7 +746,7 @@ def summarise_requirements(
     attach_kinds = {entry.attach_kind for entry in entry_points if entry.attach_kind}
     return Requirements(
         program_types=tuple(sorted({entry.program_type for entry in entry_points})),
-        attach_kinds=tuple(sorted(attach_kinds, key=_attach_kind_order)),
+        attach_kinds=tuple(sorted(attach_kinds)),
         map_types=tuple(sorted({spec.type for spec in maps})),
         helpers={
             program_type: tuple(sorted(names))
@@ -750,10 +756,6 @@ def summarise_requirements(
         kernel_btf=kernel_btf,
         global_data=global_data,
     )
-
-
-def _attach_kind_order(kind: AttachKind) -> str:
-    return kind.value
 
 
 def analyse_bytes(data: bytes, *, filename: str, name: str, version: str) -> Manifest:

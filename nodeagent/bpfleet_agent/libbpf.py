@@ -67,7 +67,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         "libbpf_num_possible_cpus": ([], i),
         "libbpf_probe_bpf_prog_type": ([i, p], i),
         "libbpf_probe_bpf_map_type": ([i, p], i),
-        "libbpf_probe_bpf_helper": ([i, i, p], i),
         "bpf_object__open_file": ([s, p], p),
         "bpf_object__load": ([p], i),
         "bpf_object__close": ([p], None),
@@ -188,11 +187,77 @@ def probe_map_type(map_type: str) -> bool:
     return bool(result == 1)
 
 
-def probe_helper(program_type: str, helper_id: int) -> bool:
-    result = _lib().libbpf_probe_bpf_helper(
-        kernel_enums.program_type_id(program_type), helper_id, None
+class _ProgLoadOptions(ctypes.Structure):
+    # struct bpf_prog_load_opts as of libbpf 1.1.
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("attempts", ctypes.c_int),
+        ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),
+        ("fd_array", ctypes.c_void_p),
+        ("func_info", ctypes.c_void_p),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_void_p),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_char_p),
     )
-    return bool(result == 1)
+
+
+# Program types that only load with a matching expected attach type.
+_PROBE_ATTACH_TYPES = {
+    "cgroup_sock_addr": "cgroup_inet4_connect",
+    "cgroup_sockopt": "cgroup_getsockopt",
+    "sk_lookup": "sk_lookup",
+    "netfilter": "netfilter",
+}
+# How the verifier says a helper does not exist, or not for this program type. libbpf
+# 1.1 knows only the first two; kernels since 6.6 use the third.
+_HELPER_REFUSALS = (b"invalid func ", b"unknown func ", b"program of this type cannot use helper")
+
+
+def probe_helper(program_type: str, helper_id: int) -> bool:
+    """Load ``call helper; exit`` and read the verifier's verdict on the call itself.
+
+    Other verifier complaints (argument types, an unset r0) come after the helper was
+    accepted, so they mean the helper exists for this program type.
+    """
+    instructions = struct.pack(
+        "=BBhiBBhi",
+        0x85, 0, 0, helper_id,  # BPF_JMP | BPF_CALL
+        0x95, 0, 0, 0,  # BPF_JMP | BPF_EXIT
+    )  # fmt: skip
+    code = ctypes.create_string_buffer(instructions, len(instructions))
+    log = ctypes.create_string_buffer(4096)
+    options = _ProgLoadOptions(sz=ctypes.sizeof(_ProgLoadOptions), log_level=1, log_size=len(log))
+    options.log_buf = ctypes.cast(log, ctypes.c_char_p)
+    if program_type in _PROBE_ATTACH_TYPES:
+        options.expected_attach_type = kernel_enums.attach_type_id(
+            _PROBE_ATTACH_TYPES[program_type]
+        )
+    if program_type == "kprobe":
+        options.kern_version = _kernel_version_code()
+    fd = _lib().bpf_prog_load(
+        kernel_enums.program_type_id(program_type), None, b"GPL", code, 2, ctypes.byref(options)
+    )
+    if fd >= 0:
+        os.close(fd)
+        return True
+    return not any(refusal in log.value for refusal in _HELPER_REFUSALS)
+
+
+def _kernel_version_code() -> int:
+    major, minor, patch = ([*os.uname().release.split("-")[0].split("."), "0", "0"])[:3]
+    return (int(major) << 16) + (int(minor) << 8) + min(int(patch), 255)
 
 
 # ---------------------------------------------------------------------------- objects
