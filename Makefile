@@ -9,7 +9,7 @@ CATALOG_BUILD := bpf-catalog/build
 DEV_KEYS := .dev/keys
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv bpf lint test up bench clean
+.PHONY: help deps venv bpf lint test up down bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: bpf lint ## Lint, then every test but benchmarks (fails if none ran)
 
 up: bpf ## Run a node agent on this host against examples/agent/desired.yaml
 	@scripts/up.sh
+
+down: venv ## Detach and unpin everything `make up` attached
+	@scripts/up.sh down
 
 bench: bpf ## Run the benchmarks in bench/ and print their figures
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -118,3 +118,7 @@ def run() -> None:
     except (OSError, yaml.YAMLError) as error:
         typer.echo(f"bpfleet: {error}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

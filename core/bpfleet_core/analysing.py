@@ -35,7 +35,7 @@ from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import Section, Symbol, SymbolTableSection
 from pydantic import ValidationError
 
-from bpfleet_core import helpers
+from bpfleet_core import kernel_enums
 from bpfleet_core.btf import (
     Btf,
     BtfArray,
@@ -501,7 +501,7 @@ def _entry_point(
         expected_attach_type=spec.expected_attach_type,
         attach_kind=spec.attach_kind,
         attach_target=spec.attach_target,
-        helpers=tuple(sorted(helpers.helper_name(i) for i in calls.helper_ids)),
+        helpers=tuple(sorted(kernel_enums.helper_name(i) for i in calls.helper_ids)),
         kfuncs=tuple(sorted(calls.kfuncs)),
     )
 
@@ -585,7 +585,7 @@ def _btf_map(obj: ElfObject, btf: Btf, variable: BtfVar) -> MapSpec:
             attributes[member.name] = value
     if "type" not in attributes:
         raise obj.error(f"map {variable.name!r} has no type (__uint(type, ...))")
-    map_type = helpers.map_type_name(attributes["type"])
+    map_type = kernel_enums.map_type_name(attributes["type"])
     # __type(key, T) gives the type, __uint(key_size, n) the size; either will do.
     key_size = attributes.get("key_size", attributes.get("key", 0))
     value_size = attributes.get("value_size", attributes.get("value", 0))

@@ -358,11 +358,16 @@ def parse_header(data: bytes) -> BtfHeader:
     if len(data) < _HEADER_LENGTH:
         raise BtfError(f"BTF is {len(data)} bytes, shorter than its {_HEADER_LENGTH}-byte header")
     byte_order = _byte_order(data)
-    magic, version, flags, header_length, *sections = struct.unpack_from(
-        byte_order + "HBBIIIII", data
-    )
-    del magic  # checked by _byte_order
-    type_offset, type_length, string_offset, string_length = sections
+    (
+        _magic,
+        version,
+        flags,
+        header_length,
+        type_offset,
+        type_length,
+        string_offset,
+        string_length,
+    ) = struct.unpack_from(byte_order + "HBBIIIII", data)
     header = BtfHeader(
         version=version,
         flags=flags,

@@ -76,7 +76,7 @@ def _targeted(
     )
 
 
-_Kind = AttachKind
+_Kind = AttachKind  # short, so each convention fits on one line
 
 SECTION_CONVENTIONS: tuple[SectionConvention, ...] = (
     # Networking: interfaces and traffic control.

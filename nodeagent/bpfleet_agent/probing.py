@@ -1,15 +1,15 @@
 """Real feature probes: what this kernel can load and attach, found by trying.
 
-Program types, map types and helpers are probed with libbpf's probe loads. Attaching
-is probed by attaching trivial programs for real: network hooks inside a private,
-throwaway network namespace (a child process), so the node's interfaces never see them.
+Program and map types are probed with libbpf's probe loads, helpers with our own (see
+``libbpf.probe_helper``). Attaching is probed by attaching trivial programs for real.
+The whole probe runs in a child process with a throwaway network namespace, so the
+node's interfaces never see a probe program.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import os
 import platform
 import socket
@@ -22,7 +22,6 @@ from pathlib import Path
 
 from bpfleet_agent import libbpf, mounts
 from bpfleet_core import btf, kernel_enums
-from bpfleet_core._kernel_enum_tables import HELPERS
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.manifests import AttachKind
 
@@ -87,14 +86,14 @@ def _probe_tracepoint_attach(tracefs: Path) -> bool:
     )
 
 
-def network_attach_probes() -> dict[str, bool]:
-    """Run inside a fresh network namespace: its only interface, ``lo``, is ours alone."""
+def _network_attach_probes() -> dict[AttachKind, bool]:
+    """Inside the probe's own network namespace, ``lo`` is ours alone to attach to."""
     loopback = socket.if_nametoindex("lo")
     return {
-        AttachKind.XDP.value: _link_with_trivial(
+        AttachKind.XDP: _link_with_trivial(
             "xdp", lambda fd: libbpf.link_create(fd, loopback, "xdp")
         ),
-        AttachKind.TC.value: _link_with_trivial(
+        AttachKind.TC: _link_with_trivial(
             "sched_cls", lambda fd: libbpf.link_create(fd, loopback, "tcx_ingress")
         ),
     }
@@ -106,24 +105,10 @@ def _enter_new_network_namespace() -> None:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
 
 
-def _network_attach_in_private_namespace() -> dict[str, bool]:
-    result = subprocess.run(
-        [sys.executable, "-m", "bpfleet_agent.probing"],
-        preexec_fn=_enter_new_network_namespace,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        return {AttachKind.XDP.value: False, AttachKind.TC.value: False}
-    return {key: bool(value) for key, value in json.loads(result.stdout).items()}
-
-
 def attach_kinds(
     program_types: dict[str, bool], tracefs: Path, cgroup_root: Path
 ) -> dict[AttachKind, bool]:
-    kinds = {AttachKind(kind): ok for kind, ok in _network_attach_in_private_namespace().items()}
+    kinds = _network_attach_probes()
     kinds[AttachKind.CGROUP_SKB] = _probe_cgroup_attach(cgroup_root)
     kinds[AttachKind.TRACEPOINT] = _probe_tracepoint_attach(tracefs)
     kinds[AttachKind.RAW_TRACEPOINT] = _link_with_trivial(
@@ -151,7 +136,7 @@ def helpers_by_program_type(program_types: dict[str, bool]) -> dict[str, tuple[s
             continue
         report[program_type] = tuple(
             name
-            for helper_id, name in enumerate(HELPERS)
+            for helper_id, name in enumerate(kernel_enums.HELPER_NAMES)
             if helper_id and libbpf.probe_helper(program_type, helper_id)
         )
     return report
@@ -174,9 +159,12 @@ def _kfuncs() -> tuple[str, ...]:
     return tuple(sorted(btf.kfunc_names(btf.load_btf(KERNEL_BTF))))
 
 
-def probe(node: str, pin_root: Path, tracefs: Path, cgroup_root: Path) -> FeatureReport:
-    program_types = {name: libbpf.probe_program_type(name) for name in kernel_enums.program_types()}
-    map_types = {name: libbpf.probe_map_type(name) for name in kernel_enums.map_types()}
+def probe_here(node: str, pin_root: Path, tracefs: Path, cgroup_root: Path) -> FeatureReport:
+    """Probe from this process; run it where attaching to ``lo`` disturbs nothing."""
+    program_types = {
+        name: libbpf.probe_program_type(name) for name in kernel_enums.PROGRAM_TYPE_NAMES[1:]
+    }
+    map_types = {name: libbpf.probe_map_type(name) for name in kernel_enums.MAP_TYPE_NAMES[1:]}
     return FeatureReport(
         node=node,
         kernel_release=platform.release(),
@@ -196,6 +184,39 @@ def probe(node: str, pin_root: Path, tracefs: Path, cgroup_root: Path) -> Featur
     )
 
 
+class ProbeError(RuntimeError):
+    pass
+
+
+def probe(node: str, pin_root: Path, tracefs: Path, cgroup_root: Path) -> FeatureReport:
+    """Probe in a child process with a network namespace of its own.
+
+    The namespace keeps attach probes off the node's interfaces; the process keeps the
+    kernel BTF parsed for kfuncs (tens of MB) out of a long-running agent's memory.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "bpfleet_agent.probing",
+        node,
+        str(pin_root),
+        str(tracefs),
+        str(cgroup_root),
+    ]
+    result = subprocess.run(
+        command,
+        preexec_fn=_enter_new_network_namespace,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ProbeError(f"feature probe failed: {result.stderr.strip()[-500:]}")
+    return FeatureReport.model_validate_json(result.stdout)
+
+
 if __name__ == "__main__":
-    # The child half of the network attach probes: already in its own namespace.
-    print(json.dumps(network_attach_probes()))
+    node_name, pin_root_arg, tracefs_arg, cgroup_arg = sys.argv[1:5]
+    report = probe_here(node_name, Path(pin_root_arg), Path(tracefs_arg), Path(cgroup_arg))
+    print(report.to_json())

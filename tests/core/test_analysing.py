@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from bpfleet_core import analysing, helpers
+from bpfleet_core import analysing, kernel_enums
 from bpfleet_core.analysing import AnalysisError
 from bpfleet_core.manifests import AttachKind, ConfigVariable, Manifest, MapSpec
 
@@ -332,8 +332,8 @@ def test_helper_call_ids_decode_only_helper_calls() -> None:
 
 
 def test_unknown_helper_ids_keep_their_number() -> None:
-    assert helpers.helper_name(1) == "bpf_map_lookup_elem"
-    assert helpers.helper_name(100_000) == "helper#100000"
+    assert kernel_enums.helper_name(1) == "bpf_map_lookup_elem"
+    assert kernel_enums.helper_name(100_000) == "helper#100000"
 
 
 # --- Maps ----------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from bpfleet_core import btf
+from elftools.elf.elffile import ELFFile
+
+from bpfleet_core import btf, kernel_enums
 from bpfleet_core.btf import (
     Btf,
     BtfArray,
@@ -45,7 +47,6 @@ from bpfleet_core.btf import (
     IntEncoding,
     VarLinkage,
 )
-from elftools.elf.elffile import ELFFile
 
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
 
@@ -439,3 +440,27 @@ def test_object_btf_matches_bpftool(tmp_path: Path) -> None:
     event = parsed.find(BtfStruct, "event")
     assert event is not None
     assert event.members[-1] == BtfMember("flags", event.members[-1].type_id, 224, 3)
+
+
+@pytest.mark.parametrize(
+    ("enum_name", "prefix", "table", "lowercase"),
+    [
+        ("bpf_func_id", "BPF_FUNC_", kernel_enums.HELPER_NAMES, False),
+        ("bpf_prog_type", "BPF_PROG_TYPE_", kernel_enums.PROGRAM_TYPE_NAMES, True),
+        ("bpf_map_type", "BPF_MAP_TYPE_", kernel_enums.MAP_TYPE_NAMES, True),
+        ("bpf_attach_type", "BPF_", kernel_enums.ATTACH_TYPE_NAMES, True),
+    ],
+)
+def test_generated_tables_agree_with_the_running_kernel(
+    vmlinux: Btf, enum_name: str, prefix: str, table: tuple[str, ...], lowercase: bool
+) -> None:
+    """Ids only get added, so the kernel and the table agree on every id both know."""
+    kernel = btf.enum_values(vmlinux, enum_name)
+    spelled = {
+        value: (name.removeprefix(prefix).lower() if lowercase else name.removeprefix(prefix))
+        for name, value in kernel.items()
+        if not name.startswith("__") and not name.endswith("_DEPRECATED")
+    }
+    shared = range(min(len(table), max(spelled) + 1))
+    expected = [("bpf_" if not lowercase else "") + spelled[value] for value in shared]
+    assert list(table[: len(shared)]) == expected

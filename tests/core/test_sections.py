@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from bpfleet_core import helpers
+
+from bpfleet_core import kernel_enums
 from bpfleet_core.manifests import AttachKind
 from bpfleet_core.sections import (
     SECTION_CONVENTIONS,
@@ -147,9 +148,9 @@ def test_every_convention_is_listed_once() -> None:
 def test_convention_types_are_the_kernels_names() -> None:
     """Program and attach types must be spelled as in the generated kernel tables."""
     for convention in SECTION_CONVENTIONS:
-        assert convention.program_type in helpers.PROGRAM_TYPE_NAMES, convention
+        assert convention.program_type in kernel_enums.PROGRAM_TYPE_NAMES, convention
         if convention.expected_attach_type is not None:
-            assert convention.expected_attach_type in helpers.ATTACH_TYPE_NAMES, convention
+            assert convention.expected_attach_type in kernel_enums.ATTACH_TYPE_NAMES, convention
 
 
 def test_every_attach_kind_has_a_section() -> None:
