@@ -7,6 +7,7 @@ packages=(
   iproute2 iptables               # network namespaces, veth pairs, the iptables peer in benchmarks
   make git openssl openssh-client # build, GitOps sources, signature interoperability
   strace                          # proves no bpf() load happens for refused artifacts
+  redis-server postgresql         # the API's broker and production database, tested for real
   python3-venv
 )
 

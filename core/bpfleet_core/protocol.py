@@ -2,16 +2,33 @@
 
 The agent's local desired-state file is a ``DesiredState`` document too, so a node runs
 the same way whether its assignments come from a file or from the API.
+
+The agent protocol (JSON bodies, ``Authorization: Bearer <token>``):
+
+    POST /v1/agent/register        bootstrap token; Registration -> RegistrationResult
+    GET  /v1/agent/assignments?after=N&wait=S
+                                   node token; Assignments once revision > N, else
+                                   204 after waiting up to S seconds (long-poll)
+    GET  /v1/artifacts/{digest}/{object|manifest|signature}
+                                   any token; the artifact's files, byte for byte
+    POST /v1/agent/status          node token; NodeReport -> 204
+    POST /v1/agent/heartbeat       node token; Heartbeat -> 204
+    PUT  /v1/agent/features        node token; FeatureReport -> 204 (kernel changed)
+
+Revisions only grow, so an agent that lost its connection resumes with ``after`` set
+to the last revision it applied, and misses nothing.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
+from bpfleet_core.features import FeatureReport
 from bpfleet_core.resources import BpfProgramSpec, ProgramName
 
 
@@ -27,6 +44,31 @@ class ProgramAssignment(_Message):
 class DesiredState(_Message):
     revision: int = Field(default=0, ge=0)
     programs: list[ProgramAssignment] = Field(default_factory=list)
+
+
+NodeName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")]
+LabelMap = dict[str, str]
+
+
+class Registration(_Message):
+    node: NodeName
+    labels: LabelMap = Field(default_factory=dict)
+    features: FeatureReport
+
+
+class RegistrationResult(_Message):
+    node: str
+    token: str = Field(description="This node's credential; shown once.")
+
+
+class Assignments(DesiredState):
+    """A node's whole desired state at one revision."""
+
+    node: str
+
+
+class Heartbeat(_Message):
+    revision: int = Field(ge=0, description="The assignment revision the agent has applied.")
 
 
 class ProgramState(StrEnum):

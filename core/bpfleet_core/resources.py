@@ -81,9 +81,99 @@ class AttachPoint(_Spec):
         return self
 
 
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _check_label(key: str, value: str | None = None) -> None:
+    if not _LABEL_KEY.match(key):
+        raise ValueError(f"invalid label key {key!r}")
+    if value is not None and not _LABEL_VALUE.match(value):
+        raise ValueError(f"invalid label value {value!r} for key {key!r}")
+
+
+class LabelRequirement(_Spec):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelRequirement:
+        _check_label(self.key)
+        for value in self.values:
+            _check_label(self.key, value)
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs at least one value")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        match self.operator:
+            case "In":
+                return labels.get(self.key) in self.values
+            case "NotIn":
+                return labels.get(self.key) not in self.values
+            case "Exists":
+                return self.key in labels
+            case "DoesNotExist":
+                return self.key not in labels
+
+
+class LabelSelector(_Spec):
+    """Kubernetes label selector; the empty selector matches everything."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[LabelRequirement, ...] = ()
+
+    @model_validator(mode="after")
+    def _labels_are_valid(self) -> LabelSelector:
+        for key, value in self.match_labels.items():
+            _check_label(key, value)
+        return self
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            requirement.matches(labels) for requirement in self.match_expressions
+        )
+
+
+_STEP = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
+
+
+class RolloutStrategy(_Spec):
+    """How a change reaches the selected nodes: in steps, each baked before the next."""
+
+    steps: tuple[str, ...] = Field(
+        default=("100%",),
+        description="Cumulative targets: a node count ('1') or a share ('25%'); ends at 100%.",
+    )
+    bake_seconds: float = Field(default=0.0, ge=0, le=86_400)
+    failure_budget: int = Field(
+        default=0, ge=0, description="Failed nodes tolerated before the rollout stops."
+    )
+    auto_rollback: bool = Field(
+        default=True, description="Return updated nodes to the previous version on failure."
+    )
+
+    @model_validator(mode="after")
+    def _steps_are_targets(self) -> RolloutStrategy:
+        for step in self.steps:
+            if not _STEP.match(step):
+                raise ValueError(f"rollout step {step!r} is neither a node count nor 1%..100%")
+        return self
+
+
 class BpfProgramSpec(_Spec):
     artifact: ArtifactRef
     attach: tuple[AttachPoint, ...] = Field(min_length=1)
     config: dict[str, ConfigValue] = Field(
         default_factory=dict, description="Values for the object's const volatile globals."
     )
+    node_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Nodes to run on; empty selects every node."
+    )
+    rollout: RolloutStrategy = Field(default_factory=RolloutStrategy)

@@ -28,7 +28,8 @@ from bpfleet_agent.reconciling import (
     plan_links,
     stale_versions,
 )
-from bpfleet_core.manifests import AttachKind, ConfigVariable, Manifest
+from bpfleet_core import fitting
+from bpfleet_core.manifests import AttachKind, Manifest
 from bpfleet_core.resources import ConfigValue
 
 log = logging.getLogger(__name__)
@@ -131,42 +132,6 @@ def observe(kernel: Kernel) -> dict[str, ObservedProgram]:
 # ------------------------------------------------------------------------ loading
 
 
-def encode_config(variable: ConfigVariable, value: ConfigValue) -> bytes:
-    """The bytes a ``const volatile`` global holds for ``value``; ValueError if it can't."""
-    match variable.kind:
-        case "bool":
-            if not isinstance(value, bool):
-                raise ValueError(f"config {variable.name} is a bool, got {value!r}")
-            return bytes([int(value)]).ljust(variable.size, b"\0")
-        case "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"config {variable.name} is an integer, got {value!r}")
-            try:
-                return value.to_bytes(variable.size, "little", signed=variable.signed)
-            except OverflowError:
-                raise ValueError(
-                    f"config {variable.name} does not fit {variable.size} byte(s): {value}"
-                ) from None
-        case "char_array":
-            if not isinstance(value, str):
-                raise ValueError(f"config {variable.name} is a string, got {value!r}")
-            data = value.encode()
-            if len(data) >= variable.size:
-                raise ValueError(f"config {variable.name} holds {variable.size - 1} bytes at most")
-            return data.ljust(variable.size, b"\0")
-        case _:
-            raise ValueError(f"config {variable.name} has a type bpfleet cannot set")
-
-
-def validate_config(manifest: Manifest, config: Mapping[str, ConfigValue]) -> None:
-    for name, value in config.items():
-        variable = manifest.config_variable(name)
-        if variable is None:
-            known = ", ".join(v.name for v in manifest.config) or "none"
-            raise ValueError(f"{manifest.name} has no config variable {name!r} (it has: {known})")
-        encode_config(variable, value)
-
-
 def _configure(
     obj: libbpf.BpfObject, manifest: Manifest, config: Mapping[str, ConfigValue]
 ) -> None:
@@ -179,7 +144,9 @@ def _configure(
     for name, value in config.items():
         variable = manifest.config_variable(name)
         assert variable is not None  # validated before
-        data[variable.offset : variable.offset + variable.size] = encode_config(variable, value)
+        data[variable.offset : variable.offset + variable.size] = fitting.encode_config(
+            variable, value
+        )
     rodata.set_initial_value(bytes(data))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bpfleet_agent import loading, pins
 from bpfleet_agent.reconciling import SpecError, expand
-from bpfleet_core import artifacts, features, signing
+from bpfleet_core import artifacts, features, fitting, signing
 from bpfleet_core.protocol import ProgramAssignment, ProgramState
 from bpfleet_core.resources import ArtifactRef
 
@@ -91,10 +91,9 @@ def prepare(
         hooks = expand(spec.attach, manifest)
     except SpecError as error:
         return Rejection(ProgramState.INVALID, "InvalidAttachSpec", str(error))
-    try:
-        loading.validate_config(manifest, spec.config)
-    except ValueError as error:
-        return Rejection(ProgramState.INVALID, "InvalidConfig", str(error))
+    config_problems = fitting.config_problems(manifest, spec.config)
+    if config_problems:
+        return Rejection(ProgramState.INVALID, "InvalidConfig", "; ".join(config_problems))
     return loading.Desired(
         name=assignment.name,
         object_path=files.object,

@@ -11,22 +11,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from bpfleet_core import fitting
 from bpfleet_core.manifests import AttachKind, Manifest
 from bpfleet_core.resources import AttachPoint
 
 # Link types whose program the kernel can swap atomically (BPF_LINK_UPDATE). Perf-event
 # (tracepoint) and raw tracepoint links cannot: a new link goes in before the old goes out.
 UPDATABLE_KINDS = frozenset({AttachKind.XDP, AttachKind.TC, AttachKind.CGROUP_SKB})
-ATTACHABLE_KINDS = frozenset(
-    {
-        AttachKind.XDP,
-        AttachKind.TC,
-        AttachKind.CGROUP_SKB,
-        AttachKind.TRACEPOINT,
-        AttachKind.RAW_TRACEPOINT,
-    }
-)
-_CGROUP_DIRECTIONS = {"cgroup_inet_ingress": "ingress", "cgroup_inet_egress": "egress"}
 
 
 class SpecError(ValueError):
@@ -59,23 +50,15 @@ class Hook:
 
 
 def expand(attach_points: Iterable[AttachPoint], manifest: Manifest) -> list[Hook]:
-    """Turn the spec into hooks, checking each against the object's entry points."""
+    """Turn the spec into hooks; raise ``SpecError`` if it does not fit the object."""
+    points = tuple(attach_points)
+    problems = fitting.attach_problems(points, manifest)
+    if problems:
+        raise SpecError("; ".join(problems))
     hooks: list[Hook] = []
-    for point in attach_points:
+    for point in points:
         entry = manifest.entry_point(point.entry_point)
-        if entry is None:
-            known = ", ".join(e.name for e in manifest.entry_points)
-            raise SpecError(
-                f"{manifest.name} has no entry point {point.entry_point!r} (it has: {known})"
-            )
-        if entry.attach_kind != point.type:
-            actual = entry.attach_kind.value if entry.attach_kind else "nothing bpfleet attaches"
-            raise SpecError(
-                f"entry point {entry.name} (section {entry.section}) attaches as {actual}, "
-                f"not as {point.type.value}"
-            )
-        if point.type not in ATTACHABLE_KINDS:
-            raise SpecError(f"this agent cannot attach {point.type.value} programs yet")
+        assert entry is not None  # checked above
         match point.type:
             case AttachKind.XDP | AttachKind.TC:
                 hooks += [
@@ -83,19 +66,10 @@ def expand(attach_points: Iterable[AttachPoint], manifest: Manifest) -> list[Hoo
                     for interface in point.interfaces
                 ]
             case AttachKind.CGROUP_SKB:
-                direction = _CGROUP_DIRECTIONS.get(entry.expected_attach_type or "")
-                if direction is None:
-                    raise SpecError(f"entry point {entry.name} has no cgroup_skb direction")
-                if point.direction not in (None, direction):
-                    raise SpecError(
-                        f"entry point {entry.name} is built for {direction}, not {point.direction}"
-                    )
+                direction = fitting.CGROUP_DIRECTIONS[entry.expected_attach_type or ""]
                 hooks.append(Hook(entry.name, point.type, str(point.cgroup), direction))
-            case AttachKind.TRACEPOINT | AttachKind.RAW_TRACEPOINT:
-                target = point.target or entry.attach_target
-                if not target:
-                    raise SpecError(f"entry point {entry.name} needs a target")
-                hooks.append(Hook(entry.name, point.type, target))
+            case _:
+                hooks.append(Hook(entry.name, point.type, str(point.target or entry.attach_target)))
     names = Counter(hook.link_name for hook in hooks)
     duplicated = sorted(name for name, count in names.items() if count > 1)
     if duplicated:

@@ -19,22 +19,43 @@ def bpfleet(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_keys_sign_and_verify(signed_catalog: SignedCatalog, tmp_path: Path) -> None:
-    assert bpfleet("keys", "generate", str(tmp_path / "k.key"), str(tmp_path / "trust" / "k.pub")).returncode == 0
+    assert (
+        bpfleet(
+            "keys", "generate", str(tmp_path / "k.key"), str(tmp_path / "trust" / "k.pub")
+        ).returncode
+        == 0
+    )
     objects = tmp_path / "objects"
     objects.mkdir()
     shutil.copyfile(signed_catalog.files("syscount").object, objects / "syscount.bpf.o")
-    signed = bpfleet("catalog", "sign", str(objects), "--key", str(tmp_path / "k.key"), "--catalog", str(REPO / "bpf-catalog" / "catalog.yaml"))
+    signed = bpfleet(
+        "catalog",
+        "sign",
+        str(objects),
+        "--key",
+        str(tmp_path / "k.key"),
+        "--catalog",
+        str(REPO / "bpf-catalog" / "catalog.yaml"),
+    )
     assert signed.returncode == 0, signed.stderr
     assert "signed syscount@1.0.0" in signed.stdout
-    verified = bpfleet("catalog", "verify", str(objects), "syscount", "--trust", str(tmp_path / "trust"))
+    verified = bpfleet(
+        "catalog", "verify", str(objects), "syscount", "--trust", str(tmp_path / "trust")
+    )
     assert verified.returncode == 0, verified.stderr
-    refused = bpfleet("catalog", "verify", str(objects), "syscount", "--trust", str(signed_catalog.trust))
+    refused = bpfleet(
+        "catalog", "verify", str(objects), "syscount", "--trust", str(signed_catalog.trust)
+    )
     assert refused.returncode == 1
     assert "rejected: syscount.manifest.json: signature does not verify" in refused.stderr
 
 
-def test_analyse_prints_a_manifest_and_refuses_a_broken_object(signed_catalog: SignedCatalog, tmp_path: Path) -> None:
-    result = bpfleet("catalog", "analyse", str(signed_catalog.files("tcplife").object), "--version", "3.1.0")
+def test_analyse_prints_a_manifest_and_refuses_a_broken_object(
+    signed_catalog: SignedCatalog, tmp_path: Path
+) -> None:
+    result = bpfleet(
+        "catalog", "analyse", str(signed_catalog.files("tcplife").object), "--version", "3.1.0"
+    )
     assert result.returncode == 0, result.stderr
     manifest = manifests.Manifest.model_validate_json(result.stdout)
     assert manifest.requirements.kernel_btf
@@ -51,10 +72,14 @@ def test_analyse_prints_a_manifest_and_refuses_a_broken_object(signed_catalog: S
 def test_offline_check_against_saved_reports(signed_catalog: SignedCatalog, tmp_path: Path) -> None:
     capable = tmp_path / "capable.json"
     limited = tmp_path / "limited.json"
-    report = FeatureReport.model_validate_json((REPO / "tests" / "cli" / "feature-report.json").read_text())
+    report = FeatureReport.model_validate_json(
+        (REPO / "tests" / "cli" / "feature-report.json").read_text()
+    )
     capable.write_text(report.model_copy(update={"node": "capable"}).to_json())
     no_ringbuf = {**report.map_types, "ringbuf": False}
-    limited.write_text(report.model_copy(update={"node": "limited", "map_types": no_ringbuf}).to_json())
+    limited.write_text(
+        report.model_copy(update={"node": "limited", "map_types": no_ringbuf}).to_json()
+    )
     manifest = str(signed_catalog.files("execsnoop").manifest)
     result = bpfleet("catalog", "check", manifest, str(capable), str(limited))
     assert result.returncode == 1

@@ -1,0 +1,1 @@
+"""Network policy: models, validation, the simulator and the compiler to rule maps."""
