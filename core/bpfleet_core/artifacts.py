@@ -59,6 +59,10 @@ class VerifiedArtifact:
     signer: signing.TrustedKey
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
@@ -87,31 +91,48 @@ def verify(
         raise ArtifactRejected(
             RejectionReason.UNSIGNED, f"no signature for {files.manifest.name}: unsigned artifact"
         )
-    manifest_bytes = files.manifest.read_bytes()
+    manifest, signer = verify_bytes(
+        object_digest=sha256_file(files.object),
+        manifest_bytes=files.manifest.read_bytes(),
+        signature=files.signature.read_bytes(),
+        trust=trust,
+        label=files.manifest.name,
+        expected_digest=expected_digest,
+    )
+    return VerifiedArtifact(files=files, manifest=manifest, signer=signer)
+
+
+def verify_bytes(
+    *,
+    object_digest: str,
+    manifest_bytes: bytes,
+    signature: bytes,
+    trust: signing.TrustStore,
+    label: str = "manifest",
+    expected_digest: str | None = None,
+) -> tuple[manifests.Manifest, signing.TrustedKey]:
+    """The checks of ``verify`` on bytes in memory (uploads, downloads)."""
+    if not signature.strip():
+        raise ArtifactRejected(RejectionReason.UNSIGNED, f"no signature for {label}: unsigned")
     try:
-        signer = trust.verify(manifest_bytes, files.signature.read_bytes())
+        signer = trust.verify(manifest_bytes, signature)
     except signing.SignatureError as error:
-        raise ArtifactRejected(
-            RejectionReason.BAD_SIGNATURE, f"{files.manifest.name}: {error}"
-        ) from error
+        raise ArtifactRejected(RejectionReason.BAD_SIGNATURE, f"{label}: {error}") from error
     try:
         manifest = manifests.parse(manifest_bytes)
     except (ValidationError, ValueError) as error:
         # Signed but unparseable: the signer shipped a manifest this version cannot read.
-        raise ArtifactRejected(
-            RejectionReason.INVALID_MANIFEST, f"{files.manifest.name}: {error}"
-        ) from error
-    actual = sha256_file(files.object)
-    if actual != manifest.object.sha256:
+        raise ArtifactRejected(RejectionReason.INVALID_MANIFEST, f"{label}: {error}") from error
+    if object_digest != manifest.object.sha256:
         raise ArtifactRejected(
             RejectionReason.DIGEST_MISMATCH,
-            f"{files.object.name} has sha256 {actual[:16]}…, the signed manifest names "
+            f"the object has sha256 {object_digest[:16]}…, the signed manifest names "
             f"{manifest.object.sha256[:16]}…: the object was modified after signing",
         )
-    if expected_digest is not None and expected_digest != actual:
+    if expected_digest is not None and expected_digest != object_digest:
         raise ArtifactRejected(
             RejectionReason.DIGEST_MISMATCH,
-            f"{files.object.name} has sha256 {actual[:16]}…, the assignment asks for "
+            f"the object has sha256 {object_digest[:16]}…, the assignment asks for "
             f"{expected_digest[:16]}…",
         )
-    return VerifiedArtifact(files=files, manifest=manifest, signer=signer)
+    return manifest, signer

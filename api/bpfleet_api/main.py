@@ -1,0 +1,99 @@
+"""The composition root: the API routes, background loops, and (later) the UI router."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
+from sqlmodel import Session
+
+from bpfleet_api import db, fleet, metrics, notify, security
+from bpfleet_api.deps import Reader
+from bpfleet_api.models import Role, utcnow
+from bpfleet_api.routes import agent, artifacts, checks, health, nodes, programs, rollouts, tokens
+from bpfleet_api.routes._changes import start_rollout
+from bpfleet_api.settings import get_settings
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 2.0
+
+
+def _prepare_database() -> None:
+    settings = get_settings()
+    engine = db.get_engine()
+    db.migrate(engine)
+    with Session(engine) as session:
+        if settings.admin_token is not None:
+            security.ensure(session, "admin", Role.ADMIN, settings.admin_token.get_secret_value())
+        if settings.bootstrap_token is not None:
+            security.ensure(
+                session, "bootstrap", Role.BOOTSTRAP, settings.bootstrap_token.get_secret_value()
+            )
+        session.commit()
+
+
+def _overdue() -> list[int]:
+    with Session(db.get_engine()) as session:
+        return fleet.overdue_rollouts(session, utcnow(), grace_seconds=3.0)
+
+
+async def _sweep_rollouts() -> None:
+    """Re-queue rollouts whose task chain was lost (a broker restart, say)."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            for rollout_id in await run_in_threadpool(_overdue):
+                await run_in_threadpool(start_rollout, rollout_id)
+        except Exception:
+            log.exception("rollout sweep failed; retrying")
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await run_in_threadpool(_prepare_database)
+    app.state.waiters.bind(asyncio.get_running_loop())
+    background = [
+        asyncio.create_task(notify.listen(get_settings().redis_url, app.state.waiters)),
+        asyncio.create_task(_sweep_rollouts()),
+    ]
+    try:
+        yield
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="bpfleet",
+        version="0.1.0",
+        summary="Desired state for a fleet of eBPF nodes, rolled out in safe steps.",
+        lifespan=lifespan,
+    )
+    app.state.waiters = notify.Waiters()
+    registry = CollectorRegistry()
+    registry.register(metrics.FleetCollector(app.state.waiters))
+
+    @app.exception_handler(fleet.FleetError)
+    async def _fleet_error(_: Request, error: fleet.FleetError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": error.message, "problems": error.problems}, status_code=error.status_code
+        )
+
+    @app.get("/metrics", tags=["metrics"], response_class=Response)
+    def prometheus(_: Reader) -> Response:
+        return Response(metrics.render(registry), media_type="text/plain; version=0.0.4")
+
+    for module in (health, tokens, nodes, artifacts, programs, rollouts, checks, agent):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

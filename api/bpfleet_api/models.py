@@ -1,0 +1,143 @@
+"""Database tables. The fleet's state lives here; Redis only carries tasks and wake-ups.
+
+Per-node detail (assignments, statuses) is kept here and never copied into the
+Kubernetes resources, which carry summaries only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, LargeBinary
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(**kwargs: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
+
+
+class Role(StrEnum):
+    ADMIN = "admin"  # everything
+    CI = "ci"  # read, validate, preflight; never writes desired state
+    VIEWER = "viewer"  # read
+    BOOTSTRAP = "bootstrap"  # registers nodes, nothing else
+    AGENT = "agent"  # one node's own assignments and status
+
+
+class Token(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    role: Role
+    digest: str = Field(
+        unique=True, description="sha256 of the secret; the secret is never stored."
+    )
+    node: str | None = Field(default=None, index=True, description="For agent tokens.")
+    created_at: datetime = _timestamp(default_factory=utcnow)
+    revoked_at: datetime | None = _timestamp(default=None)
+
+
+class Node(SQLModel, table=True):
+    name: str = Field(primary_key=True)
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    kernel_release: str = ""
+    features: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    registered_at: datetime = _timestamp(default_factory=utcnow)
+    last_heartbeat: datetime | None = _timestamp(default=None)
+    desired_revision: int = Field(default=0, description="Grows with every assignment change.")
+    applied_revision: int = Field(default=0, description="The revision the agent last applied.")
+
+
+class Artifact(SQLModel, table=True):
+    digest: str = Field(primary_key=True, description="sha256 of the object.")
+    name: str = Field(index=True)
+    version: str
+    manifest: bytes = Field(sa_type=LargeBinary)
+    signature: bytes = Field(sa_type=LargeBinary)
+    object: bytes = Field(sa_type=LargeBinary)
+    signer: str = Field(description="Key id of the trusted key that signed it.")
+    uploaded_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class Program(SQLModel, table=True):
+    name: str = Field(primary_key=True)
+    generation: int = Field(default=1, description="Grows with every change of spec.")
+    spec: dict[str, Any] = Field(sa_type=JSON, description="The BpfProgramSpec, digest resolved.")
+    killed: bool = Field(default=False, description="Kill switch: detached everywhere.")
+    created_at: datetime = _timestamp(default_factory=utcnow)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class ProgramRevision(SQLModel, table=True):
+    """Every spec a program had, so a rollout can return nodes to the previous one."""
+
+    program: str = Field(primary_key=True)
+    generation: int = Field(primary_key=True)
+    spec: dict[str, Any] = Field(sa_type=JSON)
+    created_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class Assignment(SQLModel, table=True):
+    node: str = Field(primary_key=True)
+    program: str = Field(primary_key=True, index=True)
+    generation: int
+    spec: dict[str, Any] = Field(sa_type=JSON)
+    revision: int = Field(description="The node revision that introduced this assignment.")
+
+
+class NodeProgramStatus(SQLModel, table=True):
+    node: str = Field(primary_key=True)
+    program: str = Field(primary_key=True, index=True)
+    generation: int | None = Field(
+        default=None, description="The generation this state is about, once the node applied it."
+    )
+    state: str
+    reason: str = ""
+    message: str = ""
+    report: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    program: str = Field(index=True)
+    node: str | None = None
+    reason: str
+    message: str
+    created_at: datetime = _timestamp(default_factory=utcnow, index=True)
+
+
+class RolloutPhase(StrEnum):
+    PROGRESSING = "Progressing"
+    BAKING = "Baking"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"  # budget exceeded, no automatic rollback
+    ROLLED_BACK = "RolledBack"
+    ABORTED = "Aborted"
+    SUPERSEDED = "Superseded"
+
+
+ACTIVE_PHASES = frozenset({RolloutPhase.PROGRESSING, RolloutPhase.BAKING, RolloutPhase.PAUSED})
+
+
+class Rollout(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    program: str = Field(index=True)
+    from_generation: int | None = Field(default=None, description="None for a new program.")
+    to_generation: int
+    phase: RolloutPhase = Field(default=RolloutPhase.PROGRESSING, index=True)
+    step: int = 0
+    updated_nodes: list[str] = Field(default_factory=list, sa_type=JSON)
+    step_settled_at: datetime | None = _timestamp(default=None)
+    next_check_at: datetime | None = _timestamp(
+        default=None, index=True, description="When the rollout should be looked at again."
+    )
+    started_at: datetime = _timestamp(default_factory=utcnow)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+    message: str = ""

@@ -1,0 +1,129 @@
+"""The rollout state machine. Pure: the database state in, the next step out.
+
+A rollout moves a program's selected nodes to a new generation in cumulative steps
+(e.g. 1 node, 25%, 100%). Each step's nodes must all report an outcome; then the step
+bakes; then the next begins. More failed nodes than the failure budget stops it, and
+with automatic rollback the updated nodes return to the previous generation. Because
+the next step is recomputed from the stored state every time, running the same
+decision twice changes nothing: the tasks around it can be retried freely.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from bpfleet_api.models import RolloutPhase
+from bpfleet_core.protocol import ProgramState
+from bpfleet_core.resources import RolloutStrategy
+
+SUCCEEDED_STATES = frozenset({ProgramState.ATTACHED, ProgramState.INCOMPATIBLE})
+FAILED_STATES = frozenset(
+    {
+        ProgramState.LOAD_FAILED,
+        ProgramState.ATTACH_FAILED,
+        ProgramState.SIGNATURE_REJECTED,
+        ProgramState.INVALID,
+    }
+)
+FINAL_PHASES = frozenset(
+    {
+        RolloutPhase.SUCCEEDED,
+        RolloutPhase.FAILED,
+        RolloutPhase.ROLLED_BACK,
+        RolloutPhase.ABORTED,
+        RolloutPhase.SUPERSEDED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: RolloutPhase
+    step: int
+    updated_nodes: tuple[str, ...]
+    step_settled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    progress: Progress
+    assign_new: tuple[str, ...] = ()  # nodes to move to the new generation now
+    revert: tuple[str, ...] = ()  # nodes to return to the previous generation now
+    message: str = ""
+    wait_seconds: float | None = None  # when to decide again; None: nothing more to do
+
+
+def step_targets(steps: Sequence[str], total: int) -> list[int]:
+    """Cumulative node counts per step, never decreasing, the last one all nodes."""
+    targets: list[int] = []
+    for step in steps:
+        wanted = math.ceil(total * int(step[:-1]) / 100) if step.endswith("%") else int(step)
+        targets.append(max(min(wanted, total), targets[-1] if targets else 0))
+    if not targets or targets[-1] < total:
+        targets.append(total)
+    return targets
+
+
+def decide(  # noqa: PLR0917 - the state, the strategy, the world, the clock
+    progress: Progress,
+    strategy: RolloutStrategy,
+    selected: Sequence[str],
+    outcomes: Mapping[str, ProgramState | None],
+    now: datetime,
+    tick_seconds: float,
+) -> Decision:
+    """The next step of a rollout. ``outcomes`` holds each node's state for the new
+    generation (None until the node has applied it)."""
+    if progress.phase in FINAL_PHASES or progress.phase == RolloutPhase.PAUSED:
+        return Decision(progress)
+    updated = progress.updated_nodes
+    failed = sorted(node for node in updated if outcomes.get(node) in FAILED_STATES)
+    if len(failed) > strategy.failure_budget:
+        message = (
+            f"{len(failed)} node(s) failed ({', '.join(failed[:5])}), "
+            f"over the failure budget of {strategy.failure_budget}"
+        )
+        if strategy.auto_rollback:
+            return Decision(
+                replace(progress, phase=RolloutPhase.ROLLED_BACK),
+                revert=updated,
+                message=f"{message}; rolled back {len(updated)} node(s)",
+            )
+        return Decision(replace(progress, phase=RolloutPhase.FAILED), message=message)
+
+    targets = step_targets(strategy.steps, len(selected))
+    step = min(progress.step, len(targets) - 1)
+    missing = [node for node in selected if node not in updated]
+    to_add = tuple(missing[: max(targets[step] - len(updated), 0)])
+    if to_add:
+        return Decision(
+            Progress(RolloutPhase.PROGRESSING, step, updated + to_add),
+            assign_new=to_add,
+            message=f"step {step + 1}/{len(targets)}: updating {len(to_add)} node(s)",
+            wait_seconds=tick_seconds,
+        )
+    pending = [node for node in updated if outcomes.get(node) is None]
+    if pending:
+        return Decision(
+            replace(progress, phase=RolloutPhase.PROGRESSING, step=step),
+            message=f"step {step + 1}/{len(targets)}: waiting for {len(pending)} node(s)",
+            wait_seconds=tick_seconds,
+        )
+    if step == len(targets) - 1:
+        return Decision(
+            replace(progress, phase=RolloutPhase.SUCCEEDED, step=step),
+            message=f"all {len(updated)} node(s) updated",
+        )
+    settled_at = progress.step_settled_at or now
+    remaining = strategy.bake_seconds - (now - settled_at).total_seconds()
+    if remaining > 0:
+        return Decision(
+            Progress(RolloutPhase.BAKING, step, updated, settled_at),
+            message=f"step {step + 1}/{len(targets)}: baking {remaining:.0f}s more",
+            wait_seconds=min(remaining, max(tick_seconds, remaining)),
+        )
+    following = Progress(RolloutPhase.PROGRESSING, step + 1, updated, None)
+    return decide(following, strategy, selected, outcomes, now, tick_seconds)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Response
+from sqlmodel import col, select
+
+from bpfleet_api import fleet
+from bpfleet_api.deps import Admin, Downloader, Reader, SessionDep, SettingsDep
+from bpfleet_api.models import Artifact
+from bpfleet_api.views import ArtifactView
+from bpfleet_core import signing
+
+router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+
+
+def artifact_view(artifact: Artifact) -> ArtifactView:
+    return ArtifactView(
+        digest=artifact.digest,
+        name=artifact.name,
+        version=artifact.version,
+        signer=artifact.signer,
+        uploaded_at=artifact.uploaded_at,
+        manifest=fleet.manifest_of(artifact),
+    )
+
+
+@router.post("", status_code=201)
+def upload(
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Admin,
+    object: Annotated[bytes, File(description="The BPF ELF object.")],
+    manifest: Annotated[bytes, File(description="Its manifest, as signed.")],
+    signature: Annotated[bytes, File(description="The manifest's signature.")],
+) -> ArtifactView:
+    """Upload a signed artifact; it is verified against the API's trust store first."""
+    artifact = fleet.store_artifact(
+        session, object, manifest, signature, signing.TrustStore.from_paths(settings.trust)
+    )
+    session.commit()
+    return artifact_view(artifact)
+
+
+@router.get("")
+def list_artifacts(session: SessionDep, _: Reader) -> list[ArtifactView]:
+    return [
+        artifact_view(a)
+        for a in session.exec(
+            select(Artifact).order_by(col(Artifact.name), col(Artifact.version))
+        ).all()
+    ]
+
+
+@router.get("/{digest}")
+def get_artifact(digest: str, session: SessionDep, _: Reader) -> ArtifactView:
+    artifact = session.get(Artifact, digest)
+    if artifact is None:
+        raise fleet.NotFound(f"no artifact with digest {digest}")
+    return artifact_view(artifact)
+
+
+@router.get(
+    "/{digest}/{part}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download(
+    digest: str,
+    part: Literal["object", "manifest", "signature"],
+    session: SessionDep,
+    _: Downloader,
+) -> Response:
+    """The artifact's files byte for byte, for agents to verify themselves."""
+    artifact = session.get(Artifact, digest)
+    if artifact is None:
+        raise fleet.NotFound(f"no artifact with digest {digest}")
+    return Response(getattr(artifact, part), media_type="application/octet-stream")
+
+
+@router.post("/gc")
+def collect_garbage(session: SessionDep, _: Admin) -> dict[str, list[str]]:
+    """Delete artifacts that no program, current or past, refers to."""
+    removed = fleet.collect_garbage(session)
+    session.commit()
+    return {"removed": removed}

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from sqlmodel import col, select
+
+from bpfleet_api import fleet, security
+from bpfleet_api.deps import Admin, Reader, SessionDep, SettingsDep
+from bpfleet_api.models import Assignment, Node, NodeProgramStatus, utcnow
+from bpfleet_api.routes._changes import wake
+from bpfleet_api.settings import ApiSettings
+from bpfleet_api.views import LabelsUpdate, NodeDetail, NodeProgramView, NodeView
+from bpfleet_core.features import FeatureReport
+
+router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+
+
+def node_view(node: Node, settings: ApiSettings) -> NodeView:
+    readiness = fleet.readiness(
+        node, utcnow(), settings.node_ready_seconds, settings.node_unknown_seconds
+    )
+    return NodeView(
+        name=node.name,
+        labels=node.labels,
+        kernel_release=node.kernel_release,
+        readiness=readiness,
+        last_heartbeat=node.last_heartbeat,
+        desired_revision=node.desired_revision,
+        applied_revision=node.applied_revision,
+    )
+
+
+@router.get("")
+def list_nodes(session: SessionDep, settings: SettingsDep, _: Reader) -> list[NodeView]:
+    return [
+        node_view(node, settings)
+        for node in session.exec(select(Node).order_by(col(Node.name))).all()
+    ]
+
+
+@router.get("/{name}")
+def get_node(name: str, session: SessionDep, settings: SettingsDep, _: Reader) -> NodeDetail:
+    node = fleet.get_node(session, name)
+    statuses = session.exec(select(NodeProgramStatus).where(NodeProgramStatus.node == name)).all()
+    return NodeDetail.model_validate(
+        {
+            **node_view(node, settings).model_dump(),
+            "features": FeatureReport.model_validate(node.features) if node.features else None,
+            "programs": [NodeProgramView.model_validate(status) for status in statuses],
+        }
+    )
+
+
+@router.put("/{name}/labels")
+def set_labels(
+    name: str,
+    update: LabelsUpdate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Admin,
+) -> NodeView:
+    """Replace a node's labels (the operator keeps them in step with Kubernetes Nodes)."""
+    node = fleet.get_node(session, name)
+    node.labels = dict(update.labels)
+    session.add(node)
+    changes = fleet.sync_node(session, node)
+    session.commit()
+    wake(request, changes)
+    return node_view(node, settings)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_node(name: str, session: SessionDep, _: Admin) -> Response:
+    """Forget a node and revoke its credential (its kernel keeps what it runs)."""
+    node = fleet.get_node(session, name)
+    for table in (Assignment, NodeProgramStatus):
+        for row in session.exec(select(table).where(table.node == name)).all():
+            session.delete(row)
+    security.revoke_node_tokens(session, name)
+    session.delete(node)
+    session.commit()
+    return Response(status_code=204)

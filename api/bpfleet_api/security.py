@@ -1,0 +1,44 @@
+"""Bearer tokens: minted once, stored as digests, checked in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlmodel import Session, select
+
+from bpfleet_api.models import Role, Token, utcnow
+
+TOKEN_PREFIX = "bpf_"  # noqa: S105 - a marker for secret scanners, not a secret
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def mint(session: Session, name: str, role: Role, node: str | None = None) -> str:
+    """Create a token and return its secret; only its digest is stored."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(Token(name=name, role=role, digest=digest(secret), node=node))
+    return secret
+
+
+def ensure(session: Session, name: str, role: Role, secret: str) -> None:
+    """Make a configured secret (e.g. the admin token from settings) valid, idempotently."""
+    wanted = digest(secret)
+    if session.exec(select(Token).where(Token.digest == wanted)).first() is None:
+        session.add(Token(name=name, role=role, digest=wanted))
+
+
+def lookup(session: Session, secret: str) -> Token | None:
+    # The digest is the lookup key, so comparison time does not depend on the secret.
+    token = session.exec(select(Token).where(Token.digest == digest(secret))).first()
+    if token is None or token.revoked_at is not None:
+        return None
+    return token
+
+
+def revoke_node_tokens(session: Session, node: str) -> None:
+    for token in session.exec(select(Token).where(Token.node == node, Token.revoked_at == None)):  # noqa: E711
+        token.revoked_at = utcnow()
+        session.add(token)

@@ -1,0 +1,68 @@
+"""API settings, from ``BPFLEET_API_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BPFLEET_API_", extra="forbid")
+
+    environment: Literal["dev", "production"] = Field(
+        default="dev", description="production refuses the development defaults below."
+    )
+    database_url: str = Field(
+        default="sqlite:///.dev/bpfleet.db",
+        description="SQLAlchemy URL: sqlite:///path (embedded) or postgresql+psycopg://...",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker and notifications."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Created as the 'admin' token at start-up when set."
+    )
+    bootstrap_token: SecretStr | None = Field(
+        default=None, description="Lets agents register themselves when set."
+    )
+    trust: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Public keys whose artifact signatures uploads must carry (colon-separated).",
+    )
+    node_ready_seconds: float = Field(
+        default=20.0, gt=0, description="Heartbeat age up to which a node is Ready."
+    )
+    node_unknown_seconds: float = Field(
+        default=120.0, gt=0, description="Heartbeat age beyond which a node is Unknown."
+    )
+    long_poll_max_seconds: float = Field(default=60.0, gt=0)
+    rollout_tick_seconds: float = Field(
+        default=0.5, gt=0, description="How often an active rollout re-checks its nodes."
+    )
+
+    @field_validator("trust", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(part) for part in value.split(":") if part]
+        return value
+
+    @model_validator(mode="after")
+    def _production_is_explicit(self) -> ApiSettings:
+        if self.environment == "production":
+            if self.admin_token is None:
+                raise ValueError("production needs BPFLEET_API_ADMIN_TOKEN")
+            if not self.trust:
+                raise ValueError("production needs BPFLEET_API_TRUST (artifact signing keys)")
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("production needs a PostgreSQL BPFLEET_API_DATABASE_URL")
+        return self
+
+
+@cache
+def get_settings() -> ApiSettings:
+    return ApiSettings()

@@ -1,0 +1,138 @@
+"""What the API returns and accepts, beyond the shared protocol models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from bpfleet_core.features import FeatureReport
+from bpfleet_core.manifests import Manifest
+from bpfleet_core.resources import BpfProgramSpec, LabelSelector
+
+
+class View(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class NodeView(View):
+    name: str
+    labels: dict[str, str]
+    kernel_release: str
+    readiness: Literal["Ready", "NotReady", "Unknown"]
+    last_heartbeat: datetime | None
+    desired_revision: int
+    applied_revision: int
+
+
+class NodeProgramView(View):
+    node: str
+    program: str
+    generation: int | None
+    state: str
+    reason: str
+    message: str
+    updated_at: datetime
+
+
+class NodeDetail(NodeView):
+    features: FeatureReport | None
+    programs: list[NodeProgramView]
+
+
+class LabelsUpdate(View):
+    labels: dict[str, str]
+
+
+class SummaryView(View):
+    desired: int
+    attached: int
+    failed: int
+    incompatible: int
+    pending: int
+
+
+class RolloutView(View):
+    id: int
+    program: str
+    from_generation: int | None
+    to_generation: int
+    phase: str
+    step: int
+    updated_nodes: list[str]
+    message: str
+    started_at: datetime
+    updated_at: datetime
+
+
+class ProgramView(View):
+    name: str
+    generation: int
+    killed: bool
+    spec: dict[str, Any]
+    summary: SummaryView
+    rollout: RolloutView | None
+
+
+class EventView(View):
+    program: str
+    node: str | None
+    reason: str
+    message: str
+    created_at: datetime
+
+
+class ArtifactView(View):
+    digest: str
+    name: str
+    version: str
+    signer: str
+    uploaded_at: datetime
+    manifest: Manifest
+
+
+class PreflightRequest(View):
+    """A program spec (its artifact must be uploaded), or a manifest not yet deployed."""
+
+    spec: BpfProgramSpec | None = None
+    manifest: Manifest | None = None
+    node_selector: LabelSelector = Field(default_factory=LabelSelector)
+
+
+class NodeVerdict(View):
+    node: str
+    compatible: bool
+    missing: list[str]
+
+
+class PreflightResult(View):
+    compatible: int
+    incompatible: int
+    nodes: list[NodeVerdict]
+
+
+class ValidateRequest(View):
+    spec: dict[str, Any]
+
+
+class ValidateResult(View):
+    valid: bool
+    problems: list[str]
+
+
+class TokenRequest(View):
+    name: str = Field(min_length=1, max_length=64)
+    role: Literal["admin", "ci", "viewer", "bootstrap"]
+
+
+class TokenResult(View):
+    name: str
+    role: str
+    token: str
+
+
+class Problem(View):
+    detail: str
+    problems: list[str] = Field(default_factory=list)
