@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, LargeBinary
+from sqlalchemy import JSON, BigInteger, DateTime, LargeBinary
 from sqlmodel import Field, SQLModel
 
 
@@ -49,8 +49,12 @@ class Node(SQLModel, table=True):
     features: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     registered_at: datetime = _timestamp(default_factory=utcnow)
     last_heartbeat: datetime | None = _timestamp(default=None)
-    desired_revision: int = Field(default=0, description="Grows with every assignment change.")
-    applied_revision: int = Field(default=0, description="The revision the agent last applied.")
+    desired_revision: int = Field(
+        default=0, sa_type=BigInteger, description="Grows with every assignment change."
+    )
+    applied_revision: int = Field(
+        default=0, sa_type=BigInteger, description="The revision the agent last applied."
+    )
 
 
 class Artifact(SQLModel, table=True):
@@ -87,7 +91,9 @@ class Assignment(SQLModel, table=True):
     program: str = Field(primary_key=True, index=True)
     generation: int
     spec: dict[str, Any] = Field(sa_type=JSON)
-    revision: int = Field(description="The node revision that introduced this assignment.")
+    revision: int = Field(
+        sa_type=BigInteger, description="The node revision that introduced this assignment."
+    )
 
 
 class NodeProgramStatus(SQLModel, table=True):

@@ -10,7 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.manifests import Manifest
-from bpfleet_core.resources import BpfProgramSpec, LabelSelector
+from bpfleet_core.resources import BpfProgramSpec, Labels, LabelSelector
 
 
 class View(BaseModel):
@@ -43,7 +43,7 @@ class NodeDetail(NodeView):
 
 
 class LabelsUpdate(View):
-    labels: dict[str, str]
+    labels: Labels
 
 
 class SummaryView(View):
@@ -123,7 +123,7 @@ class ValidateResult(View):
 
 
 class TokenRequest(View):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
     role: Literal["admin", "ci", "viewer", "bootstrap"]
 
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from bpfleet_core.features import FeatureReport
-from bpfleet_core.resources import BpfProgramSpec, ProgramName
+from bpfleet_core.resources import BpfProgramSpec, Labels, ProgramName
 
 
 class _Message(BaseModel):
@@ -41,18 +41,21 @@ class ProgramAssignment(_Message):
     spec: BpfProgramSpec
 
 
+# Revisions are stored as 64-bit integers everywhere.
+MAX_REVISION = 2**62
+
+
 class DesiredState(_Message):
-    revision: int = Field(default=0, ge=0)
+    revision: int = Field(default=0, ge=0, le=MAX_REVISION)
     programs: list[ProgramAssignment] = Field(default_factory=list)
 
 
 NodeName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")]
-LabelMap = dict[str, str]
 
 
 class Registration(_Message):
     node: NodeName
-    labels: LabelMap = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     features: FeatureReport
 
 
@@ -68,7 +71,9 @@ class Assignments(DesiredState):
 
 
 class Heartbeat(_Message):
-    revision: int = Field(ge=0, description="The assignment revision the agent has applied.")
+    revision: int = Field(
+        ge=0, le=MAX_REVISION, description="The assignment revision the agent has applied."
+    )
 
 
 class ProgramState(StrEnum):
@@ -85,7 +90,7 @@ class ProgramState(StrEnum):
 
 
 class LinkReport(_Message):
-    name: str = Field(description="The pin name, e.g. 'xdp_count.xdp.eth0'.")
+    name: str = Field(description="The pin name, e.g. 'xdp@eth0' or 'tc-ingress@eth0'.")
     entry_point: str
     hook: str = Field(description="Human form of the hook, e.g. 'xdp on eth0'.")
     link_id: int
@@ -130,7 +135,7 @@ class ProgramReport(_Message):
 
 class NodeReport(_Message):
     node: str
-    revision: int
+    revision: int = Field(ge=0, le=MAX_REVISION)
     programs: list[ProgramReport]
     reported_at: datetime
     error: str = Field(default="", description="Why the desired state could not be read.")

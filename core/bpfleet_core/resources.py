@@ -9,17 +9,48 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from bpfleet_core.manifests import ArtifactName, AttachKind, Sha256Hex
 
+
+def _printable(value: str) -> str:
+    """Hook targets end up in syscalls and pin names: a NUL would cut them short there,
+    and no control character belongs in one."""
+    if any(ord(character) < 0x20 or ord(character) == 0x7F for character in value):
+        raise ValueError(f"{value!r} contains a control character")
+    return value
+
+
+def _safe_version(value: str) -> str:
+    if ".." in value:
+        raise ValueError(f"version {value!r} must not contain '..'")
+    return value
+
+
 # DNS-1123 label: it names a directory under the bpffs root and, later, a Kubernetes object.
 ProgramName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-InterfaceName = Annotated[str, StringConstraints(pattern=r"^[^/\s:]{1,15}$")]
+InterfaceName = Annotated[
+    str, StringConstraints(pattern=r"^[^/\s:]{1,15}$"), AfterValidator(_printable)
+]
+# A version names a directory an artifact is looked up in: one path component, no '..'.
+ArtifactVersion = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"),
+    AfterValidator(_safe_version),
+]
 ConfigValue = int | bool | str
 
 _TRACEPOINT = re.compile(r"^[a-zA-Z0-9_]+/[a-zA-Z0-9_]+$")
+_RAW_TRACEPOINT = re.compile(r"^[a-zA-Z0-9_]+$")
 _NEEDS_INTERFACES = {AttachKind.XDP, AttachKind.TC}
 _NEEDS_DIRECTION = {AttachKind.TC}
 
@@ -32,7 +63,7 @@ class _Spec(BaseModel):
 
 class ArtifactRef(_Spec):
     name: ArtifactName
-    version: str = Field(min_length=1, max_length=64)
+    version: ArtifactVersion
     digest: Sha256Hex | None = Field(
         default=None, description="sha256 of the object; pins the exact build when set."
     )
@@ -52,10 +83,10 @@ class AttachPoint(_Spec):
     xdp_mode: Literal["auto", "native", "generic"] = Field(
         default="auto", description="xdp: driver mode, generic (skb) mode, or the kernel's pick."
     )
-    cgroup: str | None = Field(
+    cgroup: Annotated[str, AfterValidator(_printable)] | None = Field(
         default=None, description="cgroup_*: a cgroup v2 path, relative to the cgroup2 mount."
     )
-    target: str | None = Field(
+    target: Annotated[str, AfterValidator(_printable)] | None = Field(
         default=None,
         description="tracepoint 'category/name' or raw tracepoint name; defaults to the section's.",
     )
@@ -78,6 +109,12 @@ class AttachPoint(_Spec):
             and not _TRACEPOINT.match(self.target)
         ):
             raise ValueError(f"tracepoint target {self.target!r} is not 'category/name'")
+        if (
+            self.type == AttachKind.RAW_TRACEPOINT
+            and self.target
+            and not _RAW_TRACEPOINT.match(self.target)
+        ):
+            raise ValueError(f"raw tracepoint target {self.target!r} is not a tracepoint name")
         return self
 
 
@@ -93,6 +130,15 @@ def _check_label(key: str, value: str | None = None) -> None:
         raise ValueError(f"invalid label key {key!r}")
     if value is not None and not _LABEL_VALUE.match(value):
         raise ValueError(f"invalid label value {value!r} for key {key!r}")
+
+
+def _valid_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        _check_label(key, value)
+    return labels
+
+
+Labels = Annotated[dict[str, str], AfterValidator(_valid_labels)]
 
 
 class LabelRequirement(_Spec):
@@ -126,14 +172,8 @@ class LabelRequirement(_Spec):
 class LabelSelector(_Spec):
     """Kubernetes label selector; the empty selector matches everything."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_labels: Labels = Field(default_factory=dict)
     match_expressions: tuple[LabelRequirement, ...] = ()
-
-    @model_validator(mode="after")
-    def _labels_are_valid(self) -> LabelSelector:
-        for key, value in self.match_labels.items():
-            _check_label(key, value)
-        return self
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(

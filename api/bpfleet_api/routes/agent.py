@@ -18,6 +18,7 @@ from bpfleet_api.models import Role, utcnow
 from bpfleet_api.routes._changes import wake
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
+    MAX_REVISION,
     Assignments,
     Heartbeat,
     NodeReport,
@@ -89,7 +90,9 @@ async def assignments(
     request: Request,
     node: CallerNode,
     settings: SettingsDep,
-    after: Annotated[int, Query(ge=0, description="The last revision the agent applied.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_REVISION, description="The last revision the agent applied.")
+    ] = 0,
     wait: Annotated[float, Query(ge=0, description="Seconds to wait for a newer revision.")] = 0,
 ) -> Response:
     """This node's desired state once it is newer than ``after`` (long-poll)."""

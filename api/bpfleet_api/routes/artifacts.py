@@ -10,6 +10,7 @@ from bpfleet_api.deps import Admin, Downloader, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Artifact
 from bpfleet_api.views import ArtifactView
 from bpfleet_core import signing
+from bpfleet_core.manifests import Sha256Hex
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
@@ -53,7 +54,7 @@ def list_artifacts(session: SessionDep, _: Reader) -> list[ArtifactView]:
 
 
 @router.get("/{digest}")
-def get_artifact(digest: str, session: SessionDep, _: Reader) -> ArtifactView:
+def get_artifact(digest: Sha256Hex, session: SessionDep, _: Reader) -> ArtifactView:
     artifact = session.get(Artifact, digest)
     if artifact is None:
         raise fleet.NotFound(f"no artifact with digest {digest}")
@@ -66,7 +67,7 @@ def get_artifact(digest: str, session: SessionDep, _: Reader) -> ArtifactView:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def download(
-    digest: str,
+    digest: Sha256Hex,
     part: Literal["object", "manifest", "signature"],
     session: SessionDep,
     _: Downloader,

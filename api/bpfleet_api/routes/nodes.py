@@ -10,6 +10,7 @@ from bpfleet_api.routes._changes import wake
 from bpfleet_api.settings import ApiSettings
 from bpfleet_api.views import LabelsUpdate, NodeDetail, NodeProgramView, NodeView
 from bpfleet_core.features import FeatureReport
+from bpfleet_core.protocol import NodeName
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
@@ -38,7 +39,7 @@ def list_nodes(session: SessionDep, settings: SettingsDep, _: Reader) -> list[No
 
 
 @router.get("/{name}")
-def get_node(name: str, session: SessionDep, settings: SettingsDep, _: Reader) -> NodeDetail:
+def get_node(name: NodeName, session: SessionDep, settings: SettingsDep, _: Reader) -> NodeDetail:
     node = fleet.get_node(session, name)
     statuses = session.exec(select(NodeProgramStatus).where(NodeProgramStatus.node == name)).all()
     return NodeDetail.model_validate(
@@ -52,7 +53,7 @@ def get_node(name: str, session: SessionDep, settings: SettingsDep, _: Reader) -
 
 @router.put("/{name}/labels")
 def set_labels(
-    name: str,
+    name: NodeName,
     update: LabelsUpdate,
     request: Request,
     session: SessionDep,
@@ -70,7 +71,7 @@ def set_labels(
 
 
 @router.delete("/{name}", status_code=204)
-def delete_node(name: str, session: SessionDep, _: Admin) -> Response:
+def delete_node(name: NodeName, session: SessionDep, _: Admin) -> Response:
     """Forget a node and revoke its credential (its kernel keeps what it runs)."""
     node = fleet.get_node(session, name)
     for table in (Assignment, NodeProgramStatus):

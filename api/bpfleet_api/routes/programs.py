@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session, col, select
 
 from bpfleet_api import fleet
@@ -35,7 +37,7 @@ def list_programs(session: SessionDep, _: Reader) -> list[ProgramView]:
 
 
 @router.get("/{name}")
-def get_program(name: str, session: SessionDep, _: Reader) -> ProgramView:
+def get_program(name: ProgramName, session: SessionDep, _: Reader) -> ProgramView:
     return program_view(session, fleet.get_program(session, name))
 
 
@@ -52,7 +54,7 @@ def put_program(
 
 
 @router.delete("/{name}", status_code=204)
-def delete_program(name: str, request: Request, session: SessionDep, _: Admin) -> Response:
+def delete_program(name: ProgramName, request: Request, session: SessionDep, _: Admin) -> Response:
     """Detach the program from every node and forget it."""
     changes = fleet.delete_program(session, name)
     session.commit()
@@ -61,7 +63,7 @@ def delete_program(name: str, request: Request, session: SessionDep, _: Admin) -
 
 
 @router.post("/{name}/kill")
-def kill_program(name: str, request: Request, session: SessionDep, _: Admin) -> ProgramView:
+def kill_program(name: ProgramName, request: Request, session: SessionDep, _: Admin) -> ProgramView:
     """Fleet-wide kill switch: detach everywhere at once. Putting a spec again revives it."""
     changes = fleet.kill_program(session, name)
     session.commit()
@@ -70,7 +72,7 @@ def kill_program(name: str, request: Request, session: SessionDep, _: Admin) -> 
 
 
 @router.get("/{name}/nodes")
-def program_nodes(name: str, session: SessionDep, _: Reader) -> list[NodeProgramView]:
+def program_nodes(name: ProgramName, session: SessionDep, _: Reader) -> list[NodeProgramView]:
     """Per-node detail: what each node reports for this program."""
     rows = session.exec(
         select(NodeProgramStatus)
@@ -81,11 +83,13 @@ def program_nodes(name: str, session: SessionDep, _: Reader) -> list[NodeProgram
 
 
 @router.get("/{name}/events")
-def program_events(name: str, session: SessionDep, _: Reader, limit: int = 100) -> list[EventView]:
+def program_events(
+    name: ProgramName,
+    session: SessionDep,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[EventView]:
     rows = session.exec(
-        select(Event)
-        .where(Event.program == name)
-        .order_by(col(Event.id).desc())
-        .limit(max(1, min(limit, 1000)))
+        select(Event).where(Event.program == name).order_by(col(Event.id).desc()).limit(limit)
     ).all()
     return [EventView.model_validate(row) for row in rows]

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from sqlmodel import col, select
 
 from bpfleet_api import fleet
@@ -12,6 +12,7 @@ from bpfleet_api.routes._changes import start_rollout, wake
 from bpfleet_api.views import RolloutView
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+RolloutId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("")
@@ -23,7 +24,7 @@ def list_rollouts(session: SessionDep, _: Reader, program: str | None = None) ->
 
 
 @router.get("/{rollout_id}")
-def get_rollout(rollout_id: int, session: SessionDep, _: Reader) -> RolloutView:
+def get_rollout(rollout_id: RolloutId, session: SessionDep, _: Reader) -> RolloutView:
     rollout = session.get(Rollout, rollout_id)
     if rollout is None:
         raise fleet.NotFound(f"rollout {rollout_id} does not exist")
@@ -32,7 +33,7 @@ def get_rollout(rollout_id: int, session: SessionDep, _: Reader) -> RolloutView:
 
 @router.post("/{rollout_id}/{action}")
 def act(
-    rollout_id: int,
+    rollout_id: RolloutId,
     action: Literal["pause", "resume", "abort"],
     request: Request,
     session: SessionDep,

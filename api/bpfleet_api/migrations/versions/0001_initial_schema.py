@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("program", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("spec", sa.JSON(), nullable=False),
-        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("node", "program"),
     )
     with op.batch_alter_table("assignment", schema=None) as batch_op:
@@ -67,8 +67,8 @@ def upgrade() -> None:
         sa.Column("features", sa.JSON(), nullable=False),
         sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_heartbeat", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("desired_revision", sa.Integer(), nullable=False),
-        sa.Column("applied_revision", sa.Integer(), nullable=False),
+        sa.Column("desired_revision", sa.BigInteger(), nullable=False),
+        sa.Column("applied_revision", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
     op.create_table(
