@@ -9,7 +9,7 @@ CATALOG_BUILD := bpf-catalog/build
 DEV_KEYS := .dev/keys
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv bpf lint test up down bench clean
+.PHONY: help deps venv bpf lint test up bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -41,11 +41,8 @@ lint: venv ## ruff, mypy (strict) and the import-layer contracts
 test: bpf lint ## Lint, then every test but benchmarks (fails if none ran)
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
-up: bpf ## Run a node agent on this host against examples/agent/desired.yaml
+up: bpf ## Run the platform here: API, worker, Redis and three agents in namespaces
 	@scripts/up.sh
-
-down: venv ## Detach and unpin everything `make up` attached
-	@scripts/up.sh down
 
 bench: bpf ## Run the benchmarks in bench/ and print their figures
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from bpfleet_core import analysing, artifacts, signing
+from tests import services
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = REPO / "bpf-catalog"
@@ -85,3 +87,24 @@ def signed_catalog(tmp_path_factory: pytest.TempPathFactory) -> SignedCatalog:
         name = object_path.name.removesuffix(".bpf.o")
         sign_object(object_path, signed, name, versions[name], key)
     return SignedCatalog(signed, key, public.parent, versions)
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[services.Redis]:
+    with services.redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[services.Postgres]:
+    with services.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Each module that uses it runs twice: on embedded SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db')}/bpfleet.db"
+    server: services.Postgres = request.getfixturevalue("postgres")
+    return server.create_database()

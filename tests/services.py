@@ -62,11 +62,25 @@ class Redis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close() is None, 10, "redis")
+        wait_until(
+            lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close() is None,
+            10,
+            "redis",
+        )
 
     def stop(self) -> None:
         if self.process is not None:
@@ -100,7 +114,18 @@ class Postgres:
     def create_database(self) -> str:
         name = f"bpfleet_{uuid.uuid4().hex[:10]}"
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), name],
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(POSTGRES_BIN / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                name,
+            ],
             check=True,
         )
         return self.url(name)
@@ -116,17 +141,62 @@ def postgres_server() -> Iterator[Postgres]:
     data = root / "data"
     shutil.chown(root, "postgres")
     as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, str(POSTGRES_BIN / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            *as_postgres,
+            str(POSTGRES_BIN / "initdb"),
+            "-D",
+            str(data),
+            "--auth=trust",
+            "-U",
+            "postgres",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     port = free_port()
     process = subprocess.Popen(
-        [*as_postgres, str(POSTGRES_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=off"],
+        [
+            *as_postgres,
+            str(POSTGRES_BIN / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(root),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "fsync=off",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() is None, 30, "postgres")
         wait_until(
-            lambda: subprocess.run([*as_postgres, str(POSTGRES_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], check=False, capture_output=True).returncode == 0,
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() is None,
+            30,
+            "postgres",
+        )
+        wait_until(
+            lambda: (
+                subprocess.run(
+                    [
+                        *as_postgres,
+                        str(POSTGRES_BIN / "pg_isready"),
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                    ],
+                    check=False,
+                    capture_output=True,
+                ).returncode
+                == 0
+            ),
             30,
             "postgres",
         )
@@ -153,7 +223,20 @@ class Api:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "bpfleet_api.tasks", "worker", "--pool=solo", "--concurrency=1", "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bpfleet_api.tasks",
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                "--loglevel=WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
             env=self.environment,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -163,7 +246,14 @@ class Api:
 
 
 @contextlib.contextmanager
-def api_server(database_url: str, redis_url: str, trust: Path, log_dir: Path, **extra: str) -> Iterator[Api]:
+def api_server(
+    database_url: str,
+    redis_url: str,
+    trust: Path,
+    log_dir: Path,
+    host: str = "127.0.0.1",
+    **extra: str,
+) -> Iterator[Api]:
     port = free_port()
     admin, bootstrap = f"admin-{uuid.uuid4().hex}", f"bootstrap-{uuid.uuid4().hex}"
     environment = {
@@ -178,14 +268,31 @@ def api_server(database_url: str, redis_url: str, trust: Path, log_dir: Path, **
     log = log_dir / f"api-{port}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bpfleet_api.main:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bpfleet_api.main:app",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--backlog",
+                "4096",
+                "--log-level",
+                "warning",
+            ],
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    api = Api(f"http://127.0.0.1:{port}", admin, bootstrap, environment, process, log)
+    api = Api(f"http://{host}:{port}", admin, bootstrap, environment, process, log)
     try:
-        wait_until(lambda: httpx.get(f"{api.url}/healthz", timeout=1).status_code == 200, 60, f"the API (log: {log})")
+        wait_until(
+            lambda: httpx.get(f"{api.url}/healthz", timeout=1).status_code == 200,
+            60,
+            f"the API (log: {log})",
+        )
         yield api
     finally:
         for worker in api.workers:

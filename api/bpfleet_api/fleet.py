@@ -21,6 +21,7 @@ from bpfleet_api.models import (
     Assignment,
     Event,
     Node,
+    NodeFeatures,
     NodeProgramStatus,
     Program,
     ProgramRevision,
@@ -99,16 +100,27 @@ def register_node(
     node = session.get(Node, name) or Node(name=name)
     node.labels = dict(labels)
     node.kernel_release = report.kernel_release
-    node.features = report.model_dump(mode="json")
     node.last_heartbeat = utcnow()
     session.add(node)
+    store_features(session, name, report)
     session.flush()
     return sync_node(session, node)
 
 
+def store_features(session: Session, node: str, report: features.FeatureReport) -> None:
+    row = session.get(NodeFeatures, node) or NodeFeatures(node=node, report={})
+    row.report = report.model_dump(mode="json")
+    session.add(row)
+
+
+def features_of(session: Session, node: str) -> features.FeatureReport | None:
+    row = session.get(NodeFeatures, node)
+    return features.FeatureReport.model_validate(row.report) if row is not None else None
+
+
 def selected_nodes(session: Session, selector: LabelSelector) -> list[str]:
-    nodes = session.exec(select(Node).order_by(col(Node.name))).all()
-    return [node.name for node in nodes if selector.matches(node.labels)]
+    rows = session.exec(select(Node.name, Node.labels).order_by(col(Node.name))).all()
+    return [name for name, labels in rows if selector.matches(dict(labels))]
 
 
 def sync_node(session: Session, node: Node) -> Changes:
@@ -561,9 +573,8 @@ def preflight(
     """For each selected node, what its kernel lacks for this artifact (empty: fine)."""
     verdicts = []
     for name in selected_nodes(session, selector):
-        node = get_node(session, name)
-        if not node.features:
+        report = features_of(session, name)
+        if report is None:
             continue
-        report = features.FeatureReport.model_validate(node.features)
         verdicts.append((name, features.check(manifest.requirements, report)))
     return verdicts

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from sqlmodel import Session
 
-from bpfleet_api import db, fleet, metrics, notify, security
+from bpfleet_api import db, fleet, heartbeats, metrics, notify, security
 from bpfleet_api.deps import Reader
 from bpfleet_api.models import Role, utcnow
 from bpfleet_api.routes import agent, artifacts, checks, health, nodes, programs, rollouts, tokens
@@ -22,6 +22,7 @@ from bpfleet_api.settings import get_settings
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
+HEARTBEAT_FLUSH_SECONDS = 1.0
 
 
 def _prepare_database() -> None:
@@ -43,6 +44,20 @@ def _overdue() -> list[int]:
         return fleet.overdue_rollouts(session, utcnow(), grace_seconds=3.0)
 
 
+async def _flush_heartbeats(buffer: heartbeats.HeartbeatBuffer) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_FLUSH_SECONDS)
+        try:
+            await run_in_threadpool(_flush, buffer)
+        except Exception:
+            log.exception("heartbeat flush failed; retrying")
+
+
+def _flush(buffer: heartbeats.HeartbeatBuffer) -> None:
+    with Session(db.get_engine()) as session:
+        buffer.flush(session)
+
+
 async def _sweep_rollouts() -> None:
     """Re-queue rollouts whose task chain was lost (a broker restart, say)."""
     while True:
@@ -61,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     background = [
         asyncio.create_task(notify.listen(get_settings().redis_url, app.state.waiters)),
         asyncio.create_task(_sweep_rollouts()),
+        asyncio.create_task(_flush_heartbeats(app.state.heartbeats)),
     ]
     try:
         yield
@@ -68,6 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await run_in_threadpool(_flush, app.state.heartbeats)
 
 
 def create_app() -> FastAPI:
@@ -78,6 +95,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     app.state.waiters = notify.Waiters()
+    app.state.heartbeats = heartbeats.HeartbeatBuffer()
     registry = CollectorRegistry()
     registry.register(metrics.FleetCollector(app.state.waiters))
 

@@ -46,7 +46,6 @@ class Node(SQLModel, table=True):
     name: str = Field(primary_key=True)
     labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
     kernel_release: str = ""
-    features: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     registered_at: datetime = _timestamp(default_factory=utcnow)
     last_heartbeat: datetime | None = _timestamp(default=None)
     desired_revision: int = Field(
@@ -55,6 +54,14 @@ class Node(SQLModel, table=True):
     applied_revision: int = Field(
         default=0, sa_type=BigInteger, description="The revision the agent last applied."
     )
+
+
+class NodeFeatures(SQLModel, table=True):
+    """A node's feature report: large, and read only by preflights and node detail,
+    so it stays out of the rows every heartbeat and rollout tick touches."""
+
+    node: str = Field(primary_key=True)
+    report: dict[str, Any] = Field(sa_type=JSON)
 
 
 class Artifact(SQLModel, table=True):

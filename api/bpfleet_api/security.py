@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 
 from sqlmodel import Session, select
 
@@ -42,3 +44,28 @@ def revoke_node_tokens(session: Session, node: str) -> None:
     for token in session.exec(select(Token).where(Token.node == node, Token.revoked_at == None)):  # noqa: E711
         token.revoked_at = utcnow()
         session.add(token)
+
+
+class TokenCache:
+    """Secrets recently seen valid, for at most ``ttl_seconds``: the price is that a
+    revocation made in another API process takes up to that long to bite here."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, str]] = {}
+
+    def get(self, secret: str) -> str | None:
+        with self._lock:
+            entry = self._entries.get(digest(secret))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, secret: str, node: str) -> None:
+        with self._lock:
+            self._entries[digest(secret)] = (time.monotonic() + self.ttl, node)
+
+    def evict(self, node: str) -> None:
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if v[1] != node}

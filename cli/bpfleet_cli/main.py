@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from typing import Annotated
 
@@ -11,7 +12,8 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from bpfleet_cli import catalog_commands
+from bpfleet_cli import catalog_commands, lab_commands, local_commands, policy_commands
+from bpfleet_core.signing import SignatureError
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
@@ -22,6 +24,9 @@ app.add_typer(node_app, name="node")
 app.add_typer(agent_app, name="agent")
 app.add_typer(catalog_commands.app, name="catalog")
 app.add_typer(catalog_commands.keys_app, name="keys")
+app.add_typer(local_commands.app, name="local")
+app.add_typer(policy_commands.app, name="policy")
+app.add_typer(lab_commands.app, name="lab")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -99,24 +104,51 @@ def agent_status(
         document = json.loads(path.read_text())
     except OSError as error:
         raise fail(f"no agent status at {path}: {error.strerror}") from error
+    except ValueError as error:  # a torn or corrupt file
+        raise fail(f"agent status at {path} is not valid JSON: {error}") from error
     if as_json:
         typer.echo(json.dumps(document, indent=2))
         return
-    if document.get("error"):
-        typer.echo(f"error: {document['error']}")
-    for program in document["programs"]:
-        typer.echo(
-            f"{program['name']:<24} {program['state']:<18} "
-            f"{program.get('reason', '')} {program.get('message', '')}"
-        )
+    try:
+        if document.get("error"):
+            typer.echo(f"error: {document['error']}")
+        for program in document["programs"]:
+            typer.echo(
+                f"{program['name']:<24} {program['state']:<18} "
+                f"{program.get('reason', '')} {program.get('message', '')}"
+            )
+    except (AttributeError, KeyError, TypeError) as error:
+        raise fail(f"agent status at {path} is not a status document ({error!r})") from error
+
+
+def _one_line_errors() -> tuple[type[Exception], ...]:
+    """Failures with a message of their own: the message is the report, not a traceback.
+    (Evaluated only when an exception is being matched, so the agent is imported late.)"""
+    from bpfleet_agent.probing import ProbeError
+
+    return (
+        OSError,
+        yaml.YAMLError,
+        SignatureError,
+        ProbeError,
+        subprocess.TimeoutExpired,
+        SettingsError,
+    )
 
 
 def run() -> None:
-    """Entry point that turns unexpected YAML/OS errors into one line, not a traceback."""
+    """Entry point that turns expected failures (files, keys, probes, settings) into one
+    line on stderr and exit status 1, not a traceback."""
     try:
         app()
-    except (OSError, yaml.YAMLError) as error:
-        typer.echo(f"bpfleet: {error}", err=True)
+    except ValidationError as error:
+        from bpfleet_agent.daemon import describe_validation_error
+
+        typer.echo(f"bpfleet: invalid {error.title}: {describe_validation_error(error)}", err=True)
+        sys.exit(1)
+    except _one_line_errors() as error:
+        message = " ".join(str(error).split())  # one line, whatever the error's own layout
+        typer.echo(f"bpfleet: {message}", err=True)
         sys.exit(1)
 
 

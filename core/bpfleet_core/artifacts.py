@@ -3,13 +3,15 @@
 Layout, in one directory: ``<name>.bpf.o``, ``<name>.manifest.json`` and
 ``<name>.manifest.json.sig``. Verification checks the signature over the manifest's
 exact bytes first, then that the object is the one the manifest names; only then is
-the manifest parsed and trusted.
+the manifest parsed and trusted. Each file is read once: the object bytes that were
+hashed are the ones handed on (``VerifiedArtifact.object_bytes``), so replacing the file
+after verification changes nothing that is loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -24,6 +26,8 @@ SIGNATURE_SUFFIX = ".manifest.json.sig"
 
 class RejectionReason(StrEnum):
     NOT_FOUND = "ArtifactNotFound"
+    UNREADABLE = "ArtifactUnreadable"
+    NAME_MISMATCH = "ArtifactNameMismatch"
     UNSIGNED = "Unsigned"
     BAD_SIGNATURE = "BadSignature"
     DIGEST_MISMATCH = "ObjectDigestMismatch"
@@ -57,6 +61,8 @@ class VerifiedArtifact:
     files: ArtifactFiles
     manifest: manifests.Manifest
     signer: signing.TrustedKey
+    # The object as read and hashed: load these bytes, never ``files.object`` again.
+    object_bytes: bytes = field(repr=False)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -80,26 +86,55 @@ def write_signed(
     files.signature.write_bytes(signing.sign(data, private_key) + b"\n")
 
 
-def verify(
-    files: ArtifactFiles, trust: signing.TrustStore, expected_digest: str | None = None
-) -> VerifiedArtifact:
-    """Verify signature, then object digest, then manifest schema; raise ``ArtifactRejected``."""
-    for path in (files.object, files.manifest):
-        if not path.is_file():
-            raise ArtifactRejected(RejectionReason.NOT_FOUND, f"missing artifact file {path}")
-    if not files.signature.is_file():
+def _read(path: Path, missing: RejectionReason = RejectionReason.NOT_FOUND) -> bytes:
+    """The file's bytes; a missing file is rejected as ``missing``, an unreadable one as
+    UNREADABLE (reading once, instead of checking first, leaves no window between)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as error:
+        unsigned = missing == RejectionReason.UNSIGNED
+        what = "unsigned artifact, no signature" if unsigned else "missing artifact file"
+        raise ArtifactRejected(missing, f"{what} {path}") from error
+    except OSError as error:
         raise ArtifactRejected(
-            RejectionReason.UNSIGNED, f"no signature for {files.manifest.name}: unsigned artifact"
-        )
+            RejectionReason.UNREADABLE, f"cannot read {path}: {error.strerror or error}"
+        ) from error
+
+
+def verify(
+    files: ArtifactFiles,
+    trust: signing.TrustStore,
+    expected_digest: str | None = None,
+    *,
+    expected_name: str | None = None,
+) -> VerifiedArtifact:
+    """Verify signature, then object digest, then manifest schema; raise ``ArtifactRejected``.
+
+    With ``expected_name``, the signed manifest must also be that artifact's, object file
+    name included: a validly signed artifact copied in under another name is refused.
+    """
+    object_bytes = _read(files.object)
+    manifest_bytes = _read(files.manifest)
+    signature = _read(files.signature, RejectionReason.UNSIGNED)
     manifest, signer = verify_bytes(
-        object_digest=sha256_file(files.object),
-        manifest_bytes=files.manifest.read_bytes(),
-        signature=files.signature.read_bytes(),
+        object_digest=sha256_bytes(object_bytes),
+        manifest_bytes=manifest_bytes,
+        signature=signature,
         trust=trust,
         label=files.manifest.name,
         expected_digest=expected_digest,
     )
-    return VerifiedArtifact(files=files, manifest=manifest, signer=signer)
+    if expected_name is not None:
+        expected_file = f"{expected_name}{OBJECT_SUFFIX}"
+        if (manifest.name, manifest.object.filename) != (expected_name, expected_file):
+            raise ArtifactRejected(
+                RejectionReason.NAME_MISMATCH,
+                f"{files.manifest.name} is signed for {manifest.name} "
+                f"({manifest.object.filename}), not for {expected_name} ({expected_file})",
+            )
+    return VerifiedArtifact(
+        files=files, manifest=manifest, signer=signer, object_bytes=object_bytes
+    )
 
 
 def verify_bytes(

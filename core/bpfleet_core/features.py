@@ -37,7 +37,9 @@ class FeatureReport(BaseModel):
     map_types: dict[str, bool]
     attach_kinds: dict[AttachKind, bool]
     helpers: dict[str, tuple[str, ...]] = Field(
-        description="Helpers available per supported program type."
+        description="Helpers available, per program type whose helpers were probed. A "
+        "program type absent here was not probed (struct_ops, syscall, tracing... cannot "
+        "be probed without an attach target): its helpers are unknown, not missing."
     )
     kfuncs: tuple[str, ...] = ()
 
@@ -79,8 +81,9 @@ class Missing(BaseModel):
 def check(requirements: Requirements, report: FeatureReport) -> list[Missing]:
     """Everything ``requirements`` needs that ``report`` lacks; empty means compatible.
 
-    Helpers are checked only for program types the kernel has: a missing program type
-    already explains why its helpers cannot be used.
+    Helpers are checked only for program types the kernel has (a missing program type
+    already explains why its helpers cannot be used) and whose helpers were probed: for
+    the others the report knows nothing, and the load itself is the judge.
     """
     missing: list[Missing] = []
     if requirements.kernel_btf and not report.kernel_btf:
@@ -105,7 +108,9 @@ def check(requirements: Requirements, report: FeatureReport) -> list[Missing]:
     for program_type, helpers in sorted(requirements.helpers.items()):
         if not report.program_types.get(program_type, False):
             continue
-        available = set(report.helpers.get(program_type, ()))
+        if program_type not in report.helpers:
+            continue  # not probed: unknown, not missing
+        available = set(report.helpers[program_type])
         missing += [
             Missing(kind="helper", name=helper, program_type=program_type)
             for helper in helpers

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,11 @@ def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
 
 
 def generate_key_pair(private_path: Path, public_path: Path) -> str:
-    """Write a new P-256 key pair (private key readable by the owner only); return its id."""
+    """Write a new P-256 key pair (private key readable by the owner only); return its id.
+
+    An existing private key is never overwritten (``FileExistsError``): it may be the
+    only copy of the key a fleet's artifacts are signed with.
+    """
     private_key = ec.generate_private_key(ec.SECP256R1())
     private_pem = private_key.private_bytes(
         serialization.Encoding.PEM,
@@ -56,9 +61,15 @@ def generate_key_pair(private_path: Path, public_path: Path) -> str:
     )
     private_path.parent.mkdir(parents=True, exist_ok=True)
     public_path.parent.mkdir(parents=True, exist_ok=True)
-    private_path.touch(mode=0o600, exist_ok=True)
-    private_path.chmod(0o600)
-    private_path.write_bytes(private_pem)
+    try:
+        # O_EXCL: created here, owner-only from the start, or not at all.
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{private_path} already exists; refusing to overwrite a private key"
+        ) from None
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(private_pem)
     public_path.write_bytes(public_pem)
     return key_id(private_key.public_key())
 

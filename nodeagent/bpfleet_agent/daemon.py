@@ -1,5 +1,9 @@
 """The agent loop: read desired state, reconcile the kernel to it, report.
 
+The desired state comes from a local file, or in API mode from the assignments file
+that ``api_client``'s watcher keeps current; either way a reconcile works from a file,
+so an unreachable API never stops one.
+
 Stopping the agent never detaches anything: links are pinned, and the next start
 adopts them from what the kernel holds.
 """
@@ -7,10 +11,12 @@ adopts them from what the kernel holds.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -18,9 +24,9 @@ from types import FrameType
 import yaml
 from pydantic import ValidationError
 
-from bpfleet_agent import libbpf, loading, mounts, preparing, probing, reconciling
+from bpfleet_agent import api_client, libbpf, loading, mounts, preparing, probing, reconciling
 from bpfleet_agent.settings import AgentSettings
-from bpfleet_core import features, signing
+from bpfleet_core import artifacts, features, signing
 from bpfleet_core.protocol import (
     DesiredState,
     LinkReport,
@@ -32,6 +38,7 @@ from bpfleet_core.protocol import (
     ProgramStats,
     UnmanagedProgram,
 )
+from bpfleet_core.resources import ArtifactRef
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,20 @@ def parse_desired(text: str) -> tuple[DesiredState, dict[str, str]]:
         document = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise DesiredStateError(f"not valid YAML: {error}") from error
+    return desired_from_document(document)
+
+
+def parse_assignments(text: str) -> tuple[DesiredState, dict[str, str]]:
+    """``parse_desired`` for the stored assignments, which are JSON (and JSON is not
+    quite YAML 1.1)."""
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise DesiredStateError(f"not valid JSON: {error}") from error
+    return desired_from_document(document)
+
+
+def desired_from_document(document: object) -> tuple[DesiredState, dict[str, str]]:
     if not isinstance(document, dict):
         raise DesiredStateError("the desired state must be a mapping with 'programs'")
     raw_programs = document.get("programs") or []
@@ -123,11 +144,24 @@ class Agent:
 
     # ------------------------------------------------------------------ reconcile
 
-    def reconcile(self, desired: DesiredState, invalid: dict[str, str] | None = None) -> NodeReport:
+    def reconcile(
+        self,
+        desired: DesiredState,
+        invalid: dict[str, str] | None = None,
+        held: Mapping[str, preparing.Rejection] | None = None,
+    ) -> NodeReport:
+        """``held`` programs are reported as given and left as they run (e.g. while their
+        artifact cannot be downloaded yet)."""
         invalid = invalid or {}
+        held = held or {}
         observed = loading.observe(self.kernel)
         for assignment in desired.programs:
-            self._reports[assignment.name] = self._reconcile_one(assignment, observed)
+            if assignment.name in held:
+                self._reports[assignment.name] = self._rejected(
+                    assignment, held[assignment.name], observed
+                )
+            else:
+                self._reports[assignment.name] = self._reconcile_one(assignment, observed)
         for name, message in invalid.items():
             self._reports[name] = self._with_previous(
                 ProgramReport(
@@ -162,15 +196,12 @@ class Agent:
         }
         prepared = preparing.prepare(
             assignment,
-            artifact_dirs=self.settings.artifact_dirs,
+            artifact_dirs=self.settings.artifact_search_dirs,
             trust=self.trust,
             report=self.features,
         )
         if isinstance(prepared, preparing.Rejection):
-            report = ProgramReport(
-                **base, state=prepared.state, reason=prepared.reason, message=prepared.message
-            )
-            return self._with_previous(report, observed.get(assignment.name))
+            return self._rejected(assignment, prepared, observed)
         base["digest"] = prepared.manifest.object.sha256
         try:
             loading.apply(self.kernel, prepared, observed.get(assignment.name))
@@ -189,6 +220,23 @@ class Agent:
             )
             return self._with_previous(report, observed.get(assignment.name))
         return self._describe_attached(ProgramReport(**base, state=ProgramState.ATTACHED), prepared)
+
+    def _rejected(
+        self,
+        assignment: ProgramAssignment,
+        rejection: preparing.Rejection,
+        observed: dict[str, reconciling.ObservedProgram],
+    ) -> ProgramReport:
+        ref = assignment.spec.artifact
+        report = ProgramReport(
+            name=assignment.name,
+            artifact=f"{ref.name}@{ref.version}",
+            updated_at=_now(),
+            state=rejection.state,
+            reason=rejection.reason,
+            message=rejection.message,
+        )
+        return self._with_previous(report, observed.get(assignment.name))
 
     def _with_previous(
         self, report: ProgramReport, observed: reconciling.ObservedProgram | None
@@ -295,6 +343,90 @@ class Agent:
         )
         return report
 
+    def reconcile_assignments(self, link: api_client.FleetLink) -> NodeReport | None:
+        """Reconcile to the stored assignments, downloading missing artifacts first;
+        None (and nothing touched) until the API has sent any."""
+        path = self.settings.assignments_file
+        try:
+            desired, invalid = parse_assignments(path.read_text())
+        except FileNotFoundError:
+            # Reconciling to "nothing" now would detach what an earlier run attached.
+            return None
+        except (OSError, DesiredStateError) as error:
+            message = f"assignments {path}: {error}"
+            log.error("%s; keeping what runs", message)
+            report = self.report(error=message)
+        else:
+            report = self.reconcile(desired, invalid, self._fetch_artifacts(desired, link))
+        _write_atomically(
+            self.settings.status_file, report.model_dump_json(by_alias=True, indent=2)
+        )
+        return report
+
+    def _fetch_artifacts(
+        self, desired: DesiredState, link: api_client.FleetLink
+    ) -> dict[str, preparing.Rejection]:
+        """Download what the assignments pin by digest and no artifact directory holds;
+        programs whose artifact is still missing are held, saying why."""
+        held: dict[str, preparing.Rejection] = {}
+        for assignment in desired.programs:
+            ref = assignment.spec.artifact
+            # Without a digest there is nothing to ask the API for; ``prepare`` looks
+            # the artifact up by name and version alone.
+            if ref.digest is None or self._has_artifact(ref):
+                continue
+            problem = link.fetch_artifact(ref)
+            if problem is not None:
+                held[assignment.name] = preparing.Rejection(
+                    problem.state, problem.reason, problem.message
+                )
+        return held
+
+    def _has_artifact(self, ref: ArtifactRef) -> bool:
+        """Whether the copy ``prepare`` will pick is the build the digest pins."""
+        files = preparing.locate(ref, self.settings.artifact_search_dirs)
+        try:
+            return files is not None and artifacts.sha256_file(files.object) == ref.digest
+        except OSError:
+            return False
+
+    def _follow_kernel(self, link: api_client.FleetLink) -> None:
+        """After a kernel change the cached feature report is wrong: probe again, and
+        tell the API, which re-checks this node's programs against the new report."""
+        if self.features.kernel_release == os.uname().release:
+            return
+        log.info(
+            "kernel changed from %s to %s; probing features again",
+            self.features.kernel_release,
+            os.uname().release,
+        )
+        self.features = self._features()
+        link.features_probed(self.features)
+
+    def run_with_api(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
+        """API mode. Threads: this one reconciles; ``link``'s watcher long-polls and sets
+        ``wake`` on new assignments, its reporter sends reports. Setting ``stop`` (and
+        ``wake``, to cut the wait short) ends the loop."""
+        wake = wake or threading.Event()
+        link = api_client.FleetLink(self.settings, features=lambda: self.features, wake=wake)
+        log.info(
+            "agent %s following the fleet API at %s", self.settings.node_name, self.settings.api_url
+        )
+        link.features_probed(self.features)
+        link.start()
+        try:
+            while not stop.is_set():
+                # Cleared before reading, so assignments arriving meanwhile wake the next round.
+                wake.clear()
+                self._follow_kernel(link)
+                report = self.reconcile_assignments(link)
+                if report is not None:
+                    link.submit(report)
+                wake.wait(self.settings.poll_interval)
+        finally:
+            link.close()
+        log.info("agent stopping; everything attached stays attached")
+
     def run(self, stop: threading.Event) -> None:
         log.info(
             "agent %s reconciling %s every %.1fs",
@@ -309,21 +441,24 @@ class Agent:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(text)
-    temporary.replace(path)
+    api_client.write_atomically(path, text)
 
 
 def run_forever(settings: AgentSettings) -> None:
     stop = threading.Event()
+    wake = threading.Event()
 
     def request_stop(_signal: int, _frame: FrameType | None) -> None:
         stop.set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    Agent(settings).run(stop)
+    agent = Agent(settings)
+    if settings.api_mode:
+        agent.run_with_api(stop, wake)
+    else:
+        agent.run(stop)
 
 
 def main() -> None:

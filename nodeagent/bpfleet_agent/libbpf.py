@@ -9,10 +9,10 @@ being done. Kernel constants are spelled by name and resolved through ``kernel_e
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as errno_codes
 import logging
 import os
+import re
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Self
 
+from bpfleet_agent import libc
 from bpfleet_core import kernel_enums
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "libbpf_num_possible_cpus": ([], i),
         "libbpf_probe_bpf_prog_type": ([i, p], i),
         "libbpf_probe_bpf_map_type": ([i, p], i),
-        "bpf_object__open_file": ([s, p], p),
+        "bpf_object__open_mem": ([p, size, p], p),
         "bpf_object__load": ([p], i),
         "bpf_object__close": ([p], None),
         "bpf_object__next_program": ([p, p], p),
@@ -76,13 +77,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_program__section_name": ([p], s),
         "bpf_program__fd": ([p], i),
         "bpf_program__set_log_buf": ([p, p, size], i),
-        "bpf_program__set_autoload": ([p, ctypes.c_bool], i),
         "bpf_map__name": ([p], s),
         "bpf_map__fd": ([p], i),
         "bpf_map__type": ([p], i),
         "bpf_map__key_size": ([p], u32),
         "bpf_map__value_size": ([p], u32),
         "bpf_map__max_entries": ([p], u32),
+        "bpf_map__map_flags": ([p], u32),
         "bpf_map__reuse_fd": ([p, i], i),
         "bpf_map__initial_value": ([p, ctypes.POINTER(size)], p),
         "bpf_map__set_initial_value": ([p, p, size], i),
@@ -99,6 +100,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map_lookup_elem": ([i, p, p], i),
         "bpf_map_update_elem": ([i, p, p, ctypes.c_uint64], i),
         "bpf_map_get_next_key": ([i, p, p], i),
+        "bpf_map_delete_elem": ([i, p], i),
+        "bpf_map_create": ([i, s, u32, u32, u32, p], i),
+        "bpf_map_update_batch": ([i, p, p, ctypes.POINTER(u32), p], i),
+        "bpf_map_get_fd_by_id": ([u32], i),
+        "bpf_prog_test_run_opts": ([i, p], i),
         "bpf_prog_get_fd_by_id": ([u32], i),
         "ring_buffer__new": ([i, p, p, p], p),
         "ring_buffer__poll": ([p, i], i),
@@ -114,17 +120,12 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _LIBBPF_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-_libc.syscall.restype = ctypes.c_long
 _recent_messages = threading.local()
 
 
 def _on_message(level: int, fmt: bytes | None, args: int | None) -> int:
     # libbpf hands a printf format and a va_list; let libc format it.
-    buffer = ctypes.create_string_buffer(4096)
-    _libc.vsnprintf(buffer, len(buffer), fmt, args)
-    text = buffer.value.decode(errors="replace").rstrip()
+    text = libc.vsnprintf(fmt, args).rstrip()
     messages: list[str] | None = getattr(_recent_messages, "lines", None)
     if messages is not None:
         messages.append(text)
@@ -220,39 +221,73 @@ _PROBE_ATTACH_TYPES = {
     "sk_lookup": "sk_lookup",
     "netfilter": "netfilter",
 }
-# How the verifier says a helper does not exist, or not for this program type. libbpf
-# 1.1 knows only the first two; kernels since 6.6 use the third.
-_HELPER_REFUSALS = (b"invalid func ", b"unknown func ", b"program of this type cannot use helper")
+_BPF_CALL = 0x85  # BPF_JMP | BPF_CALL, imm = helper id
+_BPF_EXIT = 0x95  # BPF_JMP | BPF_EXIT
+_BPF_MOV_R0 = 0xB7  # BPF_ALU64 | BPF_MOV | BPF_K into r0, imm = value
+
+
+def _load_instructions(
+    program_type: str,
+    instructions: tuple[tuple[int, int], ...],
+    name: bytes | None,
+    options: _ProgLoadOptions | None,
+) -> int:
+    """bpf_prog_load of (opcode, immediate) instructions that use no other fields;
+    returns libbpf's result (an fd, or -errno)."""
+    packed = b"".join(struct.pack("=BBhi", opcode, 0, 0, imm) for opcode, imm in instructions)
+    code = ctypes.create_string_buffer(packed, len(packed))
+    return int(
+        _lib().bpf_prog_load(
+            kernel_enums.program_type_id(program_type),
+            name,
+            b"GPL",
+            code,
+            len(instructions),
+            ctypes.byref(options) if options is not None else None,
+        )
+    )
+
+
+# The verifier checks a helper call in order: does the helper exist, may this program
+# type call it, may a non-GPL program, may it sleep here, ... and only then its argument
+# registers. So only a complaint about an argument register ("R1 type=ctx
+# expected=map_ptr", "R2 !read_ok"), or reaching the next instruction (a complaint about
+# r0 at exit), shows the call itself was accepted.
+_ARGUMENT_COMPLAINT = re.compile(r"^R\d+ ")
+
+
+def helper_accepted(verifier_log: str) -> bool:
+    """Whether the log of a refused ``call helper; exit`` shows the call was accepted."""
+    lines = [line for line in verifier_log.splitlines() if line.strip()]
+    call = next((n for n, line in enumerate(lines) if ": (85) call " in line), None)
+    if call is None:
+        return False  # refused before verification: no verdict on the helper at all
+    after = lines[call + 1 :]
+    if any(line.startswith("1: ") for line in after):
+        return True  # the verifier went on to the exit instruction
+    return bool(after) and _ARGUMENT_COMPLAINT.match(after[0]) is not None
 
 
 def probe_helper(program_type: str, helper_id: int) -> bool:
-    """Load ``call helper; exit`` and read the verifier's verdict on the call itself.
-
-    Other verifier complaints (argument types, an unset r0) come after the helper was
-    accepted, so they mean the helper exists for this program type.
+    """Load ``call helper; exit``: the helper is available only if that loads or the
+    verifier accepted the call and then objected to its arguments (``helper_accepted``).
     """
-    instructions = struct.pack(
-        "=BBhiBBhi",
-        0x85, 0, 0, helper_id,  # BPF_JMP | BPF_CALL
-        0x95, 0, 0, 0,  # BPF_JMP | BPF_EXIT
-    )  # fmt: skip
-    code = ctypes.create_string_buffer(instructions, len(instructions))
-    log = ctypes.create_string_buffer(4096)
-    options = _ProgLoadOptions(sz=ctypes.sizeof(_ProgLoadOptions), log_level=1, log_size=len(log))
-    options.log_buf = ctypes.cast(log, ctypes.c_char_p)
+    verifier_log = ctypes.create_string_buffer(4096)
+    options = _ProgLoadOptions(
+        sz=ctypes.sizeof(_ProgLoadOptions), log_level=1, log_size=len(verifier_log)
+    )
+    options.log_buf = ctypes.cast(verifier_log, ctypes.c_char_p)
     if program_type in _PROBE_ATTACH_TYPES:
         options.expected_attach_type = kernel_enums.attach_type_id(
             _PROBE_ATTACH_TYPES[program_type]
         )
     if program_type == "kprobe":
         options.kern_version = _kernel_version_code()
-    fd = _lib().bpf_prog_load(
-        kernel_enums.program_type_id(program_type), None, b"GPL", code, 2, ctypes.byref(options)
-    )
+    fd = _load_instructions(program_type, ((_BPF_CALL, helper_id), (_BPF_EXIT, 0)), None, options)
     if fd >= 0:
         os.close(fd)
         return True
-    return not any(refusal in log.value for refusal in _HELPER_REFUSALS)
+    return helper_accepted(verifier_log.value.decode(errors="replace"))
 
 
 def _kernel_version_code() -> int:
@@ -281,7 +316,8 @@ class _OpenOptions(ctypes.Structure):
 
 @dataclass(frozen=True)
 class ObjectMap:
-    """A map of an opened object; ``section_name`` is set for .rodata/.data/.bss."""
+    """A map of an opened object. libbpf names the maps it makes for data sections
+    ``<object prefix>.rodata`` (or ``.rodata.str1.1`` ...): those names hold a dot."""
 
     handle: int
     name: str
@@ -305,6 +341,10 @@ class ObjectMap:
     @property
     def max_entries(self) -> int:
         return int(_lib().bpf_map__max_entries(self.handle))
+
+    @property
+    def map_flags(self) -> int:
+        return int(_lib().bpf_map__map_flags(self.handle))
 
     def initial_value(self) -> bytes:
         size = ctypes.c_size_t(0)
@@ -346,16 +386,23 @@ class LoadError(LibbpfError):
 
 
 class BpfObject:
-    """An opened (and then loaded) ``struct bpf_object``; close it, or use ``with``."""
+    """An opened (and then loaded) ``struct bpf_object``; close it, or use ``with``.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    Opened from bytes in memory (``bpf_object__open_mem``), never from a path, so what
+    is loaded is exactly what the caller holds: the bytes whose digest it verified.
+    ``name`` prefixes the internal map names (``<name>.rodata``), as a file name would.
+    """
+
+    def __init__(self, data: bytes, *, name: str) -> None:
+        self.name = name
         self._log_buffers: dict[str, ctypes.Array[ctypes.c_char]] = {}
-        options = _OpenOptions(sz=ctypes.sizeof(_OpenOptions))
+        # libbpf reads the ELF in place until load: the buffer lives as long as we do.
+        self._image = ctypes.create_string_buffer(data, len(data))
+        options = _OpenOptions(sz=ctypes.sizeof(_OpenOptions), object_name=self.name.encode())
         with _CapturedMessages() as messages:
-            handle = _lib().bpf_object__open_file(str(path).encode(), ctypes.byref(options))
+            handle = _lib().bpf_object__open_mem(self._image, len(data), ctypes.byref(options))
             self._handle = _check_pointer(
-                handle, f"opening {path.name}", "; ".join(messages)[-400:]
+                handle, f"opening {self.name}", "; ".join(messages)[-400:]
             )
         self.programs = {program.name: program for program in self._programs()}
         self.maps = {object_map.name: object_map for object_map in self._maps()}
@@ -523,6 +570,7 @@ class MapInfo:
     key_size: int
     value_size: int
     max_entries: int
+    map_flags: int = 0
 
 
 @dataclass(frozen=True)
@@ -575,6 +623,7 @@ def map_info(fd: int) -> MapInfo:
         key_size=info.key_size,
         value_size=info.value_size,
         max_entries=info.max_entries,
+        map_flags=info.map_flags,
     )
 
 
@@ -612,22 +661,9 @@ _TRIVIAL_RETURN = {"xdp": 2, "sched_cls": -1, "cgroup_skb": 1}  # XDP_PASS, TC_A
 
 def load_trivial_program(program_type: str) -> int:
     """Load ``r0 = <pass>; exit`` of a program type, for attach probes; return its fd."""
-    instructions = struct.pack(
-        "=BBhiBBhi",
-        0xB7,
-        0,
-        0,
-        _TRIVIAL_RETURN.get(program_type, 0),  # BPF_ALU64 | BPF_MOV | BPF_K, r0
-        0x95,
-        0,
-        0,
-        0,  # BPF_JMP | BPF_EXIT
-    )
-    buffer = ctypes.create_string_buffer(instructions, len(instructions))
+    instructions = ((_BPF_MOV_R0, _TRIVIAL_RETURN.get(program_type, 0)), (_BPF_EXIT, 0))
     return _check(
-        _lib().bpf_prog_load(
-            kernel_enums.program_type_id(program_type), b"bpfleet_probe", b"GPL", buffer, 2, None
-        ),
+        _load_instructions(program_type, instructions, b"bpfleet_probe", None),
         f"loading a probe {program_type} program",
     )
 
@@ -636,13 +672,15 @@ def load_trivial_program(program_type: str) -> int:
 
 
 class _LinkCreateOptions(ctypes.Structure):
+    # struct bpf_link_create_opts as of libbpf 1.1: 64 bytes, its largest union member
+    # (kprobe_multi: flags, cnt and three pointers) 32.
     _fields_ = (
         ("sz", ctypes.c_size_t),
         ("flags", ctypes.c_uint32),
         ("iter_info", ctypes.c_void_p),
         ("iter_info_len", ctypes.c_uint32),
         ("target_btf_id", ctypes.c_uint32),
-        ("union", ctypes.c_uint8 * 40),
+        ("union", ctypes.c_uint8 * 32),
     )
 
 
@@ -727,23 +765,21 @@ def attach_tracepoint(program_fd: int, tracefs: Path, category: str, name: str) 
         sample_period=1,
         wakeup_events=1,
     )
-    number = _SYS_PERF_EVENT_OPEN[os.uname().machine]
+    machine = os.uname().machine
+    number = _SYS_PERF_EVENT_OPEN.get(machine)
+    if number is None:
+        raise LibbpfError(
+            errno_codes.ENOSYS,
+            f"opening perf event for tracepoint {category}/{name}",
+            f"perf_event_open's number on {machine} is not known here",
+        )
     # syscall() is variadic: every argument must be passed at full register width.
     pid, cpu, group = ctypes.c_long(-1), ctypes.c_long(0), ctypes.c_long(-1)
-    event_fd = int(
-        _libc.syscall(
-            ctypes.c_long(number),
-            ctypes.byref(attr),
-            pid,
-            cpu,
-            group,
-            ctypes.c_long(_PERF_FLAG_FD_CLOEXEC),
-        )
+    event_fd = libc.syscall(
+        number, ctypes.byref(attr), pid, cpu, group, ctypes.c_long(_PERF_FLAG_FD_CLOEXEC)
     )
     if event_fd < 0:
-        raise LibbpfError(
-            ctypes.get_errno(), f"opening perf event for tracepoint {category}/{name}"
-        )
+        raise LibbpfError(libc.errno(), f"opening perf event for tracepoint {category}/{name}")
     try:
         return link_create(program_fd, event_fd, "perf_event")
     finally:
@@ -829,6 +865,147 @@ def map_update(map_fd: int, key: bytes, value: bytes) -> None:
     key_buffer = ctypes.create_string_buffer(key, len(key))
     value_buffer = ctypes.create_string_buffer(value, len(value))
     _check(_lib().bpf_map_update_elem(map_fd, key_buffer, value_buffer, 0), "updating a map")
+
+
+def map_delete(map_fd: int, key: bytes) -> bool:
+    """Delete ``key``; False if it was not there."""
+    key_buffer = ctypes.create_string_buffer(key, len(key))
+    result = _lib().bpf_map_delete_elem(map_fd, key_buffer)
+    if result < 0:
+        if -result == errno_codes.ENOENT:
+            return False
+        _check(result, "deleting a map element")
+    return True
+
+
+_KERNEL_ENOTSUPP = 524  # the kernel-internal "not supported" some bpf() paths return
+
+
+class _MapBatchOptions(ctypes.Structure):
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("elem_flags", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    )
+
+
+def map_update_batch(map_fd: int, keys: bytes, values: bytes, count: int) -> None:
+    """BPF_MAP_UPDATE_BATCH: ``keys`` and ``values`` are ``count`` packed records each.
+
+    One syscall for the lot where the map type supports batches; otherwise (EINVAL,
+    ENOTSUPP) one update per element, so callers need not know which map types do.
+    """
+    if count == 0:
+        return
+    key_size, value_size = len(keys) // count, len(values) // count
+    key_buffer = (ctypes.c_char * len(keys)).from_buffer_copy(keys)
+    value_buffer = (ctypes.c_char * len(values)).from_buffer_copy(values)
+    options = _MapBatchOptions(sz=ctypes.sizeof(_MapBatchOptions))
+    done = ctypes.c_uint32(count)
+    result = _lib().bpf_map_update_batch(
+        map_fd, key_buffer, value_buffer, ctypes.byref(done), ctypes.byref(options)
+    )
+    if result >= 0:
+        return
+    if -result not in (errno_codes.EINVAL, errno_codes.EOPNOTSUPP, _KERNEL_ENOTSUPP):
+        _check(result, f"updating a map in a batch (done {done.value} of {count})")
+    # Element by element, addressing into the same buffers to avoid a copy per element.
+    update = _lib().bpf_map_update_elem
+    key_base = ctypes.addressof(key_buffer)
+    value_base = ctypes.addressof(value_buffer)
+    for index in range(count):
+        result = update(map_fd, key_base + index * key_size, value_base + index * value_size, 0)
+        if result < 0:
+            _check(result, f"updating a map (element {index} of {count})")
+
+
+class _MapCreateOptions(ctypes.Structure):
+    # struct bpf_map_create_opts as of libbpf 1.1.
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
+        ("map_ifindex", ctypes.c_uint32),
+    )
+
+
+def map_create(
+    map_type: str,
+    name: str,
+    key_size: int,
+    value_size: int,
+    max_entries: int,
+    *,
+    flags: int = 0,
+    inner_map_fd: int | None = None,
+) -> int:
+    """BPF_MAP_CREATE; return the new map's fd (owned by the caller)."""
+    options = _MapCreateOptions(sz=ctypes.sizeof(_MapCreateOptions), map_flags=flags)
+    if inner_map_fd is not None:
+        options.inner_map_fd = inner_map_fd
+    return _check(
+        _lib().bpf_map_create(
+            kernel_enums.map_type_id(map_type),
+            name[: _NAME_LEN - 1].encode(),
+            key_size,
+            value_size,
+            max_entries,
+            ctypes.byref(options),
+        ),
+        f"creating a {map_type} map ({max_entries} entries)",
+    )
+
+
+def map_fd_by_id(map_id: int) -> int:
+    return _check(_lib().bpf_map_get_fd_by_id(map_id), f"opening map id {map_id}")
+
+
+class _TestRunOptions(ctypes.Structure):
+    # struct bpf_test_run_opts as of libbpf 1.1.
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    )
+
+
+@dataclass(frozen=True)
+class TestRun:
+    return_value: int
+    nanoseconds_per_run: int
+
+
+def prog_test_run(program_fd: int, packet: bytes, repeat: int = 1) -> TestRun:
+    """BPF_PROG_TEST_RUN: run a program on ``packet`` ``repeat`` times in the kernel."""
+    data = ctypes.create_string_buffer(packet, len(packet))
+    options = _TestRunOptions(
+        sz=ctypes.sizeof(_TestRunOptions),
+        data_in=ctypes.cast(data, ctypes.c_void_p),
+        data_size_in=len(packet),
+        repeat=repeat,
+    )
+    _check(
+        _lib().bpf_prog_test_run_opts(program_fd, ctypes.byref(options)), "test-running a program"
+    )
+    return TestRun(ctypes.c_int32(options.retval).value, options.duration)
 
 
 def map_keys(map_fd: int, key_size: int, limit: int = 1 << 20) -> Iterator[bytes]:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
+import errno
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from bpfleet_agent import libc
 
 BPFFS = Path("/sys/fs/bpf")
 TRACEFS = Path("/sys/kernel/tracing")
 CGROUP2 = Path("/sys/fs/cgroup")
 FALLBACK_CGROUP2 = Path("/run/bpfleet/cgroup2")
+# The source name of a bpffs the agent mounts for itself at a pin root outside
+# /sys/fs/bpf: such a mount holds nothing but the agent's own pins.
+PRIVATE_BPFFS_SOURCE = "bpfleet"
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_void_p]
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
 class MountError(OSError):
@@ -28,39 +31,72 @@ class Mount:
     fstype: str
 
 
-def mounts() -> list[Mount]:
-    """The mount table of this process's mount namespace."""
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as ``\\ooo``."""
+    raw = _OCTAL_ESCAPE.sub(lambda match: bytes([int(match.group(1), 8)]), field.encode())
+    return raw.decode(errors="surrogateescape")
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
     found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in text.splitlines():
         fields = line.split()
         separator = fields.index("-")
-        target = fields[4].replace("\\040", " ")
         found.append(
-            Mount(source=fields[separator + 2], target=Path(target), fstype=fields[separator + 1])
+            Mount(
+                source=_unescape(fields[separator + 2]),
+                target=Path(_unescape(fields[4])),
+                fstype=fields[separator + 1],
+            )
         )
     return found
+
+
+def mounts() -> list[Mount]:
+    """The mount table of this process's mount namespace."""
+    return parse_mountinfo(Path("/proc/self/mountinfo").read_text())
 
 
 def find(fstype: str) -> Path | None:
     return next((mount.target for mount in mounts() if mount.fstype == fstype), None)
 
 
-def is_mounted(path: Path, fstype: str) -> bool:
-    return any(mount.target == path and mount.fstype == fstype for mount in mounts())
-
-
-def _mount(fstype: str, target: Path) -> None:
+def _mount(fstype: str, target: Path, source: str | None = None) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    if _libc.mount(fstype.encode(), str(target).encode(), fstype.encode(), 0, None) != 0:
-        error = ctypes.get_errno()
-        raise MountError(error, f"mounting {fstype} at {target}: {os.strerror(error)}")
+    try:
+        libc.mount(source or fstype, target, fstype)
+    except OSError as error:
+        raise MountError(error.errno, str(error)) from error
 
 
 def ensure_bpffs(root: Path) -> None:
-    """Pins need a bpffs; mount the standard one if the pin root lies under it unmounted."""
-    if any(mount.fstype == "bpf" and root.is_relative_to(mount.target) for mount in mounts()):
+    """Pins need a bpffs; mount one if the pin root lies on none.
+
+    The pin root must be a directory of its own: a bpffs mount point itself (such as
+    /sys/fs/bpf) is shared with every other tool's pins, so it is refused; only a bpffs
+    the agent mounted for itself there is accepted.
+    """
+    covering = [m for m in mounts() if m.fstype == "bpf" and root.is_relative_to(m.target)]
+    # The last mount at a path is the one in effect there.
+    exact = next((m for m in reversed(covering) if m.target == root), None)
+    if root == BPFFS or (exact is not None and exact.source != PRIVATE_BPFFS_SOURCE):
+        raise MountError(
+            errno.EINVAL,
+            f"pin root {root} is a bpffs mount point shared with other tools; "
+            f"use a directory of its own under it, e.g. {root / 'bpfleet'}",
+        )
+    if covering:
         return
-    _mount("bpf", BPFFS if root.is_relative_to(BPFFS) else root)
+    if root.is_relative_to(BPFFS):
+        _mount("bpf", BPFFS)
+        return
+    # Never mount over a directory that holds something: that would hide it.
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise MountError(
+            errno.ENOTEMPTY,
+            f"pin root {root} is on no bpffs and is not an empty directory to mount one at",
+        )
+    _mount("bpf", root, source=PRIVATE_BPFFS_SOURCE)
 
 
 def ensure_tracefs() -> Path:

@@ -1,8 +1,10 @@
 """From an assignment to a program ready for the kernel, or a report of why not.
 
-Order matters and is the security boundary: the signature is verified, then the
-object's requirements are checked against this node, then the spec against the
-object; only a program that passes all three ever reaches ``loading``.
+Order matters and is the security boundary: the signature is verified (and that it
+vouches for the artifact asked for, by name and version), then the object's
+requirements are checked against this node, then the spec against the object; only a
+program that passes all three ever reaches ``loading``, carrying the object bytes that
+were verified.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from bpfleet_agent.reconciling import SpecError, expand
 from bpfleet_core import artifacts, features, fitting, signing
 from bpfleet_core.protocol import ProgramAssignment, ProgramState
 from bpfleet_core.resources import ArtifactRef
+
+_NOT_TRUST_FAILURES = {artifacts.RejectionReason.NOT_FOUND, artifacts.RejectionReason.UNREADABLE}
 
 
 @dataclass(frozen=True)
@@ -35,16 +39,30 @@ def _declared_version(files: artifacts.ArtifactFiles) -> str | None:
     return version if isinstance(version, str) else None
 
 
+def _inside(files: artifacts.ArtifactFiles, directory: Path) -> bool:
+    """Whether the files, symlinks followed, stay within the configured directory."""
+    root = directory.resolve()
+    return all(
+        path.resolve().is_relative_to(root)
+        for path in (files.object, files.manifest, files.signature)
+    )
+
+
 def locate(ref: ArtifactRef, directories: Sequence[Path]) -> artifacts.ArtifactFiles | None:
     """Look in each directory, flat (``<dir>/<name>.*``) and by version
     (``<dir>/<name>/<version>/<name>.*``). The first copy claiming the wanted version
-    wins, else the first copy found (whose verification then says what is wrong)."""
+    wins, else the first copy found (whose verification then says what is wrong).
+    Copies that lead out of their directory (through symlinks) are not considered."""
     found: list[artifacts.ArtifactFiles] = []
     for directory in directories:
         for candidate in (directory, directory / ref.name / ref.version):
             files = artifacts.ArtifactFiles.in_directory(candidate, ref.name)
-            if files.manifest.is_file() or files.object.is_file():
-                found.append(files)
+            try:
+                present = files.manifest.is_file() or files.object.is_file()
+                if present and _inside(files, directory):
+                    found.append(files)
+            except (OSError, RuntimeError):  # unreadable directory, symlink loop
+                continue
     matching = (files for files in found if _declared_version(files) == ref.version)
     return next(matching, found[0] if found else None)
 
@@ -67,11 +85,15 @@ def prepare(
             + ", ".join(str(d) for d in artifact_dirs),
         )
     try:
-        verified = artifacts.verify(files, trust, expected_digest=ref.digest)
+        verified = artifacts.verify(
+            files, trust, expected_digest=ref.digest, expected_name=ref.name
+        )
     except artifacts.ArtifactRejected as rejected:
+        # Files that are missing or unreadable say nothing about trust; everything else
+        # (including a valid signature for another artifact's name) is a trust failure.
         state = (
             ProgramState.LOAD_FAILED
-            if rejected.reason == artifacts.RejectionReason.NOT_FOUND
+            if rejected.reason in _NOT_TRUST_FAILURES
             else ProgramState.SIGNATURE_REJECTED
         )
         return Rejection(state, rejected.reason.value, rejected.message)
@@ -96,7 +118,7 @@ def prepare(
         return Rejection(ProgramState.INVALID, "InvalidConfig", "; ".join(config_problems))
     return loading.Desired(
         name=assignment.name,
-        object_path=files.object,
+        object_bytes=verified.object_bytes,
         manifest=manifest,
         config=dict(spec.config),
         hooks=tuple(hooks),

@@ -8,8 +8,6 @@ node's interfaces never see a probe program.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import platform
 import socket
@@ -20,20 +18,23 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bpfleet_agent import libbpf, mounts
+from bpfleet_agent import libbpf, libc, mounts
 from bpfleet_core import btf, kernel_enums
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.manifests import AttachKind
 
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
-_CLONE_NEWNET = 0x40000000
+_PROBE_TIMEOUT = 120  # seconds; a full probe takes a few
 _PROBE_TRACEPOINTS = (
     "sched/sched_process_exec",
     "sched/sched_process_fork",
     "syscalls/sys_enter_getpid",
 )
 _EVENT_SOURCES = Path("/sys/bus/event_source/devices")
-# Program types whose helpers libbpf cannot probe (they need an attach target to load).
+# Program types whose helpers we do not probe: a bare ``call; exit`` of these types
+# cannot load without an attach target (a BTF function, a struct_ops member, a hook),
+# so the verifier never judges the call. The report leaves them out of ``helpers``, and
+# the compatibility check takes that as "unknown", not "missing".
 _UNPROBEABLE_HELPERS = {"tracing", "ext", "lsm", "struct_ops", "syscall", "netfilter"}
 
 
@@ -100,9 +101,7 @@ def _network_attach_probes() -> dict[AttachKind, bool]:
 
 
 def _enter_new_network_namespace() -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.unshare(_CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+    libc.unshare(libc.CLONE_NEWNET)
 
 
 def attach_kinds(
@@ -203,14 +202,20 @@ def probe(node: str, pin_root: Path, tracefs: Path, cgroup_root: Path) -> Featur
         str(tracefs),
         str(cgroup_root),
     ]
-    result = subprocess.run(
-        command,
-        preexec_fn=_enter_new_network_namespace,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            command,
+            preexec_fn=_enter_new_network_namespace,
+            capture_output=True,
+            text=True,
+            timeout=_PROBE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise ProbeError(f"feature probe did not finish within {_PROBE_TIMEOUT} s") from error
+    except (OSError, subprocess.SubprocessError) as error:
+        # e.g. no permission to create a network namespace for the probe
+        raise ProbeError(f"cannot start the feature probe: {error}") from error
     if result.returncode != 0:
         raise ProbeError(f"feature probe failed: {result.stderr.strip()[-500:]}")
     return FeatureReport.model_validate_json(result.stdout)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from bpfleet_agent import pins
 from bpfleet_core import fitting
 from bpfleet_core.manifests import AttachKind, Manifest
 from bpfleet_core.resources import AttachPoint
@@ -35,14 +36,23 @@ class Hook:
     xdp_mode: str = "auto"
 
     @property
-    def link_name(self) -> str:
-        """The pin name, e.g. ``xdp_count@xdp@eth0``; bpffs allows no dots, nor do we."""
+    def identity(self) -> str:
+        """Which hook this is: kind, direction and target, e.g. ``tc-ingress@eth0``.
+
+        The entry point is not part of it: a program has one link per hook, so renaming
+        the entry point swaps the program behind the same link (and an exclusive hook
+        such as XDP is never asked to hold two links of ours).
+        """
         kind = f"{self.kind.value}-{self.direction}" if self.direction else self.kind.value
-        mode = (
-            f"@{self.xdp_mode}" if self.kind == AttachKind.XDP and self.xdp_mode != "auto" else ""
-        )
-        target = self.target.strip("/").replace("/", ":").replace(".", "_")
-        return f"{self.entry_point}@{kind}@{target}{mode}"
+        return f"{kind}@{pins.escape(self.target.strip('/'))}"
+
+    @property
+    def link_name(self) -> str:
+        """The pin name: the identity, plus the XDP mode when it is not ``auto``
+        (``xdp@eth0@generic``), since a mode change needs a new link."""
+        if self.kind == AttachKind.XDP and self.xdp_mode != "auto":
+            return f"{self.identity}@{self.xdp_mode}"
+        return self.identity
 
     def describe(self) -> str:
         direction = f" {self.direction}" if self.direction else ""
@@ -70,11 +80,22 @@ def expand(attach_points: Iterable[AttachPoint], manifest: Manifest) -> list[Hoo
                 hooks.append(Hook(entry.name, point.type, str(point.cgroup), direction))
             case _:
                 hooks.append(Hook(entry.name, point.type, str(point.target or entry.attach_target)))
-    names = Counter(hook.link_name for hook in hooks)
-    duplicated = sorted(name for name, count in names.items() if count > 1)
+    identities = Counter(hook.identity for hook in hooks)
+    duplicated = sorted({hook.describe() for hook in hooks if identities[hook.identity] > 1})
     if duplicated:
         raise SpecError(f"the same hook is listed twice: {', '.join(duplicated)}")
     return hooks
+
+
+def link_identity(link_name: str) -> str:
+    """The hook identity a pinned link name stands for (its name minus an XDP mode)."""
+    return "@".join(link_name.split("@")[:2])
+
+
+def xdp_mode_of(link_name: str) -> str:
+    """The XDP mode a pinned link name records (``auto`` when none is named)."""
+    parts = link_name.split("@")
+    return parts[2] if len(parts) > 2 else "auto"
 
 
 @dataclass(frozen=True)
@@ -112,6 +133,9 @@ class LinkAction(StrEnum):
     UPDATE = "update"  # swap the program behind the link, atomically
     REPLACE = "replace"  # attach a new link, then drop the old one
     RECREATE = "recreate"  # the old link lost its target: drop it, attach anew
+    # The same hook under another XDP mode: an exclusive hook cannot hold both links,
+    # so the old one goes first (a short, honest gap) and comes back if a step fails.
+    REATTACH = "reattach"
     REMOVE = "remove"
 
 
@@ -120,6 +144,7 @@ class LinkStep:
     action: LinkAction
     link_name: str
     hook: Hook | None = None
+    previous: str | None = None  # REATTACH: the pinned link it takes over from
 
 
 def plan_links(
@@ -127,16 +152,32 @@ def plan_links(
 ) -> list[LinkStep]:
     """Steps that make the links exactly ``hooks``, running ``program_ids``.
 
-    Removals come last: whatever is being replaced keeps running until its successor
-    is in place.
+    Links are matched by hook identity, so a changed entry point is a swap and a changed
+    XDP mode a reattach, never a second link on the same hook. Removals come last:
+    whatever is being replaced keeps running until its successor is in place.
     """
     steps: list[LinkStep] = []
-    wanted = {hook.link_name: hook for hook in hooks}
-    for name, hook in wanted.items():
+    claimed: set[str] = set()
+    for hook in hooks:
+        name = hook.link_name
         link = observed.get(name)
         if link is None:
-            steps.append(LinkStep(LinkAction.CREATE, name, hook))
-        elif not link.alive:
+            previous = next(
+                (
+                    pinned
+                    for pinned in sorted(observed)
+                    if pinned not in claimed and link_identity(pinned) == hook.identity
+                ),
+                None,
+            )
+            if previous is not None:
+                claimed.add(previous)
+                steps.append(LinkStep(LinkAction.REATTACH, name, hook, previous=previous))
+            else:
+                steps.append(LinkStep(LinkAction.CREATE, name, hook))
+            continue
+        claimed.add(name)
+        if not link.alive:
             steps.append(LinkStep(LinkAction.RECREATE, name, hook))
         elif link.program_id == program_ids[hook.entry_point]:
             steps.append(LinkStep(LinkAction.KEEP, name, hook))
@@ -144,7 +185,7 @@ def plan_links(
             steps.append(LinkStep(LinkAction.UPDATE, name, hook))
         else:
             steps.append(LinkStep(LinkAction.REPLACE, name, hook))
-    steps += [LinkStep(LinkAction.REMOVE, name) for name in sorted(observed) if name not in wanted]
+    steps += [LinkStep(LinkAction.REMOVE, name) for name in sorted(observed) if name not in claimed]
     return steps
 
 

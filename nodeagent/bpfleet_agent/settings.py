@@ -1,4 +1,8 @@
-"""Agent settings, from ``BPFLEET_AGENT_*`` environment variables."""
+"""Agent settings, from ``BPFLEET_AGENT_*`` environment variables.
+
+With ``api_url`` set the agent takes its desired state from the fleet API (API mode);
+without it, from the local desired-state file.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,40 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bpfleet_core.protocol import NodeName
+from bpfleet_core.resources import LabelSelector
 
 # Lists of paths are written like PATH in the environment: "/one:/two".
 PathList = Annotated[list[Path], NoDecode]
+# Labels are written "key=value,key2=value2" in the environment.
+LabelList = Annotated[dict[str, str], NoDecode]
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``"zone=a, role=edge"`` -> ``{"zone": "a", "role": "edge"}``; keys and values
+    must be valid Kubernetes labels, since node selectors match against them."""
+    labels: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, separator, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not separator or not key:
+            raise ValueError(f"label {item!r} is not key=value")
+        if key in labels:
+            raise ValueError(f"label {key!r} given twice")
+        labels[key] = value
+    return labels
 
 
 class AgentSettings(BaseSettings):
@@ -37,12 +70,80 @@ class AgentSettings(BaseSettings):
     )
     poll_interval: float = Field(default=2.0, gt=0, description="Seconds between reconciles.")
 
+    api_url: str | None = Field(
+        default=None,
+        description="The fleet API's base URL; when set, assignments come from it, not a file.",
+    )
+    bootstrap_token: SecretStr | None = Field(
+        default=None, description="Registers this node when it has no credential yet."
+    )
+    api_ca: Path | None = Field(
+        default=None, description="CA bundle for an https API_URL; the system's when unset."
+    )
+    labels: LabelList = Field(
+        default_factory=dict, description="This node's labels, sent at registration."
+    )
+    heartbeat_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between heartbeats to the API."
+    )
+    long_poll_wait: float = Field(
+        default=30.0, gt=0, le=300, description="Seconds the API may hold an assignments poll."
+    )
+    status_refresh_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Unchanged reports are re-sent (with fresh statistics) this often.",
+    )
+
     @field_validator("artifact_dirs", "trust", mode="before")
     @classmethod
     def _split_path_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [Path(part) for part in value.split(":") if part]
         return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _parse_labels(cls, value: object) -> object:
+        return parse_labels(value) if isinstance(value, str) else value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_kubernetes_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        # The selector model holds the label syntax rules; reuse them, do not restate them.
+        try:
+            LabelSelector(match_labels=value)
+        except ValidationError as error:
+            raise ValueError(
+                "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in error.errors())
+            ) from error
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url_is_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"api_url {value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _node_name_fits_the_api(self) -> AgentSettings:
+        # Checked here, not at registration, so a bad hostname fails at start, saying why.
+        if self.api_mode:
+            try:
+                TypeAdapter(NodeName).validate_python(self.node_name)
+            except ValidationError as error:
+                raise ValueError(
+                    f"node_name {self.node_name!r} is not a DNS name the fleet API accepts "
+                    "(lower case letters, digits, '-' and '.')"
+                ) from error
+        return self
+
+    @property
+    def api_mode(self) -> bool:
+        return self.api_url is not None
 
     @property
     def status_file(self) -> Path:
@@ -51,3 +152,30 @@ class AgentSettings(BaseSettings):
     @property
     def features_file(self) -> Path:
         return self.state_dir / "features.json"
+
+    @property
+    def credential_file(self) -> Path:
+        """The node token the API issued at registration (mode 0600)."""
+        return self.state_dir / "credential.json"
+
+    @property
+    def assignments_file(self) -> Path:
+        """The last assignments received, so a restart without the API still has them."""
+        return self.state_dir / "assignments.json"
+
+    @property
+    def features_reported_file(self) -> Path:
+        """Which feature report the API has acknowledged (its ``probed_at``)."""
+        return self.state_dir / "features.reported"
+
+    @property
+    def artifact_cache(self) -> Path:
+        """Artifacts downloaded from the API, as ``<name>/<version>/<name>.*``."""
+        return self.state_dir / "artifacts"
+
+    @property
+    def artifact_search_dirs(self) -> list[Path]:
+        """Where artifacts are looked up: the download cache first in API mode."""
+        if self.api_mode:
+            return [self.artifact_cache, *self.artifact_dirs]
+        return list(self.artifact_dirs)

@@ -18,26 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture(scope="session")
-def redis() -> Iterator[services.Redis]:
-    with services.redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[services.Postgres]:
-    with services.postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('db')}/bpfleet.db"
-    server: services.Postgres = request.getfixturevalue("postgres")
-    return server.create_database()
-
-
 @pytest.fixture(scope="module")
 def api(
     database_url: str,
@@ -45,14 +25,18 @@ def api(
     signed_catalog: SignedCatalog,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[services.Api]:
-    with services.api_server(database_url, redis.url, signed_catalog.trust, tmp_path_factory.mktemp("logs")) as server:
+    with services.api_server(
+        database_url, redis.url, signed_catalog.trust, tmp_path_factory.mktemp("logs")
+    ) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def recorded_features() -> FeatureReport:
     """A real feature report recorded on a machine like this one."""
-    return FeatureReport.model_validate_json((REPO / "tests" / "cli" / "feature-report.json").read_text())
+    return FeatureReport.model_validate_json(
+        (REPO / "tests" / "cli" / "feature-report.json").read_text()
+    )
 
 
 def upload(api: services.Api, catalog: SignedCatalog, name: str) -> dict[str, object]:

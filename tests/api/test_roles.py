@@ -17,19 +17,28 @@ READ = {"admin", "ci", "viewer"}
 
 
 @pytest.fixture(scope="module")
-def tokens(api: services.Api, signed_catalog: SignedCatalog, recorded_features: FeatureReport) -> dict[str, Any]:
+def tokens(
+    api: services.Api, signed_catalog: SignedCatalog, recorded_features: FeatureReport
+) -> dict[str, Any]:
     """A token per role, a registered node for the agent, an uploaded artifact."""
     minted: dict[str, Any] = {"admin": api.admin_token, "bootstrap": api.bootstrap_token}
     with api.client() as client:
         for role in ("ci", "viewer"):
-            minted[role] = client.post("/v1/tokens", json={"name": f"{role}-{uuid.uuid4().hex[:4]}", "role": role}).json()["token"]
+            minted[role] = client.post(
+                "/v1/tokens", json={"name": f"{role}-{uuid.uuid4().hex[:4]}", "role": role}
+            ).json()["token"]
     nodes = []
     for _ in range(2):
         name = f"roles-{uuid.uuid4().hex[:6]}"
         with api.client(api.bootstrap_token) as client:
             registered = client.post(
                 "/v1/agent/register",
-                json={"node": name, "features": recorded_features.model_copy(update={"node": name}).model_dump(mode="json")},
+                json={
+                    "node": name,
+                    "features": recorded_features.model_copy(update={"node": name}).model_dump(
+                        mode="json"
+                    ),
+                },
             ).json()
         nodes.append((name, registered["token"]))
     minted["agent"] = nodes[0][1]
@@ -41,7 +50,10 @@ def tokens(api: services.Api, signed_catalog: SignedCatalog, recorded_features: 
 
 def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str]]]:
     node, digest = tokens["node"], tokens["artifact"]["digest"]
-    spec = {"artifact": {"name": "syscount", "version": "1.0.0"}, "attach": [{"entryPoint": "count_sys_enter", "type": "raw_tracepoint"}]}
+    spec = {
+        "artifact": {"name": "syscount", "version": "1.0.0"},
+        "attach": [{"entryPoint": "count_sys_enter", "type": "raw_tracepoint"}],
+    }
     report = {"node": node, "revision": 0, "programs": [], "reportedAt": "2026-01-01T00:00:00Z"}
     return [
         ("GET", "/v1/nodes", {}, READ),
@@ -50,7 +62,12 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("GET", "/v1/artifacts", {}, READ),
         ("GET", f"/v1/artifacts/{digest}", {}, READ),
         ("GET", f"/v1/artifacts/{digest}/object", {}, READ | {"agent"}),
-        ("POST", "/v1/artifacts", {"files": {"object": b"x", "manifest": b"y", "signature": b"z"}}, {"admin"}),
+        (
+            "POST",
+            "/v1/artifacts",
+            {"files": {"object": b"x", "manifest": b"y", "signature": b"z"}},
+            {"admin"},
+        ),
         ("POST", "/v1/artifacts/gc", {}, {"admin"}),
         ("GET", "/v1/programs", {}, READ),
         ("PUT", "/v1/programs/role-check", {"json": spec}, {"admin"}),
@@ -97,7 +114,12 @@ def test_only_health_is_open(api: services.Api) -> None:
 def test_an_agent_cannot_touch_another_node(api: services.Api, tokens: dict[str, Any]) -> None:
     other = tokens["other_node"]
     with api.client(tokens["agent"]) as client:
-        spoofed = {"node": other, "revision": 0, "programs": [], "reportedAt": "2026-01-01T00:00:00Z"}
+        spoofed = {
+            "node": other,
+            "revision": 0,
+            "programs": [],
+            "reportedAt": "2026-01-01T00:00:00Z",
+        }
         response = client.post("/v1/agent/status", json=spoofed)
         assert response.status_code == 403
         assert f"not {other}" in response.json()["detail"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -78,3 +79,39 @@ def test_signed_but_unparseable_manifest(
     with pytest.raises(artifacts.ArtifactRejected) as rejected:
         artifacts.verify(artifact, trust)
     assert rejected.value.reason == artifacts.RejectionReason.INVALID_MANIFEST
+
+
+def test_verification_hands_on_the_bytes_it_hashed(
+    artifact: artifacts.ArtifactFiles, trust: signing.TrustStore, signed_catalog: SignedCatalog
+) -> None:
+    original = artifact.object.read_bytes()
+    verified = artifacts.verify(artifact, trust)
+    # Swapped after verification: what was verified is still what is handed on.
+    shutil.copyfile(signed_catalog.files("tc_counter").object, artifact.object)
+    assert verified.object_bytes == original
+    assert hashlib.sha256(verified.object_bytes).hexdigest() == verified.manifest.object.sha256
+
+
+def test_an_unreadable_file_is_a_rejection_not_an_os_error(
+    artifact: artifacts.ArtifactFiles, trust: signing.TrustStore
+) -> None:
+    artifact.object.unlink()
+    artifact.object.mkdir()  # present, but reading it fails (EISDIR)
+    with pytest.raises(artifacts.ArtifactRejected) as rejected:
+        artifacts.verify(artifact, trust)
+    assert rejected.value.reason == artifacts.RejectionReason.UNREADABLE
+    assert "cannot read" in rejected.value.message
+
+
+def test_a_validly_signed_artifact_under_another_name_is_refused(
+    signed_catalog: SignedCatalog, tmp_path: Path, trust: signing.TrustStore
+) -> None:
+    source = signed_catalog.files("tc_counter")
+    posing = artifacts.ArtifactFiles.in_directory(tmp_path, "xdp_counter")
+    for name in ("object", "manifest", "signature"):
+        shutil.copyfile(getattr(source, name), getattr(posing, name))
+    assert artifacts.verify(posing, trust).manifest.name == "tc_counter"  # signature is fine
+    with pytest.raises(artifacts.ArtifactRejected) as rejected:
+        artifacts.verify(posing, trust, expected_name="xdp_counter")
+    assert rejected.value.reason == artifacts.RejectionReason.NAME_MISMATCH
+    assert "signed for tc_counter (tc_counter.bpf.o), not for xdp_counter" in str(rejected.value)

@@ -73,3 +73,20 @@ def test_unknown_names_count_as_missing_and_report_round_trips(tmp_path: object)
     )
     original = report()
     assert features.FeatureReport.model_validate_json(original.to_json()) == original
+
+
+def test_helpers_of_unprobed_program_types_are_unknown_not_missing() -> None:
+    # struct_ops and syscall programs cannot be probed for helpers without an attach
+    # target, so the report has no entry for them: that must not make them Incompatible.
+    needs = Requirements(
+        program_types=("struct_ops", "syscall", "xdp"),
+        helpers={
+            "struct_ops": ("bpf_ktime_get_ns",),
+            "syscall": ("bpf_sys_bpf",),
+            "xdp": ("bpf_ktime_get_ns",),
+        },
+    )
+    probed = report(program_types={"struct_ops": True, "syscall": True, "xdp": True})
+    assert [m.describe() for m in features.check(needs, probed)] == [
+        "kernel lacks helper bpf_ktime_get_ns for program type xdp"  # probed, and absent
+    ]

@@ -109,3 +109,12 @@ def test_private_key_is_owner_only_and_wrong_key_types_are_named(
     subprocess.run(["openssl", "genrsa", "-out", str(rsa), "2048"], check=True, capture_output=True)
     with pytest.raises(signing.SignatureError, match="not an ECDSA P-256 private key"):
         signing.load_private_key(rsa)
+
+
+def test_an_existing_private_key_is_never_overwritten(key_pair: tuple[Path, Path]) -> None:
+    private, public = key_pair
+    before = private.read_bytes(), public.read_bytes()
+    with pytest.raises(FileExistsError, match="refusing to overwrite a private key"):
+        signing.generate_key_pair(private, public)
+    assert (private.read_bytes(), public.read_bytes()) == before
+    assert private.stat().st_mode & 0o777 == 0o600

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+from bpfleet_agent import libc
 
 
 def ip(*args: str, netns: str | None = None) -> None:
@@ -32,11 +29,10 @@ def entered(netns: str) -> Iterator[None]:
     original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
     try:
-        if _libc.setns(target, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {netns}")
+        libc.setns(target, libc.CLONE_NEWNET)
         yield
     finally:
-        _libc.setns(original, _CLONE_NEWNET)
+        libc.setns(original, libc.CLONE_NEWNET)
         os.close(original)
         os.close(target)
 

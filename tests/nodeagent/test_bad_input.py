@@ -246,3 +246,7 @@ def test_broken_change_to_a_running_program_keeps_the_running_version(agent_env:
     assert {link.link_id for link in observed.links.values()} == {
         link.link_id for link in before.links
     }
+    # ...and each link still runs the program it ran before.
+    assert {link.name: link.program_id for link in observed.links.values()} == {
+        link.name: before.program_ids[link.entry_point] for link in before.links
+    }

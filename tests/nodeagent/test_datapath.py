@@ -183,7 +183,10 @@ def test_raw_tracepoint_counts_syscalls_of_one_process(agent_env: AgentEnv) -> N
         os.getpid()
     after = loading.read_counter_map(counts_path).get(SYS_GETPID, (0,))[0]
     assert after - before >= 1000
-    subprocess.run(["/bin/true"], check=True)  # another process: filtered out by target_tgid
+    # Another process making as many getpid calls: filtered out by target_tgid.
+    subprocess.run(
+        [sys.executable, "-c", "import os\nfor _ in range(1000): os.getpid()"], check=True
+    )
     assert loading.read_counter_map(counts_path).get(SYS_GETPID, (0,))[0] - after < 50
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bpfleet_agent import libbpf
+from bpfleet_core import kernel_enums
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.manifests import AttachKind
 
@@ -82,8 +84,37 @@ def test_report_agrees_with_bpftool(feature_report: FeatureReport) -> None:
         h for h in ours_xdp if h.startswith("bpf_cgrp_storage")
     }
     assert len(ours_xdp) > 50
-    assert "bpf_xdp_adjust_head" in bpftool["helpers"]["tracepoint_available_helpers"]
-    assert "bpf_xdp_adjust_head" not in feature_report.helpers["tracepoint"]
+    theirs_tracepoint = set(bpftool["helpers"]["tracepoint_available_helpers"])
+    ours_tracepoint = set(feature_report.helpers["tracepoint"])
+    assert len(ours_tracepoint) < len(theirs_tracepoint)
+    # Refused by this kernel for a tracepoint, each for another reason, yet listed by
+    # bpftool: another program type's helper, a sleeping helper, a trampoline-only one.
+    refused = {"bpf_xdp_adjust_head", "bpf_copy_from_user", "bpf_get_func_ip"}
+    assert refused <= theirs_tracepoint
+    assert not refused & ours_tracepoint
+
+
+def _helper(name: str) -> int:
+    return kernel_enums.HELPER_NAMES.index(name)
+
+
+@pytest.mark.parametrize(
+    ("program_type", "helper", "available"),
+    [
+        # Accepted, then "R1 type=ctx expected=map_ptr": the arguments are wrong, not the call.
+        ("xdp", "bpf_map_lookup_elem", True),
+        # "helper call might sleep in a non-sleepable prog"
+        ("xdp", "bpf_copy_from_user", False),
+        # "program of this type cannot use helper bpf_xdp_adjust_head#44"
+        ("tracepoint", "bpf_xdp_adjust_head", False),
+        # "func bpf_get_func_ip#173 not supported for program type 5"
+        ("tracepoint", "bpf_get_func_ip", False),
+        # Accepted and loaded as is.
+        ("tracepoint", "bpf_ktime_get_ns", True),
+    ],
+)
+def test_helper_verdicts_on_this_kernel(program_type: str, helper: str, available: bool) -> None:
+    assert libbpf.probe_helper(program_type, _helper(helper)) is available
 
 
 def test_cli_prints_the_report_as_json() -> None:

@@ -73,13 +73,67 @@ def test_link_names_are_valid_bpffs_names() -> None:
     ]
     names = [hook.link_name for hook in hooks]
     assert names == [
-        "xdp_count@xdp@eth0",
-        "tc_in@tc-ingress@eth0_100",
-        "cg_in@cgroup_skb-ingress@system_slice:web",
-        "xdp_count@xdp@eth1@generic",
-        "handle_exec@tracepoint@sched:sched_process_exec",
+        "xdp@eth0",
+        "tc-ingress@eth0%2E100",
+        "cgroup_skb-ingress@system%2Eslice:web",
+        "xdp@eth1@generic",
+        "tracepoint@sched:sched_process_exec",
     ]
-    assert all("." not in name and "/" not in name for name in names)
+    assert all("." not in name and "/" not in name and len(name) < 256 for name in names)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("eth0.100", "eth0_100"),  # '.' used to become '_'
+        ("a/b", "a:b"),  # '/' becomes ':'
+        ("a%3Ab", "a:b"),  # the escape character itself is escaped
+        ("x@generic", "x"),  # '@' separates the parts of a link name
+        ("a~next", "a"),  # '~' marks transient pins
+        ("é", "%C3%A9"),
+    ],
+)
+def test_link_names_are_injective(one: str, other: str) -> None:
+    for kind, direction in ((AttachKind.TC, "ingress"), (AttachKind.CGROUP_SKB, "egress")):
+        first = Hook("p", kind, one, direction).link_name
+        second = Hook("p", kind, other, direction).link_name
+        assert first != second
+        assert "~" not in first + second
+        assert first.count("@") == 1
+
+
+def test_long_targets_keep_a_digest_and_stay_distinct() -> None:
+    base = "/kubepods.slice/" + "x" * 300
+    names = {Hook("p", AttachKind.CGROUP_SKB, base + end, "ingress").link_name for end in "ab"}
+    assert len(names) == 2
+    assert all(len(name) < 255 and "." not in name for name in names)
+
+
+def test_a_changed_xdp_mode_reattaches_and_a_renamed_entry_swaps() -> None:
+    generic = Hook("xdp_count", AttachKind.XDP, "eth0", xdp_mode="generic")
+    renamed = Hook("xdp_count_v2", AttachKind.XDP, "eth0")
+    observed = {XDP.link_name: link(XDP.link_name, 1)}
+    # Same hook, other mode: never a second link on the exclusive hook.
+    steps = plan_links([generic], observed, {"xdp_count": 2})
+    assert [(s.action, s.link_name, s.previous) for s in steps] == [
+        (LinkAction.REATTACH, "xdp@eth0@generic", "xdp@eth0")
+    ]
+    # Same hook, other entry point: the program behind the same link is swapped.
+    steps = plan_links([renamed], observed, {"xdp_count_v2": 2})
+    assert [(s.action, s.link_name) for s in steps] == [(LinkAction.UPDATE, "xdp@eth0")]
+    # Back to auto from generic.
+    observed = {generic.link_name: link(generic.link_name, 1)}
+    steps = plan_links([XDP], observed, {"xdp_count": 1})
+    assert [(s.action, s.previous) for s in steps] == [(LinkAction.REATTACH, "xdp@eth0@generic")]
+
+
+def test_a_hook_is_listed_once_whatever_the_entry_point() -> None:
+    points = [
+        AttachPoint(entry_point="xdp_count", type=AttachKind.XDP, interfaces=("eth0",)),
+        AttachPoint(entry_point="xdp_count", type=AttachKind.XDP, interfaces=("eth0",)),
+    ]
+    with pytest.raises(SpecError, match="the same hook is listed twice: xdp on eth0"):
+        expand(points, manifest())
 
 
 def test_expand_makes_one_hook_per_interface_and_defaults_targets() -> None:
@@ -128,12 +182,12 @@ def test_expand_refuses_what_does_not_fit(point: AttachPoint, message: str) -> N
 
 
 def test_plan_keeps_what_is_right_and_removes_last() -> None:
-    observed = {XDP.link_name: link(XDP.link_name, 1), "old@xdp@eth9": link("old@xdp@eth9", 7)}
+    observed = {XDP.link_name: link(XDP.link_name, 1), "xdp@eth9": link("xdp@eth9", 7)}
     steps = plan_links([XDP, EXEC], observed, {"xdp_count": 1, "handle_exec": 2})
     assert [(s.action, s.link_name) for s in steps] == [
         (LinkAction.KEEP, XDP.link_name),
         (LinkAction.CREATE, EXEC.link_name),
-        (LinkAction.REMOVE, "old@xdp@eth9"),
+        (LinkAction.REMOVE, "xdp@eth9"),
     ]
 
 

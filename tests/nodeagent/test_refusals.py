@@ -13,11 +13,34 @@ from bpfleet_agent.daemon import Agent
 from bpfleet_core import artifacts, signing
 from tests.conftest import SignedCatalog
 from tests.nodeagent.conftest import AgentEnv, program
-from tests.nodeagent.netns import entered, veth_pair
+from tests.nodeagent.netns import entered, in_netns, veth_pair
 
 pytestmark = pytest.mark.bpf
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def run_once_under_strace(
+    env: AgentEnv, trace: Path, netns: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``bpfleet agent run --once`` with every bpf() call it makes written to ``trace``."""
+    bpfleet = shutil.which("bpfleet", path=str(REPO / ".venv" / "bin")) or "bpfleet"
+    command = ["strace", "-f", "-e", "trace=bpf", "-o", str(trace), bpfleet, "agent", "run"]
+    return subprocess.run(
+        [*(in_netns(netns) if netns else []), *command, "--once"],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env.environment()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_nothing_loaded(trace: Path) -> None:
+    calls = trace.read_text()
+    assert "BPF_OBJ_GET" in calls or "BPF_ENABLE_STATS" in calls  # strace did see bpf()
+    assert "BPF_PROG_LOAD" not in calls
+    assert "BPF_MAP_CREATE" not in calls
 
 
 def test_incompatible_objects_are_reported_and_never_loaded(
@@ -32,30 +55,20 @@ def test_incompatible_objects_are_reported_and_never_loaded(
         ),
     )
     trace = tmp_path / "bpf.strace"
-    bpfleet = shutil.which("bpfleet", path=str(REPO / ".venv" / "bin")) or "bpfleet"
-    result = subprocess.run(
-        ["strace", "-f", "-e", "trace=bpf", "-o", str(trace), bpfleet, "agent", "run", "--once"],
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **agent_env.environment()},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_once_under_strace(agent_env, trace)
     assert result.returncode == 0, result.stderr
     report = {p["name"]: p for p in json.loads(result.stdout)["programs"]}
     assert report["unlink"]["state"] == "Incompatible"
     assert "kernel lacks program type tracing" in report["unlink"]["message"]
     assert report["connect"]["state"] == "Incompatible"
     assert "kernel cannot attach kprobe programs" in report["connect"]["message"]
-    calls = trace.read_text()
-    assert "BPF_OBJ_GET" in calls or "BPF_ENABLE_STATS" in calls  # strace did see bpf()
-    assert "BPF_PROG_LOAD" not in calls
-    assert "BPF_MAP_CREATE" not in calls
+    assert_nothing_loaded(trace)
 
 
 def _tamper(catalog: SignedCatalog, destination: Path, how: str) -> None:
     """Copy the xdp_counter artifact into ``destination``, spoiled in one way."""
-    source = catalog.files("xdp_counter")
+    # "renamed": another validly signed artifact, posing as xdp_counter.
+    source = catalog.files("tc_counter" if how == "renamed" else "xdp_counter")
     files = artifacts.ArtifactFiles.in_directory(destination, "xdp_counter")
     destination.mkdir(parents=True)
     for name in ("object", "manifest", "signature"):
@@ -86,6 +99,7 @@ def _tamper(catalog: SignedCatalog, destination: Path, how: str) -> None:
         ("wrong-key", "BadSignature"),
         ("tampered-object", "ObjectDigestMismatch"),
         ("tampered-manifest", "BadSignature"),
+        ("renamed", "ArtifactNameMismatch"),
     ],
 )
 def test_untrusted_artifacts_are_rejected_and_others_untouched(
@@ -111,7 +125,6 @@ def test_untrusted_artifacts_are_rejected_and_others_untouched(
         assert before["tc"].state == "Attached"
 
         agent_env.artifact_dirs.insert(0, spoiled)
-        agent = Agent(agent_env.settings())
         agent_env.write_desired(
             counter,
             program(
@@ -121,10 +134,15 @@ def test_untrusted_artifacts_are_rejected_and_others_untouched(
                 {"entryPoint": "xdp_count", "type": "xdp", "interfaces": [pair.left_if]},
             ),
         )
-        after = {p.name: p for p in agent.reconcile_file(agent_env.desired_file).programs}
-    assert after["xdp"].state == "SignatureRejected"
-    assert after["xdp"].reason == reason
-    assert after["xdp"].program_ids == {}
+        # The running tc program is adopted, the spoiled one refused: no load at all.
+        trace = tmp_path / "bpf.strace"
+        result = run_once_under_strace(agent_env, trace, netns=pair.left)
+    assert result.returncode == 0, result.stderr
+    after = {p["name"]: p for p in json.loads(result.stdout)["programs"]}
+    assert after["xdp"]["state"] == "SignatureRejected"
+    assert after["xdp"]["reason"] == reason
+    assert after["xdp"]["programIds"] == {}
     assert not (agent_env.pin_root / "xdp").exists()
-    assert after["tc"].state == "Attached"
-    assert after["tc"].program_ids == before["tc"].program_ids
+    assert after["tc"]["state"] == "Attached"
+    assert after["tc"]["programIds"] == before["tc"].program_ids
+    assert_nothing_loaded(trace)

@@ -6,10 +6,10 @@ from sqlmodel import col, select
 from bpfleet_api import fleet, security
 from bpfleet_api.deps import Admin, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Assignment, Node, NodeProgramStatus, utcnow
+from bpfleet_api.routes import agent
 from bpfleet_api.routes._changes import wake
 from bpfleet_api.settings import ApiSettings
 from bpfleet_api.views import LabelsUpdate, NodeDetail, NodeProgramView, NodeView
-from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import NodeName
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
@@ -45,7 +45,7 @@ def get_node(name: NodeName, session: SessionDep, settings: SettingsDep, _: Read
     return NodeDetail.model_validate(
         {
             **node_view(node, settings).model_dump(),
-            "features": FeatureReport.model_validate(node.features) if node.features else None,
+            "features": fleet.features_of(session, name),
             "programs": [NodeProgramView.model_validate(status) for status in statuses],
         }
     )
@@ -78,6 +78,7 @@ def delete_node(name: NodeName, session: SessionDep, _: Admin) -> Response:
         for row in session.exec(select(table).where(table.node == name)).all():
             session.delete(row)
     security.revoke_node_tokens(session, name)
+    agent.forget_node(name)
     session.delete(node)
     session.commit()
     return Response(status_code=204)

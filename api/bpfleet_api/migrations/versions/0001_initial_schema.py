@@ -64,12 +64,17 @@ def upgrade() -> None:
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("labels", sa.JSON(), nullable=False),
         sa.Column("kernel_release", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("features", sa.JSON(), nullable=False),
         sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_heartbeat", sa.DateTime(timezone=True), nullable=True),
         sa.Column("desired_revision", sa.BigInteger(), nullable=False),
         sa.Column("applied_revision", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
+        "nodefeatures",
+        sa.Column("node", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("report", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("node"),
     )
     op.create_table(
         "nodeprogramstatus",
@@ -183,6 +188,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_nodeprogramstatus_program"))
 
     op.drop_table("nodeprogramstatus")
+    op.drop_table("nodefeatures")
     op.drop_table("node")
     with op.batch_alter_table("event", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_event_program"))

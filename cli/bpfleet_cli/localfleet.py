@@ -1,0 +1,176 @@
+"""A local fleet on one host: node agents, each in its own network namespace with its
+own bpffs pins, reaching the API over a bridge. `make up` runs it; so do the
+end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bpfleet_agent import loading, mounts
+
+BPFFS = Path("/sys/fs/bpf")
+
+
+def ip(*args: str, netns: str | None = None) -> None:
+    prefix = ["ip", "-n", netns] if netns else ["ip"]
+    subprocess.run([*prefix, *args], check=True, capture_output=True)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@dataclass
+class Bridge:
+    name: str
+    address: str  # the root namespace's address on the bridge; the API listens here
+    prefix: str
+
+
+@contextlib.contextmanager
+def bridge(subnet: int) -> Iterator[Bridge]:
+    name = f"bpflbr{uuid.uuid4().hex[:6]}"
+    prefix = f"10.{subnet}.0"
+    ip("link", "add", name, "type", "bridge")
+    try:
+        ip("addr", "add", f"{prefix}.1/24", "dev", name)
+        ip("link", "set", name, "up")
+        yield Bridge(name, f"{prefix}.1", prefix)
+    finally:
+        ip("link", "del", name)
+
+
+@dataclass
+class FleetNode:
+    name: str
+    netns: str
+    address: str
+    pin_root: Path
+    state_dir: Path
+    labels: dict[str, str]
+    environment: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            "nsenter",
+            f"--net=/var/run/netns/{self.netns}",
+            sys.executable,
+            "-m",
+            "bpfleet_agent",
+        ]
+        log = (self.state_dir / "agent.log").open("ab")
+        self.process = subprocess.Popen(
+            command, env=self.environment, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads((self.state_dir / "status.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def program_state(self, program: str) -> str | None:
+        for report in self.status().get("programs", []):
+            if report["name"] == program:
+                return str(report["state"])
+        return None
+
+
+def remove_pins(node: FleetNode) -> None:
+    """Detach and unpin everything a node's agent attached."""
+    kernel = loading.Kernel(node.pin_root, mounts.ensure_tracefs(), mounts.ensure_cgroup2())
+    if node.pin_root.exists():
+        for program_dir in node.pin_root.iterdir():
+            with contextlib.suppress(Exception):
+                loading.remove(kernel, program_dir.name)
+        shutil.rmtree(node.pin_root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_fleet(
+    api_url: str,
+    bootstrap_token: str,
+    network: Bridge,
+    *,
+    trust: Path,
+    work: Path,
+    labels: list[dict[str, str]],
+    features: dict[int, dict[str, Any]] | None = None,
+) -> Iterator[list[FleetNode]]:
+    """Start one agent per entry of ``labels``. ``features`` pre-seeds a node's cached
+    feature report, to stand for a node whose kernel is older than this one."""
+    run = uuid.uuid4().hex[:6]
+    work.mkdir(parents=True, exist_ok=True)
+    nodes: list[FleetNode] = []
+    try:
+        for index, node_labels in enumerate(labels):
+            name = f"node-{index}-{run}"
+            netns = f"bpfl-{run}-{index}"
+            address = f"{network.prefix}.{10 + index}"
+            ip("netns", "add", netns)
+            host_end, node_end = f"bpfl{run}h{index}", f"bpfl{run}n{index}"
+            ip("link", "add", host_end, "type", "veth", "peer", "name", node_end)
+            ip("link", "set", host_end, "master", network.name)
+            ip("link", "set", host_end, "up")
+            ip("link", "set", node_end, "netns", netns)
+            ip("link", "set", node_end, "name", "eth0", netns=netns)
+            ip("addr", "add", f"{address}/24", "dev", "eth0", netns=netns)
+            ip("link", "set", "eth0", "up", netns=netns)
+            ip("link", "set", "lo", "up", netns=netns)
+            state = work / name
+            state.mkdir(parents=True)
+            node = FleetNode(
+                name, netns, address, BPFFS / f"bpfleet-e2e-{run}-{index}", state, node_labels
+            )
+            node.environment = {
+                **os.environ,
+                "BPFLEET_AGENT_NODE_NAME": name,
+                "BPFLEET_AGENT_PIN_ROOT": str(node.pin_root),
+                "BPFLEET_AGENT_STATE_DIR": str(state),
+                "BPFLEET_AGENT_DESIRED_STATE": str(state / "unused-in-api-mode.yaml"),
+                "BPFLEET_AGENT_ARTIFACT_DIRS": str(state / "no-local-artifacts"),
+                "BPFLEET_AGENT_TRUST": str(trust),
+                "BPFLEET_AGENT_API_URL": api_url,
+                "BPFLEET_AGENT_BOOTSTRAP_TOKEN": bootstrap_token,
+                "BPFLEET_AGENT_LABELS": ",".join(f"{k}={v}" for k, v in node_labels.items()),
+                "BPFLEET_AGENT_POLL_INTERVAL": "0.5",
+                "BPFLEET_AGENT_HEARTBEAT_INTERVAL": "2",
+            }
+            if features and index in features:
+                (state / "features.json").write_text(json.dumps({**features[index], "node": name}))
+            nodes.append(node)
+        for node in nodes:
+            node.start()
+        yield nodes
+    finally:
+        # Signal every agent first, then wait: they shut down in parallel.
+        for node in nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.terminate()
+        for node in nodes:
+            node.stop()
+        for node in nodes:
+            remove_pins(node)
+            with contextlib.suppress(subprocess.CalledProcessError):
+                ip("netns", "del", node.netns)
