@@ -24,9 +24,9 @@ from bpfleet_cli.policy_commands import (
     PortOption,
     ProtocolOption,
     TopologyOption,
-    _flow,
-    _policies,
-    _topology,
+    load_policy_files,
+    load_topology,
+    parse_flow,
 )
 
 app = typer.Typer(
@@ -72,15 +72,15 @@ def probe(
     from bpfleet_core import signing
     from bpfleet_core.netpol import compiling
 
-    checked = _flow(protocol, port)
+    checked = parse_flow(protocol, port)
     try:
         lab.check_protocol(checked)
     except lab.ProtocolUnavailable as error:
         raise _fail(str(error), EXIT_UNAVAILABLE) from error
     if os.geteuid() != 0:
         raise _fail("the lab needs root: it creates namespaces and loads eBPF programs")
-    world = _topology(topology)
-    rules = compiling.compile_policies(_policies(policies), world)
+    world = load_topology(topology)
+    rules = compiling.compile_policies(load_policy_files(policies), world)
     order = world.pod_order()
     try:
         # From here on SIGTERM/SIGHUP unwind like Ctrl-C, so the lab is always removed.

@@ -44,7 +44,7 @@ def _fail_with(error: validating.PolicyValidationError) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _policies(paths: list[Path] | None, *, required: bool = False) -> list[models.Policy]:
+def load_policy_files(paths: list[Path] | None, *, required: bool = False) -> list[models.Policy]:
     given = paths or []
     if required and not given:
         _fail("no policy files given")
@@ -63,7 +63,7 @@ def _policies(paths: list[Path] | None, *, required: bool = False) -> list[model
     return [item.policy for item in loaded]
 
 
-def _topology(path: Path) -> models.Topology:
+def load_topology(path: Path) -> models.Topology:
     from pydantic import ValidationError
 
     try:
@@ -81,7 +81,7 @@ def _topology(path: Path) -> models.Topology:
         _fail(f"topology {path}: {where}: {first['msg']}{more}")
 
 
-def _flow(protocol: str, port: int) -> models.Protocol:
+def parse_flow(protocol: str, port: int) -> models.Protocol:
     name = protocol.upper()
     for known in models.PROTOCOLS:
         if known == name:
@@ -104,10 +104,10 @@ def matrix(
     ] = False,
 ) -> None:
     """Print which pod may connect to which: {"protocol", "port", "allowed": {client: {server}}}."""
-    checked = _flow(protocol, port)
-    loaded = _policies(policies)
+    checked = parse_flow(protocol, port)
+    loaded = load_policy_files(policies)
     result = simulating.matrix(
-        loaded, _topology(topology), checked, port, view="audit" if audit else "enforce"
+        loaded, load_topology(topology), checked, port, view="audit" if audit else "enforce"
     )
     typer.echo(json.dumps(result))
 
@@ -124,9 +124,9 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
 ) -> None:
     """Say whether a connection is allowed, and which policy and rule decided each side."""
-    checked = _flow(protocol, port)
-    loaded = _policies(policies)
-    world = _topology(topology)
+    checked = parse_flow(protocol, port)
+    loaded = load_policy_files(policies)
+    world = load_topology(topology)
     try:
         result = simulating.explain(loaded, world, client, server, checked, port)
     except ValueError as error:
@@ -137,5 +137,5 @@ def explain(
 @app.command("validate")
 def validate(*, policies: PolicyPaths = None) -> None:
     """Check policies as the Kubernetes API server would; exit 1 on any problem."""
-    loaded = _policies(policies, required=True)
+    loaded = load_policy_files(policies, required=True)
     typer.echo(f"{len(loaded)} {'policy' if len(loaded) == 1 else 'policies'} valid")
