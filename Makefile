@@ -45,7 +45,7 @@ up: bpf ## Run the platform here: API, worker, Redis and three agents in namespa
 	@scripts/up.sh
 
 bench: bpf ## Run the benchmarks in bench/ and print their figures
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean: ## Remove build output (not the venv)
 	@$(MAKE) -s -C bpf-catalog clean
