@@ -4,6 +4,7 @@ automatic rollback, and a worker killed while Redis restarts."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -55,7 +56,7 @@ def without_ringbuf() -> dict[str, Any]:
     )
     report = report.model_copy(
         update={
-            "kernel_release": __import__("os").uname().release,
+            "kernel_release": os.uname().release,
             "map_types": {**report.map_types, "ringbuf": False},
         }
     )

@@ -116,7 +116,7 @@ def test_kill_9_keeps_programs_counting_and_restart_adopts_them(agent_env: Agent
             assert programs_by_name(third)["xdp"]["reason"] == "RemovedFromDesiredState"
             assert not (agent_env.pin_root / "xdp").exists()
             with entered(pair.left):
-                assert libbpf.query_xdp(__import__("socket").if_nametoindex(pair.left_if)) == []
+                assert libbpf.query_xdp(socket.if_nametoindex(pair.left_if)) == []
         finally:
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=10)
