@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -149,3 +150,103 @@ def test_rollout_through_the_protocol(
                 "programs": [],
             }
     assert worker.poll() is None
+
+
+def test_pause_resume_and_abort(
+    api: services.Api, signed_catalog: SignedCatalog, recorded_features: FeatureReport
+) -> None:
+    api.start_worker()
+    artifact = upload(api, signed_catalog, "execsnoop")
+    group = uuid.uuid4().hex[:6]
+    nodes = [
+        ProtocolClient(api, f"ctl-{group}-{i}", {"group": group}, recorded_features)
+        for i in range(2)
+    ]
+    name = f"ctl-{group}"
+    document = {
+        **spec(artifact, steps=["1", "100%"], bakeSeconds=600),
+        "nodeSelector": {"matchLabels": {"group": group}},
+    }
+    with api.client() as client:
+        rollout_id = client.put(f"/v1/programs/{name}", json=document).json()["rollout"]["id"]
+        step_one = wait_for(
+            client, f"/v1/programs/{name}", lambda p: len(p["rollout"]["updatedNodes"]) == 1
+        )
+        first = next(n for n in nodes if n.name == step_one["rollout"]["updatedNodes"][0])
+        assert first.poll(wait=5) is not None
+        first.report({name: ProgramState.ATTACHED})
+        wait_for(client, f"/v1/programs/{name}", lambda p: p["rollout"]["phase"] == "Baking")
+
+        assert client.post(f"/v1/rollouts/{rollout_id}/pause").json()["phase"] == "Paused"
+        assert client.post(f"/v1/rollouts/{rollout_id}/resume").json()["phase"] == "Progressing"
+        wait_for(client, f"/v1/programs/{name}", lambda p: p["rollout"]["phase"] == "Baking")
+
+        aborted = client.post(f"/v1/rollouts/{rollout_id}/abort")
+        assert aborted.json()["phase"] == "Aborted"
+        # A new program has no previous version: aborting takes it off the updated node.
+        assert first.poll(wait=5) == {
+            "node": first.name,
+            "revision": first.revision,
+            "programs": [],
+        }
+        again = client.post(f"/v1/rollouts/{rollout_id}/resume")
+        assert again.status_code == 409
+        assert "only active rollouts" in again.json()["detail"]
+
+
+def test_preflight_names_what_each_node_lacks(
+    api: services.Api, signed_catalog: SignedCatalog, recorded_features: FeatureReport
+) -> None:
+    artifact = upload(api, signed_catalog, "execsnoop")
+    group = uuid.uuid4().hex[:6]
+    old_kernel = recorded_features.model_copy(
+        update={"map_types": {**recorded_features.map_types, "ringbuf": False}}
+    )
+    ProtocolClient(api, f"pre-{group}-new", {"group": group}, recorded_features)
+    ProtocolClient(api, f"pre-{group}-old", {"group": group}, old_kernel)
+    selector = {"matchLabels": {"group": group}}
+    with api.client() as client:
+        deployed = client.post(
+            "/v1/preflight", json={"spec": {**spec(artifact), "nodeSelector": selector}}
+        ).json()
+        manifest = json.loads(signed_catalog.files("tcplife").manifest.read_text())
+        undeployed = client.post(
+            "/v1/preflight", json={"manifest": manifest, "nodeSelector": selector}
+        ).json()
+        missing_artifact = client.post(
+            "/v1/preflight",
+            json={"spec": {**spec(artifact), "artifact": {"name": "nope", "version": "1.0.0"}}},
+        )
+    for result in (deployed, undeployed):
+        assert result["compatible"] == 1
+        assert result["incompatible"] == 1
+        old = next(n for n in result["nodes"] if n["node"].endswith("-old"))
+        assert old["missing"] == ["kernel lacks map type ringbuf"]
+    assert missing_artifact.status_code == 404
+    assert "nope@1.0.0 has not been uploaded" in missing_artifact.json()["detail"]
+
+
+def test_garbage_collection_keeps_what_programs_use(
+    api: services.Api, signed_catalog: SignedCatalog
+) -> None:
+    used = upload(api, signed_catalog, "syscount")
+    unused = upload(api, signed_catalog, "cgroup_counter")
+    program = {
+        "artifact": {"name": "syscount", "version": "1.0.0"},
+        "attach": [{"entryPoint": "count_sys_enter", "type": "raw_tracepoint"}],
+    }
+    with api.client() as client:
+        assert (
+            client.put(f"/v1/programs/gc-{uuid.uuid4().hex[:6]}", json=program).status_code == 200
+        )
+        removed = client.post("/v1/artifacts/gc").json()["removed"]
+        assert unused["digest"] in removed
+        assert used["digest"] not in removed
+        assert client.get(f"/v1/artifacts/{unused['digest']}").status_code == 404
+        assert (
+            client.get(f"/v1/artifacts/{used['digest']}/object").content
+            == signed_catalog.files("syscount").object.read_bytes()
+        )
+        metrics = client.get("/metrics").text
+        assert 'bpfleet_nodes{readiness="Ready"}' in metrics
+        assert "bpfleet_rollouts" in metrics
