@@ -16,8 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -42,21 +41,12 @@ def _step(message: str) -> None:
     typer.echo(f"  - {message}", err=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait(check: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():  # type: ignore[operator]
-                return
-        time.sleep(0.2)
-    typer.echo(f"bpfleet: {what} did not start within {timeout:.0f}s", err=True)
-    raise typer.Exit(1)
+def _wait(check: Callable[[], object], timeout: float, what: str) -> None:
+    try:
+        localfleet.wait_until(check, timeout, what)
+    except TimeoutError as error:
+        typer.echo(f"bpfleet: {error}", err=True)
+        raise typer.Exit(1) from error
 
 
 @contextlib.contextmanager
@@ -124,7 +114,7 @@ def up(
     with contextlib.ExitStack() as stack:
         redis_url = os.environ.get("REDIS_URL")
         if redis_url is None:
-            port = _free_port()
+            port = localfleet.free_port()
             stack.enter_context(
                 _process(
                     ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],

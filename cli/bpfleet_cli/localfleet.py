@@ -8,10 +8,12 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,23 @@ BPFFS = Path("/sys/fs/bpf")
 def ip(*args: str, netns: str | None = None) -> None:
     prefix = ["ip", "-n", netns] if netns else ["ip"]
     subprocess.run([*prefix, *args], check=True, capture_output=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``check`` until it is truthy (errors count as not yet); TimeoutError after."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not come up within {timeout:.0f}s")
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bpfleet_agent import libc
-
-
-def ip(*args: str, netns: str | None = None) -> None:
-    prefix = ["ip", "-n", netns] if netns else ["ip"]
-    subprocess.run([*prefix, *args], check=True, capture_output=True)
+from bpfleet_cli.localfleet import ip
 
 
 def in_netns(netns: str, *command: str) -> list[str]:
