@@ -7,6 +7,7 @@ names follow Kubernetes conventions (camelCase on the wire, snake_case in Python
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -217,3 +218,209 @@ class BpfProgramSpec(_Spec):
         default_factory=LabelSelector, description="Nodes to run on; empty selects every node."
     )
     rollout: RolloutStrategy = Field(default_factory=RolloutStrategy)
+
+
+# --------------------------------------------------------------------- the resources
+#
+# The custom resources of ``bpfleet.io/v1alpha1``. The CRD YAML is rendered from these
+# models; the ``NetworkPolicy`` spec lives in ``netpol.models``.
+
+API_GROUP = "bpfleet.io"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+
+class ObjectMeta(BaseModel):
+    """What a manifest in Git may say about itself; the cluster fills in the rest."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    name: ProgramName
+    namespace: str | None = None
+    labels: Labels = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class BpfProgram(_Spec):
+    """A ``BpfProgram`` document: cluster-scoped, since a node runs one program by name."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["bpfleet.io/v1alpha1"]
+    kind: Literal["BpfProgram"]
+    metadata: ObjectMeta
+    spec: BpfProgramSpec
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration such as ``1m``, ``30s`` or ``1h30m``."""
+    match = _DURATION.match(text)
+    if not text or match is None:
+        raise ValueError(f"{text!r} is not a duration like '30s', '5m' or '1h'")
+    hours, minutes, seconds = (int(group or 0) for group in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def _duration(text: str) -> str:
+    if parse_duration(text) < 1:
+        raise ValueError("interval must be at least 1s")
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class GitRef(_Spec):
+    """Which revision to follow: a branch (its tip), a tag, or one fixed commit."""
+
+    branch: str | None = None
+    tag: str | None = None
+    commit: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{7,40}$")] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GitRef:
+        if sum(value is not None for value in (self.branch, self.tag, self.commit)) > 1:
+            raise ValueError("ref takes one of branch, tag or commit")
+        return self
+
+
+class SecretRef(_Spec):
+    name: ProgramName
+
+
+class GitSourceSpec(_Spec):
+    url: str = Field(
+        min_length=1,
+        description="https://, ssh:// or file:// URL, or a local path, of the repository.",
+    )
+    ref: GitRef = Field(default_factory=lambda: GitRef(branch="main"))
+    path: str = Field(default=".", description="Directory of the manifests in the repository.")
+    interval: Duration = Field(default="1m", description="How often to fetch, e.g. 30s, 5m.")
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description=(
+            "Secret with the credentials: username and password (HTTPS), or identity "
+            "and known_hosts (SSH)."
+        ),
+    )
+    webhook_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret whose 'token' signs push notifications (X-Hub-Signature-256).",
+    )
+    trusted_signing_keys: tuple[str, ...] = Field(
+        default=(),
+        description="SSH public keys; when set, only commits signed by one of them apply.",
+    )
+    suspend: bool = Field(default=False, description="Stop fetching, applying and pruning.")
+    prune: bool = Field(default=True, description="Delete what was removed from Git.")
+
+    @model_validator(mode="after")
+    def _relative_path(self) -> GitSourceSpec:
+        if self.path.startswith("/") or ".." in self.path.split("/"):
+            raise ValueError("path must be relative to the repository and stay inside it")
+        return self
+
+
+class GitSource(_Spec):
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["bpfleet.io/v1alpha1"]
+    kind: Literal["GitSource"]
+    metadata: ObjectMeta
+    spec: GitSourceSpec
+
+
+# ------------------------------------------------------------------------- statuses
+#
+# kstatus conventions, so ``kubectl wait --for=condition=Ready`` and Flux and Argo CD
+# health checks understand the objects: Ready, Reconciling, Stalled, observedGeneration.
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class Condition(_Spec):
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: str = Field(description="RFC 3339.")
+    observed_generation: int | None = None
+
+
+class ProgramCounts(_Spec):
+    desired: int = 0
+    attached: int = 0
+    failed: int = 0
+    incompatible: int = 0
+    pending: int = 0
+
+
+class BpfProgramStatus(_Spec):
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    revision: str = Field(default="", description="The Git revision the spec came from.")
+    ready: str = Field(default="", description="attached/desired, e.g. 3/3.")
+    counts: ProgramCounts = Field(default_factory=ProgramCounts)
+    api_generation: int | None = Field(
+        default=None, description="The program's generation in the fleet API."
+    )
+
+
+class PolicyCounts(_Spec):
+    desired: int = 0
+    enforcing: int = 0
+    failed: int = 0
+    pending: int = 0
+
+
+class NetworkPolicyStatus(_Spec):
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    revision: str = ""
+    ready: str = Field(default="", description="enforcing/desired, e.g. 2/2.")
+    counts: PolicyCounts = Field(default_factory=PolicyCounts)
+    api_generation: int | None = None
+
+
+class SourceError(_Spec):
+    """One thing wrong with a revision, located so a person can fix it."""
+
+    file: str
+    line: int | None = None
+    field: str = ""
+    message: str
+
+
+class InventoryEntry(_Spec):
+    kind: Literal["BpfProgram", "NetworkPolicy"]
+    name: str
+    namespace: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.namespace + '/' if self.namespace else ''}{self.name}"
+
+
+class HistoryEntry(_Spec):
+    revision: str
+    time: str = Field(description="RFC 3339.")
+    result: Literal["Applied", "Rejected", "Failed"]
+    message: str = ""
+
+
+class GitSourceStatus(_Spec):
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    last_fetched_revision: str = ""
+    last_attempted_revision: str = ""
+    last_applied_revision: str = ""
+    errors: tuple[SourceError, ...] = ()
+    history: tuple[HistoryEntry, ...] = Field(default=(), description="Newest first; a few.")
+    inventory: tuple[InventoryEntry, ...] = ()
