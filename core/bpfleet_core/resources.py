@@ -191,6 +191,8 @@ class RolloutStrategy(_Spec):
     steps: tuple[str, ...] = Field(
         default=("100%",),
         description="Cumulative targets: a node count ('1') or a share ('25%'); ends at 100%.",
+        # For the CRD only: the validator below says more than a pattern mismatch would.
+        json_schema_extra={"items": {"type": "string", "pattern": _STEP.pattern}},
     )
     bake_seconds: float = Field(default=0.0, ge=0, le=86_400)
     failure_budget: int = Field(
@@ -270,7 +272,8 @@ def _duration(text: str) -> str:
     return text
 
 
-Duration = Annotated[str, AfterValidator(_duration)]
+# The pattern repeats _DURATION so the CRD refuses a malformed interval before the operator.
+Duration = Annotated[str, StringConstraints(pattern=_DURATION.pattern), AfterValidator(_duration)]
 
 
 class GitRef(_Spec):
@@ -296,7 +299,10 @@ class GitSourceSpec(_Spec):
         min_length=1,
         description="https://, ssh:// or file:// URL, or a local path, of the repository.",
     )
-    ref: GitRef = Field(default_factory=lambda: GitRef(branch="main"))
+    ref: GitRef = Field(
+        default_factory=lambda: GitRef(branch="main"),
+        description="A branch (its tip), a tag or one commit; the branch main when absent.",
+    )
     path: str = Field(default=".", description="Directory of the manifests in the repository.")
     interval: Duration = Field(default="1m", description="How often to fetch, e.g. 30s, 5m.")
     secret_ref: SecretRef | None = Field(
@@ -354,6 +360,15 @@ class Condition(_Spec):
     observed_generation: int | None = None
 
 
+# One condition per type: a list-map lets status patches merge conditions by type.
+Conditions = Annotated[
+    tuple[Condition, ...],
+    Field(
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+    ),
+]
+
+
 class ProgramCounts(_Spec):
     desired: int = 0
     attached: int = 0
@@ -364,7 +379,7 @@ class ProgramCounts(_Spec):
 
 class BpfProgramStatus(_Spec):
     observed_generation: int | None = None
-    conditions: tuple[Condition, ...] = ()
+    conditions: Conditions = ()
     revision: str = Field(default="", description="The Git revision the spec came from.")
     ready: str = Field(default="", description="attached/desired, e.g. 3/3.")
     counts: ProgramCounts = Field(default_factory=ProgramCounts)
@@ -382,7 +397,7 @@ class PolicyCounts(_Spec):
 
 class NetworkPolicyStatus(_Spec):
     observed_generation: int | None = None
-    conditions: tuple[Condition, ...] = ()
+    conditions: Conditions = ()
     revision: str = ""
     ready: str = Field(default="", description="enforcing/desired, e.g. 2/2.")
     counts: PolicyCounts = Field(default_factory=PolicyCounts)
@@ -417,7 +432,7 @@ class HistoryEntry(_Spec):
 
 class GitSourceStatus(_Spec):
     observed_generation: int | None = None
-    conditions: tuple[Condition, ...] = ()
+    conditions: Conditions = ()
     last_fetched_revision: str = ""
     last_attempted_revision: str = ""
     last_applied_revision: str = ""
