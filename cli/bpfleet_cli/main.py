@@ -12,7 +12,13 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from bpfleet_cli import catalog_commands, lab_commands, local_commands, policy_commands
+from bpfleet_cli import (
+    catalog_commands,
+    gitops_commands,
+    lab_commands,
+    local_commands,
+    policy_commands,
+)
 from bpfleet_core.signing import SignatureError
 
 app = typer.Typer(
@@ -27,6 +33,8 @@ app.add_typer(catalog_commands.keys_app, name="keys")
 app.add_typer(local_commands.app, name="local")
 app.add_typer(policy_commands.app, name="policy")
 app.add_typer(lab_commands.app, name="lab")
+app.add_typer(gitops_commands.app, name="operator")
+app.command("validate")(gitops_commands.validate)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

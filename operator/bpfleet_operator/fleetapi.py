@@ -1,0 +1,125 @@
+"""The fleet API as the operator uses it: put and delete desired state, read summaries.
+
+The API is the single writer of fleet state; the operator only hands it specs and
+reads back what the nodes report. Every failure is sorted into temporary (retry
+later: the API is unreachable or busy) and permanent (the request itself is wrong).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from bpfleet_core.resources import BpfProgramSpec
+
+TIMEOUT_SECONDS = 10.0
+
+
+class FleetApiError(Exception):
+    def __init__(self, message: str, *, permanent: bool, problems: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.problems = problems or []
+
+
+class FleetApi:
+    def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None = None):
+        self._client = httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=TIMEOUT_SECONDS,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- programs
+
+    def put_program(self, name: str, spec: BpfProgramSpec) -> dict[str, Any]:
+        body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return dict(self._json("PUT", f"/v1/programs/{name}", json=body))
+
+    def get_program(self, name: str) -> dict[str, Any] | None:
+        found = self._json_or_none("GET", f"/v1/programs/{name}")
+        return dict(found) if found is not None else None
+
+    def delete_program(self, name: str) -> None:
+        self._json_or_none("DELETE", f"/v1/programs/{name}")
+
+    def program_nodes(self, name: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/v1/programs/{name}/nodes"))
+
+    def validate_program(self, spec: BpfProgramSpec) -> list[str]:
+        """What the fleet would refuse in this spec (artifact missing, unsigned, not fitting)."""
+        body = {"spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        result = self._json("POST", "/v1/validate", json=body)
+        return [] if result["valid"] else list(result["problems"])
+
+    # -- network policies
+
+    def put_policy(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        meta = document["metadata"]
+        path = f"/v1/policies/{meta.get('namespace', 'default')}/{meta['name']}"
+        return dict(self._json("PUT", path, json=dict(document)))
+
+    def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self._json_or_none("GET", f"/v1/policies/{namespace}/{name}")
+        return dict(found) if found is not None else None
+
+    def delete_policy(self, namespace: str, name: str) -> None:
+        self._json_or_none("DELETE", f"/v1/policies/{namespace}/{name}")
+
+    def policy_nodes(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/v1/policies/{namespace}/{name}/nodes"))
+
+    # -- nodes
+
+    def set_node_labels(self, name: str, labels: Mapping[str, str]) -> bool:
+        """False when the fleet does not know the node (its agent has not registered)."""
+        found = self._json_or_none("PUT", f"/v1/nodes/{name}/labels", json={"labels": labels})
+        return found is not None
+
+    # -- transport
+
+    def _json_or_none(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            return self._json(method, path, **kwargs)
+        except FleetApiError as error:
+            if error.permanent and str(error).startswith("404 "):
+                return None
+            raise
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise FleetApiError(f"fleet API unreachable: {error}", permanent=False) from None
+        if response.status_code == 204:
+            return {}
+        if response.is_success:
+            return response.json()
+        detail, problems = _problem(response)
+        # 408/429 and 5xx may pass on retry; any other 4xx will not, until the input changes.
+        permanent = response.status_code < 500 and response.status_code not in (408, 429)
+        message = f"{response.status_code} {method} {path}: {detail}"
+        raise FleetApiError(message, permanent=permanent, problems=problems)
+
+
+def _problem(response: httpx.Response) -> tuple[str, list[str]]:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase, []
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):  # FastAPI's request validation errors
+        problems = [
+            f"{'.'.join(str(part) for part in item.get('loc', ())[1:])}: {item.get('msg')}"
+            for item in detail
+        ]
+        return "; ".join(problems), problems
+    problems = body.get("problems", []) if isinstance(body, dict) else []
+    return str(detail or body), list(problems)

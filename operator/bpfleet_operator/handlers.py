@@ -1,0 +1,374 @@
+"""kopf handlers: thin shells that route each event to the pipeline or the fleet API.
+
+- ``GitSource``: a daemon per object runs ``gitsource.reconcile`` every interval, or at
+  once when a push notification or a spec change wakes it.
+- ``BpfProgram`` and ``NetworkPolicy``: create/update/resume hand the spec to the
+  fleet API; a timer keeps the summary status in step with the API; deletion waits
+  (finalizer) until no node still runs the program or enforces the policy.
+- ``Node``: labels are copied to the fleet API, so selectors mean the same in both.
+
+Failures are explicit: ``kopf.TemporaryError`` (retried with a delay) when the API or
+the cluster is unreachable, ``kopf.PermanentError`` plus a ``Stalled`` condition when
+the object itself must change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from bpfleet_core.netpol import validating
+from bpfleet_core.resources import (
+    API_GROUP,
+    API_VERSION,
+    BpfProgramSpec,
+    BpfProgramStatus,
+    GitSourceSpec,
+    GitSourceStatus,
+    NetworkPolicyStatus,
+    parse_duration,
+)
+from bpfleet_operator import git, gitsource, kube, standalone, statuses
+from bpfleet_operator.context import Context
+from bpfleet_operator.fleetapi import FleetApiError
+
+log = logging.getLogger(__name__)
+PROGRAMS = (API_GROUP, API_VERSION, "bpfprograms")
+POLICIES = (API_GROUP, API_VERSION, "networkpolicies")
+SOURCES = (API_GROUP, API_VERSION, "gitsources")
+WAKE_POLL_SECONDS = 0.5
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _generation(meta: kopf.Meta) -> int | None:
+    value = meta.get("generation")
+    return int(value) if value is not None else None
+
+
+def _revision(meta: kopf.Meta) -> str:
+    return str(meta.get("annotations", {}).get(kube.REVISION_ANNOTATION, ""))
+
+
+def _fleet_failure(
+    error: FleetApiError, patch: kopf.Patch, previous: Any, meta: kopf.Meta
+) -> Exception:
+    """Sort an API failure: Stalled + PermanentError, or a retry with a delay."""
+    if not error.permanent:
+        return kopf.TemporaryError(error.message, delay=5)
+    message = error.message + (f": {'; '.join(error.problems)}" if error.problems else "")
+    found = statuses.stalled(previous, _now(), _generation(meta), "Rejected", message)
+    patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+    patch.status["observedGeneration"] = _generation(meta)
+    return kopf.PermanentError(message)
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    return dict(model.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def _known(model: type[Any], status: kopf.Status) -> Any:
+    """Our part of the status (kopf may keep its own keys next to it)."""
+    fields = {field.alias or name for name, field in model.model_fields.items()}
+    return model.model_validate({k: v for k, v in dict(status).items() if k in fields})
+
+
+# ---------------------------------------------------------------------- BpfProgram
+
+
+@kopf.on.resume(*PROGRAMS)
+@kopf.on.create(*PROGRAMS)
+@kopf.on.update(*PROGRAMS)
+def program_submitted(
+    *,
+    name: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Context,
+    **_: Any,
+) -> None:
+    previous = _known(BpfProgramStatus, status).conditions
+    try:
+        parsed = BpfProgramSpec.model_validate(dict(spec))
+    except ValidationError as error:
+        found = statuses.stalled(previous, _now(), _generation(meta), "InvalidSpec", str(error))
+        patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+        raise kopf.PermanentError(f"invalid spec: {error}") from None
+    try:
+        view = memo.api.put_program(name, parsed)
+    except FleetApiError as error:
+        raise _fleet_failure(error, patch, previous, meta) from None
+    found = statuses.reconciling(
+        previous, _now(), _generation(meta), f"generation {view['generation']} handed to the fleet"
+    )
+    patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+    patch.status["observedGeneration"] = _generation(meta)
+    patch.status["revision"] = _revision(meta)
+
+
+@kopf.timer(*PROGRAMS, interval=2.0, initial_delay=1.0)
+def program_status(
+    *,
+    name: str,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Context,
+    **_: Any,
+) -> None:
+    if meta.get("deletionTimestamp"):
+        return
+    try:
+        view = memo.api.get_program(name)
+    except FleetApiError as error:
+        raise kopf.TemporaryError(error.message, delay=5) from None
+    if view is None:
+        return  # not handed over yet (or rejected): the create/update handler owns that
+    previous = _known(BpfProgramStatus, status)
+    updated = statuses.program_status(view, previous, _now(), _generation(meta), _revision(meta))
+    _patch_if_changed(patch, body, previous, updated, "BpfProgram")
+
+
+@kopf.on.delete(*PROGRAMS)
+def program_deleted(*, name: str, memo: Context, **_: Any) -> None:
+    try:
+        memo.api.delete_program(name)
+        remaining = memo.api.program_nodes(name)
+    except FleetApiError as error:
+        raise kopf.TemporaryError(error.message, delay=5) from None
+    if remaining:
+        nodes = ", ".join(row["node"] for row in remaining)
+        raise kopf.TemporaryError(f"still attached on {nodes}", delay=1)
+
+
+# ------------------------------------------------------------------- NetworkPolicy
+
+
+def _policy_document(name: str, namespace: str, spec: kopf.Spec) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": dict(spec),
+    }
+
+
+@kopf.on.resume(*POLICIES)
+@kopf.on.create(*POLICIES)
+@kopf.on.update(*POLICIES)
+def policy_submitted(
+    *,
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Context,
+    **_: Any,
+) -> None:
+    previous = _known(NetworkPolicyStatus, status).conditions
+    document = _policy_document(name, namespace or "default", spec)
+    try:
+        validated = validating.validate(document)
+    except validating.PolicyValidationError as error:
+        found = statuses.stalled(previous, _now(), _generation(meta), "InvalidSpec", str(error))
+        patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+        raise kopf.PermanentError(f"invalid policy: {error}") from None
+    body = validated.policy.model_dump(mode="json", by_alias=True, exclude_none=True)
+    try:
+        view = memo.api.put_policy(body)
+    except FleetApiError as error:
+        raise _fleet_failure(error, patch, previous, meta) from None
+    found = statuses.reconciling(
+        previous, _now(), _generation(meta), f"generation {view['generation']} handed to the fleet"
+    )
+    patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+    patch.status["observedGeneration"] = _generation(meta)
+    patch.status["revision"] = _revision(meta)
+
+
+@kopf.timer(*POLICIES, interval=2.0, initial_delay=1.0)
+def policy_status(
+    *,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Context,
+    **_: Any,
+) -> None:
+    if meta.get("deletionTimestamp"):
+        return
+    try:
+        view = memo.api.get_policy(namespace or "default", name)
+    except FleetApiError as error:
+        raise kopf.TemporaryError(error.message, delay=5) from None
+    if view is None:
+        return
+    previous = _known(NetworkPolicyStatus, status)
+    updated = statuses.policy_status(view, previous, _now(), _generation(meta), _revision(meta))
+    _patch_if_changed(patch, body, previous, updated, "NetworkPolicy")
+
+
+@kopf.on.delete(*POLICIES)
+def policy_deleted(*, name: str, namespace: str | None, memo: Context, **_: Any) -> None:
+    namespace = namespace or "default"
+    try:
+        memo.api.delete_policy(namespace, name)
+        remaining = memo.api.policy_nodes(namespace, name)
+    except FleetApiError as error:
+        raise kopf.TemporaryError(error.message, delay=5) from None
+    if remaining:
+        nodes = ", ".join(row["node"] for row in remaining)
+        raise kopf.TemporaryError(f"still enforced on {nodes}", delay=1)
+
+
+def _patch_if_changed(
+    patch: kopf.Patch, body: kopf.Body, previous: Any, updated: Any, kind: str
+) -> None:
+    """Debounce: write only what changed; post an Event when Ready changes."""
+    if _dump(updated) == _dump(previous):
+        return
+    for key, value in _dump(updated).items():
+        patch.status[key] = value
+    before = {c.type: c for c in previous.conditions}.get("Ready")
+    after = {c.type: c for c in updated.conditions}.get("Ready")
+    if after is None or (before and (before.status, before.reason) == (after.status, after.reason)):
+        return
+    log.info(
+        "%s %s: %s: %s", kind, body.get("metadata", {}).get("name"), after.reason, after.message
+    )
+    if after.status == "True":
+        kopf.info(body, reason=after.reason, message=after.message)
+    else:
+        kopf.warn(body, reason=after.reason, message=after.message)
+
+
+# ------------------------------------------------------------------------ GitSource
+
+
+@kopf.on.update(*SOURCES, field="spec")
+def source_changed(*, name: str, namespace: str | None, memo: Context, **_: Any) -> None:
+    memo.wake(namespace or "default", name)
+
+
+@kopf.daemon(*SOURCES, cancellation_timeout=10.0)
+def source_daemon(
+    *,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    memo: Context,
+    **_: Any,
+) -> None:
+    """Fetch, validate, apply, prune; then sleep until the interval ends or a wake-up."""
+    namespace = namespace or "default"
+    key = f"{namespace}/{name}"
+    wake = memo.waker(namespace, name)
+    checkout: git.Checkout | None = None
+    delay = memo.settings.retry_seconds
+    while not stopped:
+        generation = _generation(body.get("metadata", {}))
+        status = _known(GitSourceStatus, body.get("status", {}))
+        try:
+            spec = GitSourceSpec.model_validate(dict(body.get("spec", {})))
+        except ValidationError as error:
+            found = statuses.stalled(
+                status.conditions, _now(), generation, "InvalidSpec", str(error)
+            )
+            _write_source_status(
+                memo, namespace, name, status.model_copy(update={"conditions": found})
+            )
+            _sleep(wake, stopped, 3600)
+            continue
+        memo.sources[(namespace, name)] = spec
+        try:
+            credentials = memo.credentials(namespace, spec)
+        except kube.KubeError as error:
+            found = statuses.conditions(
+                status.conditions, _now(), generation, ready=("False", "SecretFailed", str(error))
+            )
+            _write_source_status(
+                memo, namespace, name, status.model_copy(update={"conditions": found})
+            )
+            _sleep(wake, stopped, delay)
+            delay = min(delay * 2, 300)
+            continue
+        if checkout is None or checkout.url != spec.url or checkout.credentials != credentials:
+            checkout = git.Checkout(
+                spec.url, memo.settings.state_dir / namespace / name, credentials
+            )
+        try:
+            result = gitsource.reconcile(
+                spec,
+                status,
+                checkout,
+                kube.KubeTarget(memo.kube),
+                source=key,
+                now=_now(),
+                generation=generation,
+                check_program=standalone.program_check(memo.api),
+            )
+        except gitsource.TargetError as error:
+            result = gitsource.Result(status, "Failed", str(error))
+        _write_source_status(memo, namespace, name, result.status)
+        if result.outcome != "Suspended" and result.message != memo.last_message.get(key):
+            memo.last_message[key] = result.message
+            kind = "Normal" if result.outcome == "Applied" else "Warning"
+            kopf.event(body, type=kind, reason=result.outcome, message=result.message[:1000])
+        log.info("GitSource %s: %s", key, result.message)
+        interval = parse_duration(spec.interval)
+        if result.outcome == "Failed":
+            _sleep(wake, stopped, min(delay, interval))
+            delay = min(delay * 2, interval)
+        else:
+            delay = memo.settings.retry_seconds
+            _sleep(wake, stopped, interval)
+
+
+def _write_source_status(memo: Context, namespace: str, name: str, status: GitSourceStatus) -> None:
+    try:
+        memo.kube.patch_status("gitsources", namespace, name, _dump(status))
+    except kube.KubeError as error:
+        log.warning("GitSource %s/%s: %s", namespace, name, error)
+
+
+def _sleep(wake: threading.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+    waited = 0.0
+    while waited < seconds and not stopped and not wake.is_set():
+        wake.wait(min(WAKE_POLL_SECONDS, seconds - waited))
+        waited += WAKE_POLL_SECONDS
+    wake.clear()
+
+
+# ----------------------------------------------------------------------------- Nodes
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_labels(*, event: kopf.RawEvent, memo: Context, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        return
+    node = event["object"]
+    name = node["metadata"]["name"]
+    labels = dict(node["metadata"].get("labels") or {})
+    if memo.node_labels.get(name) == labels:
+        return
+    try:
+        if memo.api.set_node_labels(name, labels):
+            memo.node_labels[name] = labels
+    except FleetApiError as error:
+        log.warning("node %s: labels not synced: %s", name, error)

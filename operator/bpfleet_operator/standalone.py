@@ -1,0 +1,167 @@
+"""The GitOps pipeline without Kubernetes: Git -> validate all -> the fleet API.
+
+For bare-metal fleets (and ``make up``): a ``GitSource`` document read from a file
+says what to follow; each pass applies programs and policies straight to the fleet
+API, and the source's status is kept in a JSON file next to its clone. Push
+notifications wake it the same way as in a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bpfleet_core import bundles
+from bpfleet_core.resources import (
+    BpfProgramSpec,
+    GitSource,
+    GitSourceStatus,
+    InventoryEntry,
+    parse_duration,
+)
+from bpfleet_operator import fleetapi, git, gitsource, webhooks
+from bpfleet_operator.fleetapi import FleetApi, FleetApiError
+from bpfleet_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+class ApiTarget:
+    """Applies documents to the fleet API; a no-op when the API already holds them."""
+
+    def __init__(self, api: FleetApi) -> None:
+        self.api = api
+
+    def apply(self, document: gitsource.Document, revision: str, source: str) -> bool:
+        try:
+            if isinstance(document, bundles.ProgramDocument):
+                before = self.api.get_program(document.name)
+                after = self.api.put_program(document.name, document.spec)
+            else:
+                meta = document.policy.metadata
+                before = self.api.get_policy(meta.namespace, meta.name)
+                body = document.policy.model_dump(mode="json", by_alias=True, exclude_none=True)
+                after = self.api.put_policy(body)
+        except FleetApiError as error:
+            raise gitsource.TargetError(_describe(error), permanent=error.permanent) from None
+        return before is None or before["generation"] != after["generation"]
+
+    def delete(self, entry: InventoryEntry, source: str) -> None:
+        try:
+            if entry.kind == "BpfProgram":
+                self.api.delete_program(entry.name)
+            else:
+                self.api.delete_policy(entry.namespace or "default", entry.name)
+        except FleetApiError as error:
+            raise gitsource.TargetError(_describe(error), permanent=error.permanent) from None
+
+
+def _describe(error: FleetApiError) -> str:
+    return error.message + (f" ({'; '.join(error.problems)})" if error.problems else "")
+
+
+def program_check(api: FleetApi) -> bundles.ProgramCheck:
+    """Ask the fleet whether each program's artifact exists, is signed and fits."""
+
+    def check(_: str, spec: BpfProgramSpec) -> list[str]:
+        try:
+            return api.validate_program(spec)
+        except FleetApiError as error:
+            if error.permanent:
+                return [error.message]
+            raise gitsource.TargetError(error.message) from None
+
+    return check
+
+
+class StandaloneSource:
+    """One GitSource followed without a cluster."""
+
+    def __init__(self, source: GitSource, settings: OperatorSettings, api: FleetApi) -> None:
+        self.source = source
+        self.api = api
+        name = source.metadata.name
+        self.directory = settings.state_dir / f"gitsource-{name}"
+        self.status_file = settings.state_dir / f"gitsource-{name}.status.json"
+        self.checkout = git.Checkout(source.spec.url, self.directory / "repository")
+        self.retry_seconds = settings.retry_seconds
+        self.wake = threading.Event()
+
+    @property
+    def key(self) -> str:
+        return f"{self.source.metadata.namespace or 'default'}/{self.source.metadata.name}"
+
+    def status(self) -> GitSourceStatus:
+        if not self.status_file.exists():
+            return GitSourceStatus()
+        return GitSourceStatus.model_validate_json(self.status_file.read_text())
+
+    def reconcile_once(self) -> gitsource.Result:
+        try:
+            result = gitsource.reconcile(
+                self.source.spec,
+                self.status(),
+                self.checkout,
+                ApiTarget(self.api),
+                source=self.key,
+                now=datetime.now(UTC),
+                check_program=program_check(self.api),
+            )
+        except gitsource.TargetError as error:  # the fleet API was unreachable mid-check
+            result = gitsource.Result(self.status(), "Failed", str(error))
+        _write_atomically(self.status_file, result.status.model_dump_json(by_alias=True, indent=2))
+        return result
+
+    def run(self, stop: threading.Event) -> None:
+        """Pass after pass until ``stop``: every interval, at once when woken, sooner
+        (with backoff) after a failure."""
+        interval = parse_duration(self.source.spec.interval)
+        delay = self.retry_seconds
+        while not stop.is_set():
+            result = self.reconcile_once()
+            log.info("gitsource %s: %s", self.key, result.message)
+            if result.outcome == "Failed":
+                wait, delay = min(delay, interval), min(delay * 2, interval)
+            else:
+                wait, delay = interval, self.retry_seconds
+            self.wake.wait(wait)
+            self.wake.clear()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(text)
+    scratch.replace(path)
+
+
+def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) -> None:
+    """Run one standalone source, with its push receiver, until ``stop`` is set."""
+    api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+    runner = StandaloneSource(source, settings, api)
+    receiver = None
+    if settings.webhook_port and settings.webhook_secret is not None:
+        secret = settings.webhook_secret.get_secret_value().encode()
+        namespace = source.metadata.namespace or "default"
+
+        def secret_for(ns: str, name: str) -> bytes | None:
+            return secret if (ns, name) == (namespace, source.metadata.name) else None
+
+        receiver = webhooks.Receiver(
+            settings.webhook_host, settings.webhook_port, secret_for, lambda *_: runner.wake.set()
+        ).start()
+        log.info(
+            "push notifications: POST :%d%s%s", receiver.port, webhooks.PATH_PREFIX, runner.key
+        )
+    worker = threading.Thread(target=runner.run, args=(stop,), name="gitsource", daemon=True)
+    worker.start()
+    try:
+        stop.wait()
+    finally:
+        runner.wake.set()
+        worker.join(timeout=30)
+        if receiver is not None:
+            receiver.stop()
+        api.close()
