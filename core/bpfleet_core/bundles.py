@@ -38,7 +38,7 @@ class ProgramDocument:
     name: str
     spec: BpfProgramSpec
     labels: Mapping[str, str]
-    origin: str  # "file:line"
+    origin: str  # "file:line" of metadata.name
 
     @property
     def entry(self) -> InventoryEntry:
@@ -129,8 +129,7 @@ def _load_document(
             validated = validating.validate_source(source)
         except validating.PolicyValidationError as error:
             return error.problems
-        origin = f"{source.file}:{source.line}"
-        return PolicyDocument(validated.policy, origin), validated.warnings
+        return PolicyDocument(validated.policy, _origin(source)), validated.warnings
     if kind == "BpfProgram" and api_version == GROUP_VERSION:
         return _load_program(source, content, check_program)
     supported = (
@@ -173,8 +172,13 @@ def _load_program(
         program.metadata.name,
         program.spec,
         dict(program.metadata.labels),
-        f"{source.file}:{source.line}",
+        _origin(source),
     )
+
+
+def _origin(source: SourceDocument) -> str:
+    """Where the document names itself: what a person looks for first."""
+    return f"{source.file}:{source.line_of(('metadata', 'name'))}"
 
 
 def _spec_problem(text: str) -> Problem:

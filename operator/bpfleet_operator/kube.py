@@ -137,12 +137,12 @@ def custom_object(document: gitsource.Document, revision: str, source: str) -> d
     if isinstance(document, bundles.ProgramDocument):
         kind, namespace = "BpfProgram", None
         name, labels = document.name, dict(document.labels)
-        spec = document.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        spec = document.spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
     else:
         policy = document.policy
         kind, namespace, name = "NetworkPolicy", policy.metadata.namespace, policy.metadata.name
         labels = dict(policy.metadata.labels or {})
-        spec = policy.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        spec = policy.spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
     metadata: dict[str, Any] = {
         "name": name,
         "labels": {**labels, SOURCE_LABEL: source.replace("/", ".")},

@@ -4,12 +4,8 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +14,15 @@ import httpx
 import pytest
 import yaml
 
-from bpfleet_cli.localfleet import Bridge, FleetNode, free_port, local_fleet, stop_process
+from bpfleet_cli.localfleet import Bridge, FleetNode, free_port, local_fleet
 from tests import services
 from tests.conftest import SignedCatalog
 from tests.e2e.conftest import uploaded
 from tests.e2e.test_rollouts import registered, wait_for
 from tests.gitrepos import GitRepo
 from tests.operator.kubernetes import emulated_cluster
+from tests.operator.processes import BPFLEET, operator, operator_environment, running
 
-BPFLEET = str(Path(sys.executable).parent / "bpfleet")
 SECRET = "push-secret"
 
 EXECS = """\
@@ -100,27 +96,6 @@ def fleet(
         yield nodes
 
 
-def operator_environment(api: services.Api, state: Path, webhook_port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "BPFLEET_OPERATOR_API_URL": api.url,
-        "BPFLEET_OPERATOR_API_TOKEN": api.admin_token,
-        "BPFLEET_OPERATOR_STATE_DIR": str(state),
-        "BPFLEET_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
-        "BPFLEET_OPERATOR_WEBHOOK_PORT": str(webhook_port),
-    }
-
-
-@contextlib.contextmanager
-def running(command: list[str], environment: dict[str, str], log: Path) -> Iterator[None]:
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
-    try:
-        yield
-    finally:
-        stop_process(process)
-
-
 def push(port: int, namespace: str, name: str) -> None:
     """What a Git host sends on push, signed with the shared secret."""
     body = b'{"ref": "refs/heads/main"}'
@@ -164,14 +139,7 @@ def test_operator_applies_keeps_the_last_good_revision_and_prunes(
     webhook_port = free_port()
     with (
         emulated_cluster() as cluster,
-        running(
-            [BPFLEET, "operator", "run"],
-            {
-                **operator_environment(api, tmp_path / "operator", webhook_port),
-                "BPFLEET_OPERATOR_KUBE_URL": cluster.url,
-            },
-            tmp_path / "operator.log",
-        ),
+        operator(api, cluster.url, tmp_path, webhook_port),
     ):
         token = base64.b64encode(SECRET.encode()).decode()
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "push"}}

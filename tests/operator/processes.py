@@ -1,0 +1,48 @@
+"""The operator as it runs for real: ``bpfleet operator run`` in its own process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from bpfleet_cli.localfleet import stop_process
+from tests import services
+
+BPFLEET = str(Path(sys.executable).parent / "bpfleet")
+
+
+def operator_environment(api: services.Api, state: Path, webhook_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BPFLEET_OPERATOR_API_URL": api.url,
+        "BPFLEET_OPERATOR_API_TOKEN": api.admin_token,
+        "BPFLEET_OPERATOR_STATE_DIR": str(state),
+        "BPFLEET_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
+        "BPFLEET_OPERATOR_WEBHOOK_PORT": str(webhook_port),
+    }
+
+
+@contextlib.contextmanager
+def running(command: list[str], environment: dict[str, str], log: Path) -> Iterator[None]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
+    try:
+        yield
+    finally:
+        stop_process(process)
+
+
+@contextlib.contextmanager
+def operator(api: services.Api, kube_url: str, work: Path, webhook_port: int = 0) -> Iterator[Path]:
+    """Run the kopf operator against ``kube_url``; yields its log file."""
+    log = work / "operator.log"
+    environment = {
+        **operator_environment(api, work / "operator", webhook_port),
+        "BPFLEET_OPERATOR_KUBE_URL": kube_url,
+    }
+    with running([BPFLEET, "operator", "run"], environment, log):
+        yield log

@@ -1,0 +1,190 @@
+"""The kopf handlers, running for real against the Kubernetes emulator and a real API:
+hand-over, summary status, explicit errors, finalizers, node labels."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bpfleet_core.features import FeatureReport
+from bpfleet_core.protocol import ProgramState
+from tests import services
+from tests.api.conftest import recorded_features, upload
+from tests.api.test_fleet_flow import ProtocolClient
+from tests.conftest import SignedCatalog
+from tests.operator.kubernetes import Cluster
+from tests.operator.processes import operator
+
+pytestmark = pytest.mark.services
+__all__ = ["recorded_features"]  # a fixture, shared with the API tests
+
+
+@pytest.fixture(scope="module")
+def api(
+    redis: services.Redis,
+    signed_catalog: SignedCatalog,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[services.Api]:
+    logs = tmp_path_factory.mktemp("logs")
+    with services.api_server(
+        f"sqlite:///{logs}/bpfleet.db",
+        redis.url,
+        signed_catalog.trust,
+        logs,
+        rollout_tick_seconds="0.2",
+    ) as server:
+        server.start_worker()
+        upload(server, signed_catalog, "execsnoop")
+        yield server
+
+
+@pytest.fixture
+def running_operator(api: services.Api, cluster: Cluster, tmp_path: Path) -> Iterator[Path]:
+    with operator(api, cluster.url, tmp_path) as log:
+        yield log
+
+
+def wait_for(check: Any, timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def program(name: str, group: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "BpfProgram",
+        "metadata": {"name": name},
+        "spec": {
+            "artifact": {"name": "execsnoop", "version": "1.0.0"},
+            "attach": [{"entryPoint": "handle_exec", "type": "tracepoint"}],
+            "nodeSelector": {"matchLabels": {"group": group}},
+            **spec,
+        },
+    }
+
+
+def ready_condition(cluster: Cluster, name: str, status: str, reason: str) -> Any:
+    def check() -> dict[str, Any] | None:
+        found = cluster.get("bpfprograms", name) or {}
+        for item in found.get("status", {}).get("conditions", []):
+            if item["type"] == "Ready" and (item["status"], item["reason"]) == (status, reason):
+                return found
+        return None
+
+    return check
+
+
+def events_for(cluster: Cluster, name: str) -> list[str]:
+    return [
+        event["reason"]
+        for event in cluster.items("events")
+        if event.get("involvedObject", {}).get("name") == name
+    ]
+
+
+def test_a_program_is_handed_to_the_fleet_and_its_status_follows(
+    api: services.Api,
+    cluster: Cluster,
+    running_operator: Path,
+    recorded_features: FeatureReport,
+) -> None:
+    group = uuid.uuid4().hex[:6]
+    node = ProtocolClient(api, f"kube-{group}", {"group": group}, recorded_features)
+    cluster.create("bpfprograms", program(f"execs-{group}", group))
+    wait_for(lambda: node.poll(wait=1), 30, "the assignment to reach the node")
+    found = cluster.get("bpfprograms", f"execs-{group}")
+    assert found is not None
+    assert found["metadata"]["finalizers"] == ["bpfleet.io/finalizer"]
+
+    node.report({f"execs-{group}": ProgramState.ATTACHED})
+    done = wait_for(ready_condition(cluster, f"execs-{group}", "True", "Attached"), 30, "Ready")
+    status = done["status"]
+    assert status["ready"] == "1/1"
+    assert status["counts"] == {
+        "desired": 1,
+        "attached": 1,
+        "failed": 0,
+        "incompatible": 0,
+        "pending": 0,
+    }
+    assert status["observedGeneration"] == done["metadata"]["generation"] == 1
+    # Summary only: nothing per node in the object.
+    assert node.name not in str(status)
+    wait_for(lambda: "Attached" in events_for(cluster, f"execs-{group}"), 10, "an Event")
+
+    # A change of spec: a new generation goes to the fleet, Ready follows it.
+    cluster.patch("bpfprograms", f"execs-{group}", {"spec": {"config": {"target_uid": 0}}})
+    wait_for(lambda: node.poll(wait=1), 30, "the new assignment")
+    node.report({f"execs-{group}": ProgramState.ATTACHED})
+
+    def observed_two() -> bool:
+        found = cluster.get("bpfprograms", f"execs-{group}") or {}
+        status = found.get("status", {})
+        return status.get("observedGeneration") == 2 and status.get("apiGeneration") == 2
+
+    wait_for(observed_two, 30, "generation 2 to be observed")
+
+    # Deleting waits for the node to report the program gone (the finalizer).
+    cluster.delete("bpfprograms", f"execs-{group}")
+    wait_for(lambda: node.poll(wait=1), 30, "the removal to reach the node")
+    time.sleep(2)
+    assert cluster.get("bpfprograms", f"execs-{group}") is not None  # still attached
+    node.report({f"execs-{group}": ProgramState.DETACHED})
+    wait_for(lambda: cluster.get("bpfprograms", f"execs-{group}") is None, 30, "the deletion")
+    with api.client() as client:
+        assert client.get(f"/v1/programs/execs-{group}").status_code == 404
+
+
+def test_what_the_fleet_refuses_stalls_with_a_reason(
+    cluster: Cluster, running_operator: Path
+) -> None:
+    missing = program("missing-artifact", "none")
+    missing["spec"]["artifact"] = {"name": "execsnoop", "version": "9.9.9"}
+    cluster.create("bpfprograms", missing)
+    found = wait_for(
+        ready_condition(cluster, "missing-artifact", "False", "Rejected"), 30, "Stalled"
+    )
+    stalled = {c["type"]: c for c in found["status"]["conditions"]}["Stalled"]
+    assert "execsnoop" in stalled["message"]
+    assert "9.9.9" in stalled["message"]
+
+    invalid = program("invalid-spec", "none")
+    invalid["spec"]["attach"] = [{"entryPoint": "handle_exec", "type": "tc"}]
+    cluster.create("bpfprograms", invalid)
+    found = wait_for(
+        ready_condition(cluster, "invalid-spec", "False", "InvalidSpec"), 30, "Stalled"
+    )
+    ready = {c["type"]: c for c in found["status"]["conditions"]}["Ready"]
+    assert "needs at least one interface" in ready["message"]
+
+
+def test_node_labels_follow_kubernetes(
+    api: services.Api,
+    cluster: Cluster,
+    running_operator: Path,
+    recorded_features: FeatureReport,
+) -> None:
+    name = f"labelled-{uuid.uuid4().hex[:6]}"
+    ProtocolClient(api, name, {"from": "agent"}, recorded_features)
+    cluster.create(
+        "nodes",
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"zone": "a"}}},
+    )
+
+    def labels() -> dict[str, str] | None:
+        with api.client() as client:
+            found = dict(client.get(f"/v1/nodes/{name}").json()["labels"])
+        return found if found == {"zone": "a"} else None
+
+    wait_for(labels, 30, "the node's labels to be synced")

@@ -1,0 +1,228 @@
+"""One GitSource pass at a time, against a real Git repository and the Kubernetes
+emulator: apply, prune, drift, the last good revision, signatures, suspension."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bpfleet_core.resources import GitSourceSpec, GitSourceStatus
+from bpfleet_operator import git, gitsource, kube
+from tests.gitrepos import GitRepo
+from tests.operator.kubernetes import Cluster
+
+PROGRAM = """\
+apiVersion: bpfleet.io/v1alpha1
+kind: BpfProgram
+metadata:
+  name: {name}
+spec:
+  artifact: {{name: execsnoop, version: "1.0.0"}}
+  attach:
+    - {{entryPoint: handle_exec, type: tracepoint}}
+"""
+POLICY = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{ports: [{port: 80}]}]
+"""
+
+
+class Source:
+    """A GitSource's state between passes, as the daemon keeps it."""
+
+    def __init__(self, repo: GitRepo, cluster: Cluster, tmp_path: Path, **spec: object) -> None:
+        self.spec = GitSourceSpec.model_validate({"url": str(repo.path), **spec})
+        self.status = GitSourceStatus()
+        self.checkout = git.Checkout(self.spec.url, tmp_path / "clone")
+        self.target = kube.KubeTarget(kube.Kube(kube.connect(cluster.url)))
+
+    def reconcile(self) -> gitsource.Result:
+        result = gitsource.reconcile(
+            self.spec,
+            self.status,
+            self.checkout,
+            self.target,
+            source="default/fleet",
+            now=datetime.now(UTC),
+            generation=1,
+        )
+        self.status = result.status
+        return result
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitRepo:
+    return GitRepo(tmp_path / "repo")
+
+
+def test_applies_prunes_and_records_inventory_and_history(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    first = repo.commit(
+        "two programs and a policy",
+        {
+            "a.yaml": PROGRAM.format(name="alpha"),
+            "b.yaml": PROGRAM.format(name="beta"),
+            "web.yaml": POLICY,
+        },
+    )
+    source = Source(repo, cluster, tmp_path)
+    result = source.reconcile()
+    assert (result.outcome, result.changed) == ("Applied", 3)
+    alpha = cluster.get("bpfprograms", "alpha")
+    assert alpha is not None
+    assert alpha["metadata"]["labels"] == {"bpfleet.io/gitsource": "default.fleet"}
+    assert alpha["metadata"]["annotations"] == {"bpfleet.io/revision": f"main@sha1:{first}"}
+    # A plain networking.k8s.io policy becomes a bpfleet one, enforced everywhere.
+    policy = cluster.get("networkpolicies", "web", "shop")
+    assert policy is not None
+    assert policy["apiVersion"] == "bpfleet.io/v1alpha1"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "web"}}
+    assert [e.key for e in source.status.inventory] == [
+        "BpfProgram/alpha",
+        "BpfProgram/beta",
+        "NetworkPolicy/shop/web",
+    ]
+    ready = source.status.conditions[0]
+    assert (ready.type, ready.status, ready.reason) == ("Ready", "True", "Succeeded")
+
+    # Nothing changed: nothing written, no new history entry.
+    assert source.reconcile().changed == 0
+    assert len(source.status.history) == 1
+
+    second = repo.commit("drop beta", remove=("b.yaml",))
+    result = source.reconcile()
+    assert (result.outcome, result.pruned) == ("Applied", 1)
+    assert cluster.get("bpfprograms", "beta") is None
+    assert cluster.get("bpfprograms", "alpha") is not None
+    assert source.status.last_applied_revision == f"main@sha1:{second}"
+    assert [h.revision for h in source.status.history] == [
+        f"main@sha1:{second}",
+        f"main@sha1:{first}",
+    ]
+
+
+def test_prune_off_leaves_removed_objects(repo: GitRepo, cluster: Cluster, tmp_path: Path) -> None:
+    repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    source = Source(repo, cluster, tmp_path, prune=False)
+    source.reconcile()
+    repo.commit("gone", remove=("a.yaml",))
+    assert source.reconcile().pruned == 0
+    assert cluster.get("bpfprograms", "alpha") is not None
+
+
+def test_hand_made_drift_is_put_back(repo: GitRepo, cluster: Cluster, tmp_path: Path) -> None:
+    repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    source = Source(repo, cluster, tmp_path)
+    source.reconcile()
+    cluster.patch("bpfprograms", "alpha", {"spec": {"config": {"target_uid": 0}}})
+    assert source.reconcile().changed == 1
+    alpha = cluster.get("bpfprograms", "alpha")
+    assert alpha is not None
+    assert "config" not in alpha["spec"]
+
+
+def test_an_invalid_revision_applies_nothing_and_the_last_good_one_holds(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    good = repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    source = Source(repo, cluster, tmp_path)
+    source.reconcile()
+    bad = repo.commit(
+        "beta, and a typo",
+        {
+            "b.yaml": PROGRAM.format(name="beta"),
+            "c.yaml": PROGRAM.format(name="gamma").replace("type: tracepoint", "type: tracepiont"),
+        },
+    )
+    cluster.patch("bpfprograms", "alpha", {"spec": {"config": {"target_uid": 0}}})
+    result = source.reconcile()
+    assert result.outcome == "Rejected"
+    assert cluster.get("bpfprograms", "beta") is None
+    status = source.status
+    assert status.last_applied_revision == f"main@sha1:{good}"
+    assert status.last_attempted_revision == f"main@sha1:{bad}"
+    (error,) = status.errors
+    assert (error.file, error.line, error.field) == ("c.yaml", 8, "spec.attach[0].type")
+    conditions = {c.type: c for c in status.conditions}
+    assert (conditions["Ready"].status, conditions["Ready"].reason) == ("False", "ValidationFailed")
+    assert conditions["Stalled"].status == "True"
+    # The last good revision still holds, hand-made drift included.
+    alpha = cluster.get("bpfprograms", "alpha")
+    assert alpha is not None
+    assert "config" not in alpha["spec"]
+
+
+def test_suspended_sources_do_nothing(repo: GitRepo, cluster: Cluster, tmp_path: Path) -> None:
+    repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    source = Source(repo, cluster, tmp_path, suspend=True)
+    assert source.reconcile().outcome == "Suspended"
+    assert cluster.get("bpfprograms", "alpha") is None
+    assert source.status.last_fetched_revision == ""
+
+
+def test_fetch_failures_are_reported(cluster: Cluster, tmp_path: Path) -> None:
+    source = Source(GitRepo(tmp_path / "empty"), cluster, tmp_path)
+    result = source.reconcile()  # no commit on main yet
+    assert result.outcome == "Failed"
+    assert source.status.conditions[0].reason == "FetchFailed"
+
+
+def test_objects_of_another_source_are_not_taken_over(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.create(
+        "bpfprograms",
+        {
+            "apiVersion": "bpfleet.io/v1alpha1",
+            "kind": "BpfProgram",
+            "metadata": {"name": "alpha", "labels": {"bpfleet.io/gitsource": "other.source"}},
+            "spec": {"artifact": {"name": "x", "version": "1"}, "attach": []},
+        },
+    )
+    repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    source = Source(repo, cluster, tmp_path)
+    result = source.reconcile()
+    assert result.outcome == "Failed"
+    assert "belongs to GitSource other.source" in result.message
+    assert {c.type for c in source.status.conditions} == {"Ready", "Stalled"}
+
+
+def _ssh_key(path: Path) -> str:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ci", "-f", str(path)], check=True
+    )
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def test_only_commits_signed_by_a_trusted_key_apply(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    trusted = _ssh_key(tmp_path / "trusted")
+    _ssh_key(tmp_path / "stranger")
+    source = Source(repo, cluster, tmp_path, trusted_signing_keys=[trusted])
+
+    repo.commit("unsigned", {"a.yaml": PROGRAM.format(name="alpha")})
+    assert source.reconcile().outcome == "Rejected"
+    assert source.status.conditions[0].reason == "UntrustedRevision"
+    assert cluster.get("bpfprograms", "alpha") is None
+
+    def signed_commit(key: Path, name: str) -> None:
+        (repo.path / f"{name}.yaml").write_text(PROGRAM.format(name=name))
+        repo.git("add", f"{name}.yaml")
+        repo.git(
+            "-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "commit", "-q", "-S", "-m", name
+        )
+
+    signed_commit(tmp_path / "stranger", "beta")
+    assert source.reconcile().outcome == "Rejected"
+    signed_commit(tmp_path / "trusted", "gamma")
+    assert source.reconcile().outcome == "Applied"
+    assert cluster.get("bpfprograms", "gamma") is not None
