@@ -68,7 +68,8 @@ def validate(
             raise _fail(f"no such file or directory: {path}")
         found = sorted(path.rglob("*")) if path.is_dir() else [path]
         for item in found:
-            if item.is_file() and item.suffix in bundles.MANIFEST_SUFFIXES:
+            hidden = any(part.startswith(".") for part in item.relative_to(path).parts)
+            if item.is_file() and item.suffix in bundles.MANIFEST_SUFFIXES and not hidden:
                 files[str(item)] = item.read_text(encoding="utf-8")
     if not files:
         raise _fail("no *.yaml or *.yml manifests found")
