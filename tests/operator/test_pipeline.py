@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bpfleet_core.resources import GitSourceSpec, GitSourceStatus
+from bpfleet_core.resources import GitRef, GitSourceSpec, GitSourceStatus
 from bpfleet_operator import git, gitsource, kube
-from tests.gitrepos import GitRepo
+from tests.gitrepos import GitRepo, SmartHttpServer
 from tests.operator.kubernetes import Cluster
 
 PROGRAM = """\
@@ -226,3 +226,17 @@ def test_only_commits_signed_by_a_trusted_key_apply(
     signed_commit(tmp_path / "trusted", "gamma")
     assert source.reconcile().outcome == "Applied"
     assert cluster.get("bpfprograms", "gamma") is not None
+
+
+def test_https_credentials_reach_the_remote(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    commit = repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    with SmartHttpServer(repo.path.parent, "ci", "t0ken") as server:
+        url = server.url(repo.path.name)
+        refused = git.Checkout(url, tmp_path / "anonymous")
+        with pytest.raises(git.GitError):
+            refused.fetch(GitRef(branch="main"))
+        allowed = git.Checkout(url, tmp_path / "clone", git.Credentials("ci", "t0ken"))
+        assert allowed.fetch(GitRef(branch="main")).commit == commit
+        assert list(allowed.files(commit)) == ["a.yaml"]
