@@ -218,6 +218,11 @@ def _resolve(node: Schema, definitions: Mapping[str, Schema]) -> Schema:
     return node
 
 
+def _plain(description: str) -> str:
+    """Without the reStructuredText quoting of docstrings: kubectl explain shows it raw."""
+    return description.replace("``", "")
+
+
 def _union(node: Schema, branches: list[Schema], definitions: Mapping[str, Schema]) -> Schema:
     types = []
     for branch in branches:
@@ -226,6 +231,8 @@ def _union(node: Schema, branches: list[Schema], definitions: Mapping[str, Schem
             raise SchemaError(f"only unions of plain scalars are supported, not {branches}")
         types.append(resolved["type"])
     own = {key: value for key, value in node.items() if key not in {"anyOf", "default", *_DROPPED}}
+    if "description" in own:
+        own["description"] = _plain(own["description"])
     if sorted(types) == ["integer", "string"]:
         # The one typed union structural schemas allow.
         return {
@@ -264,7 +271,7 @@ def _structural(node: Schema, definitions: Mapping[str, Schema], *, defaults: bo
         if key in _DROPPED:
             continue
         if key == "description":
-            result[key] = value.replace("``", "")  # reStructuredText quoting from docstrings
+            result[key] = _plain(value)
         elif key == "const":
             result["enum"] = [value]
         elif key == "default":
