@@ -265,6 +265,29 @@ def source_changed(*, name: str, namespace: str | None, memo: Context, **_: Any)
     memo.wake(namespace or "default", name)
 
 
+@kopf.on.delete(*SOURCES)
+def source_deleted(
+    *,
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    memo: Context,
+    **_: Any,
+) -> None:
+    """Like Flux: a deleted source with prune on takes what it applied with it."""
+    key = f"{namespace or 'default'}/{name}"
+    memo.sources.pop((namespace or "default", name), None)
+    if not spec.get("prune", True):
+        return
+    target = kube.KubeTarget(memo.kube)
+    for entry in _known(GitSourceStatus, status).inventory:
+        try:
+            target.delete(entry, key)
+        except gitsource.TargetError as error:
+            raise kopf.TemporaryError(f"pruning {entry.key}: {error}", delay=5) from None
+
+
 @kopf.daemon(*SOURCES, cancellation_timeout=10.0)
 def source_daemon(
     *,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import ProgramState
@@ -17,6 +18,7 @@ from tests import services
 from tests.api.conftest import recorded_features, upload
 from tests.api.test_fleet_flow import ProtocolClient
 from tests.conftest import SignedCatalog
+from tests.gitrepos import GitRepo
 from tests.operator.kubernetes import Cluster
 from tests.operator.processes import operator
 
@@ -188,3 +190,23 @@ def test_node_labels_follow_kubernetes(
         return found if found == {"zone": "a"} else None
 
     wait_for(labels, 30, "the node's labels to be synced")
+
+
+def test_deleting_a_source_with_prune_takes_its_objects_along(
+    cluster: Cluster, running_operator: Path, tmp_path: Path
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("one program", {"p.yaml": yaml.safe_dump(program("from-git", "nobody"))})
+    source = {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "GitSource",
+        "metadata": {"name": "team", "namespace": "default"},
+        "spec": {"url": str(repo.path), "interval": "1h"},
+    }
+    cluster.create("gitsources", source, namespace="default")
+    found = wait_for(lambda: cluster.get("bpfprograms", "from-git"), 30, "the applied program")
+    assert found["metadata"]["labels"]["bpfleet.io/gitsource"] == "default.team"
+    wait_for(ready_condition(cluster, "from-git", "True", "NoNodesSelected"), 30, "Ready")
+    cluster.delete("gitsources", "team", "default")
+    wait_for(lambda: cluster.get("bpfprograms", "from-git") is None, 30, "the pruned program")
+    wait_for(lambda: cluster.get("gitsources", "team", "default") is None, 30, "the source gone")
