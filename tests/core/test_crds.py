@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from bpfleet_core import crds
 from bpfleet_core.netpol.models import BpfleetNetworkPolicy
 from bpfleet_core.resources import BpfProgram, GitSource
+from tests.crdschemas import as_json_schema
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "charts" / "bpfleet" / "crds"
@@ -133,21 +134,6 @@ def test_unions_without_a_structural_form_are_refused() -> None:
 
 
 # ------------------------------------------------------------- sample manifests
-
-
-def as_json_schema(node: Any) -> Any:
-    """OpenAPI 3.0's ``nullable`` in JSON Schema (draft 4) terms, for the validator."""
-    if isinstance(node, list):
-        return [as_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {key: as_json_schema(value) for key, value in node.items()}
-    if converted.pop("nullable", False):
-        if "type" in converted:
-            converted["type"] = [converted["type"], "null"]
-        elif "anyOf" in converted:
-            converted["anyOf"] = [*converted["anyOf"], {"type": "null"}]
-    return converted
 
 
 def crd_errors(document: dict[str, Any]) -> list[str]:

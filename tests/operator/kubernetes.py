@@ -22,6 +22,8 @@ import httpx
 import kmock
 from kmock._internal import rendering  # the request type the emulator's hook receives
 
+from tests.crdschemas import crd_errors
+
 GROUP_VERSION = "bpfleet.io/v1alpha1"
 CUSTOM_RESOURCES = {
     "bpfleet.io/v1alpha1/bpfprograms": dict(kind="BpfProgram", namespaced=False),
@@ -53,7 +55,24 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     current.get("spec"), data["spec"]
                 ):
                     meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
+            if request.resource.group == "bpfleet.io":
+                self._validate(request, data)
         return await super()._handle(request)
+
+    def _validate(self, request: rendering.Request, data: dict[str, Any]) -> None:
+        """Refuse what the CRD's schema refuses, as the API server does (422)."""
+        if request.action == kmock.action.CREATE:
+            document = data
+        elif request.action == kmock.action.UPDATE:
+            current = self._current(request)
+            if current is None:
+                return  # the emulator answers 404 itself
+            document = _merged(current, data)
+        else:
+            return
+        errors = crd_errors(document)
+        if errors:
+            raise kmock.KubernetesError(status=422, reason="Invalid", message="; ".join(errors[:5]))
 
     def _current(self, request: rendering.Request) -> dict[str, Any] | None:
         key = (request.resource, request.namespace, request.name)

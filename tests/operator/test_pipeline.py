@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bpfleet_core.resources import GitRef, GitSourceSpec, GitSourceStatus
 from bpfleet_operator import git, gitsource, kube
@@ -184,7 +185,7 @@ def test_objects_of_another_source_are_not_taken_over(
             "apiVersion": "bpfleet.io/v1alpha1",
             "kind": "BpfProgram",
             "metadata": {"name": "alpha", "labels": {"bpfleet.io/gitsource": "other.source"}},
-            "spec": {"artifact": {"name": "x", "version": "1"}, "attach": []},
+            "spec": yaml.safe_load(PROGRAM.format(name="alpha"))["spec"],
         },
     )
     repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
