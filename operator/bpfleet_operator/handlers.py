@@ -42,6 +42,7 @@ PROGRAMS = (API_GROUP, API_VERSION, "bpfprograms")
 POLICIES = (API_GROUP, API_VERSION, "networkpolicies")
 SOURCES = (API_GROUP, API_VERSION, "gitsources")
 WAKE_POLL_SECONDS = 0.5
+MAX_RETRY_DELAY = 60.0
 
 
 def _now() -> datetime:
@@ -57,15 +58,25 @@ def _revision(meta: kopf.Meta) -> str:
     return str(meta.get("annotations", {}).get(kube.REVISION_ANNOTATION, ""))
 
 
+def retry_later(message: str, retry: int = 0) -> kopf.TemporaryError:
+    """Exponential backoff: 1 s, 2 s, 4 s ... up to a minute between attempts."""
+    return kopf.TemporaryError(message, delay=min(2.0**retry, MAX_RETRY_DELAY))
+
+
+def _set_conditions(patch: kopf.Patch, conditions: tuple[Any, ...]) -> None:
+    patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in conditions]
+
+
 def _fleet_failure(
-    error: FleetApiError, patch: kopf.Patch, previous: Any, meta: kopf.Meta
+    error: FleetApiError, patch: kopf.Patch, previous: Any, meta: kopf.Meta, retry: int
 ) -> Exception:
-    """Sort an API failure: Stalled + PermanentError, or a retry with a delay."""
+    """Sort an API failure: Stalled + PermanentError, or a retry with backoff."""
     if not error.permanent:
-        return kopf.TemporaryError(error.message, delay=5)
+        return retry_later(error.message, retry)
     message = error.message + (f": {'; '.join(error.problems)}" if error.problems else "")
-    found = statuses.stalled(previous, _now(), _generation(meta), "Rejected", message)
-    patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+    _set_conditions(
+        patch, statuses.stalled(previous, _now(), _generation(meta), "Rejected", message)
+    )
     patch.status["observedGeneration"] = _generation(meta)
     return kopf.PermanentError(message)
 
@@ -93,6 +104,7 @@ def program_submitted(
     meta: kopf.Meta,
     status: kopf.Status,
     patch: kopf.Patch,
+    retry: int,
     memo: Context,
     **_: Any,
 ) -> None:
@@ -101,16 +113,16 @@ def program_submitted(
         parsed = BpfProgramSpec.model_validate(dict(spec))
     except ValidationError as error:
         found = statuses.stalled(previous, _now(), _generation(meta), "InvalidSpec", str(error))
-        patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+        _set_conditions(patch, found)
         raise kopf.PermanentError(f"invalid spec: {error}") from None
     try:
         view = memo.api.put_program(name, parsed)
     except FleetApiError as error:
-        raise _fleet_failure(error, patch, previous, meta) from None
+        raise _fleet_failure(error, patch, previous, meta, retry) from None
     found = statuses.reconciling(
         previous, _now(), _generation(meta), f"generation {view['generation']} handed to the fleet"
     )
-    patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+    _set_conditions(patch, found)
     patch.status["observedGeneration"] = _generation(meta)
     patch.status["revision"] = _revision(meta)
 
@@ -131,7 +143,8 @@ def program_status(
     try:
         view = memo.api.get_program(name)
     except FleetApiError as error:
-        raise kopf.TemporaryError(error.message, delay=5) from None
+        log.warning("%s: status not refreshed: %s", name, error.message)
+        return  # the next tick tries again
     if view is None:
         return  # not handed over yet (or rejected): the create/update handler owns that
     previous = _known(BpfProgramStatus, status)
@@ -140,12 +153,12 @@ def program_status(
 
 
 @kopf.on.delete(*PROGRAMS)
-def program_deleted(*, name: str, memo: Context, **_: Any) -> None:
+def program_deleted(*, name: str, retry: int, memo: Context, **_: Any) -> None:
     try:
         memo.api.delete_program(name)
         remaining = memo.api.program_nodes(name)
     except FleetApiError as error:
-        raise kopf.TemporaryError(error.message, delay=5) from None
+        raise retry_later(error.message, retry) from None
     if remaining:
         nodes = ", ".join(row["node"] for row in remaining)
         raise kopf.TemporaryError(f"still attached on {nodes}", delay=1)
@@ -174,6 +187,7 @@ def policy_submitted(
     meta: kopf.Meta,
     status: kopf.Status,
     patch: kopf.Patch,
+    retry: int,
     memo: Context,
     **_: Any,
 ) -> None:
@@ -183,17 +197,17 @@ def policy_submitted(
         validated = validating.validate(document)
     except validating.PolicyValidationError as error:
         found = statuses.stalled(previous, _now(), _generation(meta), "InvalidSpec", str(error))
-        patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+        _set_conditions(patch, found)
         raise kopf.PermanentError(f"invalid policy: {error}") from None
     body = validated.policy.model_dump(mode="json", by_alias=True, exclude_none=True)
     try:
         view = memo.api.put_policy(body)
     except FleetApiError as error:
-        raise _fleet_failure(error, patch, previous, meta) from None
+        raise _fleet_failure(error, patch, previous, meta, retry) from None
     found = statuses.reconciling(
         previous, _now(), _generation(meta), f"generation {view['generation']} handed to the fleet"
     )
-    patch.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in found]
+    _set_conditions(patch, found)
     patch.status["observedGeneration"] = _generation(meta)
     patch.status["revision"] = _revision(meta)
 
@@ -215,7 +229,8 @@ def policy_status(
     try:
         view = memo.api.get_policy(namespace or "default", name)
     except FleetApiError as error:
-        raise kopf.TemporaryError(error.message, delay=5) from None
+        log.warning("%s: status not refreshed: %s", name, error.message)
+        return  # the next tick tries again
     if view is None:
         return
     previous = _known(NetworkPolicyStatus, status)
@@ -224,13 +239,15 @@ def policy_status(
 
 
 @kopf.on.delete(*POLICIES)
-def policy_deleted(*, name: str, namespace: str | None, memo: Context, **_: Any) -> None:
+def policy_deleted(
+    *, name: str, namespace: str | None, retry: int, memo: Context, **_: Any
+) -> None:
     namespace = namespace or "default"
     try:
         memo.api.delete_policy(namespace, name)
         remaining = memo.api.policy_nodes(namespace, name)
     except FleetApiError as error:
-        raise kopf.TemporaryError(error.message, delay=5) from None
+        raise retry_later(error.message, retry) from None
     if remaining:
         nodes = ", ".join(row["node"] for row in remaining)
         raise kopf.TemporaryError(f"still enforced on {nodes}", delay=1)
@@ -272,6 +289,7 @@ def source_deleted(
     namespace: str | None,
     spec: kopf.Spec,
     status: kopf.Status,
+    retry: int,
     memo: Context,
     **_: Any,
 ) -> None:
@@ -285,7 +303,7 @@ def source_deleted(
         try:
             target.delete(entry, key)
         except gitsource.TargetError as error:
-            raise kopf.TemporaryError(f"pruning {entry.key}: {error}", delay=5) from None
+            raise retry_later(f"pruning {entry.key}: {error}", retry) from None
 
 
 @kopf.daemon(*SOURCES, cancellation_timeout=10.0)

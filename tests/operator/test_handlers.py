@@ -3,6 +3,7 @@ hand-over, summary status, explicit errors, finalizers, node labels."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bpfleet_cli.localfleet import free_port
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import ProgramState
 from tests import services
@@ -210,3 +212,26 @@ def test_deleting_a_source_with_prune_takes_its_objects_along(
     cluster.delete("gitsources", "team", "default")
     wait_for(lambda: cluster.get("bpfprograms", "from-git") is None, 30, "the pruned program")
     wait_for(lambda: cluster.get("gitsources", "team", "default") is None, 30, "the source gone")
+
+
+def test_an_unreachable_fleet_is_retried_with_backoff_not_stalled(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    unreachable = services.Api(f"http://127.0.0.1:{free_port()}", "token", "", {})
+    with operator(unreachable, cluster.url, tmp_path):
+        cluster.create("bpfprograms", program("waiting", "none"))
+
+        def retried_twice() -> dict[str, Any] | None:
+            found = cluster.get("bpfprograms", "waiting") or {}
+            progress = (
+                found.get("metadata", {}).get("annotations", {}).get("bpfleet.io/program_submitted")
+            )
+            record = json.loads(progress) if progress else {}
+            return record if record.get("retries", 0) >= 2 else None
+
+        record = wait_for(retried_twice, 30, "two retries")
+        assert "fleet API unreachable" in record["message"]
+        assert record["failure"] is False  # temporary: kopf keeps trying
+        found = cluster.get("bpfprograms", "waiting") or {}
+        kinds = {c["type"] for c in found.get("status", {}).get("conditions", [])}
+        assert "Stalled" not in kinds
