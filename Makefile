@@ -54,7 +54,7 @@ chart: crds helm ## Lint the Helm chart (strict) and render it with its default 
 	@$(HELM) template bpfleet $(CHART) --namespace bpfleet > /dev/null
 	@echo "$(CHART): lint and template passed"
 
-up: bpf ## Run the platform here: API, worker, Redis and three agents in namespaces
+up: bpf ## Run the platform here: API, worker, Redis, three agents, GitOps from .dev/fleet-repo
 	@scripts/up.sh
 
 bench: bpf ## Run the benchmarks in bench/ and print their figures

@@ -1,13 +1,17 @@
 """``bpfleet local up``: the whole platform on this host, on embedded defaults.
 
 Redis (started here unless REDIS_URL is given), the API with SQLite, a Celery worker,
-and three node agents, each in its own network namespace with its own pins. Ctrl-C
-stops everything and detaches what the local agents attached.
+three node agents, each in its own network namespace with its own pins, and the
+standalone GitOps pipeline following a local Git repository (seeded from
+``examples/fleet`` the first time). Ctrl-C stops everything and detaches what the local
+agents attached.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import secrets
 import shutil
@@ -23,13 +27,15 @@ from typing import Annotated
 import httpx
 import typer
 
-from bpfleet_cli import localfleet
+from bpfleet_cli import fleetrepo, localfleet
 from bpfleet_core import artifacts
+from bpfleet_core.resources import GitSource
 
 app = typer.Typer(no_args_is_help=True, help="The platform on this host, for trying it out.")
 
 SUBNET = 214
 API_PORT = 8080
+WEBHOOK_PORT = 9292  # push notifications, on loopback only
 NODE_LABELS = [
     {"zone": "a", "tier": "edge"},
     {"zone": "b", "tier": "edge"},
@@ -63,6 +69,12 @@ def _process(
         localfleet.stop_process(process)
 
 
+def _node_names(url: str, token: str) -> set[str]:
+    response = httpx.get(f"{url}/v1/nodes", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    response.raise_for_status()
+    return {str(node["name"]) for node in response.json()}
+
+
 def _upload_catalog(url: str, token: str, build: Path) -> int:
     count = 0
     with httpx.Client(
@@ -84,8 +96,148 @@ def _upload_catalog(url: str, token: str, build: Path) -> int:
     return count
 
 
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class _Changes(logging.Filter):
+    """Drops a record that repeats its logger's previous message: a pass every few
+    seconds that finds nothing new should not fill the log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        repeated = self._last.get(record.name) == message
+        self._last[record.name] = message
+        return not repeated
+
+
+@contextlib.contextmanager
+def _gitops(
+    source: GitSource, api_url: str, admin: str, secret: str, workdir: Path
+) -> Iterator[Path]:
+    """The standalone pipeline on a thread of this process; yields its status file."""
+    from pydantic import SecretStr
+
+    from bpfleet_operator import standalone
+    from bpfleet_operator.settings import OperatorSettings
+
+    settings = OperatorSettings(
+        api_url=api_url,
+        api_token=SecretStr(admin),
+        state_dir=workdir / "gitops",
+        webhook_host="127.0.0.1",
+        webhook_port=WEBHOOK_PORT,
+        webhook_secret=SecretStr(secret),
+    )
+    handler = logging.FileHandler(workdir / "logs" / "gitops.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(_Changes())
+    logger = logging.getLogger("bpfleet_operator")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    stop = threading.Event()
+
+    def serve() -> None:
+        try:
+            standalone.serve(source, settings, stop)
+        except Exception as error:  # the rest of the fleet keeps running
+            logger.exception("the GitOps pipeline stopped")
+            typer.echo(f"bpfleet: the GitOps pipeline stopped: {error}", err=True)
+
+    thread = threading.Thread(target=serve, name="gitops", daemon=True)
+    thread.start()
+    try:
+        yield settings.state_dir / f"gitsource-{source.metadata.name}.status.json"
+    finally:
+        stop.set()
+        thread.join(timeout=40)
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _first_pass(status_file: Path, timeout: float) -> str:
+    """What the pipeline's first pass did, once it has done it."""
+    with contextlib.suppress(TimeoutError):
+        localfleet.wait_until(status_file.exists, timeout, "the first GitOps pass")
+    try:
+        status = json.loads(status_file.read_text())
+    except (OSError, ValueError):
+        return f"no pass finished yet (status: {status_file})"
+    for condition in status.get("conditions", []):
+        if condition.get("type") == "Ready":
+            return str(condition.get("message", ""))
+    return "done"
+
+
+def _fleet_source(repo: Path, seed: Path, interval: str) -> tuple[GitSource, bool]:
+    """The local repository (seeded if missing) as a GitSource; True if just seeded."""
+    try:
+        created = fleetrepo.seed(repo, seed)
+        return GitSource.model_validate(
+            fleetrepo.git_source(repo, fleetrepo.branch(repo), interval)
+        ), created
+    except fleetrepo.RepositoryError as error:
+        typer.echo(f"bpfleet: {error}", err=True)
+        raise typer.Exit(1) from error
+    except ValueError as error:  # a malformed --interval
+        typer.echo(f"bpfleet: --interval {interval}: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+def _start_gitops(
+    stack: contextlib.ExitStack,
+    source: GitSource,
+    *,
+    repo: Path,
+    created: bool,
+    api_url: str,
+    admin: str,
+    workdir: Path,
+) -> str:
+    """Start the pipeline with its push receiver and hook; what to tell the user."""
+    secret = secrets.token_urlsafe(24)
+    secret_file = workdir / "webhook-secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    notify_url = (
+        f"http://127.0.0.1:{WEBHOOK_PORT}/hooks/gitsources/"
+        f"{fleetrepo.SOURCE_NAMESPACE}/{fleetrepo.SOURCE_NAME}"
+    )
+    hook = fleetrepo.install_hook(repo, notify_url, secret_file)
+    status_file = stack.enter_context(_gitops(source, api_url, admin, secret, workdir))
+    ref, interval = source.spec.ref.branch, source.spec.interval
+    _step(
+        f"GitOps: {'created' if created else 'kept'} {repo}, following {ref} every "
+        f"{interval} and on push; {_first_pass(status_file, 20)}"
+    )
+    bpfleet = Path(sys.executable).parent / "bpfleet"
+    notify = (
+        f"a post-commit hook ({hook}) notifies it at once"
+        if hook
+        else "your own post-commit hook was kept; to notify the pipeline from it:\n    "
+        + fleetrepo.notify_command(notify_url, secret_file)
+    )
+    return f"""GitOps: the fleet follows the Git repository {repo} (branch {ref}).
+  Commit a manifest there and it rolls out to the three agents; git revert undoes it:
+    cd {repo}
+    $EDITOR programs/execsnoop.yaml    # e.g. target_uid: 0 (root's execs only)
+    {bpfleet} validate . && git commit -am 'execsnoop: root only'
+  It is polled every {interval}; {notify}.
+  Pipeline status in {status_file}, its log in {workdir}/logs/gitops.log"""
+
+
 @app.command("up")
 def up(
+    *,
     workdir: Annotated[Path, typer.Option(help="Where state, logs and the database go.")] = Path(
         ".dev/local"
     ),
@@ -95,13 +247,26 @@ def up(
     trust: Annotated[Path, typer.Option(help="Public key the artifacts are signed with.")] = Path(
         ".dev/keys/signing.pub"
     ),
+    repo: Annotated[
+        Path, typer.Option(help="The Git repository the fleet follows; made if missing.")
+    ] = Path(".dev/fleet-repo"),
+    seed: Annotated[Path, typer.Option(help="What a new repository's first commit holds.")] = Path(
+        "examples/fleet"
+    ),
+    interval: Annotated[str, typer.Option(help="How often the repository is polled.")] = "2s",
 ) -> None:
-    """Run the API, a worker, Redis and three agents here until Ctrl-C."""
+    """Run the API, a worker, Redis, three agents and the GitOps pipeline here until
+    Ctrl-C; the pipeline follows a local Git repository, seeded if missing."""
     if os.geteuid() != 0:
         typer.echo(
             "bpfleet: the local fleet needs root (it loads eBPF, makes namespaces)", err=True
         )
         raise typer.Exit(1)
+    if _port_taken("127.0.0.1", WEBHOOK_PORT):
+        typer.echo(f"bpfleet: port {WEBHOOK_PORT} (push notifications) is in use", err=True)
+        raise typer.Exit(1)
+    repo = repo.resolve()
+    source, created = _fleet_source(repo, seed, interval)
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -184,14 +349,24 @@ def up(
         )
         _step("agents: " + ", ".join(f"{n.name} ({n.netns}, {n.address})" for n in nodes))
         (workdir / "admin-token").write_text(admin + "\n")
+        # The first revision should roll out over every node, not the first to register.
+        names = {node.name for node in nodes}
+        _wait(lambda: names <= _node_names(api_url, admin), 60, "the agents' registration")
+        gitops = _start_gitops(
+            stack, source, repo=repo, created=created, api_url=api_url, admin=admin, workdir=workdir
+        )
         typer.echo(
             f"""
 bpfleet is up: {api_url}  (OpenAPI: {api_url}/docs)
   admin token in {workdir}/admin-token
 
+{gitops}
+
 Try:
   TOKEN=$(cat {workdir}/admin-token)
   curl -s -H "Authorization: Bearer $TOKEN" {api_url}/v1/nodes
+  curl -s -H "Authorization: Bearer $TOKEN" {api_url}/v1/programs/execsnoop/nodes
+  # Programs put through the API directly sit beside Git's; the pipeline leaves them be.
   curl -s -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
     {api_url}/v1/programs/execs -d '{{"artifact": {{"name": "execsnoop", "version": "1.0.0"}},
       "attach": [{{"entryPoint": "handle_exec", "type": "tracepoint"}}],
