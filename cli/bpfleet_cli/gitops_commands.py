@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from pathlib import Path
@@ -11,6 +12,12 @@ import typer
 import yaml
 
 app = typer.Typer(no_args_is_help=True, help="The GitOps operator, in a cluster or standalone.")
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _fail(message: str) -> typer.Exit:
@@ -23,6 +30,7 @@ def run_operator() -> None:
     """Run the kopf operator against the cluster (BPFLEET_OPERATOR_* settings)."""
     from bpfleet_operator import cluster
 
+    _log_to_stderr()
     cluster.run()
 
 
@@ -43,6 +51,7 @@ def standalone(
         raise _fail(f"cannot read {source}: {error.strerror}") from None
     except (yaml.YAMLError, ValidationError) as error:
         raise _fail(f"{source} is not a GitSource: {error}") from None
+    _log_to_stderr()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
