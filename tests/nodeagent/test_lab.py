@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bpfleet_agent import datapath, lab
@@ -22,6 +24,7 @@ from bpfleet_core import signing
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.netpol import compiling, models, simulating, validating
 from tests.conftest import REPO, SignedCatalog
+from tests.core.netpol import test_differential as differential
 
 NETPOL_DATA = REPO.parent / "shared" / "netpol"
 TOPOLOGY = NETPOL_DATA / "topology.json"
@@ -226,3 +229,43 @@ def test_clean_stale_removes_only_what_dead_runs_left() -> None:
     finally:
         for name in (stale, mine):
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+@st.composite
+def labelled_policies(
+    draw: st.DrawFn, topology: models.Topology
+) -> tuple[models.Topology, list[models.Policy]]:
+    """Random labels on the lab's pods and namespaces, and random policies over them."""
+    world = topology.with_labels(
+        podlabels={
+            key: draw(differential.labels(differential.POD_LABELS)) for key in topology.pods
+        },
+        nslabels={
+            name: draw(differential.labels(differential.NAMESPACE_LABELS))
+            for name in topology.namespaces
+        },
+    )
+    count = draw(st.integers(min_value=1, max_value=3))
+    documents = [draw(differential.policy_documents(f"p{i}", world)) for i in range(count)]
+    return world, [validating.validate(document).policy for document in documents]
+
+
+@pytest.mark.bpf
+@needs_conformance_data
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_random_policies_on_the_real_datapath_match_the_simulator(
+    standard_lab: tuple[lab.PolicyLab, models.Topology], data: st.DataObject
+) -> None:
+    running, topology = standard_lab
+    world, policies = data.draw(labelled_policies(topology))
+    protocol = data.draw(st.sampled_from(("TCP", "UDP")))
+    port = data.draw(st.sampled_from((80, 81)))
+    running.enforce(compiling.compile_policies(policies, world))
+    measured = running.probe(protocol, port, timeout=1.0)
+    expected = simulating.matrix(policies, world, protocol, port)["allowed"]
+    assert measured == expected, [policy.model_dump(by_alias=True) for policy in policies]
