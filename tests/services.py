@@ -261,6 +261,10 @@ def api_server(
                 "4096",
                 "--log-level",
                 "warning",
+                # Long-polls of agents already gone would hold a graceful stop for their
+                # whole wait, and the test's teardown with it.
+                "--timeout-graceful-shutdown",
+                "1",
             ],
             env=environment,
             stdout=output,

@@ -22,6 +22,7 @@ from bpfleet_api.models import (
     Event,
     Node,
     NodeFeatures,
+    NodePolicyAssignment,
     NodeProgramStatus,
     Program,
     ProgramRevision,
@@ -30,7 +31,14 @@ from bpfleet_api.models import (
     utcnow,
 )
 from bpfleet_core import artifacts, features, fitting, manifests, signing
-from bpfleet_core.protocol import Assignments, NodeReport, ProgramAssignment, ProgramState
+from bpfleet_core.protocol import (
+    POLICY_ARTIFACT,
+    POLICY_PROGRAM,
+    Assignments,
+    NodeReport,
+    ProgramAssignment,
+    ProgramState,
+)
 from bpfleet_core.resources import ArtifactRef, BpfProgramSpec, LabelSelector
 
 NodeReadiness = Literal["Ready", "NotReady", "Unknown"]
@@ -248,11 +256,23 @@ def manifest_of(artifact: Artifact) -> manifests.Manifest:
 
 
 def collect_garbage(session: Session) -> list[str]:
-    """Delete artifacts no program revision refers to; return their digests."""
+    """Delete artifacts no program revision refers to, keeping the policy datapath: the
+    newest ``netpol`` and any a node's policy part names; return their digests."""
     referenced = {
         revision.spec["artifact"].get("digest")
         for revision in session.exec(select(ProgramRevision)).all()
     } | {program.spec["artifact"].get("digest") for program in session.exec(select(Program)).all()}
+    referenced |= {
+        row.artifact.get("digest")
+        for row in session.exec(select(NodePolicyAssignment)).all()
+        if row.artifact is not None
+    }
+    newest_netpol = session.exec(
+        select(Artifact.digest)
+        .where(Artifact.name == POLICY_ARTIFACT)
+        .order_by(col(Artifact.uploaded_at).desc())
+    ).first()
+    referenced.add(newest_netpol)
     removed = []
     for artifact in session.exec(select(Artifact)).all():
         if artifact.digest not in referenced:
@@ -307,6 +327,8 @@ def put_program(
     session: Session, name: str, spec: BpfProgramSpec
 ) -> tuple[Program, Rollout | None]:
     """Store a program's desired spec; a change starts a rollout. Same spec: no-op."""
+    if name == POLICY_PROGRAM:
+        raise Invalid(f"the program name {name} is reserved for the network-policy datapath")
     pinned, _ = resolve_spec(session, spec)
     stored = pinned.model_dump(mode="json", by_alias=True)
     program = session.get(Program, name)

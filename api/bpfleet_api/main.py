@@ -16,7 +16,17 @@ from sqlmodel import Session
 from bpfleet_api import db, fleet, heartbeats, metrics, notify, security
 from bpfleet_api.deps import Reader
 from bpfleet_api.models import Role, utcnow
-from bpfleet_api.routes import agent, artifacts, checks, health, nodes, programs, rollouts, tokens
+from bpfleet_api.routes import (
+    agent,
+    artifacts,
+    checks,
+    health,
+    nodes,
+    policies,
+    programs,
+    rollouts,
+    tokens,
+)
 from bpfleet_api.routes._changes import start_rollout
 from bpfleet_api.settings import get_settings
 
@@ -109,7 +119,7 @@ def create_app() -> FastAPI:
     def prometheus(_: Reader) -> Response:
         return Response(metrics.render(registry), media_type="text/plain; version=0.0.4")
 
-    for module in (health, tokens, nodes, artifacts, programs, rollouts, checks, agent):
+    for module in (health, tokens, nodes, artifacts, programs, rollouts, policies, checks, agent):
         app.include_router(module.router)
     return app
 

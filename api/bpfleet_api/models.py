@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, LargeBinary
+from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
 
@@ -154,3 +154,72 @@ class Rollout(SQLModel, table=True):
     started_at: datetime = _timestamp(default_factory=utcnow)
     updated_at: datetime = _timestamp(default_factory=utcnow)
     message: str = ""
+
+
+# ------------------------------------------------------------------- network policies
+
+
+class Policy(SQLModel, table=True):
+    """A NetworkPolicy, validated; ``document`` is its normalised form."""
+
+    namespace: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    generation: int = Field(default=1, description="Grows with every change of the document.")
+    mode: str = Field(description="enforce or audit.")
+    document: dict[str, Any] = Field(sa_type=JSON)
+    created_at: datetime = _timestamp(default_factory=utcnow)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class NodeEndpoints(SQLModel, table=True):
+    """What a node's agent declared last: its endpoints and their namespaces' labels."""
+
+    node: str = Field(primary_key=True)
+    endpoints: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    namespaces: dict[str, dict[str, str]] = Field(default_factory=dict, sa_type=JSON)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class NodePolicy(SQLModel, table=True):
+    """One policy on one node: whether the node must enforce it (at which generation),
+    and which generation it reports enforcing. Kept while either is set, so a deleted
+    policy stays listed on the nodes that still enforce it."""
+
+    __table_args__ = (Index("ix_nodepolicy_policy", "namespace", "name"),)
+
+    node: str = Field(primary_key=True)
+    namespace: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    desired_generation: int | None = None
+    enforced_generation: int | None = None
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class NodePolicyAssignment(SQLModel, table=True):
+    """A node's policy part: present while some policy selects one of its endpoints.
+    ``fingerprint`` covers everything the node is sent, so a change is noticed (and the
+    node's revision bumped) exactly when what it would receive differs."""
+
+    node: str = Field(primary_key=True)
+    revision: int = Field(sa_type=BigInteger, description="The node revision of the last change.")
+    fingerprint: str
+    artifact: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+
+
+class NodePolicyStatus(SQLModel, table=True):
+    """A node's last policy report."""
+
+    node: str = Field(primary_key=True)
+    state: str
+    message: str = ""
+    revision: int | None = Field(default=None, sa_type=BigInteger)
+    report: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class PolicyEpoch(SQLModel, table=True):
+    """One row, updated first by every change that redistributes policies: the update
+    serialises them, so each recomputes from what the previous one committed."""
+
+    id: int = Field(primary_key=True)
+    epoch: int = Field(default=0, sa_type=BigInteger)

@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.manifests import Manifest
+from bpfleet_core.protocol import Endpoint, PolicyReport
 from bpfleet_core.resources import BpfProgramSpec, Labels, LabelSelector
 
 
@@ -40,6 +41,10 @@ class NodeProgramView(View):
 class NodeDetail(NodeView):
     features: FeatureReport | None
     programs: list[NodeProgramView]
+    endpoints: list[Endpoint] = Field(default_factory=list)
+    policy: PolicyReport | None = Field(
+        default=None, description="What the node's policy datapath enforces, as last reported."
+    )
 
 
 class LabelsUpdate(View):
@@ -136,3 +141,31 @@ class TokenResult(View):
 class Problem(View):
     detail: str
     problems: list[str] = Field(default_factory=list)
+
+
+class PolicySummaryView(View):
+    desired: int = Field(description="Nodes with an endpoint the policy selects.")
+    enforcing: int = Field(description="Of those, nodes enforcing this generation.")
+    failed: int = Field(description="Of those, nodes reporting a failure.")
+    pending: int
+
+
+class PolicyView(View):
+    namespace: str
+    name: str
+    generation: int
+    mode: Literal["enforce", "audit"]
+    document: dict[str, Any] = Field(description="The policy as stored: validated, normalised.")
+    summary: PolicySummaryView
+
+
+class NodePolicyView(View):
+    node: str
+    generation: int | None = Field(
+        description="The generation the node enforces; null while it enforces none."
+    )
+    state: Literal["Enforcing", "Pending", "Failed", "Removing"] = Field(
+        description="Removing: deleted or no longer selecting the node, still enforced there."
+    )
+    message: str
+    updated_at: datetime

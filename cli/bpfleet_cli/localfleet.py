@@ -169,6 +169,8 @@ def local_fleet(
                 "BPFLEET_AGENT_STATE_DIR": str(state),
                 "BPFLEET_AGENT_DESIRED_STATE": str(state / "unused-in-api-mode.yaml"),
                 "BPFLEET_AGENT_ARTIFACT_DIRS": str(state / "no-local-artifacts"),
+                # Absent until someone writes it: then the node declares those endpoints.
+                "BPFLEET_AGENT_ENDPOINTS": str(state / "endpoints.yaml"),
                 "BPFLEET_AGENT_TRUST": str(trust),
                 "BPFLEET_AGENT_API_URL": api_url,
                 "BPFLEET_AGENT_BOOTSTRAP_TOKEN": bootstrap_token,

@@ -104,7 +104,7 @@ def agent_run(
 def agent_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw status document.")] = False,
 ) -> None:
-    """Show what the agent last reported for each program."""
+    """Show what the agent last reported for each program, and its network policies."""
     from bpfleet_agent.settings import AgentSettings
 
     path = AgentSettings().status_file
@@ -124,6 +124,13 @@ def agent_status(
             typer.echo(
                 f"{program['name']:<24} {program['state']:<18} "
                 f"{program.get('reason', '')} {program.get('message', '')}"
+            )
+        policy = document.get("policy")
+        if policy:
+            enforced = ", ".join(policy.get("policies", [])) or "no policy"
+            typer.echo(
+                f"{'network policies':<24} {policy['state']:<18} {enforced} "
+                f"{policy.get('message', '')}".rstrip()
             )
     except (AttributeError, KeyError, TypeError) as error:
         raise fail(f"agent status at {path} is not a status document ({error!r})") from error

@@ -7,9 +7,10 @@
   the bootstrap token and renewed once when the API rejects it.
 - ``FleetLink``: two background threads and the artifact download. The watcher
   long-polls for assignments and writes each new revision to the assignments file
-  before waking the reconcile loop; the reporter sends status, heartbeats and feature
-  reports. Neither ever raises: the reconcile loop works from the files, so a node
-  keeps its programs while the API is unreachable, and across restarts.
+  before waking the reconcile loop; the reporter sends status, heartbeats, feature
+  reports and the node's endpoints. Neither ever raises: the reconcile loop works from
+  the files, so a node keeps its programs while the API is unreachable, and across
+  restarts.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from bpfleet_agent.settings import AgentSettings
 from bpfleet_core import artifacts
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
+    EndpointSet,
     Heartbeat,
     NodeReport,
     ProgramState,
@@ -289,6 +291,9 @@ class ApiClient:
     def report_features(self, token: str, report: FeatureReport) -> None:
         self._request("PUT", "/v1/agent/features", token, content=_body(report))
 
+    def declare_endpoints(self, token: str, declared: EndpointSet) -> None:
+        self._request("PUT", "/v1/agent/endpoints", token, content=_body(declared))
+
     def download(self, token: str, digest: str, part: ArtifactPart, destination: Path) -> None:
         """Stream one file of an artifact to ``destination``."""
         path = f"/v1/artifacts/{digest}/{part}"
@@ -465,6 +470,7 @@ def _report_fingerprint(report: NodeReport) -> str:
         exclude={
             "reported_at": True,
             "programs": {"__all__": {"updated_at": True, "stats": True, "maps": True}},
+            "policy": {"updated_at": True, "allowed": True, "denied": True, "audit_denied": True},
         }
     )
 
@@ -473,8 +479,9 @@ class FleetLink:
     """The agent's connection to the fleet API, for the reconcile loop in ``daemon``.
 
     Threads: the watcher (long-poll -> assignments file -> ``wake``) and the reporter
-    (status, heartbeats, features). The reconcile loop calls ``submit``,
-    ``features_probed`` and ``fetch_artifact`` (the last on its own HTTP client).
+    (status, heartbeats, features, endpoints). The reconcile loop calls ``submit``,
+    ``features_probed``, ``endpoints_declared`` and ``fetch_artifact`` (the last on its
+    own HTTP client).
     """
 
     def __init__(
@@ -494,6 +501,9 @@ class FleetLink:
         self._lock = threading.Lock()
         self._pending_report: NodeReport | None = None
         self._pending_features: FeatureReport | None = None
+        # The endpoints the loop declared last, and whether the API has them yet.
+        self._declared: EndpointSet | None = None
+        self._declared_pending = False
         self._applied_revision = 0
         # Watcher thread only: the revision to resume after, and registrations seen.
         self._after = 0
@@ -501,6 +511,7 @@ class FleetLink:
         # Reporter thread only: when the next heartbeat is due, and what was last sent.
         self._next_heartbeat = 0.0
         self._last_sent: tuple[str, float] | None = None
+        self._declared_registrations = 0
         self.credential = NodeCredential(
             settings.credential_file,
             node=settings.node_name,
@@ -557,6 +568,15 @@ class FleetLink:
         with self._lock:
             self._pending_report = report
             self._applied_revision = report.revision
+        self._report_ready.set()
+
+    def endpoints_declared(self, declared: EndpointSet) -> None:
+        """Send this node's endpoints (again after a new registration: the API may be
+        one that never heard of this node)."""
+        with self._lock:
+            if declared == self._declared and not self._declared_pending:
+                return
+            self._declared, self._declared_pending = declared, True
         self._report_ready.set()
 
     def features_probed(self, report: FeatureReport) -> None:
@@ -812,6 +832,7 @@ class FleetLink:
         try:
             token = self.credential.ensure(client)
             self._send_features(client, token)
+            self._send_endpoints(client, token)
             self._send_report(client, token)
             if not stopping and time.monotonic() >= self._next_heartbeat:
                 self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
@@ -843,6 +864,31 @@ class FleetLink:
             raise
         self._mark_features_reported(report)
         log.info("feature report for kernel %s sent to the fleet API", report.kernel_release)
+
+    def _send_endpoints(self, client: ApiClient, token: str) -> None:
+        with self._lock:
+            if self.credential.registrations != self._declared_registrations:
+                self._declared_registrations = self.credential.registrations
+                self._declared_pending = self._declared is not None
+            declared, pending = self._declared, self._declared_pending
+        if declared is None or not pending:
+            return
+        try:
+            client.declare_endpoints(token, declared)
+        except ApiError as error:
+            # 409: another node still holds an endpoint or its IP (it moved here, and
+            # that node has not said so yet): worth asking again. Other refusals are not.
+            if error.status != 409 and error.failure in (Failure.PERMANENT, Failure.NOT_FOUND):
+                log.error("the fleet API refuses this node's endpoints; dropped: %s", error)
+                self._endpoints_sent(declared)
+            raise
+        self._endpoints_sent(declared)
+        log.info("%d endpoint(s) declared to the fleet API", len(declared.endpoints))
+
+    def _endpoints_sent(self, declared: EndpointSet) -> None:
+        with self._lock:
+            if self._declared is declared:
+                self._declared_pending = False
 
     def _send_report(self, client: ApiClient, token: str) -> None:
         with self._lock:

@@ -40,10 +40,10 @@ from bpfleet_agent.reconciling import Hook
 from bpfleet_core import features, signing
 from bpfleet_core.manifests import AttachKind
 from bpfleet_core.netpol.rules import DirectionRules, EndpointRules, PortRange, Rule
-from bpfleet_core.protocol import ProgramAssignment
+from bpfleet_core.protocol import POLICY_ARTIFACT, ProgramAssignment
 from bpfleet_core.resources import ArtifactRef, AttachPoint, BpfProgramSpec
 
-ARTIFACT = ArtifactRef(name="netpol", version="1.0.0")
+ARTIFACT = ArtifactRef(name=POLICY_ARTIFACT, version="1.0.0")
 PROGRAM_NAME = "netpol"
 # Entry points and the tc hook of the HOST-side veth each one runs on.
 FROM_POD_ENTRY, FROM_POD_HOOK = "pod_egress", "ingress"
@@ -468,23 +468,26 @@ class PolicyDatapath:
 
     # -- lifecycle
 
-    def start(self, endpoints: Iterable[EndpointRules] | None = None) -> Applied | None:
+    def start(
+        self, endpoints: Iterable[EndpointRules] | None = None, revision: int | None = None
+    ) -> Applied | None:
         """Load, pin and attach ``desired``, adopting or upgrading what is pinned.
 
         On a fresh node the rules go in before any hook exists, so no packet ever runs
         without them. A running copy keeps its rule set (an upgrade hands the maps to
-        the new version) unless ``endpoints`` replaces it.
+        the new version) unless ``endpoints`` replaces it. ``revision`` labels the rule
+        set, as in ``apply``.
         """
         observed = loading.observe(self.kernel).get(self.desired.name)
         applied = None
         if observed is None or not observed.links:
             self._load(replace(self.desired, hooks=()))
-            applied = self.apply(endpoints or ())
+            applied = self.apply(endpoints or (), revision)
             self._load(self.desired)
             return applied
         self._load(self.desired)
         if endpoints is not None or self._active_inner_id() is None:
-            applied = self.apply(endpoints or ())
+            applied = self.apply(endpoints or (), revision)
         return applied
 
     def attach(self, desired: loading.Desired) -> None:
@@ -613,7 +616,9 @@ class PolicyDatapath:
 
     # -- reporting
 
-    def enforced(self) -> Enforced:
+    def enforced(self, per_rule: bool = True) -> Enforced:
+        """``per_rule=False`` skips reading every rule's flow count (one lookup per
+        rule), for callers that only want the totals, often."""
         meta = self._active_meta()
         totals = loading.read_counter_map(self.map_path("verdict_stats"))
         verdicts = {
@@ -626,7 +631,7 @@ class PolicyDatapath:
             rules=meta[2] if meta else 0,
             entries=meta[3] if meta else 0,
             verdicts=verdicts,
-            rule_flows=self.rule_flows(),
+            rule_flows=self.rule_flows() if per_rule else {},
         )
 
     def rule_flows(self) -> dict[str, int]:

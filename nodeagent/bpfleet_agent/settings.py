@@ -69,6 +69,13 @@ class AgentSettings(BaseSettings):
         description="Public keys (files, or directories of *.pub) whose signatures are accepted.",
     )
     poll_interval: float = Field(default=2.0, gt=0, description="Seconds between reconciles.")
+    endpoints: Path | None = Field(
+        default=None,
+        description=(
+            "YAML or JSON file declaring this node's endpoints (workloads) for network "
+            "policies; read again whenever it changes. Unset: the node declares none."
+        ),
+    )
 
     api_url: str | None = Field(
         default=None,

@@ -55,6 +55,12 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         "attach": [{"entryPoint": "count_sys_enter", "type": "raw_tracepoint"}],
     }
     report = {"node": node, "revision": 0, "programs": [], "reportedAt": "2026-01-01T00:00:00Z"}
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"namespace": "roles", "name": "role-check"},
+        "spec": {"podSelector": {}},
+    }
     return [
         ("GET", "/v1/nodes", {}, READ),
         ("GET", f"/v1/nodes/{node}", {}, READ),
@@ -84,6 +90,12 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("GET", "/v1/agent/assignments", {"params": {"wait": 0}}, {"agent"}),
         ("POST", "/v1/agent/status", {"json": report}, {"agent"}),
         ("POST", "/v1/agent/heartbeat", {"json": {"revision": 0}}, {"agent"}),
+        ("PUT", "/v1/agent/endpoints", {"json": {"endpoints": []}}, {"agent"}),
+        ("GET", "/v1/policies", {}, READ),
+        ("PUT", "/v1/policies/roles/role-check", {"json": policy}, {"admin"}),
+        ("GET", "/v1/policies/roles/role-check", {}, READ),
+        ("GET", "/v1/policies/roles/role-check/nodes", {}, READ),
+        ("DELETE", "/v1/policies/roles/role-check", {}, {"admin"}),
         ("DELETE", "/v1/programs/role-check", {}, {"admin"}),
     ]
 
@@ -107,7 +119,7 @@ def test_only_health_is_open(api: services.Api) -> None:
     import httpx
 
     assert httpx.get(f"{api.url}/healthz").status_code == 200
-    for path in ("/v1/nodes", "/v1/programs", "/metrics", "/v1/agent/assignments"):
+    for path in ("/v1/nodes", "/v1/programs", "/v1/policies", "/metrics", "/v1/agent/assignments"):
         assert httpx.get(f"{api.url}{path}").status_code == 401, path
 
 

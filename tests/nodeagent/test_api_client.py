@@ -199,7 +199,7 @@ def test_assignments_round_trip_through_the_file(tmp_path: Path) -> None:
     received = ReceivedAssignments.from_document(_assignments(7, XDP_ENTRY, broken))
     save_assignments(path, received)
     assert cached_revision(path) == 7
-    desired, invalid = parse_assignments(path.read_text())
+    desired, invalid, _ = parse_assignments(path.read_text())
     assert desired.revision == 7
     assert [p.name for p in desired.programs] == ["edge"]
     assert desired.programs[0].spec.artifact.digest == "ab" * 32

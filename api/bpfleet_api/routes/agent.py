@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from bpfleet_api import fleet, security
+from bpfleet_api import fleet, policies, security
 from bpfleet_api.db import get_engine
 from bpfleet_api.deps import Registrar, SessionDep, SettingsDep
 from bpfleet_api.models import Role, utcnow
@@ -20,6 +20,7 @@ from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
     MAX_REVISION,
     Assignments,
+    EndpointSet,
     Heartbeat,
     NodeReport,
     Registration,
@@ -81,13 +82,21 @@ def register(
     registration: Registration, request: Request, session: SessionDep, _: Registrar
 ) -> RegistrationResult:
     """Register (or re-register) a node; returns its credential, replacing any older one."""
+    # A node that declared endpoints may come back with other labels, which node
+    # selectors see: redistribute then (locking first, before the node row changes).
+    hosting = policies.hosts_endpoints(session, registration.node)
+    if hosting:
+        policies.lock(session)
     security.revoke_node_tokens(session, registration.node)
-    forget_node(registration.node)
     changes = fleet.register_node(
         session, registration.node, registration.labels, registration.features
     )
+    if hosting:
+        changes.merge(policies.sync(session))
     secret = security.mint(session, f"node:{registration.node}", Role.AGENT, node=registration.node)
     session.commit()
+    # After the commit: a lookup racing the transaction could cache an old token again.
+    forget_node(registration.node)
     wake(request, changes)
     return RegistrationResult(node=registration.node, token=secret)
 
@@ -97,7 +106,8 @@ def _assignments_after(node_name: str, after: int) -> Assignments | None:
         node = fleet.get_node(session, node_name)
         if node.desired_revision <= after:
             return None
-        return fleet.assignments_of(session, node)
+        found = fleet.assignments_of(session, node)
+        return found.model_copy(update={"policy": policies.part_of(session, node_name)})
 
 
 @router.get("/assignments", responses={204: {"description": "No newer revision within the wait."}})
@@ -116,7 +126,10 @@ async def assignments(
     while True:
         found = await run_in_threadpool(_assignments_after, node, after)
         if found is not None:
-            return Response(found.model_dump_json(by_alias=True), media_type="application/json")
+            # A node no policy applies to gets the document it always got.
+            unused = {"policy"} if found.policy is None else None
+            body = found.model_dump_json(by_alias=True, exclude=unused)
+            return Response(body, media_type="application/json")
         remaining = deadline - loop.time()
         if remaining <= 0:
             return Response(status_code=204)
@@ -134,7 +147,21 @@ def _check_own(node: str, reported: str) -> None:
 def report_status(report: NodeReport, node: CallerNode, session: SessionDep) -> Response:
     _check_own(node, report.node)
     fleet.record_report(session, fleet.get_node(session, node), report)
+    policies.record_report(session, node, report.policy)
     session.commit()
+    return Response(status_code=204)
+
+
+@router.put("/endpoints", status_code=204)
+def put_endpoints(
+    declared: EndpointSet, request: Request, node: CallerNode, session: SessionDep
+) -> Response:
+    """This node's endpoints (its workloads) and their namespaces' labels, replacing what
+    it declared before; 409 when another node holds one of them or its IP."""
+    fleet.get_node(session, node)
+    changes = policies.put_endpoints(session, node, declared)
+    session.commit()
+    wake(request, changes)
     return Response(status_code=204)
 
 

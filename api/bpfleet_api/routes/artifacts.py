@@ -2,15 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Response
+from fastapi import APIRouter, File, Request, Response
 from sqlmodel import col, select
 
-from bpfleet_api import fleet
+from bpfleet_api import fleet, policies
 from bpfleet_api.deps import Admin, Downloader, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Artifact
+from bpfleet_api.routes._changes import wake
 from bpfleet_api.views import ArtifactView
 from bpfleet_core import signing
 from bpfleet_core.manifests import Sha256Hex
+from bpfleet_core.protocol import POLICY_ARTIFACT
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
@@ -28,6 +30,8 @@ def artifact_view(artifact: Artifact) -> ArtifactView:
 
 @router.post("", status_code=201)
 def upload(
+    *,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     _: Admin,
@@ -35,11 +39,14 @@ def upload(
     manifest: Annotated[bytes, File(description="Its manifest, as signed.")],
     signature: Annotated[bytes, File(description="The manifest's signature.")],
 ) -> ArtifactView:
-    """Upload a signed artifact; it is verified against the API's trust store first."""
+    """Upload a signed artifact; it is verified against the API's trust store first. A
+    new ``netpol`` build becomes the policy datapath of every node that enforces policies."""
     artifact = fleet.store_artifact(
         session, object, manifest, signature, signing.TrustStore.from_paths(settings.trust)
     )
+    changes = policies.sync(session) if artifact.name == POLICY_ARTIFACT else fleet.Changes()
     session.commit()
+    wake(request, changes)
     return artifact_view(artifact)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from sqlmodel import col, select
 
-from bpfleet_api import fleet, security
+from bpfleet_api import fleet, policies, security
 from bpfleet_api.deps import Admin, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Assignment, Node, NodeProgramStatus, utcnow
 from bpfleet_api.routes import agent
@@ -47,6 +47,8 @@ def get_node(name: NodeName, session: SessionDep, settings: SettingsDep, _: Read
             **node_view(node, settings).model_dump(),
             "features": fleet.features_of(session, name),
             "programs": [NodeProgramView.model_validate(status) for status in statuses],
+            "endpoints": policies.endpoints_of(session, name),
+            "policy": policies.status_of(session, name),
         }
     )
 
@@ -61,24 +63,33 @@ def set_labels(
     _: Admin,
 ) -> NodeView:
     """Replace a node's labels (the operator keeps them in step with Kubernetes Nodes)."""
+    policies.lock(session)  # node selectors of policies see labels too
     node = fleet.get_node(session, name)
     node.labels = dict(update.labels)
     session.add(node)
-    changes = fleet.sync_node(session, node)
+    session.flush()
+    changes = fleet.sync_node(session, node).merge(policies.sync(session))
     session.commit()
     wake(request, changes)
     return node_view(node, settings)
 
 
 @router.delete("/{name}", status_code=204)
-def delete_node(name: NodeName, session: SessionDep, _: Admin) -> Response:
-    """Forget a node and revoke its credential (its kernel keeps what it runs)."""
+def delete_node(name: NodeName, request: Request, session: SessionDep, _: Admin) -> Response:
+    """Forget a node and revoke its credential (its kernel keeps what it runs). Its
+    endpoints leave the fleet topology, which other nodes' policies may resolve."""
+    policies.lock(session)
     node = fleet.get_node(session, name)
     for table in (Assignment, NodeProgramStatus):
         for row in session.exec(select(table).where(table.node == name)).all():
             session.delete(row)
+    policies.forget_node(session, name)
     security.revoke_node_tokens(session, name)
-    agent.forget_node(name)
     session.delete(node)
+    session.flush()
+    changes = policies.sync(session)
     session.commit()
+    # After the commit: a lookup racing the transaction could cache the token again.
+    agent.forget_node(name)
+    wake(request, changes)
     return Response(status_code=204)

@@ -1,0 +1,127 @@
+"""Network policies: stored here, distributed to the nodes whose endpoints they select,
+reported back per node (see ``bpfleet_api.policies``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from sqlmodel import Session, col, select
+
+from bpfleet_api import policies
+from bpfleet_api.deps import Admin, Reader, SessionDep
+from bpfleet_api.models import Policy
+from bpfleet_api.routes._changes import wake
+from bpfleet_api.views import NodePolicyView, PolicySummaryView, PolicyView
+from bpfleet_core.protocol import NamespaceName, ObjectName
+
+router = APIRouter(prefix="/v1/policies", tags=["policies"])
+
+PolicyDocument = Annotated[
+    dict[str, Any],
+    Body(
+        description=(
+            "A NetworkPolicy: networking.k8s.io/v1, or bpfleet.io/v1alpha1 (adds "
+            "spec.nodeSelector and spec.mode). metadata.namespace and metadata.name must "
+            "match the path; missing ones are taken from it."
+        ),
+        examples=[
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"namespace": "shop", "name": "db"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "db"}},
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+                },
+            }
+        ],
+    ),
+]
+
+
+def policy_views(session: Session, rows: list[Policy]) -> list[PolicyView]:
+    summaries = policies.summaries(session, rows)
+    return [
+        PolicyView(
+            namespace=row.namespace,
+            name=row.name,
+            generation=row.generation,
+            mode="audit" if row.mode == "audit" else "enforce",
+            document=row.document,
+            summary=PolicySummaryView.model_validate(summaries[(row.namespace, row.name)]),
+        )
+        for row in rows
+    ]
+
+
+@router.get("")
+def list_policies(
+    session: SessionDep,
+    _: Reader,
+    namespace: Annotated[NamespaceName | None, Query(description="Only this namespace.")] = None,
+) -> list[PolicyView]:
+    query = select(Policy).order_by(col(Policy.namespace), col(Policy.name))
+    if namespace is not None:
+        query = query.where(Policy.namespace == namespace)
+    return policy_views(session, list(session.exec(query).all()))
+
+
+@router.get("/{namespace}/{name}")
+def get_policy(
+    namespace: NamespaceName, name: ObjectName, session: SessionDep, _: Reader
+) -> PolicyView:
+    return policy_views(session, [policies.get_policy(session, namespace, name)])[0]
+
+
+@router.put("/{namespace}/{name}")
+def put_policy(
+    *,
+    namespace: NamespaceName,
+    name: ObjectName,
+    document: PolicyDocument,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    _: Admin,
+) -> PolicyView:
+    """Store a policy; it reaches every node with an endpoint it selects, at once. The
+    same document again is a no-op; a change bumps ``generation``. 422 names each field
+    the validator refuses, in its words; its warnings come back as Warning headers."""
+    row, warnings, changes = policies.put_policy(session, namespace, name, document)
+    session.commit()
+    wake(request, changes)
+    for warning in warnings:
+        text = warning.replace('"', "'").encode("latin-1", "replace").decode("latin-1")
+        response.headers.append("Warning", f'299 - "{text}"')
+    return policy_views(session, [row])[0]
+
+
+@router.delete("/{namespace}/{name}", status_code=204)
+def delete_policy(
+    namespace: NamespaceName, name: ObjectName, request: Request, session: SessionDep, _: Admin
+) -> Response:
+    """Remove a policy from every node. ``/nodes`` lists each node until it reports the
+    policy gone, then the list is empty."""
+    changes = policies.delete_policy(session, namespace, name)
+    session.commit()
+    wake(request, changes)
+    return Response(status_code=204)
+
+
+@router.get("/{namespace}/{name}/nodes")
+def policy_nodes(
+    namespace: NamespaceName, name: ObjectName, session: SessionDep, _: Reader
+) -> list[NodePolicyView]:
+    """Per node: the generation it enforces and its state. Nodes that must enforce the
+    policy, and, after a delete or a selector change, nodes that still do."""
+    return [
+        NodePolicyView(
+            node=row.node,
+            generation=row.generation,
+            state=row.state,
+            message=row.message,
+            updated_at=row.updated_at,
+        )
+        for row in policies.node_rows(session, namespace, name)
+    ]
