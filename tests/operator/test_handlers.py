@@ -235,3 +235,82 @@ def test_an_unreachable_fleet_is_retried_with_backoff_not_stalled(
         found = cluster.get("bpfprograms", "waiting") or {}
         kinds = {c["type"] for c in found.get("status", {}).get("conditions", [])}
         assert "Stalled" not in kinds
+
+
+def report_policies(node: ProtocolClient, refs: list[str]) -> None:
+    body = {
+        "node": node.name,
+        "revision": node.revision,
+        "programs": [],
+        "reportedAt": "2026-01-01T00:00:00Z",
+        "policy": {
+            "state": "Enforcing",
+            "revision": node.revision,
+            "policies": refs,
+            "updatedAt": "2026-01-01T00:00:00Z",
+        },
+    }
+    with node.api.client(node.token) as client:
+        response = client.post("/v1/agent/status", json=body)
+    assert response.status_code == 204, response.text
+
+
+def test_a_network_policy_reaches_the_fleet_and_its_finalizer_waits_for_removal(
+    api: services.Api,
+    cluster: Cluster,
+    running_operator: Path,
+    recorded_features: FeatureReport,
+) -> None:
+    group = uuid.uuid4().hex[:6]
+    namespace = f"shop-{group}"
+    node = ProtocolClient(api, f"pods-{group}", {}, recorded_features)
+    endpoints = {
+        "endpoints": [
+            {
+                "namespace": namespace,
+                "name": "db",
+                "labels": {"app": "db"},
+                "ip": f"10.{int(group[:2], 16)}.{int(group[2:4], 16)}.{int(group[4:], 16) % 250 + 2}",
+                "interface": f"veth{group}",
+            }
+        ]
+    }
+    with api.client(node.token) as client:
+        assert client.put("/v1/agent/endpoints", json=endpoints).status_code == 204
+    policy = {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "db-ingress", "namespace": namespace},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+            "mode": "audit",
+        },
+    }
+    cluster.create("networkpolicies", policy, namespace=namespace)
+
+    def assigned() -> dict[str, Any] | None:
+        document = node.poll(wait=1)
+        return document if document and document.get("policy") else None
+
+    part = wait_for(assigned, 30, "the policy to reach the node")["policy"]
+    assert [p["document"]["metadata"]["name"] for p in part["policies"]] == ["db-ingress"]
+    report_policies(node, [f"{namespace}/db-ingress@1"])
+
+    def enforcing() -> dict[str, Any] | None:
+        found = cluster.get("networkpolicies", "db-ingress", namespace) or {}
+        status = found.get("status", {})
+        return found if status.get("ready") == "1/1" else None
+
+    found = wait_for(enforcing, 30, "the policy to be enforcing")
+    ready = {c["type"]: c for c in found["status"]["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "Enforcing")
+
+    cluster.delete("networkpolicies", "db-ingress", namespace)
+    wait_for(lambda: node.poll(wait=1), 30, "the removal to reach the node")
+    time.sleep(2)
+    assert cluster.get("networkpolicies", "db-ingress", namespace) is not None  # still enforced
+    report_policies(node, [])
+    wait_for(
+        lambda: cluster.get("networkpolicies", "db-ingress", namespace) is None, 30, "the deletion"
+    )
