@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from pydantic import ValidationError
@@ -28,6 +29,7 @@ from bpfleet_core.resources import (
     API_VERSION,
     BpfProgramSpec,
     BpfProgramStatus,
+    Condition,
     GitSourceSpec,
     GitSourceStatus,
     NetworkPolicyStatus,
@@ -43,6 +45,7 @@ POLICIES = (API_GROUP, API_VERSION, "networkpolicies")
 SOURCES = (API_GROUP, API_VERSION, "gitsources")
 WAKE_POLL_SECONDS = 0.5
 MAX_RETRY_DELAY = 60.0
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -91,6 +94,72 @@ def _known(model: type[Any], status: kopf.Status) -> Any:
     return model.model_validate({k: v for k, v in dict(status).items() if k in fields})
 
 
+# ----------------------------------------------- what BpfProgram and NetworkPolicy share
+
+
+def _hand_over(
+    parse: Callable[[], T],
+    put: Callable[[T], dict[str, Any]],
+    *,
+    patch: kopf.Patch,
+    meta: kopf.Meta,
+    previous: tuple[Condition, ...],
+    retry: int,
+) -> None:
+    """Validate, give the fleet API the desired state, and say so in the status."""
+    generation = _generation(meta)
+    try:
+        parsed = parse()
+    except (ValidationError, validating.PolicyValidationError) as error:
+        _set_conditions(
+            patch, statuses.stalled(previous, _now(), generation, "InvalidSpec", str(error))
+        )
+        raise kopf.PermanentError(f"invalid spec: {error}") from None
+    try:
+        view = put(parsed)
+    except FleetApiError as error:
+        raise _fleet_failure(error, patch, previous, meta, retry) from None
+    message = f"generation {view['generation']} handed to the fleet"
+    _set_conditions(patch, statuses.reconciling(previous, _now(), generation, message))
+    patch.status["observedGeneration"] = generation
+    patch.status["revision"] = _revision(meta)
+
+
+def _follow(
+    get: Callable[[], dict[str, Any] | None],
+    summarize: Callable[[dict[str, Any], Any], Any],
+    previous: Any,
+    *,
+    patch: kopf.Patch,
+    body: kopf.Body,
+    kind: str,
+) -> None:
+    """One status tick: the fleet's view -> summary status, written only if it changed."""
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    try:
+        view = get()
+    except FleetApiError as error:
+        log.warning("%s: status not refreshed: %s", kind, error.message)
+        return  # the next tick tries again
+    if view is None:
+        return  # not handed over yet (or refused): the create/update handler owns that
+    _patch_if_changed(patch, body, previous, summarize(view, previous), kind)
+
+
+def _remove(
+    delete: Callable[[], None], remaining: Callable[[], list[dict[str, Any]]], retry: int
+) -> None:
+    """The finalizer: ask the fleet to remove it, then wait until no node has it."""
+    try:
+        delete()
+        nodes = [row["node"] for row in remaining()]
+    except FleetApiError as error:
+        raise retry_later(error.message, retry) from None
+    if nodes:
+        raise kopf.TemporaryError(f"still on {', '.join(nodes)}", delay=1)
+
+
 # ---------------------------------------------------------------------- BpfProgram
 
 
@@ -108,72 +177,51 @@ def program_submitted(
     memo: Context,
     **_: Any,
 ) -> None:
-    previous = _known(BpfProgramStatus, status).conditions
-    try:
-        parsed = BpfProgramSpec.model_validate(dict(spec))
-    except ValidationError as error:
-        found = statuses.stalled(previous, _now(), _generation(meta), "InvalidSpec", str(error))
-        _set_conditions(patch, found)
-        raise kopf.PermanentError(f"invalid spec: {error}") from None
-    try:
-        view = memo.api.put_program(name, parsed)
-    except FleetApiError as error:
-        raise _fleet_failure(error, patch, previous, meta, retry) from None
-    found = statuses.reconciling(
-        previous, _now(), _generation(meta), f"generation {view['generation']} handed to the fleet"
+    _hand_over(
+        lambda: BpfProgramSpec.model_validate(dict(spec)),
+        lambda parsed: memo.api.put_program(name, parsed),
+        patch=patch,
+        meta=meta,
+        previous=_known(BpfProgramStatus, status).conditions,
+        retry=retry,
     )
-    _set_conditions(patch, found)
-    patch.status["observedGeneration"] = _generation(meta)
-    patch.status["revision"] = _revision(meta)
 
 
 @kopf.timer(*PROGRAMS, interval=2.0, initial_delay=1.0)
 def program_status(
-    *,
-    name: str,
-    body: kopf.Body,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    patch: kopf.Patch,
-    memo: Context,
-    **_: Any,
-) -> None:
-    if meta.get("deletionTimestamp"):
-        return
-    try:
-        view = memo.api.get_program(name)
-    except FleetApiError as error:
-        log.warning("%s: status not refreshed: %s", name, error.message)
-        return  # the next tick tries again
-    if view is None:
-        return  # not handed over yet (or rejected): the create/update handler owns that
-    previous = _known(BpfProgramStatus, status)
-    updated = statuses.program_status(view, previous, _now(), _generation(meta), _revision(meta))
-    _patch_if_changed(patch, body, previous, updated, "BpfProgram")
+    *, name: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch,
+    memo: Context, **_: Any,
+) -> None:  # fmt: skip
+    _follow(
+        lambda: memo.api.get_program(name),
+        lambda view, previous: statuses.program_status(
+            view, previous, _now(), _generation(meta), _revision(meta)
+        ),
+        _known(BpfProgramStatus, status),
+        patch=patch,
+        body=body,
+        kind=f"BpfProgram {name}",
+    )
 
 
 @kopf.on.delete(*PROGRAMS)
 def program_deleted(*, name: str, retry: int, memo: Context, **_: Any) -> None:
-    try:
-        memo.api.delete_program(name)
-        remaining = memo.api.program_nodes(name)
-    except FleetApiError as error:
-        raise retry_later(error.message, retry) from None
-    if remaining:
-        nodes = ", ".join(row["node"] for row in remaining)
-        raise kopf.TemporaryError(f"still attached on {nodes}", delay=1)
+    _remove(lambda: memo.api.delete_program(name), lambda: memo.api.program_nodes(name), retry)
 
 
 # ------------------------------------------------------------------- NetworkPolicy
 
 
-def _policy_document(name: str, namespace: str, spec: kopf.Spec) -> dict[str, Any]:
-    return {
+def _policy_body(name: str, namespace: str, spec: kopf.Spec) -> dict[str, Any]:
+    """The object as a policy document, validated and normalised (CIDRs) for the API."""
+    document = {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": "NetworkPolicy",
         "metadata": {"name": name, "namespace": namespace},
         "spec": dict(spec),
     }
+    policy = validating.validate(document).policy
+    return dict(policy.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
 @kopf.on.resume(*POLICIES)
@@ -191,66 +239,41 @@ def policy_submitted(
     memo: Context,
     **_: Any,
 ) -> None:
-    previous = _known(NetworkPolicyStatus, status).conditions
-    document = _policy_document(name, namespace or "default", spec)
-    try:
-        validated = validating.validate(document)
-    except validating.PolicyValidationError as error:
-        found = statuses.stalled(previous, _now(), _generation(meta), "InvalidSpec", str(error))
-        _set_conditions(patch, found)
-        raise kopf.PermanentError(f"invalid policy: {error}") from None
-    body = validated.policy.model_dump(mode="json", by_alias=True, exclude_none=True)
-    try:
-        view = memo.api.put_policy(body)
-    except FleetApiError as error:
-        raise _fleet_failure(error, patch, previous, meta, retry) from None
-    found = statuses.reconciling(
-        previous, _now(), _generation(meta), f"generation {view['generation']} handed to the fleet"
+    _hand_over(
+        lambda: _policy_body(name, namespace or "default", spec),
+        memo.api.put_policy,
+        patch=patch,
+        meta=meta,
+        previous=_known(NetworkPolicyStatus, status).conditions,
+        retry=retry,
     )
-    _set_conditions(patch, found)
-    patch.status["observedGeneration"] = _generation(meta)
-    patch.status["revision"] = _revision(meta)
 
 
 @kopf.timer(*POLICIES, interval=2.0, initial_delay=1.0)
 def policy_status(
-    *,
-    name: str,
-    namespace: str | None,
-    body: kopf.Body,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    patch: kopf.Patch,
-    memo: Context,
-    **_: Any,
-) -> None:
-    if meta.get("deletionTimestamp"):
-        return
-    try:
-        view = memo.api.get_policy(namespace or "default", name)
-    except FleetApiError as error:
-        log.warning("%s: status not refreshed: %s", name, error.message)
-        return  # the next tick tries again
-    if view is None:
-        return
-    previous = _known(NetworkPolicyStatus, status)
-    updated = statuses.policy_status(view, previous, _now(), _generation(meta), _revision(meta))
-    _patch_if_changed(patch, body, previous, updated, "NetworkPolicy")
+    *, name: str, namespace: str | None, body: kopf.Body, meta: kopf.Meta, status: kopf.Status,
+    patch: kopf.Patch, memo: Context, **_: Any,
+) -> None:  # fmt: skip
+    _follow(
+        lambda: memo.api.get_policy(namespace or "default", name),
+        lambda view, previous: statuses.policy_status(
+            view, previous, _now(), _generation(meta), _revision(meta)
+        ),
+        _known(NetworkPolicyStatus, status),
+        patch=patch,
+        body=body,
+        kind=f"NetworkPolicy {namespace}/{name}",
+    )
 
 
 @kopf.on.delete(*POLICIES)
 def policy_deleted(
     *, name: str, namespace: str | None, retry: int, memo: Context, **_: Any
 ) -> None:
-    namespace = namespace or "default"
-    try:
-        memo.api.delete_policy(namespace, name)
-        remaining = memo.api.policy_nodes(namespace, name)
-    except FleetApiError as error:
-        raise retry_later(error.message, retry) from None
-    if remaining:
-        nodes = ", ".join(row["node"] for row in remaining)
-        raise kopf.TemporaryError(f"still enforced on {nodes}", delay=1)
+    ns = namespace or "default"
+    _remove(
+        lambda: memo.api.delete_policy(ns, name), lambda: memo.api.policy_nodes(ns, name), retry
+    )
 
 
 def _patch_if_changed(
@@ -265,9 +288,7 @@ def _patch_if_changed(
     after = {c.type: c for c in updated.conditions}.get("Ready")
     if after is None or (before and (before.status, before.reason) == (after.status, after.reason)):
         return
-    log.info(
-        "%s %s: %s: %s", kind, body.get("metadata", {}).get("name"), after.reason, after.message
-    )
+    log.info("%s: %s: %s", kind, after.reason, after.message)
     if after.status == "True":
         kopf.info(body, reason=after.reason, message=after.message)
     else:

@@ -55,66 +55,52 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
 
+    def _call(self, verb: str, namespace: str | None, *args: Any) -> Any:
+        """``<verb>_cluster_custom_object`` or ``<verb>_namespaced_custom_object``: the
+        client spells each operation twice, by scope."""
+        if namespace is None:
+            return getattr(self.custom, f"{verb}_cluster_custom_object")(
+                API_GROUP, API_VERSION, *args
+            )
+        return getattr(self.custom, f"{verb}_namespaced_custom_object")(
+            API_GROUP, API_VERSION, namespace, *args
+        )
+
     def get(self, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            if namespace is None:
-                found = self.custom.get_cluster_custom_object(API_GROUP, API_VERSION, plural, name)
-            else:
-                found = self.custom.get_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, plural, name
-                )
+            return dict(self._call("get", namespace, plural, name))
         except ApiException as error:
             if error.status == 404:
                 return None
             raise _error(error, f"reading {plural}/{name}") from None
-        return dict(found)
 
     def create(self, plural: str, namespace: str | None, body: dict[str, Any]) -> None:
         try:
-            if namespace is None:
-                self.custom.create_cluster_custom_object(API_GROUP, API_VERSION, plural, body)
-            else:
-                self.custom.create_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, plural, body
-                )
+            self._call("create", namespace, plural, body)
         except ApiException as error:
             raise _error(error, f"creating {plural}/{body['metadata']['name']}") from None
 
     def patch(self, plural: str, namespace: str | None, name: str, body: dict[str, Any]) -> None:
         try:
-            if namespace is None:
-                self.custom.patch_cluster_custom_object(API_GROUP, API_VERSION, plural, name, body)
-            else:
-                self.custom.patch_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, plural, name, body
-                )
+            self._call("patch", namespace, plural, name, body)
         except ApiException as error:
             raise _error(error, f"patching {plural}/{name}") from None
 
     def patch_status(
         self, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
     ) -> None:
-        body = {"status": dict(status)}
+        verb = "patch_cluster" if namespace is None else "patch_namespaced"
+        scope = () if namespace is None else (namespace,)
         try:
-            if namespace is None:
-                self.custom.patch_cluster_custom_object_status(
-                    API_GROUP, API_VERSION, plural, name, body
-                )
-            else:
-                self.custom.patch_namespaced_custom_object_status(
-                    API_GROUP, API_VERSION, namespace, plural, name, body
-                )
+            getattr(self.custom, f"{verb}_custom_object_status")(
+                API_GROUP, API_VERSION, *scope, plural, name, {"status": dict(status)}
+            )
         except ApiException as error:
             raise _error(error, f"writing the status of {plural}/{name}") from None
 
     def delete(self, plural: str, namespace: str | None, name: str) -> None:
         try:
-            if namespace is None:
-                self.custom.delete_cluster_custom_object(API_GROUP, API_VERSION, plural, name)
-            else:
-                self.custom.delete_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, plural, name
-                )
+            self._call("delete", namespace, plural, name)
         except ApiException as error:
             if error.status != 404:
                 raise _error(error, f"deleting {plural}/{name}") from None

@@ -75,6 +75,19 @@ def reconciling(
     )
 
 
+def progressing(
+    previous: Iterable[Condition], now: datetime, generation: int | None, message: str
+) -> tuple[Condition, ...]:
+    """Nodes are still taking the change in."""
+    return conditions(
+        previous,
+        now,
+        generation,
+        ready=("False", "Progressing", message),
+        reconciling=("Progressing", message),
+    )
+
+
 def stalled(
     previous: Iterable[Condition], now: datetime, generation: int | None, reason: str, message: str
 ) -> tuple[Condition, ...]:
@@ -112,14 +125,7 @@ def program_status(
         )
     elif phase in _ACTIVE_PHASES or counts.pending:
         step = f"rollout step {rollout.get('step', 0) + 1}, " if phase else ""
-        message = f"{step}{progress}"
-        found = conditions(
-            old,
-            now,
-            generation,
-            ready=("False", "Progressing", message),
-            reconciling=("Progressing", message),
-        )
+        found = progressing(old, now, generation, f"{step}{progress}")
     elif counts.failed:
         found = stalled(old, now, generation, "NodesFailed", progress)
     elif counts.desired == 0:
@@ -154,13 +160,7 @@ def policy_status(
             old, now, generation, "EnforcementFailed", f"{progress}, {counts.failed} failed"
         )
     elif counts.enforcing < counts.desired:
-        found = conditions(
-            old,
-            now,
-            generation,
-            ready=("False", "Progressing", progress),
-            reconciling=("Progressing", progress),
-        )
+        found = progressing(old, now, generation, progress)
     else:
         found = conditions(old, now, generation, ready=("True", "Enforcing", progress))
     return NetworkPolicyStatus(

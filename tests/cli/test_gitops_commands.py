@@ -11,18 +11,10 @@ import pytest
 from tests import services
 from tests.api.conftest import upload
 from tests.conftest import SignedCatalog
+from tests.manifests import program_yaml
 
 BPFLEET = str(Path(sys.executable).parent / "bpfleet")
-PROGRAM = """\
-apiVersion: bpfleet.io/v1alpha1
-kind: BpfProgram
-metadata:
-  name: execs
-spec:
-  artifact: {name: execsnoop, version: "1.0.0"}
-  attach:
-    - {entryPoint: handle_exec, type: tracepoint}
-"""
+PROGRAM = program_yaml()
 
 
 def bpfleet(*args: str) -> subprocess.CompletedProcess[str]:

@@ -18,33 +18,17 @@ from bpfleet_cli.localfleet import Bridge, FleetNode, free_port, local_fleet
 from tests import services
 from tests.conftest import SignedCatalog
 from tests.e2e.conftest import uploaded
-from tests.e2e.test_rollouts import registered, wait_for
+from tests.e2e.test_rollouts import registered
 from tests.gitrepos import GitRepo
+from tests.manifests import program_yaml
 from tests.operator.kubernetes import emulated_cluster
 from tests.operator.processes import BPFLEET, operator, operator_environment, running
+from tests.polling import wait_for
 
 SECRET = "push-secret"
 
-EXECS = """\
-apiVersion: bpfleet.io/v1alpha1
-kind: BpfProgram
-metadata:
-  name: execs
-spec:
-  artifact: {name: execsnoop, version: "1.0.0"}
-  attach:
-    - {entryPoint: handle_exec, type: tracepoint}
-"""
-SYSCALLS = """\
-apiVersion: bpfleet.io/v1alpha1
-kind: BpfProgram
-metadata:
-  name: syscalls
-spec:
-  artifact: {name: syscount, version: "1.0.0"}
-  attach:
-    - {entryPoint: count_sys_enter, type: raw_tracepoint}
-"""
+EXECS = program_yaml()
+SYSCALLS = program_yaml("syscalls", "syscount", "count_sys_enter", "raw_tracepoint")
 # Line 9 holds the mistake: endPort below port.
 BROKEN = """\
 apiVersion: networking.k8s.io/v1

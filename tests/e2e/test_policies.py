@@ -16,7 +16,6 @@ import ipaddress
 import json
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,23 +32,13 @@ from bpfleet_core.protocol import POLICY_PROGRAM
 from tests import services
 from tests.conftest import SignedCatalog
 from tests.e2e.conftest import uploaded
+from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 8080
 GATEWAY = "169.254.1.1"
 PATH = "/v1/policies/shop/db-ingress"
 DB, WEB, OTHER = "shop/db", "shop/web", "shop/other"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 def recorded_features() -> dict[str, Any]:
@@ -219,13 +208,15 @@ def test_a_policy_is_enforced_on_the_node_of_the_endpoint_it_selects(
                     for node in (node_a, node_b)
                 )
 
-            wait_for(declared, "both nodes to declare their endpoints")
+            wait_for(declared, what="both nodes to declare their endpoints")
             assert allowed(everything) == EVERY_PAIR  # no policy: nothing isolated
 
             # Only db is selected: only node A gets the policy, and only web may reach db.
             put = client.put(PATH, json=db_policy("web"))
             assert put.status_code == 200, put.text
-            view = wait_for(summary_is(client, 1, enforcing=1), "node A to enforce generation 1")
+            view = wait_for(
+                summary_is(client, 1, enforcing=1), what="node A to enforce generation 1"
+            )
             assert view["summary"]["desired"] == 1
             assert allowed(everything) == EVERY_PAIR - {(OTHER, DB)}
             rows = client.get(f"{PATH}/nodes").json()
@@ -233,7 +224,9 @@ def test_a_policy_is_enforced_on_the_node_of_the_endpoint_it_selects(
                 (node_a.name, 1, "Enforcing")
             ]
 
-            wait_for(lambda: (node_a.status().get("policy") or {}).get("denied"), "a counted drop")
+            wait_for(
+                lambda: (node_a.status().get("policy") or {}).get("denied"), what="a counted drop"
+            )
             status = node_a.status()["policy"]
             assert status["state"] == "Enforcing"
             assert status["policies"] == ["shop/db-ingress@1"]
@@ -266,17 +259,19 @@ def test_a_policy_is_enforced_on_the_node_of_the_endpoint_it_selects(
                 lambda: (
                     (node_a.status().get("policy") or {}).get("policies") == ["shop/db-ingress@1"]
                 ),
-                "the restarted agent to report the policy",
+                what="the restarted agent to report the policy",
             )
 
             # Generation 2 swaps who may reach db.
             assert client.put(PATH, json=db_policy("other")).json()["generation"] == 2
-            wait_for(summary_is(client, 2, enforcing=1), "node A to enforce generation 2")
+            wait_for(summary_is(client, 2, enforcing=1), what="node A to enforce generation 2")
             assert allowed(everything) == EVERY_PAIR - {(WEB, DB)}
 
             # Deleted: node A reports it gone, the per-node list empties, traffic flows.
             assert client.delete(PATH).status_code == 204
-            wait_for(lambda: client.get(f"{PATH}/nodes").json() == [], "the node rows to empty")
+            wait_for(
+                lambda: client.get(f"{PATH}/nodes").json() == [], what="the node rows to empty"
+            )
             assert allowed(everything) == EVERY_PAIR
             assert not (node_a.pin_root / POLICY_PROGRAM).exists()
             assert node_a.status().get("policy") is None

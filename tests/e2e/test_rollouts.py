@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,10 @@ from bpfleet_core.features import FeatureReport
 from tests import services
 from tests.conftest import SignedCatalog
 from tests.e2e.conftest import program, uploaded
+from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = [{"tier": "edge"}, {"tier": "edge"}, {"tier": "edge"}]
-
-
-def wait_for(check: Any, timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 def registered(client: httpx.Client, nodes: list[FleetNode]) -> None:

@@ -23,6 +23,7 @@ from tests.conftest import SignedCatalog
 from tests.gitrepos import GitRepo
 from tests.operator.kubernetes import Cluster
 from tests.operator.processes import operator
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.services
 __all__ = ["recorded_features"]  # a fixture, shared with the API tests
@@ -51,17 +52,6 @@ def api(
 def running_operator(api: services.Api, cluster: Cluster, tmp_path: Path) -> Iterator[Path]:
     with operator(api, cluster.url, tmp_path) as log:
         yield log
-
-
-def wait_for(check: Any, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 def program(name: str, group: str, **spec: Any) -> dict[str, Any]:

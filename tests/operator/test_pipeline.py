@@ -13,18 +13,9 @@ import yaml
 from bpfleet_core.resources import GitRef, GitSourceSpec, GitSourceStatus
 from bpfleet_operator import git, gitsource, kube
 from tests.gitrepos import GitRepo, SmartHttpServer
+from tests.manifests import program_yaml
 from tests.operator.kubernetes import Cluster
 
-PROGRAM = """\
-apiVersion: bpfleet.io/v1alpha1
-kind: BpfProgram
-metadata:
-  name: {name}
-spec:
-  artifact: {{name: execsnoop, version: "1.0.0"}}
-  attach:
-    - {{entryPoint: handle_exec, type: tracepoint}}
-"""
 POLICY = """\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -69,8 +60,8 @@ def test_applies_prunes_and_records_inventory_and_history(
     first = repo.commit(
         "two programs and a policy",
         {
-            "a.yaml": PROGRAM.format(name="alpha"),
-            "b.yaml": PROGRAM.format(name="beta"),
+            "a.yaml": program_yaml("alpha"),
+            "b.yaml": program_yaml("beta"),
             "web.yaml": POLICY,
         },
     )
@@ -111,7 +102,7 @@ def test_applies_prunes_and_records_inventory_and_history(
 
 
 def test_prune_off_leaves_removed_objects(repo: GitRepo, cluster: Cluster, tmp_path: Path) -> None:
-    repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
     source = Source(repo, cluster, tmp_path, prune=False)
     source.reconcile()
     repo.commit("gone", remove=("a.yaml",))
@@ -120,7 +111,7 @@ def test_prune_off_leaves_removed_objects(repo: GitRepo, cluster: Cluster, tmp_p
 
 
 def test_hand_made_drift_is_put_back(repo: GitRepo, cluster: Cluster, tmp_path: Path) -> None:
-    repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
     source = Source(repo, cluster, tmp_path)
     source.reconcile()
     cluster.patch("bpfprograms", "alpha", {"spec": {"config": {"target_uid": 0}}})
@@ -133,14 +124,14 @@ def test_hand_made_drift_is_put_back(repo: GitRepo, cluster: Cluster, tmp_path: 
 def test_an_invalid_revision_applies_nothing_and_the_last_good_one_holds(
     repo: GitRepo, cluster: Cluster, tmp_path: Path
 ) -> None:
-    good = repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    good = repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
     source = Source(repo, cluster, tmp_path)
     source.reconcile()
     bad = repo.commit(
         "beta, and a typo",
         {
-            "b.yaml": PROGRAM.format(name="beta"),
-            "c.yaml": PROGRAM.format(name="gamma").replace("type: tracepoint", "type: tracepiont"),
+            "b.yaml": program_yaml("beta"),
+            "c.yaml": program_yaml("gamma", attach_type="tracepiont"),
         },
     )
     cluster.patch("bpfprograms", "alpha", {"spec": {"config": {"target_uid": 0}}})
@@ -162,7 +153,7 @@ def test_an_invalid_revision_applies_nothing_and_the_last_good_one_holds(
 
 
 def test_suspended_sources_do_nothing(repo: GitRepo, cluster: Cluster, tmp_path: Path) -> None:
-    repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
     source = Source(repo, cluster, tmp_path, suspend=True)
     assert source.reconcile().outcome == "Suspended"
     assert cluster.get("bpfprograms", "alpha") is None
@@ -185,10 +176,10 @@ def test_objects_of_another_source_are_not_taken_over(
             "apiVersion": "bpfleet.io/v1alpha1",
             "kind": "BpfProgram",
             "metadata": {"name": "alpha", "labels": {"bpfleet.io/gitsource": "other.source"}},
-            "spec": yaml.safe_load(PROGRAM.format(name="alpha"))["spec"],
+            "spec": yaml.safe_load(program_yaml("alpha"))["spec"],
         },
     )
-    repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
     source = Source(repo, cluster, tmp_path)
     result = source.reconcile()
     assert result.outcome == "Failed"
@@ -210,13 +201,13 @@ def test_only_commits_signed_by_a_trusted_key_apply(
     _ssh_key(tmp_path / "stranger")
     source = Source(repo, cluster, tmp_path, trusted_signing_keys=[trusted])
 
-    repo.commit("unsigned", {"a.yaml": PROGRAM.format(name="alpha")})
+    repo.commit("unsigned", {"a.yaml": program_yaml("alpha")})
     assert source.reconcile().outcome == "Rejected"
     assert source.status.conditions[0].reason == "UntrustedRevision"
     assert cluster.get("bpfprograms", "alpha") is None
 
     def signed_commit(key: Path, name: str) -> None:
-        (repo.path / f"{name}.yaml").write_text(PROGRAM.format(name=name))
+        (repo.path / f"{name}.yaml").write_text(program_yaml(name))
         repo.git("add", f"{name}.yaml")
         repo.git(
             "-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "commit", "-q", "-S", "-m", name
@@ -232,7 +223,7 @@ def test_only_commits_signed_by_a_trusted_key_apply(
 def test_https_credentials_reach_the_remote(
     repo: GitRepo, cluster: Cluster, tmp_path: Path
 ) -> None:
-    commit = repo.commit("alpha", {"a.yaml": PROGRAM.format(name="alpha")})
+    commit = repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
     with SmartHttpServer(repo.path.parent, "ci", "t0ken") as server:
         url = server.url(repo.path.name)
         refused = git.Checkout(url, tmp_path / "anonymous")
