@@ -186,6 +186,10 @@ def peer_partition(rules: Sequence[Rule]) -> list[PeerPrefix]:
             starts.setdefault(network_prefix(block.cidr), []).append(block_id)
             for hole in block.excepts:
                 holes.setdefault(network_prefix(hole), []).append(block_id)
+    if not holes and not any_peer:
+        flat = _disjoint_partition(starts, owner)
+        if flat is not None:
+            return flat
     result = [PeerPrefix(0, 0, any_peer)] if any_peer else []
     # Sorted by (value, length), a prefix comes right after its ancestors: a depth-first
     # walk keeping the open ancestors on a stack of (end, inside, excepted, rules), where
@@ -211,6 +215,24 @@ def peer_partition(rules: Sequence[Rule]) -> list[PeerPrefix]:
         if here != parent_rules:
             add(PeerPrefix(start, length, here))
     return result
+
+
+def _disjoint_partition(
+    starts: dict[tuple[int, int], list[int]], owner: list[int]
+) -> list[PeerPrefix] | None:
+    """The common large case, CIDR lists without excepts, none inside another: each
+    prefix stands for exactly the rules whose blocks it is. None if any nest."""
+    ordered = sorted(starts)
+    end = 0
+    for value, length in ordered:
+        if value < end:
+            return None  # inside the previous prefix: the general walk handles nesting
+        end = value + (1 << (_ADDRESS_BITS - length))
+    rule_of = owner.__getitem__
+    return [
+        PeerPrefix(value, length, frozenset(map(rule_of, starts[value, length])))
+        for value, length in ordered
+    ]
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -288,22 +310,39 @@ def _compile_direction(
             )
         )  # fmt: skip
         add_value(pack(peer_class, 0, 0))
+    # Port prefixes of each distinct port list, deduplicated: rules often share one.
+    prefixes_of: dict[tuple[PortRange, ...], tuple[tuple[int, int, int], ...]] = {}
+    for rule in rules.rules:
+        if rule.ports not in prefixes_of:
+            found = (p for port_range in rule.ports for p in _port_prefixes(port_range))
+            prefixes_of[rule.ports] = tuple(dict.fromkeys(found))
     port_rules: dict[bytes, int] = {}
     for members, peer_class in classes.items():
-        # Lowest rule index first: on an identical prefix the first rule is credited.
-        for index in sorted(members) if len(members) > 1 else members:
-            credited = keys[index]
-            for port_range in rules.rules[index].ports:
-                for prefixlen, protocol, port in _port_prefixes(port_range):
-                    key = pack_port(
+        if len(members) == 1:
+            # One rule: its prefixes are distinct already, so no entry can repeat.
+            (index,) = members
+            credited = pack(0, 0, keys[index])
+            for prefixlen, protocol, port in prefixes_of[rules.rules[index].ports]:
+                add_key(
+                    pack_port(
                         prefixlen, TABLE_PORT, view_id, direction_id, 0, endpoint, peer_class,
                         protocol, 0, port,
-                    )  # fmt: skip
-                    if key not in port_rules:
-                        port_rules[key] = credited
-    for key, credited in port_rules.items():
+                    )
+                )  # fmt: skip
+                add_value(credited)
+            continue
+        # Lowest rule index first: on an identical prefix the first rule is credited.
+        for index in sorted(members):
+            for prefixlen, protocol, port in prefixes_of[rules.rules[index].ports]:
+                key = pack_port(
+                    prefixlen, TABLE_PORT, view_id, direction_id, 0, endpoint, peer_class,
+                    protocol, 0, port,
+                )  # fmt: skip
+                if key not in port_rules:
+                    port_rules[key] = keys[index]
+    for key, credited_key in port_rules.items():
         add_key(key)
-        add_value(pack(0, 0, credited))
+        add_value(pack(0, 0, credited_key))
 
 
 _SIDES = (

@@ -71,15 +71,13 @@ def _peer_blocks(
     """``None`` (any peer) when there are no peers; otherwise the peers' blocks."""
     if not peers:
         return None
-    blocks: list[PeerBlock] = []
+    blocks: dict[PeerBlock, None] = {}  # a dict: ordered, and O(1) to skip repeats
     for peer in peers:
         if peer.ip_block is not None:
-            found = [_block(peer.ip_block)]
+            blocks[_block(peer.ip_block)] = None
         else:
-            found = [
-                host_block(topology.pods[key].ip) for key in _selected_pods(peer, policy, topology)
-            ]
-        blocks.extend(block for block in found if block not in blocks)
+            for key in _selected_pods(peer, policy, topology):
+                blocks[host_block(topology.pods[key].ip)] = None
     return tuple(blocks)
 
 
@@ -220,17 +218,24 @@ def compile_policies(
         unknown = sorted(node_endpoints - set(topology.pods))
         if unknown:
             raise ValueError(f"not pods of the topology: {', '.join(unknown)}")
+    # Without audit-mode policies both views are one: compile it once, and hand the same
+    # object to both (the datapath then skips comparing them rule by rule).
+    audited = any(policy.mode == "audit" for policy in items)
     compiled: dict[str, EndpointRules] = {}
     for key in topology.pod_order():
         if node_endpoints is not None and key not in node_endpoints:
             continue
+        ingress = _direction(items, topology, key, "ingress", "enforce")
+        egress = _direction(items, topology, key, "egress", "enforce")
         compiled[key] = EndpointRules(
             endpoint=key,
             address=topology.pods[key].ip,
-            ingress=_direction(items, topology, key, "ingress", "enforce"),
-            egress=_direction(items, topology, key, "egress", "enforce"),
-            audit_ingress=_direction(items, topology, key, "ingress", "audit"),
-            audit_egress=_direction(items, topology, key, "egress", "audit"),
+            ingress=ingress,
+            egress=egress,
+            audit_ingress=_direction(items, topology, key, "ingress", "audit")
+            if audited
+            else ingress,
+            audit_egress=_direction(items, topology, key, "egress", "audit") if audited else egress,
         )
     return compiled
 
