@@ -15,7 +15,6 @@ from tests import services
 from tests.conftest import SignedCatalog
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")

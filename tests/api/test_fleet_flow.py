@@ -8,12 +8,15 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import ProgramState
 from tests import services
 from tests.api.conftest import upload
 from tests.conftest import SignedCatalog
+
+pytestmark = pytest.mark.services
 
 
 class ProtocolClient:

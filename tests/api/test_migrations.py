@@ -3,6 +3,7 @@ PostgreSQL, from nothing and from the previous revision with data in it."""
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -10,6 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from bpfleet_api import db, models
 from sqlalchemy import Engine, text
 from sqlmodel import SQLModel
+
+pytestmark = pytest.mark.services
 
 
 def _run(engine: Engine, action: str, revision: str) -> None:

@@ -6,7 +6,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests import services
+
+pytestmark = pytest.mark.services
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,6 +14,8 @@ from tests import services
 from tests.api.conftest import upload
 from tests.conftest import SignedCatalog
 
+pytestmark = pytest.mark.services
+
 NOW = "2026-01-01T00:00:00Z"
 
 

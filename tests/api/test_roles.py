@@ -12,6 +12,8 @@ from tests import services
 from tests.api.conftest import upload
 from tests.conftest import SignedCatalog
 
+pytestmark = pytest.mark.services
+
 ROLES = ("admin", "ci", "viewer", "bootstrap", "agent")
 READ = {"admin", "ci", "viewer"}
 

@@ -14,8 +14,6 @@ from tests import services
 from tests.api.conftest import upload
 from tests.conftest import SignedCatalog
 
-pytestmark = [pytest.mark.bpf, pytest.mark.services]
-
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[Bridge]:

@@ -25,6 +25,8 @@ from tests.operator.kubernetes import emulated_cluster
 from tests.operator.processes import BPFLEET, operator, operator_environment, running
 from tests.polling import wait_for
 
+pytestmark = [pytest.mark.bpf, pytest.mark.services]
+
 SECRET = "push-secret"
 
 EXECS = program_yaml()

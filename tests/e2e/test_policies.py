@@ -34,6 +34,8 @@ from tests.conftest import SignedCatalog
 from tests.e2e.conftest import uploaded
 from tests.polling import wait_for
 
+pytestmark = [pytest.mark.bpf, pytest.mark.services]
+
 REPO = Path(__file__).resolve().parents[2]
 PORT = 8080
 GATEWAY = "169.254.1.1"

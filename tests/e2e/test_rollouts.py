@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bpfleet_cli.localfleet import Bridge, FleetNode, local_fleet
 from bpfleet_core.features import FeatureReport
@@ -17,6 +18,8 @@ from tests import services
 from tests.conftest import SignedCatalog
 from tests.e2e.conftest import program, uploaded
 from tests.polling import wait_for
+
+pytestmark = [pytest.mark.bpf, pytest.mark.services]
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = [{"tier": "edge"}, {"tier": "edge"}, {"tier": "edge"}]
