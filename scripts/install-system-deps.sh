@@ -6,6 +6,7 @@ packages=(
   clang llvm libbpf-dev bpftool   # compile CO-RE objects, strip DWARF, cross-check the analyser
   iproute2 iptables               # network namespaces, veth pairs, the iptables peer in benchmarks
   make git openssl openssh-client # build, GitOps sources, signature interoperability
+  openssh-server                  # a Git-over-SSH remote for the GitOps tests (run on a test port only)
   strace                          # proves no bpf() load happens for refused artifacts
   redis-server postgresql         # the API's broker and production database, tested for real
   python3-venv

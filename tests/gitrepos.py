@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -121,3 +123,66 @@ class SmartHttpServer:
     def __exit__(self, *_: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class SshServer:
+    """OpenSSH's sshd on a loopback port, for Git over SSH: one client key authorised,
+    a host key of its own (so known_hosts is checked for real)."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.port = _free_port()
+        work.mkdir(parents=True, exist_ok=True)
+        for name in ("host", "client"):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)],
+                check=True,
+            )
+        (work / "authorized_keys").write_text((work / "client.pub").read_text())
+        config = work / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {work / 'host'}\n"
+            f"AuthorizedKeysFile {work / 'authorized_keys'}\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+            "StrictModes no\nUsePAM no\nPidFile none\n"
+        )
+        self._config = config
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def identity(self) -> str:
+        return (self.work / "client").read_text()
+
+    @property
+    def known_hosts(self) -> str:
+        key = (self.work / "host.pub").read_text().split()
+        return f"[127.0.0.1]:{self.port} {key[0]} {key[1]}\n"
+
+    def url(self, repository: Path) -> str:
+        return f"ssh://root@127.0.0.1:{self.port}{repository}"
+
+    def __enter__(self) -> SshServer:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        self._process = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(self._config)],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.work / "sshd.log").open("wb"),
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"sshd did not start: {(self.work / 'sshd.log').read_text()}")
+
+    def __exit__(self, *_: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

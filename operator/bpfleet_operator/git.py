@@ -152,6 +152,15 @@ class Checkout:
         except subprocess.TimeoutExpired:
             raise GitError(f"git {args[0]} timed out after {TIMEOUT_SECONDS}s") from None
         if done.returncode != 0:
-            reason = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise GitError(reason[-1] if reason else f"git {args[0]} failed")
+            raise GitError(_reason(done.stderr) or f"git {args[0]} failed")
         return done.stdout
+
+
+# Git's closing advice after any remote failure; it says nothing about the cause.
+_ADVICE = ("Please make sure you have the correct access rights", "and the repository exists.")
+
+
+def _reason(stderr: bytes) -> str:
+    """What Git said went wrong, in its own words, on one line."""
+    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines()]
+    return " ".join(line for line in lines if line and line not in _ADVICE)

@@ -12,7 +12,7 @@ import yaml
 
 from bpfleet_core.resources import GitRef, GitSourceSpec, GitSourceStatus
 from bpfleet_operator import git, gitsource, kube
-from tests.gitrepos import GitRepo, SmartHttpServer
+from tests.gitrepos import GitRepo, SmartHttpServer, SshServer
 from tests.manifests import program_yaml
 from tests.operator.kubernetes import Cluster
 
@@ -232,3 +232,16 @@ def test_https_credentials_reach_the_remote(
         allowed = git.Checkout(url, tmp_path / "clone", git.Credentials("ci", "t0ken"))
         assert allowed.fetch(GitRef(branch="main")).commit == commit
         assert list(allowed.files(commit)) == ["a.yaml"]
+
+
+def test_ssh_keys_and_known_hosts_reach_the_remote(repo: GitRepo, tmp_path: Path) -> None:
+    commit = repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
+    with SshServer(tmp_path / "ssh") as server:
+        url = server.url(repo.path)
+        ssh = git.Credentials(identity=server.identity, known_hosts=server.known_hosts)
+        allowed = git.Checkout(url, tmp_path / "clone", ssh)
+        assert allowed.fetch(GitRef(branch="main")).commit == commit
+        # A host that is not the one in known_hosts is refused, not trusted on first use.
+        stranger = git.Credentials(identity=server.identity, known_hosts="")
+        with pytest.raises(git.GitError, match="Host key verification failed"):
+            git.Checkout(url, tmp_path / "other", stranger).fetch(GitRef(branch="main"))
