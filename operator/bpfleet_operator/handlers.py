@@ -120,7 +120,9 @@ def _hand_over(
     except FleetApiError as error:
         raise _fleet_failure(error, patch, previous, meta, retry) from None
     message = f"generation {view['generation']} handed to the fleet"
-    _set_conditions(patch, statuses.reconciling(previous, _now(), generation, message))
+    _set_conditions(
+        patch, statuses.progressing(previous, _now(), generation, message, ready="Unknown")
+    )
     patch.status["observedGeneration"] = generation
     patch.status["revision"] = _revision(meta)
 

@@ -62,28 +62,21 @@ def conditions(
     return tuple(found)
 
 
-def reconciling(
-    previous: Iterable[Condition], now: datetime, generation: int | None, message: str
-) -> tuple[Condition, ...]:
-    """What a just-changed object says until the fleet reports on it."""
-    return conditions(
-        previous,
-        now,
-        generation,
-        ready=("Unknown", "Progressing", message),
-        reconciling=("Progressing", message),
-    )
-
-
 def progressing(
-    previous: Iterable[Condition], now: datetime, generation: int | None, message: str
+    previous: Iterable[Condition],
+    now: datetime,
+    generation: int | None,
+    message: str,
+    *,
+    ready: Truth = "False",
 ) -> tuple[Condition, ...]:
-    """Nodes are still taking the change in."""
+    """Work under way: nodes taking a change in (Ready False), or a change just handed to
+    the fleet that no node has reported on yet (Ready Unknown)."""
     return conditions(
         previous,
         now,
         generation,
-        ready=("False", "Progressing", message),
+        ready=(ready, "Progressing", message),
         reconciling=("Progressing", message),
     )
 

@@ -25,7 +25,11 @@ from tests.operator.kubernetes import emulated_cluster
 from tests.operator.processes import BPFLEET, operator, operator_environment, running
 from tests.polling import wait_for
 
-pytestmark = [pytest.mark.bpf, pytest.mark.services]
+pytestmark = [
+    pytest.mark.bpf,
+    pytest.mark.services,
+    pytest.mark.parametrize("api", ["sqlite"], indirect=True),  # tests/api covers both
+]
 
 SECRET = "push-secret"
 
@@ -46,27 +50,11 @@ spec:
 
 
 @pytest.fixture
-def api(
-    network: Bridge, redis: services.Redis, signed_catalog: SignedCatalog, tmp_path: Path
-) -> Iterator[services.Api]:
-    """One database is enough here: the API's own tests cover both."""
-    with services.api_server(
-        f"sqlite:///{tmp_path}/bpfleet.db",
-        redis.url,
-        signed_catalog.trust,
-        tmp_path,
-        host=network.address,
-        rollout_tick_seconds="0.3",
-    ) as server:
-        server.start_worker()
-        uploaded(server, signed_catalog, "execsnoop", "syscount")
-        yield server
-
-
-@pytest.fixture
 def fleet(
     api: services.Api, network: Bridge, signed_catalog: SignedCatalog, tmp_path: Path
 ) -> Iterator[list[FleetNode]]:
+    api.start_worker()
+    uploaded(api, signed_catalog, "execsnoop", "syscount")
     with (
         local_fleet(
             api.url,

@@ -34,7 +34,13 @@ from tests.conftest import SignedCatalog
 from tests.e2e.conftest import uploaded
 from tests.polling import wait_for
 
-pytestmark = [pytest.mark.bpf, pytest.mark.services]
+pytestmark = [
+    pytest.mark.bpf,
+    pytest.mark.services,
+    # PostgreSQL only: tests/api runs the policy logic on both databases; this test is
+    # about real nodes, and a second run on SQLite would only double its time.
+    pytest.mark.parametrize("api", ["postgres"], indirect=True),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 8080
@@ -150,22 +156,6 @@ def db_policy(peer_app: str) -> dict[str, Any]:
             ],
         },
     }
-
-
-@pytest.fixture
-def api(
-    network: Bridge,
-    redis: services.Redis,
-    postgres: services.Postgres,
-    signed_catalog: SignedCatalog,
-    tmp_path: Path,
-) -> Iterator[services.Api]:
-    """PostgreSQL only: tests/api runs the policy logic on both databases; this test is
-    about real nodes, and a second run on SQLite would only double its time."""
-    with services.api_server(
-        postgres.create_database(), redis.url, signed_catalog.trust, tmp_path, host=network.address
-    ) as server:
-        yield server
 
 
 def test_a_policy_is_enforced_on_the_node_of_the_endpoint_it_selects(
