@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import shutil
 import ssl
@@ -35,7 +34,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from bpfleet_agent.settings import AgentSettings
-from bpfleet_core import artifacts
+from bpfleet_core import artifacts, files
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
     EndpointSet,
@@ -140,23 +139,6 @@ class Backoff:
 # --------------------------------------------------------------------------- files
 
 
-def write_atomically(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` so readers see the old or the new content, never a mix. The file
-    is created with ``mode`` (a token is never readable by others, not even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    payload = data.encode() if isinstance(data, str) else data
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(payload)
-        os.chmod(temporary, mode)  # O_CREAT's mode is filtered by the umask
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 @dataclass(frozen=True)
 class ReceivedAssignments:
     """An assignments answer, read only as far as the agent needs to store it.
@@ -183,7 +165,7 @@ class ReceivedAssignments:
 
 
 def save_assignments(path: Path, received: ReceivedAssignments) -> None:
-    write_atomically(path, json.dumps(received.document, indent=2, sort_keys=True))
+    files.write_atomically(path, json.dumps(received.document, indent=2, sort_keys=True))
 
 
 def cached_revision(path: Path) -> int:
@@ -410,7 +392,7 @@ class NodeCredential:
                     ) from error
                 raise
             document = {"node": self.node, "apiUrl": self.api_url, "token": result.token}
-            write_atomically(self.path, json.dumps(document), mode=0o600)
+            files.write_atomically(self.path, json.dumps(document), mode=0o600)
             self._token = result.token
             self.registrations += 1
             log.info("registered node %s with the fleet API at %s", self.node, self.api_url)
@@ -937,7 +919,9 @@ class FleetLink:
             ):
                 self._pending_features = None
         try:
-            write_atomically(self.settings.features_reported_file, report.probed_at.isoformat())
+            files.write_atomically(
+                self.settings.features_reported_file, report.probed_at.isoformat()
+            )
         except OSError as error:
             log.warning("cannot record the reported features: %s", error)
 

@@ -43,7 +43,7 @@ from bpfleet_agent import (
     reconciling,
 )
 from bpfleet_agent.settings import AgentSettings
-from bpfleet_core import artifacts, features, signing
+from bpfleet_core import artifacts, features, files, signing
 from bpfleet_core.netpol import compiling
 from bpfleet_core.netpol.models import selects
 from bpfleet_core.protocol import (
@@ -255,7 +255,7 @@ class Agent:
             self.kernel.tracefs,
             self.kernel.cgroup_root,
         )
-        _write_atomically(cache, report.to_json())
+        files.write_atomically(cache, report.to_json())
         return report
 
     # ------------------------------------------------------------------ reconcile
@@ -599,7 +599,7 @@ class Agent:
             report = self.report(error=message)
         else:
             report = self.reconcile(parsed.state, parsed.invalid, policy_error=parsed.policy_error)
-        _write_atomically(
+        files.write_atomically(
             self.settings.status_file, report.model_dump_json(by_alias=True, indent=2)
         )
         return report
@@ -624,7 +624,7 @@ class Agent:
                 self._fetch_artifacts(parsed.state, link),
                 parsed.policy_error,
             )
-        _write_atomically(
+        files.write_atomically(
             self.settings.status_file, report.model_dump_json(by_alias=True, indent=2)
         )
         return report
@@ -717,10 +717,6 @@ class Agent:
             self.reconcile_file(self.settings.desired_state)
             stop.wait(self.settings.poll_interval)
         log.info("agent stopping; everything attached stays attached")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    api_client.write_atomically(path, text)
 
 
 def run_forever(settings: AgentSettings) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 
-from bpfleet_core import bundles
+from bpfleet_core import bundles, files
 from bpfleet_core.resources import (
     BpfProgramSpec,
     GitSource,
@@ -111,7 +110,9 @@ class StandaloneSource:
             )
         except gitsource.TargetError as error:  # the fleet API was unreachable mid-check
             result = gitsource.Result(self.status(), "Failed", str(error))
-        _write_atomically(self.status_file, result.status.model_dump_json(by_alias=True, indent=2))
+        files.write_atomically(
+            self.status_file, result.status.model_dump_json(by_alias=True, indent=2)
+        )
         return result
 
     def run(self, stop: threading.Event) -> None:
@@ -128,13 +129,6 @@ class StandaloneSource:
                 wait, delay = interval, self.retry_seconds
             self.wake.wait(wait)
             self.wake.clear()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(text)
-    scratch.replace(path)
 
 
 def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) -> None:

@@ -27,11 +27,10 @@ from bpfleet_agent.api_client import (
     cached_revision,
     classify_status,
     save_assignments,
-    write_atomically,
 )
 from bpfleet_agent.daemon import Agent, parse_assignments
 from bpfleet_agent.settings import AgentSettings, parse_labels
-from bpfleet_core import artifacts, signing
+from bpfleet_core import artifacts, files, signing
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
     Heartbeat,
@@ -172,8 +171,8 @@ def test_api_mode_needs_a_node_name_the_api_accepts() -> None:
 
 def test_atomic_write_sets_the_mode_and_leaves_no_temporary(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "credential.json"
-    write_atomically(path, "first", mode=0o600)
-    write_atomically(path, b"second", mode=0o600)
+    files.write_atomically(path, "first", mode=0o600)
+    files.write_atomically(path, b"second", mode=0o600)
     assert path.read_text() == "second"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["credential.json"]
