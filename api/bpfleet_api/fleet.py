@@ -28,6 +28,7 @@ from bpfleet_api.models import (
     ProgramRevision,
     Rollout,
     RolloutPhase,
+    aware,
     utcnow,
 )
 from bpfleet_core import artifacts, features, fitting, manifests, signing
@@ -84,15 +85,10 @@ def readiness(
 ) -> NodeReadiness:
     if node.last_heartbeat is None:
         return "Unknown"
-    age = (now - _aware(node.last_heartbeat)).total_seconds()
+    age = (now - aware(node.last_heartbeat)).total_seconds()
     if age <= ready_seconds:
         return "Ready"
     return "NotReady" if age <= unknown_seconds else "Unknown"
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands datetimes back without their zone; they were stored in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def get_node(session: Session, name: str) -> Node:
@@ -502,7 +498,7 @@ def advance_rollout(
         rollout.phase,
         rollout.step,
         tuple(rollout.updated_nodes),
-        _aware(rollout.step_settled_at) if rollout.step_settled_at else None,
+        aware(rollout.step_settled_at) if rollout.step_settled_at else None,
     )
     decision = rollouts.decide(progress, spec.rollout, selected, outcomes, now, tick_seconds)
     changes = Changes()

@@ -25,6 +25,7 @@ from bpfleet_api.routes import (
     policies,
     programs,
     rollouts,
+    session,
     tokens,
 )
 from bpfleet_api.routes._changes import start_rollout
@@ -119,7 +120,18 @@ def create_app() -> FastAPI:
     def prometheus(_: Reader) -> Response:
         return Response(metrics.render(registry), media_type="text/plain; version=0.0.4")
 
-    for module in (health, tokens, nodes, artifacts, programs, rollouts, policies, checks, agent):
+    for module in (
+        health,
+        session,
+        tokens,
+        nodes,
+        artifacts,
+        programs,
+        rollouts,
+        policies,
+        checks,
+        agent,
+    ):
         app.include_router(module.router)
     return app
 

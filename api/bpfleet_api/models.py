@@ -18,6 +18,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime) -> datetime:
+    """``moment`` in UTC: SQLite hands datetimes back without their zone."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _timestamp(**kwargs: Any) -> Any:
     return Field(sa_type=DateTime(timezone=True), **kwargs)
 
@@ -38,8 +43,18 @@ class Token(SQLModel, table=True):
         unique=True, description="sha256 of the secret; the secret is never stored."
     )
     node: str | None = Field(default=None, index=True, description="For agent tokens.")
+    session_of: int | None = Field(
+        default=None,
+        foreign_key="token.id",
+        index=True,
+        description="For browser sessions: the token exchanged for it, whose fate it shares.",
+    )
     created_at: datetime = _timestamp(default_factory=utcnow)
+    expires_at: datetime | None = _timestamp(default=None)
     revoked_at: datetime | None = _timestamp(default=None)
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < aware(self.expires_at))
 
 
 class Node(SQLModel, table=True):

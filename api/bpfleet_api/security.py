@@ -6,10 +6,11 @@ import hashlib
 import secrets
 import threading
 import time
+from datetime import timedelta
 
 from sqlmodel import Session, select
 
-from bpfleet_api.models import Role, Token, utcnow
+from bpfleet_api.models import Role, Token, aware, utcnow
 
 TOKEN_PREFIX = "bpf_"  # noqa: S105 - a marker for secret scanners, not a secret
 
@@ -33,11 +34,44 @@ def ensure(session: Session, name: str, role: Role, secret: str) -> None:
 
 
 def lookup(session: Session, secret: str) -> Token | None:
+    """The valid token with this secret: not revoked, not expired, and for a browser
+    session, its originating token still valid too."""
     # The digest is the lookup key, so comparison time does not depend on the secret.
     token = session.exec(select(Token).where(Token.digest == digest(secret))).first()
-    if token is None or token.revoked_at is not None:
+    now = utcnow()
+    if token is None or not token.valid_at(now):
         return None
+    if token.session_of is not None:
+        origin = session.get(Token, token.session_of)
+        if origin is None or not origin.valid_at(now):
+            return None
     return token
+
+
+def open_session(session: Session, origin: Token, ttl_seconds: float) -> tuple[str, Token]:
+    """Exchange a token for a browser session with the same name and role: a secret of
+    its own (for an HttpOnly cookie), expiring, and revoked with its originating token."""
+    if origin.id is None:
+        raise ValueError("a session needs a stored token")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires = utcnow() + timedelta(seconds=ttl_seconds)
+    if origin.expires_at is not None:
+        expires = min(expires, aware(origin.expires_at))
+    row = Token(
+        name=origin.name,
+        role=origin.role,
+        digest=digest(secret),
+        session_of=origin.id,
+        expires_at=expires,
+    )
+    session.add(row)
+    return secret, row
+
+
+def close_session(session: Session, token: Token) -> None:
+    if token.session_of is not None and token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.add(token)
 
 
 def revoke_node_tokens(session: Session, node: str) -> None:

@@ -40,6 +40,17 @@ class ApiSettings(BaseSettings):
         default=120.0, gt=0, description="Heartbeat age beyond which a node is Unknown."
     )
     long_poll_max_seconds: float = Field(default=60.0, gt=0)
+    session_ttl_seconds: float = Field(
+        default=12 * 3600.0,
+        gt=0,
+        le=7 * 24 * 3600.0,
+        description="Lifetime of a browser session opened with a token (at most a week).",
+    )
+    secure_cookies: bool = Field(
+        default=False,
+        description="Mark session cookies Secure even when requests reach the API over plain "
+        "HTTP (behind a TLS-terminating proxy); they always are over HTTPS.",
+    )
     rollout_tick_seconds: float = Field(
         default=0.5, gt=0, description="How often an active rollout re-checks its nodes."
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.alias_generators import to_camel
 
 from bpfleet_core.features import FeatureReport
@@ -136,6 +136,16 @@ class TokenResult(View):
     name: str
     role: str
     token: str
+
+
+class SessionRequest(View):
+    token: SecretStr = Field(description="A bpfleet token (bpf_...) of a person's role.")
+
+
+class SessionView(View):
+    name: str
+    role: str
+    expires_at: datetime | None
 
 
 class Problem(View):
