@@ -27,6 +27,7 @@ from bpfleet_api.routes import (
     rollouts,
     session,
     tokens,
+    topology,
 )
 from bpfleet_api.routes._changes import start_rollout
 from bpfleet_api.settings import get_settings
@@ -129,6 +130,7 @@ def create_app() -> FastAPI:
         programs,
         rollouts,
         policies,
+        topology,
         checks,
         agent,
     ):

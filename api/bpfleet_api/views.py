@@ -36,6 +36,9 @@ class NodeProgramView(View):
     reason: str
     message: str
     updated_at: datetime
+    verifier_log: str | None = Field(
+        default=None, description="The verifier's log excerpt, when the load failed."
+    )
 
 
 class NodeDetail(NodeView):

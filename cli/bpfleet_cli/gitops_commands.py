@@ -1,4 +1,5 @@
-"""``bpfleet operator ...`` and ``bpfleet validate``: the GitOps pipeline from the CLI."""
+"""``bpfleet operator ...``: the GitOps pipeline from the CLI (``bpfleet validate`` is in
+``check_commands``)."""
 
 from __future__ import annotations
 
@@ -56,45 +57,3 @@ def standalone(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     pipeline.serve(document, OperatorSettings(), stop)
-
-
-def validate(
-    paths: Annotated[list[Path], typer.Argument(help="Manifest files or directories.")],
-    api_url: Annotated[
-        str | None,
-        typer.Option(help="Also check artifacts and specs against this fleet API."),
-    ] = None,
-    token: Annotated[str | None, typer.Option(envvar="BPFLEET_TOKEN", help="API token.")] = None,
-) -> None:
-    """Validate manifests as a GitSource would, before anything is applied; for CI."""
-    from bpfleet_core import bundles
-    from bpfleet_operator import standalone as pipeline
-    from bpfleet_operator.fleetapi import FleetApi
-
-    files: dict[str, str] = {}
-    for path in paths:
-        if not path.exists():
-            raise _fail(f"no such file or directory: {path}")
-        found = sorted(path.rglob("*")) if path.is_dir() else [path]
-        for item in found:
-            hidden = any(part.startswith(".") for part in item.relative_to(path).parts)
-            if item.is_file() and item.suffix in bundles.MANIFEST_SUFFIXES and not hidden:
-                files[str(item)] = item.read_text(encoding="utf-8")
-    if not files:
-        raise _fail("no *.yaml or *.yml manifests found")
-    api = FleetApi(api_url, token or "") if api_url else None
-    try:
-        bundle = bundles.load(files, pipeline.program_check(api) if api else None)
-    finally:
-        if api is not None:
-            api.close()
-    for warning in bundle.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    if not bundle.valid:
-        for problem in bundle.problems:
-            typer.echo(str(problem), err=True)
-        raise _fail(f"{len(bundle.problems)} problem(s) in {len(files)} file(s)")
-    typer.echo(
-        f"{len(files)} file(s) valid: {len(bundle.programs)} program(s), "
-        f"{len(bundle.policies)} network policy(ies)"
-    )

@@ -1,4 +1,7 @@
-"""``bpfleet``: one command, a sub-command per area (node, agent, catalog, keys)."""
+"""``bpfleet``: one command, a sub-command per area. On this node: node, agent, catalog,
+keys, policy, lab, local, operator. Against the fleet API, for CI and operations: login,
+context, artifact, validate, preflight, diff, get, describe, rollout, kill, wait,
+reconcile."""
 
 from __future__ import annotations
 
@@ -13,16 +16,28 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from bpfleet_cli import (
+    artifact_commands,
     catalog_commands,
+    check_commands,
+    context_commands,
+    diff_commands,
+    exits,
+    get_commands,
     gitops_commands,
     lab_commands,
     local_commands,
     policy_commands,
+    rollout_commands,
 )
+from bpfleet_core import failures
 from bpfleet_core.signing import SignatureError
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help=__doc__,
+    epilog=exits.HELP,
 )
 node_app = typer.Typer(no_args_is_help=True, help="This node: what its kernel can do.")
 agent_app = typer.Typer(no_args_is_help=True, help="The node agent.")
@@ -34,7 +49,22 @@ app.add_typer(local_commands.app, name="local")
 app.add_typer(policy_commands.app, name="policy")
 app.add_typer(lab_commands.app, name="lab")
 app.add_typer(gitops_commands.app, name="operator")
-app.command("validate")(gitops_commands.validate)
+# The fleet commands: over the public API only (``client``), exit codes in ``exits``.
+app.command("login", epilog=exits.HELP)(context_commands.login)
+app.add_typer(context_commands.app, name="context")
+app.add_typer(artifact_commands.app, name="artifact", epilog=exits.HELP)
+for name, command in (
+    ("validate", check_commands.validate),
+    ("preflight", check_commands.preflight),
+    ("diff", diff_commands.diff),
+    ("get", get_commands.get),
+    ("describe", get_commands.describe),
+    ("kill", rollout_commands.kill),
+    ("wait", rollout_commands.wait),
+):
+    app.command(name, epilog=exits.HELP)(command)
+app.add_typer(rollout_commands.rollout_app, name="rollout", epilog=exits.HELP)
+app.add_typer(rollout_commands.reconcile_app, name="reconcile", epilog=exits.HELP)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -151,19 +181,29 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
     )
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())  # one line, whatever the error's own layout
+
+
 def run() -> None:
-    """Entry point that turns expected failures (files, keys, probes, settings) into one
-    line on stderr and exit status 1, not a traceback."""
+    """Entry point that turns expected failures into one line on stderr, not a traceback:
+    the fleet commands' with the exit code of their kind (``exits``), files, keys, probes
+    and settings with exit status 1."""
     try:
         app()
+    except exits.CommandError as error:
+        typer.echo(f"bpfleet: {_one_line(error.message)}", err=True)
+        sys.exit(error.code)
+    except failures.Failure as failure:
+        typer.echo(f"bpfleet: {_one_line(failure.message)}", err=True)
+        sys.exit(exits.for_failure(failure))
     except ValidationError as error:
         from bpfleet_agent.daemon import describe_validation_error
 
         typer.echo(f"bpfleet: invalid {error.title}: {describe_validation_error(error)}", err=True)
         sys.exit(1)
     except _one_line_errors() as error:
-        message = " ".join(str(error).split())  # one line, whatever the error's own layout
-        typer.echo(f"bpfleet: {message}", err=True)
+        typer.echo(f"bpfleet: {_one_line(str(error))}", err=True)
         sys.exit(1)
 
 

@@ -6,10 +6,10 @@ from sqlmodel import col, select
 from bpfleet_api import fleet, policies, security
 from bpfleet_api.deps import Admin, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Assignment, Node, NodeProgramStatus, utcnow
-from bpfleet_api.routes import agent
+from bpfleet_api.routes import agent, programs
 from bpfleet_api.routes._changes import wake
 from bpfleet_api.settings import ApiSettings
-from bpfleet_api.views import LabelsUpdate, NodeDetail, NodeProgramView, NodeView
+from bpfleet_api.views import LabelsUpdate, NodeDetail, NodeView
 from bpfleet_core.protocol import NodeName
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
@@ -46,7 +46,7 @@ def get_node(name: NodeName, session: SessionDep, settings: SettingsDep, _: Read
         {
             **node_view(node, settings).model_dump(),
             "features": fleet.features_of(session, name),
-            "programs": [NodeProgramView.model_validate(status) for status in statuses],
+            "programs": [programs.node_program_view(status) for status in statuses],
             "endpoints": policies.endpoints_of(session, name),
             "policy": policies.status_of(session, name),
         }

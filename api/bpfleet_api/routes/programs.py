@@ -28,6 +28,14 @@ def program_view(session: Session, program: Program) -> ProgramView:
     )
 
 
+def node_program_view(row: NodeProgramStatus) -> NodeProgramView:
+    """What a node reports for a program, with the verifier's excerpt from its report."""
+    verifier_log = row.report.get("verifierLog")
+    return NodeProgramView.model_validate(row).model_copy(
+        update={"verifier_log": verifier_log if isinstance(verifier_log, str) else None}
+    )
+
+
 @router.get("")
 def list_programs(session: SessionDep, _: Reader) -> list[ProgramView]:
     return [
@@ -79,7 +87,7 @@ def program_nodes(name: ProgramName, session: SessionDep, _: Reader) -> list[Nod
         .where(NodeProgramStatus.program == name)
         .order_by(col(NodeProgramStatus.node))
     ).all()
-    return [NodeProgramView.model_validate(row) for row in rows]
+    return [node_program_view(row) for row in rows]
 
 
 @router.get("/{name}/events")
