@@ -186,6 +186,8 @@ def diff(
 def _pinned(
     bundle: bundles.Bundle, change: diffing.ProgramChange, artifacts: list[ArtifactView]
 ) -> BpfProgramSpec:
+    from bpfleet_cli import diffing
+
     document = next(item for item in bundle.programs if item.name == change.name)
     return diffing.pin(document.spec, artifacts)
 

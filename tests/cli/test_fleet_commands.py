@@ -10,9 +10,9 @@ import shutil
 import signal
 import subprocess
 import time
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -331,7 +331,8 @@ def test_rollout_controls_and_waits(fleet: Fleet) -> None:
     done = fleet.run("rollout", "status", "steps", "--wait", "--timeout", "2m")
     assert done.returncode == 0, (done.stdout, done.stderr)
     # Not a terminal: one plain line per change, ending with the last step's counts.
-    assert "\r" not in done.stdout and "\x1b" not in done.stdout
+    assert "\r" not in done.stdout
+    assert "\x1b" not in done.stdout
     assert re.match(
         r"steps: rollout \d+ Succeeded, step 2 of 2 \(3 node\(s\) updated\): 3/3 attached",
         done.stdout.strip().splitlines()[-1],
@@ -417,7 +418,8 @@ def test_contexts_keep_tokens_private(fleet: Fleet, tmp_path: Path) -> None:
     assert config.stat().st_mode & 0o777 == 0o600
     assert yaml.safe_load(config.read_text())["current-context"] == "local"
     listed = fleet.run("context", "list", env=env)
-    assert "local" in listed.stdout and fleet.api.url in listed.stdout
+    assert "local" in listed.stdout
+    assert fleet.api.url in listed.stdout
     # The context alone is enough; the token is never shown.
     nodes = fleet.run("get", "nodes", "-o", "name", env=env)
     assert nodes.returncode == 0, nodes.stderr
