@@ -97,6 +97,7 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("PUT", "/v1/policies/roles/role-check", {"json": policy}, {"admin"}),
         ("GET", "/v1/policies/roles/role-check", {}, READ),
         ("GET", "/v1/policies/roles/role-check/nodes", {}, READ),
+        ("GET", "/v1/topology", {}, READ),
         ("DELETE", "/v1/policies/roles/role-check", {}, {"admin"}),
         ("DELETE", "/v1/programs/role-check", {}, {"admin"}),
     ]
