@@ -538,7 +538,7 @@ class PolicyDatapath:
         observed = loading.observe(self.kernel).get(desired.name)
         try:
             loading.apply(self.kernel, desired, observed)
-        except (loading.LoadFailure, loading.AttachFailure) as error:
+        except (loading.NotLoaded, loading.NotAttached) as error:
             raise DatapathError(str(error)) from error
         self._open_maps(desired.tag)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfleet_agent.daemon import (
+from bpfleet_agent.desired import (
     EndpointsError,
     EndpointsFile,
     desired_from_document,
