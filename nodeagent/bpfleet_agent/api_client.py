@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from bpfleet_agent.settings import check_scheme
 from bpfleet_core import failures
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
@@ -136,11 +138,20 @@ def _body(message: BaseModel) -> bytes:
 
 class ApiClient:
     """Synchronous calls to the fleet API. One per thread: a long-poll holds its
-    connection for up to ``wait`` seconds, and must not queue the other calls."""
+    connection for up to ``wait`` seconds, and must not queue the other calls.
+
+    ``ca``: the CA bundle that vouches for an https API (the system's when None); plain
+    http is refused unless ``allow_insecure_http`` (development)."""
 
     def __init__(
-        self, base_url: str, *, ca: Path | None = None, timeout: float = REQUEST_TIMEOUT
+        self,
+        base_url: str,
+        *,
+        ca: Path | None = None,
+        allow_insecure_http: bool = False,
+        timeout: float = REQUEST_TIMEOUT,
     ) -> None:
+        check_scheme(base_url, allow_insecure_http=allow_insecure_http)
         verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=str(ca)) if ca is not None else True
         )
@@ -223,12 +234,26 @@ class ApiClient:
     def declare_endpoints(self, token: str, declared: EndpointSet) -> None:
         self._request("PUT", "/v1/agent/endpoints", token, content=_body(declared))
 
-    def download(self, token: str, digest: str, part: ArtifactPart, destination: Path) -> None:
-        """Stream one file of an artifact to ``destination``."""
+    def download(
+        self, token: str, digest: str, part: ArtifactPart, destination: Path, *, deadline: float
+    ) -> None:
+        """Stream one file of an artifact to ``destination``, done by ``deadline`` (a
+        ``time.monotonic()``) or given up: a read timeout alone would let a server
+        sending a byte at a time hold the caller for ever."""
         path = f"/v1/artifacts/{digest}/{part}"
+
+        def past_deadline() -> failures.TemporaryFailure:
+            return failures.TemporaryFailure(f"GET {path}: past the download deadline")
+
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise past_deadline()
         try:
             with self._http.stream(
-                "GET", path, headers={"Authorization": f"Bearer {token}"}
+                "GET",
+                path,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=min(REQUEST_TIMEOUT, remaining),
             ) as response:
                 if not response.is_success:
                     response.read()
@@ -238,6 +263,8 @@ class ApiClient:
                 written = 0
                 with destination.open("wb") as stream:
                     for chunk in response.iter_bytes():
+                        if time.monotonic() > deadline:
+                            raise past_deadline()
                         written += len(chunk)
                         if written > MAX_ARTIFACT_BYTES:
                             raise failures.PermanentFailure(

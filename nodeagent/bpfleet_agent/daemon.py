@@ -45,7 +45,7 @@ from bpfleet_agent.desired import (
 from bpfleet_agent.enforcing import PolicyEnforcer
 from bpfleet_agent.fleetlink import FleetLink
 from bpfleet_agent.settings import AgentSettings
-from bpfleet_core import artifacts, features, files, signing
+from bpfleet_core import features, files, signing
 from bpfleet_core.protocol import (
     POLICY_PROGRAM,
     DesiredState,
@@ -59,7 +59,6 @@ from bpfleet_core.protocol import (
     ProgramStats,
     UnmanagedProgram,
 )
-from bpfleet_core.resources import ArtifactRef
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +361,11 @@ class Agent:
         stamp = (path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if self._parsed is not None and self._parsed[0] == stamp:
             return self._parsed[1]
-        parsed = parse(path.read_text())
+        try:
+            text = path.read_bytes().decode()
+        except UnicodeDecodeError as error:
+            raise DesiredStateError(f"not UTF-8 text ({error})") from error
+        parsed = parse(text)
         self._parsed = (stamp, parsed)
         return parsed
 
@@ -378,20 +381,12 @@ class Agent:
         for name, ref in wanted:
             # Without a digest there is nothing to ask the API for; ``prepare`` looks
             # the artifact up by name and version alone.
-            if ref.digest is None or self._has_artifact(ref):
+            if ref.digest is None:
                 continue
-            problem = cache.fetch(ref)
+            problem = cache.ensure(ref)
             if problem is not None:
                 held[name] = problem
         return held
-
-    def _has_artifact(self, ref: ArtifactRef) -> bool:
-        """Whether the copy ``prepare`` will pick is the build the digest pins."""
-        files = preparing.locate(ref, self.settings.artifact_search_dirs)
-        try:
-            return files is not None and artifacts.sha256_file(files.object) == ref.digest
-        except OSError:
-            return False
 
     def _follow_kernel(self, link: FleetLink) -> None:
         """After a kernel change the cached feature report is wrong: probe again, and
@@ -412,21 +407,26 @@ class Agent:
         ``wake``, to cut the wait short) ends the loop."""
         wake = wake or threading.Event()
         link = FleetLink(self.settings, features=lambda: self.features, wake=wake)
-        cache = ArtifactCache(self.settings, link.credential)
+        cache = ArtifactCache(self.settings, link.credential, trust=lambda: self.trust, wake=wake)
         log.info(
             "agent %s following the fleet API at %s", self.settings.node_name, self.settings.api_url
         )
         link.features_probed(self.features)
         link.start()
+        cache.start()
+
+        def one_pass() -> NodeReport | None:
+            self._follow_kernel(link)
+            declared = self.endpoints.read()
+            if declared is not None:
+                link.endpoints_declared(declared)
+            return self.reconcile_assignments(cache)
+
         try:
             while not stop.is_set():
                 # Cleared before reading, so assignments arriving meanwhile wake the next round.
                 wake.clear()
-                self._follow_kernel(link)
-                declared = self.endpoints.read()
-                if declared is not None:
-                    link.endpoints_declared(declared)
-                report = self.reconcile_assignments(cache)
+                report = self._guarded(one_pass)
                 if report is not None:
                     link.submit(report)
                 wake.wait(self.settings.poll_interval)
@@ -434,6 +434,20 @@ class Agent:
             link.close()
             cache.close()
         log.info("agent stopping; everything attached stays attached")
+
+    def _guarded(self, one_pass: Callable[[], NodeReport | None]) -> NodeReport | None:
+        """Run one reconcile pass. Whatever goes wrong in it is logged and reported, and
+        the loop goes on: no single input may stop the agent that keeps the rest running."""
+        try:
+            return one_pass()
+        except Exception as error:
+            log.exception("reconcile pass failed; what runs is left as it is")
+            report = self.report(error=f"reconcile pass failed: {type(error).__name__}: {error}")
+            with contextlib.suppress(OSError):
+                files.write_atomically(
+                    self.settings.status_file, report.model_dump_json(by_alias=True, indent=2)
+                )
+            return report
 
     def run(self, stop: threading.Event) -> None:
         log.info(
@@ -443,7 +457,7 @@ class Agent:
             self.settings.poll_interval,
         )
         while not stop.is_set():
-            self.reconcile_file(self.settings.desired_state)
+            self._guarded(lambda: self.reconcile_file(self.settings.desired_state))
             stop.wait(self.settings.poll_interval)
         log.info("agent stopping; everything attached stays attached")
 

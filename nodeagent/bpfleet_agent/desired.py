@@ -53,6 +53,8 @@ def parse_desired(text: str) -> Parsed:
         document = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise DesiredStateError(f"not valid YAML: {error}") from error
+    except RecursionError:
+        raise DesiredStateError("nested too deeply to read") from None
     return desired_from_document(document)
 
 
@@ -63,6 +65,8 @@ def parse_assignments(text: str) -> Parsed:
         document = json.loads(text)
     except ValueError as error:
         raise DesiredStateError(f"not valid JSON: {error}") from error
+    except RecursionError:
+        raise DesiredStateError("nested too deeply to read") from None
     return desired_from_document(document)
 
 
@@ -82,7 +86,8 @@ def desired_from_document(document: object) -> Parsed:
             assignment = ProgramAssignment.model_validate(raw)
         except ValidationError as error:
             name = raw.get("name") if isinstance(raw, dict) else None
-            invalid[str(name or f"programs[{index}]")] = describe_validation_error(error)
+            label = name if isinstance(name, str) and name else f"programs[{index}]"
+            invalid[label] = describe_validation_error(error)
             continue
         if assignment.name == POLICY_PROGRAM:
             invalid[assignment.name] = "this name is reserved for the network-policy datapath"
@@ -111,6 +116,8 @@ def parse_endpoints(text: str) -> EndpointSet:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise EndpointsError(f"not valid YAML: {error}") from error
+    except RecursionError:
+        raise EndpointsError("nested too deeply to read") from None
     if document is None:
         return EndpointSet()
     if isinstance(document, list):
@@ -148,8 +155,12 @@ class EndpointsFile:
             return self.current
         self._stamp = stamp
         try:
-            self.current, self.error = parse_endpoints(self.path.read_text()), ""
-        except (OSError, EndpointsError) as error:
+            self.current, self.error = parse_endpoints(self.path.read_bytes().decode()), ""
+        except (OSError, UnicodeDecodeError, EndpointsError) as error:
             self.error = f"endpoints file {self.path}: {error}"
             log.error("%s; keeping the endpoints read before", self.error)
+        except Exception as error:
+            # Whatever else this file does, the agent and the endpoints it had go on.
+            self.error = f"endpoints file {self.path}: {type(error).__name__}: {error}"
+            log.exception("endpoints file %s; keeping the endpoints read before", self.path)
         return self.current

@@ -76,7 +76,28 @@ class PolicyEnforcer:
     ) -> PolicyReport | None:
         """Enforce ``part`` on this node's endpoints; None when no part applies and no
         datapath runs. ``held``: why the ``netpol`` artifact is not here yet.
-        ``pinned``: the datapath's pins exist (perhaps from an earlier run)."""
+        ``pinned``: the datapath's pins exist (perhaps from an earlier run).
+
+        Never raises: whatever goes wrong is the report's message, and what was
+        enforced stays enforced."""
+        try:
+            return self._reconcile(part, error, held, pinned, trust=trust, report=report)
+        except Exception as failure:
+            log.exception("the policy part failed; what was enforced stays")
+            return self._status(
+                PolicyState.FAILED, f"policy part failed: {type(failure).__name__}: {failure}"
+            )
+
+    def _reconcile(
+        self,
+        part: PolicyAssignment | None,
+        error: str,
+        held: preparing.Rejection | None,
+        pinned: bool,
+        *,
+        trust: signing.TrustStore,
+        report: features.FeatureReport,
+    ) -> PolicyReport | None:
         declared = self.endpoints.read()
         if error:
             return self._status(PolicyState.FAILED, f"policy assignment: {error}")

@@ -103,7 +103,11 @@ class FleetLink:
         self._reporter = threading.Thread(target=self._report, name="bpfleet-reporter", daemon=True)
 
     def _client(self) -> ApiClient:
-        return ApiClient(self.api_url, ca=self.settings.api_ca)
+        return ApiClient(
+            self.api_url,
+            ca=self.settings.api_ca,
+            allow_insecure_http=self.settings.allow_insecure_http,
+        )
 
     def _registration(self) -> Registration:
         return Registration(

@@ -25,18 +25,46 @@ _NOT_TRUST_FAILURES = {artifacts.RejectionReason.NOT_FOUND, artifacts.RejectionR
 
 @dataclass(frozen=True)
 class Rejection:
+    """Why a program (or the policy datapath) is not loaded as asked, as its state.
+
+    ``digest``: the object the rejection is about, when known (the assignment pins it,
+    or its bytes were there to hash), so a running copy of that very object can be
+    recognised."""
+
     state: ProgramState
     reason: str
     message: str
+    digest: str | None = None
+
+
+def rejected(error: artifacts.ArtifactRejected, digest: str | None = None) -> Rejection:
+    """A failed verification as a program state. Files that are missing or unreadable
+    say nothing about trust; everything else (including a valid signature for another
+    artifact's name) is a trust failure."""
+    state = (
+        ProgramState.LOAD_FAILED
+        if error.reason in _NOT_TRUST_FAILURES
+        else ProgramState.SIGNATURE_REJECTED
+    )
+    return Rejection(state, error.reason.value, error.message, digest)
 
 
 def _declared_version(files: artifacts.ArtifactFiles) -> str | None:
-    """The version a manifest claims, read before verification only to pick a file."""
+    """The version a manifest claims, read before verification only to pick a file;
+    the bytes are not verified yet, so anything they do (nest too deep, say) means
+    only that they claim nothing."""
     try:
         version = json.loads(files.manifest.read_bytes()).get("version")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return version if isinstance(version, str) else None
+
+
+def _object_digest(files: artifacts.ArtifactFiles) -> str | None:
+    try:
+        return artifacts.sha256_file(files.object)
+    except OSError:
+        return None
 
 
 def _inside(files: artifacts.ArtifactFiles, directory: Path) -> bool:
@@ -88,15 +116,8 @@ def prepare(
         verified = artifacts.verify(
             files, trust, expected_digest=ref.digest, expected_name=ref.name
         )
-    except artifacts.ArtifactRejected as rejected:
-        # Files that are missing or unreadable say nothing about trust; everything else
-        # (including a valid signature for another artifact's name) is a trust failure.
-        state = (
-            ProgramState.LOAD_FAILED
-            if rejected.reason in _NOT_TRUST_FAILURES
-            else ProgramState.SIGNATURE_REJECTED
-        )
-        return Rejection(state, rejected.reason.value, rejected.message)
+    except artifacts.ArtifactRejected as error:
+        return rejected(error, ref.digest or _object_digest(files))
     manifest = verified.manifest
     if manifest.version != ref.version:
         return Rejection(

@@ -7,6 +7,7 @@ without it, from the local desired-state file.
 from __future__ import annotations
 
 import socket
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,17 @@ from bpfleet_core.resources import LabelSelector
 PathList = Annotated[list[Path], NoDecode]
 # Labels are written "key=value,key2=value2" in the environment.
 LabelList = Annotated[dict[str, str], NoDecode]
+
+
+def check_scheme(api_url: str, *, allow_insecure_http: bool) -> None:
+    """Refuse a plain http:// API URL unless development says so: the node's tokens,
+    its assignments and the artifacts it runs as root would cross the network in clear."""
+    if api_url.startswith("http://") and not allow_insecure_http:
+        raise ValueError(
+            f"refusing plain http for the fleet API ({api_url}): use https:// (with "
+            "BPFLEET_AGENT_API_CA for a private CA), or set "
+            "BPFLEET_AGENT_ALLOW_INSECURE_HTTP=true in development"
+        )
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -87,6 +99,19 @@ class AgentSettings(BaseSettings):
     api_ca: Path | None = Field(
         default=None, description="CA bundle for an https API_URL; the system's when unset."
     )
+    allow_insecure_http: bool = Field(
+        default=False,
+        description=(
+            "Development only: accept a plain http:// API_URL, whose tokens and artifacts "
+            "anyone on the path can read or change."
+        ),
+    )
+    download_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="Seconds one artifact download (all its files) may take in all.",
+    )
     labels: LabelList = Field(
         default_factory=dict, description="This node's labels, sent at registration."
     )
@@ -134,6 +159,23 @@ class AgentSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"api_url {value!r} must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("api_ca")
+    @classmethod
+    def _api_ca_is_a_ca_bundle(cls, value: Path | None) -> Path | None:
+        # Read here, so a wrong path fails at start, not later in a background thread.
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (OSError, ssl.SSLError) as error:
+                raise ValueError(f"api_ca {value}: not a readable CA bundle ({error})") from error
+        return value
+
+    @model_validator(mode="after")
+    def _plain_http_only_in_development(self) -> AgentSettings:
+        if self.api_url is not None:
+            check_scheme(self.api_url, allow_insecure_http=self.allow_insecure_http)
+        return self
 
     @model_validator(mode="after")
     def _node_name_fits_the_api(self) -> AgentSettings:

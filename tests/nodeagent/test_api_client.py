@@ -104,6 +104,7 @@ def test_labels_setting_reads_the_environment_and_checks_kubernetes_syntax(
 
 def test_api_settings_and_derived_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BPFLEET_AGENT_API_URL", "http://127.0.0.1:8080/")
+    monkeypatch.setenv("BPFLEET_AGENT_ALLOW_INSECURE_HTTP", "true")
     monkeypatch.setenv("BPFLEET_AGENT_BOOTSTRAP_TOKEN", "boot-secret")
     settings = AgentSettings(node_name="node-1", state_dir=tmp_path, artifact_dirs=[Path("/a")])
     assert settings.api_mode
@@ -131,7 +132,7 @@ def test_api_url_must_be_http(url: str) -> None:
 
 def test_api_mode_needs_a_node_name_the_api_accepts() -> None:
     with pytest.raises(ValidationError, match="not a DNS name"):
-        AgentSettings(node_name="Node_1", api_url="http://api")
+        AgentSettings(node_name="Node_1", api_url="https://api")
     AgentSettings(node_name="Node_1")  # a local agent may keep any hostname
 
 
@@ -263,7 +264,7 @@ def test_without_a_bootstrap_token_a_rejected_credential_is_kept(
 
 def test_with_neither_credential_nor_bootstrap_token_the_agent_says_so(tmp_path: Path) -> None:
     credential = _credential(tmp_path / "credential.json", bootstrap=None)
-    client = api_client.ApiClient("http://127.0.0.1:9")
+    client = api_client.ApiClient("http://127.0.0.1:9", allow_insecure_http=True)
     try:
         with pytest.raises(failures.PermanentFailure, match="BOOTSTRAP_TOKEN"):
             credential.ensure(client)
@@ -351,6 +352,7 @@ def _link_settings(api: services.Api, state_dir: Path, node: str, **extra: Any) 
         node_name=node,
         state_dir=state_dir,
         api_url=api.url,
+        allow_insecure_http=True,  # the test API serves plain http on 127.0.0.1
         bootstrap_token=api.bootstrap_token,
         artifact_dirs=[],
         heartbeat_interval=0.5,
@@ -365,7 +367,7 @@ def test_each_protocol_call_and_how_its_failures_are_classified(
 ) -> None:
     node = _unique("client")
     features = _features_of(recorded_features, node)
-    client = api_client.ApiClient(fleet_api.url)
+    client = api_client.ApiClient(fleet_api.url, allow_insecure_http=True)
     try:
         registration = Registration(node=node, labels={"zone": "a"}, features=features)
         with pytest.raises(failures.Unauthorized):
@@ -387,11 +389,15 @@ def test_each_protocol_call_and_how_its_failures_are_classified(
             client.assignments("bpf_not-a-token", after=0, wait=0)
 
         with pytest.raises(failures.NotFound):
-            client.download(token, "0" * 64, "object", Path("/dev/null"))
+            client.download(
+                token, "0" * 64, "object", Path("/dev/null"), deadline=time.monotonic() + 30
+            )
     finally:
         client.close()
 
-    unreachable = api_client.ApiClient(f"http://127.0.0.1:{services.free_port()}")
+    unreachable = api_client.ApiClient(
+        f"http://127.0.0.1:{services.free_port()}", allow_insecure_http=True
+    )
     try:
         with pytest.raises(failures.TemporaryFailure):
             unreachable.heartbeat("token", Heartbeat(revision=0))
@@ -430,7 +436,8 @@ def test_link_registers_follows_assignments_downloads_and_reports(
         ref = ArtifactRef.model_validate(assignment["spec"]["artifact"])
         assert ref.digest == artifact["digest"]
 
-        cache = ArtifactCache(settings, link.credential)
+        trust = signing.TrustStore.from_paths([signed_catalog.trust])
+        cache = ArtifactCache(settings, link.credential, trust=lambda: trust)
         try:
             assert cache.fetch(ref) is None
         finally:
@@ -494,7 +501,8 @@ def test_an_unknown_artifact_and_an_unreachable_api_are_told_apart(
     try:
         _eventually(link.credential.current, "registration")
         ref = ArtifactRef(name="xdp_counter", version="9.9.9", digest="1" * 64)
-        cache = ArtifactCache(settings, link.credential)
+        trust = signing.TrustStore([])  # nothing is downloaded to verify
+        cache = ArtifactCache(settings, link.credential, trust=lambda: trust)
         problem = cache.fetch(ref)
         assert problem is not None
         assert (problem.state, problem.reason) == (ProgramState.LOAD_FAILED, "ArtifactNotFound")
@@ -507,7 +515,7 @@ def test_an_unknown_artifact_and_an_unreachable_api_are_told_apart(
         update={"api_url": f"http://127.0.0.1:{services.free_port()}"}
     )
     # Registered, but the API is gone now.
-    offline = ArtifactCache(down, link.credential)
+    offline = ArtifactCache(down, link.credential, trust=lambda: trust)
     try:
         first = offline.fetch(ref)
         assert first is not None
@@ -564,7 +572,7 @@ def test_a_wrong_bootstrap_token_is_a_permanent_failure(
             node=node, features=_features_of(recorded_features, node)
         ),
     )
-    client = api_client.ApiClient(fleet_api.url)
+    client = api_client.ApiClient(fleet_api.url, allow_insecure_http=True)
     try:
         with pytest.raises(
             failures.PermanentFailure, match="rejected the bootstrap token"
@@ -604,6 +612,7 @@ def test_agent_in_api_mode_attaches_survives_the_api_going_away_and_resumes(
     online = agent_env.settings().model_copy(
         update={
             "api_url": fleet_api.url,
+            "allow_insecure_http": True,
             "bootstrap_token": SecretStr(fleet_api.bootstrap_token),
             "labels": {"group": group},
             "artifact_dirs": [],  # only what the API serves
@@ -627,7 +636,7 @@ def test_agent_in_api_mode_attaches_survives_the_api_going_away_and_resumes(
         offline = online.model_copy(update={"api_url": f"http://127.0.0.1:{services.free_port()}"})
         agent = Agent(offline)
         link = FleetLink(offline, features=lambda: agent.features, wake=threading.Event())
-        cache = ArtifactCache(offline, link.credential)
+        cache = ArtifactCache(offline, link.credential, trust=lambda: agent.trust)
         try:
             report = agent.reconcile_assignments(cache)
         finally:
@@ -664,7 +673,7 @@ def test_a_credential_is_renewed_once_until_the_new_one_has_worked(
             node=node, features=_features_of(recorded_features, node)
         ),
     )
-    client = api_client.ApiClient(fleet_api.url)
+    client = api_client.ApiClient(fleet_api.url, allow_insecure_http=True)
     try:
         first = credential.ensure(client)
         assert credential.rejected(first)
