@@ -44,9 +44,11 @@ from bpfleet_agent.desired import (
 )
 from bpfleet_agent.enforcing import PolicyEnforcer
 from bpfleet_agent.fleetlink import FleetLink
+from bpfleet_agent.permits import NodePermits
 from bpfleet_agent.settings import AgentSettings
 from bpfleet_core import features, files, signing
 from bpfleet_core.protocol import (
+    POLICY_ARTIFACT,
     POLICY_PROGRAM,
     DesiredState,
     LinkReport,
@@ -87,11 +89,18 @@ class Agent:
         self._reports: dict[str, ProgramReport] = {}
         self.revision = 0
         self.endpoints = EndpointsFile(settings.endpoints)
+        self.permits = NodePermits(
+            attach_kinds=frozenset(settings.allowed_attach_kinds),
+            interfaces=tuple(settings.allowed_interfaces),
+            cgroups=tuple(settings.allowed_cgroups),
+            minimum_versions=dict(settings.minimum_versions),
+        )
         self.policy = PolicyEnforcer(
             self.kernel,
             node_name=settings.node_name,
             artifact_dirs=settings.artifact_search_dirs,
             endpoints=self.endpoints,
+            permits=self.permits,
         )
         self._policy_report: PolicyReport | None = None
         # The last desired-state document parsed, by file stamp: a policy part carries
@@ -185,6 +194,7 @@ class Agent:
             artifact_dirs=self.settings.artifact_search_dirs,
             trust=self.trust,
             report=self.features,
+            permits=self.permits,
         )
         if isinstance(prepared, preparing.Rejection):
             return self._rejected(assignment, prepared, observed)
@@ -376,8 +386,10 @@ class Agent:
         programs whose artifact is still missing are held, saying why."""
         held: dict[str, preparing.Rejection] = {}
         wanted = [(assignment.name, assignment.spec.artifact) for assignment in desired.programs]
-        if desired.policy is not None and desired.policy.artifact is not None:
-            wanted.append((POLICY_PROGRAM, desired.policy.artifact))
+        artifact = desired.policy.artifact if desired.policy else None
+        # Only the netpol artifact enforces policies; the enforcer says so of any other.
+        if artifact is not None and artifact.name == POLICY_ARTIFACT:
+            wanted.append((POLICY_PROGRAM, artifact))
         for name, ref in wanted:
             # Without a digest there is nothing to ask the API for; ``prepare`` looks
             # the artifact up by name and version alone.

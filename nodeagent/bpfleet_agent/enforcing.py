@@ -18,10 +18,12 @@ from pathlib import Path
 
 from bpfleet_agent import datapath, libbpf, loading, preparing
 from bpfleet_agent.desired import EndpointsFile
+from bpfleet_agent.permits import NodePermits
 from bpfleet_core import features, signing
 from bpfleet_core.netpol import compiling
 from bpfleet_core.netpol.models import selects
 from bpfleet_core.protocol import (
+    POLICY_ARTIFACT,
     POLICY_PROGRAM,
     PolicyAssignment,
     PolicyReport,
@@ -50,11 +52,13 @@ class PolicyEnforcer:
         node_name: str,
         artifact_dirs: Sequence[Path],
         endpoints: EndpointsFile,
+        permits: NodePermits | None = None,
     ) -> None:
         self.kernel = kernel
         self.node_name = node_name
         self.artifact_dirs = list(artifact_dirs)
         self.endpoints = endpoints
+        self.permits = permits or NodePermits()
         self._datapath: datapath.PolicyDatapath | None = None
         # What was last applied (a digest of the part and the local endpoints), and the
         # policies in force, as namespace/name@generation.
@@ -107,6 +111,14 @@ class PolicyEnforcer:
         if part.artifact is None:
             return self._status(
                 PolicyState.FAILED, "the fleet API has no netpol artifact to enforce policies with"
+            )
+        if part.artifact.name != POLICY_ARTIFACT:
+            # Whatever its signature, another artifact is no policy datapath: swapping it in
+            # would end enforcement. What is enforced stays.
+            return self._status(
+                PolicyState.FAILED,
+                f"the policy part names artifact {part.artifact.name}, not {POLICY_ARTIFACT}; "
+                "refused",
             )
         if held is not None:
             state = (
@@ -172,6 +184,7 @@ class PolicyEnforcer:
             report=report,
             name=POLICY_PROGRAM,
             artifact=part.artifact,
+            permits=self.permits,
         )
         rules = compiling.compile_policies(
             [assigned.document for assigned in part.policies],

@@ -1,10 +1,11 @@
 """From an assignment to a program ready for the kernel, or a report of why not.
 
 Order matters and is the security boundary: the signature is verified (and that it
-vouches for the artifact asked for, by name and version), then the object's
-requirements are checked against this node, then the spec against the object; only a
-program that passes all three ever reaches ``loading``, carrying the object bytes that
-were verified.
+vouches for the artifact asked for, by name and version, no older than this node's
+floor), then the object's requirements are checked against this node, then the spec
+against the object and the constraints its signer set, then the hooks against what this
+node permits; only a program that passes them all ever reaches ``loading``, carrying the
+object bytes that were verified.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpfleet_agent import loading, pins
+from bpfleet_agent.permits import UNRESTRICTED, NodePermits
 from bpfleet_agent.reconciling import SpecError, expand
 from bpfleet_core import artifacts, features, fitting, signing
 from bpfleet_core.protocol import ProgramAssignment, ProgramState
@@ -101,7 +103,10 @@ def prepare(
     artifact_dirs: Sequence[Path],
     trust: signing.TrustStore,
     report: features.FeatureReport,
+    permits: NodePermits | None = None,
 ) -> loading.Desired | Rejection:
+    """``permits``: what this node allows (None: anything the signature does)."""
+    permits = permits or UNRESTRICTED
     spec = assignment.spec
     ref = spec.artifact
     files = locate(ref, artifact_dirs)
@@ -125,6 +130,9 @@ def prepare(
             artifacts.RejectionReason.NOT_FOUND.value,
             f"found {manifest.name}@{manifest.version}, the assignment asks for {ref.version}",
         )
+    too_old = permits.version_problem(manifest.name, manifest.version)
+    if too_old is not None:
+        return Rejection(ProgramState.INVALID, "BelowMinimumVersion", too_old, ref.digest)
     missing = features.check(manifest.requirements, report)
     if missing:
         return Rejection(
@@ -137,6 +145,9 @@ def prepare(
     config_problems = fitting.config_problems(manifest, spec.config)
     if config_problems:
         return Rejection(ProgramState.INVALID, "InvalidConfig", "; ".join(config_problems))
+    not_permitted = permits.hook_problems(hooks)
+    if not_permitted:
+        return Rejection(ProgramState.INVALID, "NotPermittedOnThisNode", "; ".join(not_permitted))
     return loading.Desired(
         name=assignment.name,
         object_bytes=verified.object_bytes,

@@ -21,13 +21,19 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bpfleet_agent.permits import version_key
+from bpfleet_core.fitting import ATTACHABLE_KINDS
+from bpfleet_core.manifests import ArtifactName, AttachKind
 from bpfleet_core.protocol import NodeName
 from bpfleet_core.resources import LabelSelector
 
 # Lists of paths are written like PATH in the environment: "/one:/two".
 PathList = Annotated[list[Path], NoDecode]
-# Labels are written "key=value,key2=value2" in the environment.
+# Labels (and other pairs) are written "key=value,key2=value2" in the environment.
 LabelList = Annotated[dict[str, str], NoDecode]
+# Other lists are written "one,two" in the environment.
+WordList = Annotated[list[str], NoDecode]
+KindList = Annotated[list[AttachKind], NoDecode]
 
 
 def check_scheme(api_url: str, *, allow_insecure_http: bool) -> None:
@@ -41,9 +47,8 @@ def check_scheme(api_url: str, *, allow_insecure_http: bool) -> None:
         )
 
 
-def parse_labels(text: str) -> dict[str, str]:
-    """``"zone=a, role=edge"`` -> ``{"zone": "a", "role": "edge"}``; keys and values
-    must be valid Kubernetes labels, since node selectors match against them."""
+def parse_pairs(text: str) -> dict[str, str]:
+    """``"zone=a, role=edge"`` -> ``{"zone": "a", "role": "edge"}``; each key once."""
     labels: dict[str, str] = {}
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -51,9 +56,9 @@ def parse_labels(text: str) -> dict[str, str]:
         key, separator, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not separator or not key:
-            raise ValueError(f"label {item!r} is not key=value")
+            raise ValueError(f"{item!r} is not key=value")
         if key in labels:
-            raise ValueError(f"label {key!r} given twice")
+            raise ValueError(f"{key!r} given twice")
         labels[key] = value
     return labels
 
@@ -127,6 +132,35 @@ class AgentSettings(BaseSettings):
         description="Unchanged reports are re-sent (with fresh statistics) this often.",
     )
 
+    # What this node permits, whatever the API asks and the signatures allow.
+    allowed_attach_kinds: KindList = Field(
+        default_factory=lambda: sorted(ATTACHABLE_KINDS),
+        description="Attach kinds assignments may use on this node (default: all the agent can).",
+    )
+    allowed_interfaces: WordList = Field(
+        default_factory=lambda: ["*"],
+        description="Shell globs; xdp and tc hooks only on interfaces matching one.",
+    )
+    allowed_cgroups: WordList = Field(
+        default_factory=lambda: ["/*"],
+        description=(
+            "cgroup patterns (globs per path segment); cgroup hooks only at or below a match. "
+            "The default, '/*', is every cgroup but the root; '/' permits the root too."
+        ),
+    )
+    minimum_versions: LabelList = Field(
+        default_factory=dict,
+        description="'name=version,...': older versions of these artifacts are refused.",
+    )
+    detach_untrusted: bool = Field(
+        default=False,
+        description=(
+            "Detach a running program once no trusted key vouches for it (its signer's key "
+            "was removed from the trust store). Default: keep it running, reported as "
+            "SignatureRejected."
+        ),
+    )
+
     @field_validator("artifact_dirs", "trust", mode="before")
     @classmethod
     def _split_path_list(cls, value: object) -> object:
@@ -134,10 +168,41 @@ class AgentSettings(BaseSettings):
             return [Path(part) for part in value.split(":") if part]
         return value
 
-    @field_validator("labels", mode="before")
+    @field_validator("labels", "minimum_versions", mode="before")
     @classmethod
-    def _parse_labels(cls, value: object) -> object:
-        return parse_labels(value) if isinstance(value, str) else value
+    def _parse_pairs(cls, value: object) -> object:
+        return parse_pairs(value) if isinstance(value, str) else value
+
+    @field_validator("allowed_attach_kinds", "allowed_interfaces", "allowed_cgroups", mode="before")
+    @classmethod
+    def _split_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_attach_kinds")
+    @classmethod
+    def _attachable(cls, value: list[AttachKind]) -> list[AttachKind]:
+        unknown = sorted(kind.value for kind in value if kind not in ATTACHABLE_KINDS)
+        if unknown:
+            raise ValueError(f"the agent cannot attach {', '.join(unknown)}")
+        return value
+
+    @field_validator("minimum_versions")
+    @classmethod
+    def _orderable_versions(cls, value: dict[str, str]) -> dict[str, str]:
+        names = TypeAdapter(ArtifactName)
+        for name, version in value.items():
+            try:
+                names.validate_python(name)
+            except ValidationError:
+                raise ValueError(f"{name!r} is not an artifact name") from None
+            if version_key(version) is None:
+                raise ValueError(
+                    f"minimum version {version!r} of {name} does not start with a release "
+                    "number such as 1.2.0"
+                )
+        return value
 
     @field_validator("labels")
     @classmethod

@@ -25,7 +25,7 @@ from bpfleet_agent.credential import NodeCredential
 from bpfleet_agent.daemon import Agent
 from bpfleet_agent.desired import parse_assignments
 from bpfleet_agent.fleetlink import FleetLink, cached_revision, save_assignments
-from bpfleet_agent.settings import AgentSettings, parse_labels
+from bpfleet_agent.settings import AgentSettings, parse_pairs
 from bpfleet_core import artifacts, failures, files, signing
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
@@ -75,12 +75,12 @@ def test_backoff_survives_very_long_outages() -> None:
 
 
 def test_labels_parse_from_the_environment_form() -> None:
-    assert parse_labels("zone=eu-1, role=edge,,empty=") == {
+    assert parse_pairs("zone=eu-1, role=edge,,empty=") == {
         "zone": "eu-1",
         "role": "edge",
         "empty": "",
     }
-    assert parse_labels("") == {}
+    assert parse_pairs("") == {}
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_labels_parse_from_the_environment_form() -> None:
 )
 def test_malformed_labels_are_refused(text: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
-        parse_labels(text)
+        parse_pairs(text)
 
 
 def test_labels_setting_reads_the_environment_and_checks_kubernetes_syntax(
