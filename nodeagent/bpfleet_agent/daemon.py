@@ -30,6 +30,7 @@ from bpfleet_agent import (
     libbpf,
     loading,
     mounts,
+    pins,
     preparing,
     probing,
     reconciling,
@@ -46,7 +47,8 @@ from bpfleet_agent.enforcing import PolicyEnforcer
 from bpfleet_agent.fleetlink import FleetLink
 from bpfleet_agent.permits import NodePermits
 from bpfleet_agent.settings import AgentSettings
-from bpfleet_core import features, files, signing
+from bpfleet_agent.trust import TrustFiles
+from bpfleet_core import artifacts, features, files, signing
 from bpfleet_core.protocol import (
     POLICY_ARTIFACT,
     POLICY_PROGRAM,
@@ -69,6 +71,32 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Verification failures that say no trusted key vouches for the object (as opposed to
+# files missing, or an object or name that is not the one asked for).
+_UNTRUSTED = frozenset(
+    {artifacts.RejectionReason.BAD_SIGNATURE.value, artifacts.RejectionReason.UNSIGNED.value}
+)
+
+
+def _runs_what_was_rejected(
+    assignment: ProgramAssignment,
+    rejection: preparing.Rejection,
+    running: reconciling.ObservedProgram | None,
+) -> bool:
+    """Whether the links run the very object (and config) whose signature no trusted key
+    verifies any more: the load tag names object digest and config, so a rejected new
+    version never counts against the trusted one still running."""
+    if (
+        rejection.state != ProgramState.SIGNATURE_REJECTED
+        or rejection.reason not in _UNTRUSTED
+        or rejection.digest is None
+        or running is None
+        or not any(link.alive for link in running.links.values())
+    ):
+        return False
+    return running.current_tag() == pins.load_tag(rejection.digest, dict(assignment.spec.config))
+
+
 class Agent:
     def __init__(
         self, settings: AgentSettings, report: features.FeatureReport | None = None
@@ -82,7 +110,8 @@ class Agent:
         )
         settings.pin_root.mkdir(parents=True, exist_ok=True)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self.trust = signing.TrustStore.from_paths(settings.trust)
+        # Read whole now or the agent does not start; read again whenever it changes.
+        self.trust_files = TrustFiles(settings.trust)
         self.features = report or self._features()
         # Run-time statistics are collected while this fd stays open.
         self._stats_fd = libbpf.enable_run_time_stats() if self.features.bpf_stats else -1
@@ -106,6 +135,11 @@ class Agent:
         # The last desired-state document parsed, by file stamp: a policy part carries
         # the fleet's whole topology, too much to parse again every few seconds.
         self._parsed: tuple[tuple[Path, int, int, int], Parsed] | None = None
+
+    @property
+    def trust(self) -> signing.TrustStore:
+        """The trust store as its files say now (a removed key counts at once)."""
+        return self.trust_files.current()
 
     def _features(self) -> features.FeatureReport:
         """The cached report while the kernel is the same one, else a fresh probe."""
@@ -232,7 +266,38 @@ class Agent:
             reason=rejection.reason,
             message=rejection.message,
         )
-        return self._with_previous(report, observed.get(assignment.name))
+        running = observed.get(assignment.name)
+        if not _runs_what_was_rejected(assignment, rejection, running):
+            return self._with_previous(report, running)
+        # The version that runs is the very object no trusted key vouches for any more.
+        if not self.settings.detach_untrusted:
+            return report.model_copy(
+                update={
+                    "message": f"{report.message} (no trusted key vouches for the running "
+                    "version any more; it stays attached, as BPFLEET_AGENT_DETACH_UNTRUSTED "
+                    "is false)"
+                }
+            )
+        if not self.trust_files.whole:
+            # A trust store read in part (or empty) is no reason to take programs down.
+            return report.model_copy(
+                update={
+                    "message": f"{report.message} (the running version stays attached until "
+                    "the trust store can be read whole)"
+                }
+            )
+        log.warning("detaching %s: no trusted key vouches for it any more", assignment.name)
+        removed = self._remove(assignment.name)
+        if removed.state != ProgramState.DETACHED:
+            return report.model_copy(
+                update={"message": f"{report.message}; detaching it failed: {removed.message}"}
+            )
+        return report.model_copy(
+            update={
+                "message": f"{report.message} (detached: no trusted key vouches for the "
+                "version that ran; BPFLEET_AGENT_DETACH_UNTRUSTED)"
+            }
+        )
 
     def _with_previous(
         self, report: ProgramReport, observed: reconciling.ObservedProgram | None
@@ -314,12 +379,14 @@ class Agent:
         )
 
     def report(self, error: str = "") -> NodeReport:
+        """The node's report; ``error``: why the desired state could not be used."""
+        trust = [f"trust store: {problem}" for problem in self.trust_files.problems]
         return NodeReport(
             node=self.settings.node_name,
             revision=self.revision,
             programs=sorted(self._reports.values(), key=lambda r: r.name),
             reported_at=_now(),
-            error=error,
+            error="; ".join(part for part in (error, *trust) if part),
             policy=self._policy_report,
         )
 
