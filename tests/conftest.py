@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
-from bpfleet_core import analysing, artifacts, signing
+from bpfleet_cli.catalog_commands import read_catalog
+from bpfleet_core import analysing, artifacts, manifests, signing
 from tests import services
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,13 +62,20 @@ def build_catalog(build_dir: Path, extra_cflags: str = "") -> None:
     )
 
 
-def sign_object(object_path: Path, directory: Path, name: str, version: str, key: Path) -> None:
+def sign_object(
+    object_path: Path,
+    directory: Path,
+    name: str,
+    version: str,
+    key: Path,
+    constraints: manifests.Constraints | None = None,
+) -> None:
     """Copy an object into ``directory`` as ``<name>.bpf.o`` with a signed manifest."""
     files = artifacts.ArtifactFiles.in_directory(directory, name)
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(object_path, files.object)
     manifest = analysing.analyse(files.object, name=name, version=version)
-    artifacts.write_signed(manifest, files, key)
+    artifacts.write_signed(manifest.constrained(constraints), files, key)
 
 
 @pytest.fixture(scope="session")
@@ -78,14 +85,14 @@ def signed_catalog(tmp_path_factory: pytest.TempPathFactory) -> SignedCatalog:
     build_catalog(build_dir)
     key, public = root / "keys" / "signing.key", root / "trust" / "signing.pub"
     signing.generate_key_pair(key, public)
-    versions = {
-        name: str(entry["version"])
-        for name, entry in yaml.safe_load((CATALOG / "catalog.yaml").read_text()).items()
-    }
+    # Signed as `bpfleet catalog sign` signs them: with the catalog's constraints.
+    entries = read_catalog(CATALOG / "catalog.yaml")
     signed = root / "artifacts"
     for object_path in sorted(build_dir.glob("*.bpf.o")):
         name = object_path.name.removesuffix(".bpf.o")
-        sign_object(object_path, signed, name, versions[name], key)
+        entry = entries[name]
+        sign_object(object_path, signed, name, entry.version, key, entry.constraints)
+    versions = {name: entry.version for name, entry in entries.items()}
     return SignedCatalog(signed, key, public.parent, versions)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bpfleet_core import analysing, artifacts, features, manifests, signing
 
@@ -25,12 +26,43 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _versions(catalog_file: Path) -> dict[str, str]:
+class CatalogEntry(BaseModel):
+    """One program of ``catalog.yaml``: its version, and what its signer allows
+    (``constraints``: where each entry point may attach, which config values)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    description: str = ""
+    constraints: manifests.Constraints | None = None
+
+
+def read_catalog(catalog_file: Path) -> dict[str, CatalogEntry]:
+    """``catalog.yaml``, by program name; ``ValueError`` saying what is wrong."""
     try:
         document = yaml.safe_load(catalog_file.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise _fail(f"cannot read {catalog_file}: {error}") from error
-    return {name: str(entry["version"]) for name, entry in document.items()}
+        raise ValueError(f"cannot read {catalog_file}: {error}") from error
+    if not isinstance(document, dict):
+        raise ValueError(f"{catalog_file}: not a mapping of program names")
+    entries: dict[str, CatalogEntry] = {}
+    for name, entry in document.items():
+        try:
+            entries[str(name)] = CatalogEntry.model_validate(entry)
+        except ValidationError as error:
+            raise ValueError(f"{catalog_file}: {name}: {error}") from error
+    return entries
+
+
+def sign_object(object_path: Path, name: str, entry: CatalogEntry, key: Path) -> manifests.Manifest:
+    """Analyse the object, add the catalog's constraints, and write the signed manifest
+    beside it (``<name>.manifest.json`` and its ``.sig``)."""
+    manifest = analysing.analyse(object_path, name=name, version=entry.version)
+    if entry.constraints is not None:
+        manifest = manifest.constrained(entry.constraints)
+    directory = object_path.parent
+    artifacts.write_signed(manifest, artifacts.ArtifactFiles.in_directory(directory, name), key)
+    return manifest
 
 
 @keys_app.command("generate")
@@ -67,21 +99,29 @@ def sign(
     key: Annotated[Path, typer.Option(help="Private signing key (PEM).")],
     catalog: Annotated[Path, typer.Option(help="catalog.yaml with each program's version.")],
 ) -> None:
-    """Analyse every object in a directory and write its signed manifest next to it."""
-    versions = _versions(catalog)
+    """Analyse every object in a directory and write its signed manifest next to it,
+    with the constraints the catalog gives it."""
+    try:
+        entries = read_catalog(catalog)
+    except ValueError as error:
+        raise _fail(str(error)) from error
     built = sorted(objects.glob(f"*{artifacts.OBJECT_SUFFIX}"))
     if not built:
         raise _fail(f"no *{artifacts.OBJECT_SUFFIX} objects in {objects}")
     for object_path in built:
         name = _stem(object_path)
-        if name not in versions:
+        if name not in entries:
             raise _fail(f"{object_path.name} has no entry in {catalog}")
         try:
-            manifest = analysing.analyse(object_path, name=name, version=versions[name])
+            manifest = sign_object(object_path, name, entries[name], key)
         except analysing.AnalysisError as error:
             raise _fail(str(error)) from error
-        artifacts.write_signed(manifest, artifacts.ArtifactFiles.in_directory(objects, name), key)
-        typer.echo(f"signed {name}@{manifest.version} sha256:{manifest.object.sha256[:12]}")
+        except ValueError as error:
+            raise _fail(f"{catalog}: {name}: {error}") from error
+        constrained = " (constrained)" if manifest.constraints else ""
+        typer.echo(
+            f"signed {name}@{manifest.version} sha256:{manifest.object.sha256[:12]}{constrained}"
+        )
 
 
 @app.command("verify")

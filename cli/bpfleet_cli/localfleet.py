@@ -173,6 +173,8 @@ def local_fleet(
                 "BPFLEET_AGENT_ENDPOINTS": str(state / "endpoints.yaml"),
                 "BPFLEET_AGENT_TRUST": str(trust),
                 "BPFLEET_AGENT_API_URL": api_url,
+                # The local API listens on plain http, on a bridge of this host only.
+                "BPFLEET_AGENT_ALLOW_INSECURE_HTTP": "true",
                 "BPFLEET_AGENT_BOOTSTRAP_TOKEN": bootstrap_token,
                 "BPFLEET_AGENT_LABELS": ",".join(f"{k}={v}" for k, v in node_labels.items()),
                 "BPFLEET_AGENT_POLL_INTERVAL": "0.5",

@@ -115,12 +115,13 @@ def agent_run(
 ) -> None:
     """Run the agent against its local desired-state file (settings: BPFLEET_AGENT_*)."""
     from bpfleet_agent import daemon
+    from bpfleet_agent.desired import describe_validation_error
     from bpfleet_agent.settings import AgentSettings
 
     try:
         settings = AgentSettings()
     except ValidationError as error:
-        raise fail(f"agent settings: {daemon.describe_validation_error(error)}") from error
+        raise fail(f"agent settings: {describe_validation_error(error)}") from error
     except SettingsError as error:
         raise fail(f"agent settings: {error}") from error
     if not once:
@@ -198,7 +199,7 @@ def run() -> None:
         typer.echo(f"bpfleet: {_one_line(failure.message)}", err=True)
         sys.exit(exits.for_failure(failure))
     except ValidationError as error:
-        from bpfleet_agent.daemon import describe_validation_error
+        from bpfleet_agent.desired import describe_validation_error
 
         typer.echo(f"bpfleet: invalid {error.title}: {describe_validation_error(error)}", err=True)
         sys.exit(1)

@@ -110,6 +110,15 @@ def _decode_signature(signature: bytes) -> bytes:
         raise SignatureError("signature is not valid base64") from error
 
 
+def key_files(paths: Iterable[Path]) -> list[Path]:
+    """The public key files a trust store is read from: each file given, and the
+    ``*.pub`` files of each directory given, in name order."""
+    files: list[Path] = []
+    for path in paths:
+        files += sorted(path.glob(f"*{PUBLIC_KEY_SUFFIX}")) if path.is_dir() else [path]
+    return files
+
+
 class TrustStore:
     """The public keys an agent or the API accepts signatures from."""
 
@@ -120,11 +129,9 @@ class TrustStore:
     def from_paths(cls, paths: Iterable[Path]) -> TrustStore:
         """Load keys from files and from directories of ``*.pub`` files."""
         keys: list[TrustedKey] = []
-        for path in paths:
-            files = sorted(path.glob(f"*{PUBLIC_KEY_SUFFIX}")) if path.is_dir() else [path]
-            for file in files:
-                public_key = load_public_key(file)
-                keys.append(TrustedKey(key_id(public_key), public_key, str(file)))
+        for file in key_files(paths):
+            public_key = load_public_key(file)
+            keys.append(TrustedKey(key_id(public_key), public_key, str(file)))
         return cls(keys)
 
     def verify(self, data: bytes, signature: bytes) -> TrustedKey:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from bpfleet_agent import libbpf, loading, pins, preparing
+from bpfleet_agent.permits import NodePermits
 from bpfleet_agent.reconciling import Hook
 from bpfleet_core import features, signing
 from bpfleet_core.manifests import AttachKind
@@ -479,13 +480,16 @@ def prepare(
     report: features.FeatureReport,
     name: str = PROGRAM_NAME,
     artifact: ArtifactRef = ARTIFACT,
+    permits: NodePermits | None = None,
 ) -> loading.Desired:
-    """Verify and check the ``netpol`` artifact like any program; raise if refused."""
+    """Verify and check the ``netpol`` artifact like any program; raise if refused.
+    Of ``permits`` only the minimum versions apply: the hooks are the node's own."""
     prepared = preparing.prepare(
         assignment(interfaces, name, artifact),
         artifact_dirs=artifact_dirs,
         trust=trust,
         report=report,
+        permits=(permits or NodePermits()).versions_only(),
     )
     if isinstance(prepared, preparing.Rejection):
         raise DatapathError(f"{prepared.state.value} ({prepared.reason}): {prepared.message}")
@@ -538,7 +542,7 @@ class PolicyDatapath:
         observed = loading.observe(self.kernel).get(desired.name)
         try:
             loading.apply(self.kernel, desired, observed)
-        except (loading.LoadFailure, loading.AttachFailure) as error:
+        except (loading.NotLoaded, loading.NotAttached) as error:
             raise DatapathError(str(error)) from error
         self._open_maps(desired.tag)
 

@@ -48,14 +48,16 @@ _MAX_COUNTED_ENTRIES = 100_000
 _KERNEL_ENOTSUPP = 524  # the kernel-internal "not supported" some bpf() paths return
 
 
-class LoadFailure(Exception):
+class NotLoaded(Exception):
+    """The object did not load (the verifier's excerpt, when it refused); nothing changed."""
+
     def __init__(self, message: str, verifier_log: str | None = None) -> None:
         super().__init__(message)
         self.verifier_log = verifier_log
 
 
-class AttachFailure(Exception):
-    pass
+class NotAttached(Exception):
+    """A hook could not be attached, swapped or detached; every step taken is undone."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ def _configure(
         return
     rodata = obj.map_for_section(".rodata")
     if rodata is None:
-        raise LoadFailure(f"{manifest.name} has no .rodata section to configure")
+        raise NotLoaded(f"{manifest.name} has no .rodata section to configure")
     data = bytearray(rodata.initial_value())
     for name, value in config.items():
         variable = manifest.config_variable(name)
@@ -304,7 +306,7 @@ def _load_version(program: pins.ProgramPins, desired: Desired, running_tag: str 
             try:
                 obj = libbpf.BpfObject(desired.object_bytes, name=desired.manifest.name)
             except libbpf.LibbpfError as error:
-                raise LoadFailure(
+                raise NotLoaded(
                     f"cannot open {desired.manifest.object.filename}: {error}"
                 ) from error
             resources.callback(obj.close)
@@ -313,7 +315,7 @@ def _load_version(program: pins.ProgramPins, desired: Desired, running_tag: str 
             try:
                 obj.load()
             except libbpf.LoadError as error:
-                raise LoadFailure(str(error), _verifier_excerpt(error.verifier_logs)) from error
+                raise NotLoaded(str(error), _verifier_excerpt(error.verifier_logs)) from error
             (staging / pins.PROGS).mkdir(parents=True)
             (staging / pins.MAPS).mkdir()
             for name, object_map in obj.maps.items():
@@ -327,9 +329,9 @@ def _load_version(program: pins.ProgramPins, desired: Desired, running_tag: str 
             loaded.close()
             with contextlib.suppress(OSError):
                 _remove_tree(staging)
-            if isinstance(error, LoadFailure):
+            if isinstance(error, NotLoaded):
                 raise
-            raise LoadFailure(f"loading {desired.manifest.name}: {error}") from error
+            raise NotLoaded(f"loading {desired.manifest.name}: {error}") from error
     return loaded
 
 
@@ -340,7 +342,7 @@ def _ifindex(interface: str) -> int:
     try:
         return socket.if_nametoindex(interface)
     except OSError:
-        raise AttachFailure(f"interface {interface} does not exist on this node") from None
+        raise NotAttached(f"interface {interface} does not exist on this node") from None
 
 
 def _attach(kernel: Kernel, hook: Hook, program_fd: int) -> int:
@@ -359,7 +361,7 @@ def _attach(kernel: Kernel, hook: Hook, program_fd: int) -> int:
             try:
                 cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             except OSError:
-                raise AttachFailure(f"cgroup {hook.target} does not exist on this node") from None
+                raise NotAttached(f"cgroup {hook.target} does not exist on this node") from None
             try:
                 return libbpf.link_create(
                     program_fd, cgroup_fd, _CGROUP_ATTACH[str(hook.direction)]
@@ -372,14 +374,14 @@ def _attach(kernel: Kernel, hook: Hook, program_fd: int) -> int:
         case AttachKind.RAW_TRACEPOINT:
             return libbpf.attach_raw_tracepoint(program_fd, hook.target)
         case _:
-            raise AttachFailure(f"this agent cannot attach {hook.kind.value} programs")
+            raise NotAttached(f"this agent cannot attach {hook.kind.value} programs")
 
 
 def _attach_pinned(kernel: Kernel, hook: Hook, program_fd: int, path: Path) -> None:
     try:
         link_fd = _attach(kernel, hook, program_fd)
     except libbpf.LibbpfError as error:
-        raise AttachFailure(f"attaching {hook.entry_point} ({hook.describe()}): {error}") from error
+        raise NotAttached(f"attaching {hook.entry_point} ({hook.describe()}): {error}") from error
     try:
         libbpf.pin(link_fd, path)
     except libbpf.LibbpfError:
@@ -475,7 +477,7 @@ def _take_step(
                 _swap_program(path, new_fd, old_fd)
             except libbpf.LibbpfError as error:
                 os.close(old_fd)
-                raise AttachFailure(f"swapping {hook.describe()}: {error}") from error
+                raise NotAttached(f"swapping {hook.describe()}: {error}") from error
             undo.swapped.append((path, old_fd, new_fd))
         case LinkAction.REATTACH:
             assert hook is not None
@@ -528,9 +530,9 @@ def _apply_links(
             _take_step(kernel, program, step, loaded, undo)
     except BaseException as error:
         undo.run(kernel)
-        if isinstance(error, AttachFailure) or not isinstance(error, Exception):
+        if isinstance(error, NotAttached) or not isinstance(error, Exception):
             raise
-        raise AttachFailure(f"attaching {program.name}: {error}") from error
+        raise NotAttached(f"attaching {program.name}: {error}") from error
     undo.release()
     _retire(program, steps)
 
@@ -556,7 +558,7 @@ def _claim(program: pins.ProgramPins) -> bool:
         if pins.is_owned(program.root):
             return False
         if any(program.root.iterdir()):
-            raise LoadFailure(
+            raise NotLoaded(
                 f"{program.root} exists and is not managed by bpfleet (it has no "
                 f"{pins.MARKER} marker); remove it or give the program another name"
             ) from None
@@ -579,7 +581,7 @@ def _remove_if_empty(directory: Path, *, keep: frozenset[str] = frozenset()) -> 
 def apply(kernel: Kernel, desired: Desired, observed: ObservedProgram | None) -> dict[str, int]:
     """Make one program exactly ``desired``; return its kernel program ids by entry point.
 
-    Raises ``LoadFailure`` or ``AttachFailure``; in both cases whatever ran before
+    Raises ``NotLoaded`` or ``NotAttached``; in both cases whatever ran before
     keeps running, unchanged, and only what this call created is removed.
     """
     program = pins.for_program(kernel.pin_root, desired.name)
@@ -603,9 +605,9 @@ def apply(kernel: Kernel, desired: Desired, observed: ObservedProgram | None) ->
             _remove_if_empty(program.links)
         if created_root:
             _remove_if_empty(program.root, keep=frozenset({pins.MARKER}))
-        if isinstance(error, LoadFailure | AttachFailure):
+        if isinstance(error, NotLoaded | NotAttached):
             raise
-        raise AttachFailure(f"applying {desired.name}: {error}") from error
+        raise NotAttached(f"applying {desired.name}: {error}") from error
     try:
         # Committed: what the links ran before goes, with the pins this load displaced
         # and any staging left by an agent stopped mid-load (nothing refers to those).
@@ -737,7 +739,7 @@ def unmanaged_programs(
     for hook in hooks:
         try:
             foreign = [pid for pid in _hook_program_ids(kernel, hook) if pid not in ours]
-        except (libbpf.LibbpfError, AttachFailure, OSError):
+        except (libbpf.LibbpfError, NotAttached, OSError):
             continue
         for program_id in foreign:
             name = "?"

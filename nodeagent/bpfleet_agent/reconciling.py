@@ -77,7 +77,9 @@ def expand(attach_points: Iterable[AttachPoint], manifest: Manifest) -> list[Hoo
                 ]
             case AttachKind.CGROUP_SKB:
                 direction = fitting.CGROUP_DIRECTIONS[entry.expected_attach_type or ""]
-                hooks.append(Hook(entry.name, point.type, str(point.cgroup), direction))
+                # As the kernel resolves it: '/./' is the root, and is named '/'.
+                cgroup = fitting.cgroup_path(str(point.cgroup))
+                hooks.append(Hook(entry.name, point.type, cgroup, direction))
             case _:
                 hooks.append(Hook(entry.name, point.type, str(point.target or entry.attach_target)))
     identities = Counter(hook.identity for hook in hooks)

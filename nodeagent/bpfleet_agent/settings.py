@@ -7,6 +7,7 @@ without it, from the local desired-state file.
 from __future__ import annotations
 
 import socket
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -20,18 +21,34 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bpfleet_agent.permits import version_key
+from bpfleet_core.fitting import ATTACHABLE_KINDS
+from bpfleet_core.manifests import ArtifactName, AttachKind
 from bpfleet_core.protocol import NodeName
 from bpfleet_core.resources import LabelSelector
 
 # Lists of paths are written like PATH in the environment: "/one:/two".
 PathList = Annotated[list[Path], NoDecode]
-# Labels are written "key=value,key2=value2" in the environment.
+# Labels (and other pairs) are written "key=value,key2=value2" in the environment.
 LabelList = Annotated[dict[str, str], NoDecode]
+# Other lists are written "one,two" in the environment.
+WordList = Annotated[list[str], NoDecode]
+KindList = Annotated[list[AttachKind], NoDecode]
 
 
-def parse_labels(text: str) -> dict[str, str]:
-    """``"zone=a, role=edge"`` -> ``{"zone": "a", "role": "edge"}``; keys and values
-    must be valid Kubernetes labels, since node selectors match against them."""
+def check_scheme(api_url: str, *, allow_insecure_http: bool) -> None:
+    """Refuse a plain http:// API URL unless development says so: the node's tokens,
+    its assignments and the artifacts it runs as root would cross the network in clear."""
+    if api_url.startswith("http://") and not allow_insecure_http:
+        raise ValueError(
+            f"refusing plain http for the fleet API ({api_url}): use https:// (with "
+            "BPFLEET_AGENT_API_CA for a private CA), or set "
+            "BPFLEET_AGENT_ALLOW_INSECURE_HTTP=true in development"
+        )
+
+
+def parse_pairs(text: str) -> dict[str, str]:
+    """``"zone=a, role=edge"`` -> ``{"zone": "a", "role": "edge"}``; each key once."""
     labels: dict[str, str] = {}
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -39,9 +56,9 @@ def parse_labels(text: str) -> dict[str, str]:
         key, separator, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not separator or not key:
-            raise ValueError(f"label {item!r} is not key=value")
+            raise ValueError(f"{item!r} is not key=value")
         if key in labels:
-            raise ValueError(f"label {key!r} given twice")
+            raise ValueError(f"{key!r} given twice")
         labels[key] = value
     return labels
 
@@ -87,6 +104,19 @@ class AgentSettings(BaseSettings):
     api_ca: Path | None = Field(
         default=None, description="CA bundle for an https API_URL; the system's when unset."
     )
+    allow_insecure_http: bool = Field(
+        default=False,
+        description=(
+            "Development only: accept a plain http:// API_URL, whose tokens and artifacts "
+            "anyone on the path can read or change."
+        ),
+    )
+    download_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="Seconds one artifact download (all its files) may take in all.",
+    )
     labels: LabelList = Field(
         default_factory=dict, description="This node's labels, sent at registration."
     )
@@ -102,6 +132,35 @@ class AgentSettings(BaseSettings):
         description="Unchanged reports are re-sent (with fresh statistics) this often.",
     )
 
+    # What this node permits, whatever the API asks and the signatures allow.
+    allowed_attach_kinds: KindList = Field(
+        default_factory=lambda: sorted(ATTACHABLE_KINDS),
+        description="Attach kinds assignments may use on this node (default: all the agent can).",
+    )
+    allowed_interfaces: WordList = Field(
+        default_factory=lambda: ["*"],
+        description="Shell globs; xdp and tc hooks only on interfaces matching one.",
+    )
+    allowed_cgroups: WordList = Field(
+        default_factory=lambda: ["/*"],
+        description=(
+            "cgroup patterns (globs per path segment); cgroup hooks only at or below a match. "
+            "The default, '/*', is every cgroup but the root; '/' permits the root too."
+        ),
+    )
+    minimum_versions: LabelList = Field(
+        default_factory=dict,
+        description="'name=version,...': older versions of these artifacts are refused.",
+    )
+    detach_untrusted: bool = Field(
+        default=False,
+        description=(
+            "Detach a running program once no trusted key vouches for it (its signer's key "
+            "was removed from the trust store). Default: keep it running, reported as "
+            "SignatureRejected."
+        ),
+    )
+
     @field_validator("artifact_dirs", "trust", mode="before")
     @classmethod
     def _split_path_list(cls, value: object) -> object:
@@ -109,10 +168,41 @@ class AgentSettings(BaseSettings):
             return [Path(part) for part in value.split(":") if part]
         return value
 
-    @field_validator("labels", mode="before")
+    @field_validator("labels", "minimum_versions", mode="before")
     @classmethod
-    def _parse_labels(cls, value: object) -> object:
-        return parse_labels(value) if isinstance(value, str) else value
+    def _parse_pairs(cls, value: object) -> object:
+        return parse_pairs(value) if isinstance(value, str) else value
+
+    @field_validator("allowed_attach_kinds", "allowed_interfaces", "allowed_cgroups", mode="before")
+    @classmethod
+    def _split_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_attach_kinds")
+    @classmethod
+    def _attachable(cls, value: list[AttachKind]) -> list[AttachKind]:
+        unknown = sorted(kind.value for kind in value if kind not in ATTACHABLE_KINDS)
+        if unknown:
+            raise ValueError(f"the agent cannot attach {', '.join(unknown)}")
+        return value
+
+    @field_validator("minimum_versions")
+    @classmethod
+    def _orderable_versions(cls, value: dict[str, str]) -> dict[str, str]:
+        names = TypeAdapter(ArtifactName)
+        for name, version in value.items():
+            try:
+                names.validate_python(name)
+            except ValidationError:
+                raise ValueError(f"{name!r} is not an artifact name") from None
+            if version_key(version) is None:
+                raise ValueError(
+                    f"minimum version {version!r} of {name} does not start with a release "
+                    "number such as 1.2.0"
+                )
+        return value
 
     @field_validator("labels")
     @classmethod
@@ -134,6 +224,23 @@ class AgentSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"api_url {value!r} must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("api_ca")
+    @classmethod
+    def _api_ca_is_a_ca_bundle(cls, value: Path | None) -> Path | None:
+        # Read here, so a wrong path fails at start, not later in a background thread.
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (OSError, ssl.SSLError) as error:
+                raise ValueError(f"api_ca {value}: not a readable CA bundle ({error})") from error
+        return value
+
+    @model_validator(mode="after")
+    def _plain_http_only_in_development(self) -> AgentSettings:
+        if self.api_url is not None:
+            check_scheme(self.api_url, allow_insecure_http=self.allow_insecure_http)
+        return self
 
     @model_validator(mode="after")
     def _node_name_fits_the_api(self) -> AgentSettings:

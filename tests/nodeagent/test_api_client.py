@@ -18,19 +18,15 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bpfleet_agent import api_client
-from bpfleet_agent.api_client import (
-    Backoff,
-    Failure,
-    NodeCredential,
-    ReceivedAssignments,
-    cached_revision,
-    classify_status,
-    save_assignments,
-)
-from bpfleet_agent.daemon import Agent, parse_assignments
-from bpfleet_agent.settings import AgentSettings, parse_labels
-from bpfleet_core import artifacts, files, signing
+from bpfleet_agent import api_client, artifact_cache, fleetlink
+from bpfleet_agent.api_client import Backoff, ReceivedAssignments
+from bpfleet_agent.artifact_cache import ArtifactCache
+from bpfleet_agent.credential import NodeCredential
+from bpfleet_agent.daemon import Agent
+from bpfleet_agent.desired import parse_assignments
+from bpfleet_agent.fleetlink import FleetLink, cached_revision, save_assignments
+from bpfleet_agent.settings import AgentSettings, parse_pairs
+from bpfleet_core import artifacts, failures, files, signing
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
     Heartbeat,
@@ -75,43 +71,16 @@ def test_backoff_survives_very_long_outages() -> None:
     assert backoff.next_delay() == 10.0
 
 
-# ----------------------------------------------------------------------------- errors
-
-
-@pytest.mark.parametrize(
-    ("status", "failure"),
-    [
-        (200, None),
-        (204, None),
-        (304, Failure.PERMANENT),
-        (400, Failure.PERMANENT),
-        (401, Failure.UNAUTHORIZED),
-        (403, Failure.PERMANENT),
-        (404, Failure.NOT_FOUND),
-        (409, Failure.PERMANENT),
-        (422, Failure.PERMANENT),
-        (429, Failure.TEMPORARY),
-        (500, Failure.TEMPORARY),
-        (502, Failure.TEMPORARY),
-        (503, Failure.TEMPORARY),
-    ],
-)
-def test_statuses_are_classified_by_what_the_agent_should_do(
-    status: int, failure: Failure | None
-) -> None:
-    assert classify_status(status) is failure
-
-
 # ----------------------------------------------------------------------------- settings
 
 
 def test_labels_parse_from_the_environment_form() -> None:
-    assert parse_labels("zone=eu-1, role=edge,,empty=") == {
+    assert parse_pairs("zone=eu-1, role=edge,,empty=") == {
         "zone": "eu-1",
         "role": "edge",
         "empty": "",
     }
-    assert parse_labels("") == {}
+    assert parse_pairs("") == {}
 
 
 @pytest.mark.parametrize(
@@ -120,7 +89,7 @@ def test_labels_parse_from_the_environment_form() -> None:
 )
 def test_malformed_labels_are_refused(text: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
-        parse_labels(text)
+        parse_pairs(text)
 
 
 def test_labels_setting_reads_the_environment_and_checks_kubernetes_syntax(
@@ -135,6 +104,7 @@ def test_labels_setting_reads_the_environment_and_checks_kubernetes_syntax(
 
 def test_api_settings_and_derived_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BPFLEET_AGENT_API_URL", "http://127.0.0.1:8080/")
+    monkeypatch.setenv("BPFLEET_AGENT_ALLOW_INSECURE_HTTP", "true")
     monkeypatch.setenv("BPFLEET_AGENT_BOOTSTRAP_TOKEN", "boot-secret")
     settings = AgentSettings(node_name="node-1", state_dir=tmp_path, artifact_dirs=[Path("/a")])
     assert settings.api_mode
@@ -162,7 +132,7 @@ def test_api_url_must_be_http(url: str) -> None:
 
 def test_api_mode_needs_a_node_name_the_api_accepts() -> None:
     with pytest.raises(ValidationError, match="not a DNS name"):
-        AgentSettings(node_name="Node_1", api_url="http://api")
+        AgentSettings(node_name="Node_1", api_url="https://api")
     AgentSettings(node_name="Node_1")  # a local agent may keep any hostname
 
 
@@ -236,7 +206,7 @@ def test_downloads_replace_a_cached_artifact_in_one_step(tmp_path: Path) -> None
     incoming = tmp_path / "cache" / ".incoming-1"
     incoming.mkdir()
     (incoming / "xdp_counter.bpf.o").write_text("new")
-    api_client._move_into_place(incoming, target)
+    artifact_cache._move_into_place(incoming, target)
     assert (target / "xdp_counter.bpf.o").read_text() == "new"
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["xdp_counter"]
 
@@ -294,13 +264,12 @@ def test_without_a_bootstrap_token_a_rejected_credential_is_kept(
 
 def test_with_neither_credential_nor_bootstrap_token_the_agent_says_so(tmp_path: Path) -> None:
     credential = _credential(tmp_path / "credential.json", bootstrap=None)
-    client = api_client.ApiClient("http://127.0.0.1:9")
+    client = api_client.ApiClient("http://127.0.0.1:9", allow_insecure_http=True)
     try:
-        with pytest.raises(api_client.ApiError, match="BOOTSTRAP_TOKEN") as raised:
+        with pytest.raises(failures.PermanentFailure, match="BOOTSTRAP_TOKEN"):
             credential.ensure(client)
     finally:
         client.close()
-    assert raised.value.failure is Failure.PERMANENT
 
 
 # ----------------------------------------------------------------------------- reports
@@ -318,10 +287,10 @@ def _report(revision: int, state: ProgramState, run_count: int, when: datetime) 
 
 def test_only_changes_that_matter_make_a_report_new() -> None:
     first, later = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC)
-    base = api_client._report_fingerprint(_report(3, ProgramState.ATTACHED, 10, first))
-    assert base == api_client._report_fingerprint(_report(3, ProgramState.ATTACHED, 99, later))
-    assert base != api_client._report_fingerprint(_report(4, ProgramState.ATTACHED, 10, first))
-    assert base != api_client._report_fingerprint(_report(3, ProgramState.ATTACH_FAILED, 10, first))
+    base = fleetlink._report_fingerprint(_report(3, ProgramState.ATTACHED, 10, first))
+    assert base == fleetlink._report_fingerprint(_report(3, ProgramState.ATTACHED, 99, later))
+    assert base != fleetlink._report_fingerprint(_report(4, ProgramState.ATTACHED, 10, first))
+    assert base != fleetlink._report_fingerprint(_report(3, ProgramState.ATTACH_FAILED, 10, first))
 
 
 # ============================================================================= real API
@@ -383,6 +352,7 @@ def _link_settings(api: services.Api, state_dir: Path, node: str, **extra: Any) 
         node_name=node,
         state_dir=state_dir,
         api_url=api.url,
+        allow_insecure_http=True,  # the test API serves plain http on 127.0.0.1
         bootstrap_token=api.bootstrap_token,
         artifact_dirs=[],
         heartbeat_interval=0.5,
@@ -397,12 +367,11 @@ def test_each_protocol_call_and_how_its_failures_are_classified(
 ) -> None:
     node = _unique("client")
     features = _features_of(recorded_features, node)
-    client = api_client.ApiClient(fleet_api.url)
+    client = api_client.ApiClient(fleet_api.url, allow_insecure_http=True)
     try:
         registration = Registration(node=node, labels={"zone": "a"}, features=features)
-        with pytest.raises(api_client.ApiError) as refused:
+        with pytest.raises(failures.Unauthorized):
             client.register("not-the-bootstrap-token", registration)
-        assert refused.value.failure is Failure.UNAUTHORIZED
         token = client.register(fleet_api.bootstrap_token, registration).token
 
         assert client.assignments(token, after=0, wait=0.2) is None, "nothing assigned yet"
@@ -411,27 +380,27 @@ def test_each_protocol_call_and_how_its_failures_are_classified(
         report = NodeReport(node=node, revision=0, programs=[], reported_at=datetime.now(UTC))
         client.report_status(token, report)
 
-        with pytest.raises(api_client.ApiError) as foreign:
+        with pytest.raises(failures.Forbidden) as foreign:
             client.report_status(token, report.model_copy(update={"node": "someone-else"}))
-        assert foreign.value.failure is Failure.PERMANENT
         assert foreign.value.status == 403
         assert "belongs to node" in str(foreign.value), "the API's reason is kept"
 
-        with pytest.raises(api_client.ApiError) as unknown_token:
+        with pytest.raises(failures.Unauthorized):
             client.assignments("bpf_not-a-token", after=0, wait=0)
-        assert unknown_token.value.failure is Failure.UNAUTHORIZED
 
-        with pytest.raises(api_client.ApiError) as missing:
-            client.download(token, "0" * 64, "object", Path("/dev/null"))
-        assert missing.value.failure is Failure.NOT_FOUND
+        with pytest.raises(failures.NotFound):
+            client.download(
+                token, "0" * 64, "object", Path("/dev/null"), deadline=time.monotonic() + 30
+            )
     finally:
         client.close()
 
-    unreachable = api_client.ApiClient(f"http://127.0.0.1:{services.free_port()}")
+    unreachable = api_client.ApiClient(
+        f"http://127.0.0.1:{services.free_port()}", allow_insecure_http=True
+    )
     try:
-        with pytest.raises(api_client.ApiError) as down:
+        with pytest.raises(failures.TemporaryFailure):
             unreachable.heartbeat("token", Heartbeat(revision=0))
-        assert down.value.temporary
     finally:
         unreachable.close()
 
@@ -446,9 +415,7 @@ def test_link_registers_follows_assignments_downloads_and_reports(
     node, group = _unique("link"), _unique("g")
     settings = _link_settings(fleet_api, tmp_path, node, labels={"group": group})
     wake = threading.Event()
-    link = api_client.FleetLink(
-        settings, features=lambda: _features_of(recorded_features, node), wake=wake
-    )
+    link = FleetLink(settings, features=lambda: _features_of(recorded_features, node), wake=wake)
     link.start()
     try:
         _eventually(settings.credential_file.exists, "registration")
@@ -469,7 +436,12 @@ def test_link_registers_follows_assignments_downloads_and_reports(
         ref = ArtifactRef.model_validate(assignment["spec"]["artifact"])
         assert ref.digest == artifact["digest"]
 
-        assert link.fetch_artifact(ref) is None
+        trust = signing.TrustStore.from_paths([signed_catalog.trust])
+        cache = ArtifactCache(settings, link.credential, trust=lambda: trust)
+        try:
+            assert cache.fetch(ref) is None
+        finally:
+            cache.close()
         cached = artifacts.ArtifactFiles.in_directory(
             settings.artifact_cache / ref.name / ref.version, ref.name
         )
@@ -522,32 +494,33 @@ def test_an_unknown_artifact_and_an_unreachable_api_are_told_apart(
 ) -> None:
     node = _unique("fetch")
     settings = _link_settings(fleet_api, tmp_path, node)
-    link = api_client.FleetLink(
+    link = FleetLink(
         settings, features=lambda: _features_of(recorded_features, node), wake=threading.Event()
     )
     link.start()
     try:
         _eventually(link.credential.current, "registration")
         ref = ArtifactRef(name="xdp_counter", version="9.9.9", digest="1" * 64)
-        problem = link.fetch_artifact(ref)
+        trust = signing.TrustStore([])  # nothing is downloaded to verify
+        cache = ArtifactCache(settings, link.credential, trust=lambda: trust)
+        problem = cache.fetch(ref)
         assert problem is not None
         assert (problem.state, problem.reason) == (ProgramState.LOAD_FAILED, "ArtifactNotFound")
-        assert link.fetch_artifact(ref) is problem, "a refusal is remembered, not asked again"
+        assert cache.fetch(ref) is problem, "a refusal is remembered, not asked again"
     finally:
+        cache.close()
         link.close()
 
     down = _link_settings(fleet_api, tmp_path / "down", node).model_copy(
         update={"api_url": f"http://127.0.0.1:{services.free_port()}"}
     )
-    offline = api_client.FleetLink(
-        down, features=lambda: _features_of(recorded_features, node), wake=threading.Event()
-    )
-    offline.credential = link.credential  # registered, but the API is gone now
+    # Registered, but the API is gone now.
+    offline = ArtifactCache(down, link.credential, trust=lambda: trust)
     try:
-        first = offline.fetch_artifact(ref)
+        first = offline.fetch(ref)
         assert first is not None
         assert (first.state, first.reason) == (ProgramState.PENDING, "ArtifactDownloadRetrying")
-        again = offline.fetch_artifact(ref)
+        again = offline.fetch(ref)
         assert again is not None
         assert "next try in" in again.message, "backing off, not hammering"
     finally:
@@ -560,7 +533,7 @@ def test_a_node_the_api_forgot_registers_again_once(
 ) -> None:
     node = _unique("forgot")
     settings = _link_settings(fleet_api, tmp_path, node)
-    link = api_client.FleetLink(
+    link = FleetLink(
         settings, features=lambda: _features_of(recorded_features, node), wake=threading.Event()
     )
     link.start()
@@ -578,7 +551,7 @@ def test_a_node_the_api_forgot_registers_again_once(
         link.close()
 
     # A restarted agent uses its stored credential, without registering.
-    restarted = api_client.FleetLink(
+    restarted = FleetLink(
         settings, features=lambda: _features_of(recorded_features, node), wake=threading.Event()
     )
     assert restarted.credential.current() == second
@@ -599,13 +572,15 @@ def test_a_wrong_bootstrap_token_is_a_permanent_failure(
             node=node, features=_features_of(recorded_features, node)
         ),
     )
-    client = api_client.ApiClient(fleet_api.url)
+    client = api_client.ApiClient(fleet_api.url, allow_insecure_http=True)
     try:
-        with pytest.raises(api_client.ApiError, match="rejected the bootstrap token") as raised:
+        with pytest.raises(
+            failures.PermanentFailure, match="rejected the bootstrap token"
+        ) as raised:
             credential.ensure(client)
     finally:
         client.close()
-    assert raised.value.failure is Failure.PERMANENT
+    assert not isinstance(raised.value, failures.Unauthorized), "the node credential is kept"
     assert not (tmp_path / "credential.json").exists()
 
 
@@ -637,6 +612,7 @@ def test_agent_in_api_mode_attaches_survives_the_api_going_away_and_resumes(
     online = agent_env.settings().model_copy(
         update={
             "api_url": fleet_api.url,
+            "allow_insecure_http": True,
             "bootstrap_token": SecretStr(fleet_api.bootstrap_token),
             "labels": {"group": group},
             "artifact_dirs": [],  # only what the API serves
@@ -659,12 +635,12 @@ def test_agent_in_api_mode_attaches_survives_the_api_going_away_and_resumes(
         # The API is unreachable now: the cached assignments and artifact still apply.
         offline = online.model_copy(update={"api_url": f"http://127.0.0.1:{services.free_port()}"})
         agent = Agent(offline)
-        link = api_client.FleetLink(
-            offline, features=lambda: agent.features, wake=threading.Event()
-        )
+        link = FleetLink(offline, features=lambda: agent.features, wake=threading.Event())
+        cache = ArtifactCache(offline, link.credential, trust=lambda: agent.trust)
         try:
-            report = agent.reconcile_assignments(link)
+            report = agent.reconcile_assignments(cache)
         finally:
+            cache.close()
             link.close()
         assert report is not None
         assert report.revision == revision
@@ -697,7 +673,7 @@ def test_a_credential_is_renewed_once_until_the_new_one_has_worked(
             node=node, features=_features_of(recorded_features, node)
         ),
     )
-    client = api_client.ApiClient(fleet_api.url)
+    client = api_client.ApiClient(fleet_api.url, allow_insecure_http=True)
     try:
         first = credential.ensure(client)
         assert credential.rejected(first)
@@ -723,7 +699,7 @@ def test_a_new_feature_report_is_sent_once_and_remembered(
     node = _unique("kernel")
     before = _features_of(recorded_features, node)
     settings = _link_settings(fleet_api, tmp_path, node)
-    link = api_client.FleetLink(settings, features=lambda: before, wake=threading.Event())
+    link = FleetLink(settings, features=lambda: before, wake=threading.Event())
     link.features_probed(before)
     link.start()
     try:
@@ -736,7 +712,7 @@ def test_a_new_feature_report_is_sent_once_and_remembered(
     after = before.model_copy(
         update={"kernel_release": "6.99.0-upgraded", "probed_at": datetime.now(UTC)}
     )
-    link = api_client.FleetLink(settings, features=lambda: after, wake=threading.Event())
+    link = FleetLink(settings, features=lambda: after, wake=threading.Event())
     link.features_probed(after)
     link.start()
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ from bpfleet_agent.daemon import Agent
 from tests.conftest import sign_object
 from tests.nodeagent.conftest import AgentEnv, program
 from tests.nodeagent.netns import entered, veth_pair
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.bpf
 
@@ -250,3 +254,47 @@ def test_broken_change_to_a_running_program_keeps_the_running_version(agent_env:
     assert {link.name: link.program_id for link in observed.links.values()} == {
         link.name: before.program_ids[link.entry_point] for link in before.links
     }
+
+
+def test_a_desired_state_file_that_is_not_text_changes_nothing(agent_env: AgentEnv) -> None:
+    agent = Agent(agent_env.settings())
+    agent_env.write_desired(
+        program("execs", "execsnoop", "1.0.0", {"entryPoint": "handle_exec", "type": "tracepoint"})
+    )
+    before = agent.reconcile_file(agent_env.desired_file)
+    agent_env.desired_file.write_bytes(b"\xff\xfeprograms: []\n")
+    after = agent.reconcile_file(agent_env.desired_file)
+    assert "not UTF-8 text" in after.error
+    assert [(p.name, p.state) for p in after.programs] == [
+        (p.name, p.state) for p in before.programs
+    ]
+
+
+def test_a_pass_that_fails_is_reported_and_the_loop_goes_on(agent_env: AgentEnv) -> None:
+    """Whatever breaks one pass (here: the status file cannot be written), the agent
+    logs it, keeps what runs and tries again on the next pass."""
+    settings = agent_env.settings()
+    agent_env.write_desired(
+        program("execs", "execsnoop", "1.0.0", {"entryPoint": "handle_exec", "type": "tracepoint"})
+    )
+    settings.state_dir.mkdir(exist_ok=True)
+    blocker = settings.status_file / "in-the-way"
+    blocker.mkdir(parents=True)  # a directory where the status file goes: every write fails
+    agent = Agent(settings)
+    stop = threading.Event()
+    loop = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        wait_for((agent_env.pin_root / "execs").exists, 60, "execs attached")
+        stop.wait(5 * settings.poll_interval)  # passes that fail at the very end
+        assert loop.is_alive(), "a failing pass ended the agent"
+        shutil.rmtree(settings.status_file)
+        status = wait_for(
+            lambda: settings.status_file.is_file() and json.loads(settings.status_file.read_text()),
+            60,
+            "the status file, once it can be written",
+        )
+        assert [(p["name"], p["state"]) for p in status["programs"]] == [("execs", "Attached")]
+    finally:
+        stop.set()
+        loop.join(30)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bpfleet_agent.daemon import (
+from bpfleet_agent.desired import (
+    DesiredStateError,
     EndpointsError,
     EndpointsFile,
     desired_from_document,
+    parse_assignments,
+    parse_desired,
     parse_endpoints,
 )
 from bpfleet_core.protocol import POLICY_PROGRAM
@@ -86,3 +90,30 @@ def test_the_policy_part_is_judged_apart_from_the_programs() -> None:
     assert parsed.state.policy is None
     assert "reserved" in parsed.invalid[POLICY_PROGRAM]
     assert parsed.policy_error.startswith("revision: ")
+
+
+def test_an_endpoints_file_not_text_or_nested_too_deep_keeps_the_last_good_endpoints(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "endpoints.yaml"
+    watched = EndpointsFile(path)
+    path.write_text(json.dumps([DB]))
+    assert watched.read() is not None
+    for stamp, content, says in (
+        (1, b"\xff\xfe not text", "can't decode"),
+        (2, b"[" * 20_000 + b"]" * 20_000, "nested too deeply"),
+    ):
+        path.write_bytes(content)
+        os.utime(path, ns=(stamp, stamp))
+        current = watched.read()
+        assert current is not None
+        assert [endpoint.name for endpoint in current.endpoints] == ["db"]
+        assert says in watched.error
+
+
+@pytest.mark.parametrize("parse", [parse_desired, parse_assignments])
+def test_a_desired_state_nested_too_deep_is_refused_whole_not_a_crash(
+    parse: Callable[[str], object],
+) -> None:
+    with pytest.raises(DesiredStateError, match="nested too deeply"):
+        parse("[" * 200_000 + "]" * 200_000)

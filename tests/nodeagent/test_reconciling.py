@@ -141,7 +141,7 @@ def test_expand_makes_one_hook_per_interface_and_defaults_targets() -> None:
         [
             AttachPoint(entry_point="xdp_count", type=AttachKind.XDP, interfaces=("eth0", "eth1")),
             AttachPoint(entry_point="handle_exec", type=AttachKind.TRACEPOINT),
-            AttachPoint(entry_point="cg_in", type=AttachKind.CGROUP_SKB, cgroup="web"),
+            AttachPoint(entry_point="cg_in", type=AttachKind.CGROUP_SKB, cgroup="web/./"),
         ],
         manifest(),
     )
@@ -149,7 +149,7 @@ def test_expand_makes_one_hook_per_interface_and_defaults_targets() -> None:
         ("xdp_count", "eth0", None),
         ("xdp_count", "eth1", None),
         ("handle_exec", "sched/sched_process_exec", None),
-        ("cg_in", "web", "ingress"),
+        ("cg_in", "/web", "ingress"),  # the cgroup as the kernel resolves it
     ]
 
 

@@ -162,7 +162,7 @@ def test_any_error_while_linking_undoes_the_links_made(
         return real_attach(*args)
 
     monkeypatch.setattr(loading, "_attach", attach_then_break)
-    with pytest.raises(loading.AttachFailure, match="something nobody expected"):
+    with pytest.raises(loading.NotAttached, match="something nobody expected"):
         loading.apply(kernel_of(agent_env), desired, None)
     assert xdp_ids(netns.left_if) == []  # the first link was undone
     assert not (agent_env.pin_root / "xdp").exists()
@@ -199,7 +199,7 @@ def test_a_failed_apply_keeps_live_links_whose_version_pins_are_gone(
     assert observed(agent_env, "xdp").versions == {}  # nothing pinned but the link
 
     broken = prepare(agent_env, feature_report, xdp_entry(netns.left_if, "nosuch2"))
-    with pytest.raises(loading.AttachFailure, match="nosuch2"):
+    with pytest.raises(loading.NotAttached, match="nosuch2"):
         loading.apply(kernel, broken, observed(agent_env, "xdp"))
     link = observed(agent_env, "xdp").links["xdp@" + netns.left_if]
     assert link.alive
@@ -221,7 +221,7 @@ def test_reloading_the_running_version_keeps_its_maps_and_restores_it_on_failure
 
     broken = prepare(agent_env, feature_report, xdp_entry(netns.left_if, "nosuch3"))
     assert broken.tag == desired.tag
-    with pytest.raises(loading.AttachFailure):
+    with pytest.raises(loading.NotAttached):
         loading.apply(kernel, broken, observed(agent_env, "xdp"))
     assert map_id(program_pins.map(desired.tag, "proto_stats")) == counters  # still pinned
     assert xdp_ids(netns.left_if) == [running]
@@ -314,11 +314,11 @@ def test_failures_leak_no_file_descriptors(
     before = open_fds()
     with monkeypatch.context() as patch:
         patch.setattr(libbpf, "map_info", failing)
-        with pytest.raises(loading.LoadFailure):  # while handing the maps over
+        with pytest.raises(loading.NotLoaded):  # while handing the maps over
             loading.apply(kernel, reconfigured, seen)
     with monkeypatch.context() as patch:
         patch.setattr(libbpf, "program_info", failing)
-        with pytest.raises(loading.LoadFailure):  # after loading and pinning
+        with pytest.raises(loading.NotLoaded):  # after loading and pinning
             loading.apply(kernel, reconfigured, seen)
         # after opening the pinned programs to adopt them
         assert (
