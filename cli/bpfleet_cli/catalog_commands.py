@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from bpfleet_core import analysing, artifacts, features, manifests, signing
+from bpfleet_core import analysing, artifacts, features, manifests, signing, yamlfiles
 
 app = typer.Typer(
     no_args_is_help=True, help="Build manifests for eBPF objects, sign and check them."
@@ -27,10 +27,14 @@ def _fail(message: str) -> typer.Exit:
 
 def _versions(catalog_file: Path) -> dict[str, str]:
     try:
-        document = yaml.safe_load(catalog_file.read_text()) or {}
+        document = yamlfiles.load(yamlfiles.read(catalog_file), str(catalog_file)) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise _fail(f"cannot read {catalog_file}: {error}") from error
-    return {name: str(entry["version"]) for name, entry in document.items()}
+        raise _fail(f"cannot read {catalog_file}: {' '.join(str(error).split())}") from error
+    if not isinstance(document, dict) or not all(
+        isinstance(entry, dict) and "version" in entry for entry in document.values()
+    ):
+        raise _fail(f"{catalog_file}: expected each program's name mapped to {{version: ...}}")
+    return {str(name): str(entry["version"]) for name, entry in document.items()}
 
 
 @keys_app.command("generate")

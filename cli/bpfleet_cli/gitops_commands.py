@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 import yaml
 
+from bpfleet_core import yamlfiles
+
 app = typer.Typer(no_args_is_help=True, help="The GitOps operator, in a cluster or standalone.")
 
 
@@ -46,11 +48,11 @@ def standalone(
     from bpfleet_operator.settings import OperatorSettings
 
     try:
-        document = GitSource.model_validate(yaml.safe_load(source.read_text()))
+        document = GitSource.model_validate(yamlfiles.load(yamlfiles.read(source), str(source)))
     except OSError as error:
         raise _fail(f"cannot read {source}: {error.strerror}") from None
     except (yaml.YAMLError, ValidationError) as error:
-        raise _fail(f"{source} is not a GitSource: {error}") from None
+        raise _fail(f"{source} is not a GitSource: {' '.join(str(error).split())}") from None
     _log_to_stderr()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -71,7 +73,7 @@ def validate(
     from bpfleet_operator import standalone as pipeline
     from bpfleet_operator.fleetapi import FleetApi
 
-    files: dict[str, str] = {}
+    files: dict[str, bytes] = {}
     for path in paths:
         if not path.exists():
             raise _fail(f"no such file or directory: {path}")
@@ -79,7 +81,8 @@ def validate(
         for item in found:
             hidden = any(part.startswith(".") for part in item.relative_to(path).parts)
             if item.is_file() and item.suffix in bundles.MANIFEST_SUFFIXES and not hidden:
-                files[str(item)] = item.read_text(encoding="utf-8")
+                # Bounded here and in bundles.load, which names the file if it is too big.
+                files[str(item)] = yamlfiles.read(item)
     if not files:
         raise _fail("no *.yaml or *.yml manifests found")
     api = FleetApi(api_url, token or "") if api_url else None

@@ -43,7 +43,7 @@ from bpfleet_agent import (
     reconciling,
 )
 from bpfleet_agent.settings import AgentSettings
-from bpfleet_core import artifacts, features, files, signing
+from bpfleet_core import artifacts, features, files, signing, yamlfiles
 from bpfleet_core.netpol import compiling
 from bpfleet_core.netpol.models import selects
 from bpfleet_core.protocol import (
@@ -149,7 +149,7 @@ def parse_endpoints(text: str) -> EndpointSet:
     """The endpoints file: ``{endpoints: [...], namespaces: {name: labels}}``, or just
     the list of endpoints; YAML or JSON. Empty: no endpoints."""
     try:
-        document = yaml.safe_load(text)
+        document = yamlfiles.load(text, "the endpoints file")
     except yaml.YAMLError as error:
         raise EndpointsError(f"not valid YAML: {error}") from error
     if document is None:
