@@ -50,4 +50,5 @@ class Context:
             password=data.get("password"),
             identity=data.get("identity"),
             known_hosts=data.get("known_hosts"),
+            ca=data.get("ca.crt"),
         )

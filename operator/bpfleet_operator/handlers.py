@@ -374,7 +374,11 @@ def source_daemon(
             continue
         if checkout is None or checkout.url != spec.url or checkout.credentials != credentials:
             checkout = git.Checkout(
-                spec.url, memo.settings.state_dir / namespace / name, credentials
+                spec.url,
+                memo.settings.state_dir / namespace / name,
+                credentials,
+                allow_local=memo.settings.allows_local_sources(standalone=False),
+                state_dir=memo.settings.state_dir,
             )
         try:
             result = gitsource.reconcile(

@@ -33,3 +33,15 @@ class OperatorSettings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="Standalone: the shared secret of push notifications."
     )
+    allow_local_sources: bool | None = Field(
+        default=None,
+        description=(
+            "GitSources may follow file:// URLs and local paths (never the operator's own "
+            "clones). Unset: on standalone, where the one source is the operator's own "
+            "file; off in a cluster, where anyone who may create a GitSource would read "
+            "the operator's disk."
+        ),
+    )
+
+    def allows_local_sources(self, *, standalone: bool) -> bool:
+        return standalone if self.allow_local_sources is None else self.allow_local_sources

@@ -84,7 +84,12 @@ class StandaloneSource:
         name = source.metadata.name
         self.directory = settings.state_dir / f"gitsource-{name}"
         self.status_file = settings.state_dir / f"gitsource-{name}.status.json"
-        self.checkout = git.Checkout(source.spec.url, self.directory / "repository")
+        self.checkout = git.Checkout(
+            source.spec.url,
+            self.directory / "repository",
+            allow_local=settings.allows_local_sources(standalone=True),
+            state_dir=settings.state_dir,
+        )
         self.retry_seconds = settings.retry_seconds
         self.wake = threading.Event()
 

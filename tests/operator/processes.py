@@ -43,6 +43,8 @@ def operator(api: services.Api, kube_url: str, work: Path, webhook_port: int = 0
     environment = {
         **operator_environment(api, work / "operator", webhook_port),
         "BPFLEET_OPERATOR_KUBE_URL": kube_url,
+        # The tests' repositories are local; a real cluster leaves this off.
+        "BPFLEET_OPERATOR_ALLOW_LOCAL_SOURCES": "true",
     }
     with running([BPFLEET, "operator", "run"], environment, log):
         yield log

@@ -32,7 +32,7 @@ class Source:
     def __init__(self, repo: GitRepo, cluster: Cluster, tmp_path: Path, **spec: object) -> None:
         self.spec = GitSourceSpec.model_validate({"url": str(repo.path), **spec})
         self.status = GitSourceStatus()
-        self.checkout = git.Checkout(self.spec.url, tmp_path / "clone")
+        self.checkout = git.Checkout(self.spec.url, tmp_path / "clone", allow_local=True)
         self.target = kube.KubeTarget(kube.Kube(kube.connect(cluster.url)))
 
     def reconcile(self) -> gitsource.Result:
@@ -226,10 +226,15 @@ def test_https_credentials_reach_the_remote(
     commit = repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
     with SmartHttpServer(repo.path.parent, "ci", "t0ken") as server:
         url = server.url(repo.path.name)
-        refused = git.Checkout(url, tmp_path / "anonymous")
-        with pytest.raises(git.GitError):
+        refused = git.Checkout(url, tmp_path / "anonymous", git.Credentials(ca=server.ca))
+        with pytest.raises(git.GitError, match="could not read Username"):
             refused.fetch(GitRef(branch="main"))
-        allowed = git.Checkout(url, tmp_path / "clone", git.Credentials("ci", "t0ken"))
+        untrusted = git.Checkout(url, tmp_path / "untrusted", git.Credentials("ci", "t0ken"))
+        with pytest.raises(git.GitError, match="certificate"):
+            untrusted.fetch(GitRef(branch="main"))
+        allowed = git.Checkout(
+            url, tmp_path / "clone", git.Credentials("ci", "t0ken", ca=server.ca)
+        )
         assert allowed.fetch(GitRef(branch="main")).commit == commit
         assert list(allowed.files(commit)) == ["a.yaml"]
 
