@@ -41,12 +41,18 @@ class GitRepo:
         return done.stdout.strip()
 
     def commit(
-        self, message: str, files: dict[str, str] | None = None, remove: tuple[str, ...] = ()
+        self,
+        message: str,
+        files: dict[str, str | bytes] | None = None,
+        remove: tuple[str, ...] = (),
     ) -> str:
-        for name, text in (files or {}).items():
+        for name, content in (files or {}).items():
             target = self.path / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content)
             self.git("add", name)
         for name in remove:
             self.git("rm", "--quiet", name)

@@ -28,13 +28,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bpfleet_core import bundles, yamlfiles
 from bpfleet_core.resources import GitRef, parse_git_url
 
 TIMEOUT_SECONDS = 120
 
 
 class GitError(Exception):
-    """A Git operation failed; the message says which and why (Git's own words)."""
+    """A Git operation failed; the message says which and why (Git's own words), and
+    ``file`` the file of the repository it concerns, if one."""
+
+    def __init__(self, message: str, *, file: str = "") -> None:
+        super().__init__(message)
+        self.file = file
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much of a revision is read: manifests only, and this many of them."""
+
+    files: int = 2_000
+    file_bytes: int = yamlfiles.LIMITS.file_bytes
+    total_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -132,17 +147,53 @@ class Checkout:
             if target.is_relative_to(self.state_dir.resolve()):
                 raise GitError("a local repository may not be one of the operator's own clones")
 
-    def files(self, commit: str, root: str = ".") -> dict[str, str]:
-        """Path -> text of every file under ``root`` at ``commit``."""
-        prefix = [] if root in ("", ".") else ["--", root.strip("/")]
-        listing = self._git("ls-tree", "-r", "-z", "--full-tree", commit, *prefix)
-        blobs: dict[str, str] = {}
+    def manifests(
+        self, commit: str, root: str = ".", limits: ReadLimits | None = None
+    ) -> dict[str, bytes]:
+        """Path -> bytes of every manifest file under ``root`` at ``commit``.
+
+        Nothing else is read: sizes come from the tree listing, so a file over the
+        limits is refused before any of it is, and the blobs come from one
+        ``git cat-file --batch``. Symlinks and submodules are skipped (a symlink could
+        point out of the tree)."""
+        limits = limits or ReadLimits()
+        prefix = [] if root in ("", ".") else [root.strip("/")]  # after --end-of-options
+        listing = self._git(
+            "ls-tree", "-r", "-z", "-l", "--full-tree", "--end-of-options", commit, *prefix
+        )
+        blobs: dict[str, tuple[str, int]] = {}
         for entry in filter(None, listing.split("\0")):
             meta, _, path = entry.partition("\t")
-            mode, kind, sha = meta.split()
-            if kind == "blob" and mode != "120000":  # symlinks could point out of the tree
-                blobs[path] = sha
-        return {path: self._blob(sha, path) for path, sha in blobs.items()}
+            mode, kind, sha, length = meta.split()
+            if kind == "blob" and mode != "120000":
+                blobs[path] = (sha, int(length))
+        wanted = bundles.manifest_files(list(blobs), root)
+        if len(wanted) > limits.files:
+            raise GitError(f"more than {limits.files} manifest files under {root!r}")
+        for path in wanted:
+            if blobs[path][1] > limits.file_bytes:
+                raise GitError(
+                    f"{path} is {blobs[path][1]} bytes, more than the {limits.file_bytes} "
+                    "bytes a manifest may have",
+                    file=path,
+                )
+        if sum(blobs[path][1] for path in wanted) > limits.total_bytes:
+            raise GitError(
+                f"the manifests under {root!r} are more than {limits.total_bytes} bytes together"
+            )
+        if not wanted:
+            return {}
+        batch = "".join(f"{blobs[path][0]}\n" for path in wanted).encode()
+        output = self._git_bytes("cat-file", "--batch", stdin=batch)
+        found: dict[str, bytes] = {}
+        offset = 0
+        for path in wanted:
+            header_end = output.index(b"\n", offset)
+            size = int(output[offset:header_end].split()[2])  # "<sha> blob <size>"
+            start = header_end + 1
+            found[path] = output[start : start + size]
+            offset = start + size + 1  # the content is followed by a newline of its own
+        return found
 
     def verify(self, commit: str, trusted_keys: Sequence[str]) -> None:
         """Raise unless ``commit`` carries a valid SSH signature by one of ``trusted_keys``."""
@@ -159,13 +210,6 @@ class Checkout:
                 )
             except GitError as error:
                 raise GitError(f"commit {commit} is not signed by a trusted key: {error}") from None
-
-    def _blob(self, sha: str, path: str) -> str:
-        raw = self._git_bytes("cat-file", "blob", sha)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise GitError(f"{path} is not UTF-8 text") from None
 
     @contextlib.contextmanager
     def _transport(self) -> Iterator[tuple[list[tuple[str, str]], dict[str, str]]]:
