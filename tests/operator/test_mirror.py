@@ -192,6 +192,7 @@ def test_the_operator_mirrors_pods_namespaces_and_nodes(
     cluster.create("pods", pod("db", node_b, ip="10.244.2.7"), namespace="shop")
     api = services.Api(fleet.url, "token", "", {})
     with operator(api, cluster.url, tmp_path, resync_seconds=1):
+
         def node_a_mirrored() -> bool:
             return (
                 fleet.workloads.get(node_a) == [WEB]
