@@ -397,3 +397,19 @@ def test_a_source_outside_the_trusted_namespaces_applies_its_own_namespaces_poli
     repo.commit("only its own", remove=("p.yaml", "theirs.yaml"))
     assert source.reconcile().outcome == "Applied"
     assert cluster.get("networkpolicies", "web", "team-a") is not None
+
+
+def test_passes_back_off_after_failures_and_never_wait_past_the_interval() -> None:
+    backoff = gitsource.Backoff(first=5)
+    waits = [backoff.wait(failed, 60) for failed in (True, True, True, True, True, False, True)]
+    assert waits == [5, 10, 20, 40, 60, 60, 5]
+
+    passes: list[int] = []
+    slept: list[float] = []
+
+    def one_pass() -> tuple[bool, float]:
+        passes.append(len(passes))
+        return len(passes) < 3, 30  # fails twice, then succeeds
+
+    gitsource.follow(one_pass, first_retry=2, sleep=slept.append, stopped=lambda: len(passes) >= 4)
+    assert slept == [2, 4, 30]
