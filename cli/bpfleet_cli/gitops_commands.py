@@ -69,7 +69,7 @@ def validate(
     token: Annotated[str | None, typer.Option(envvar="BPFLEET_TOKEN", help="API token.")] = None,
 ) -> None:
     """Validate manifests as a GitSource would, before anything is applied; for CI."""
-    from bpfleet_core import bundles
+    from bpfleet_core import bundles, failures
     from bpfleet_operator import standalone as pipeline
     from bpfleet_operator.fleetapi import FleetApi
 
@@ -88,6 +88,8 @@ def validate(
     api = FleetApi(api_url, token or "") if api_url else None
     try:
         bundle = bundles.load(files, pipeline.program_check(api) if api else None)
+    except failures.TemporaryFailure as error:  # the fleet could not be asked
+        raise _fail(str(error)) from None
     finally:
         if api is not None:
             api.close()

@@ -74,7 +74,7 @@ class Mirror:
             self._pushed.pop(name, None)
 
     def resync(self) -> None:
-        """Push again whatever the API lacks: all of a node it does not know or that
+        """Push again whatever the API lacks: all of a node that registered since or
         lost labels it was given, whatever was never taken, and the namespaces."""
         try:
             fleet = self.api.node_labels()
@@ -89,7 +89,8 @@ class Mirror:
                 )
                 if known is None or lost:
                     self._pushed.pop(name, None)
-            nodes = sorted(self._wanted)
+            # A node the fleet does not list has no agent yet: nothing to push to.
+            nodes = sorted(name for name in self._wanted if name in fleet)
             namespaces = {
                 name: labels
                 for name, labels in self._namespaces_wanted.items()
