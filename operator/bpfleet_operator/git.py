@@ -85,7 +85,8 @@ def _ref_name(ref: GitRef) -> str:
     return ref.commit or ref.tag or ref.branch or "main"
 
 
-# Asks for nothing it was not given: the helper answers "get" from the environment.
+# Git runs this with the action appended ("get", "store", "erase"): it answers "get"
+# from the environment and ignores the rest, so nothing is ever stored anywhere.
 _CREDENTIAL_HELPER = (
     '!f() { test "$1" = get || exit 0; '
     'printf \'username=%s\\npassword=%s\\n\' "$BPFLEET_GIT_USERNAME" "$BPFLEET_GIT_PASSWORD"; }; f'

@@ -11,6 +11,7 @@ import pytest
 
 from bpfleet_core.resources import GitRef
 from bpfleet_operator import git
+from bpfleet_operator.settings import OperatorSettings
 from tests.gitrepos import GitRepo, SmartHttpServer
 from tests.manifests import program_yaml
 
@@ -58,6 +59,15 @@ def test_local_repositories_only_where_allowed_and_never_into_the_clones(
     )
     with pytest.raises(git.GitError, match="clones"):
         snooping.fetch(MAIN)
+
+
+def test_local_repositories_are_off_in_a_cluster_and_on_standalone_by_default() -> None:
+    settings = OperatorSettings()
+    assert settings.allows_local_sources(standalone=False) is False
+    assert settings.allows_local_sources(standalone=True) is True
+    assert (
+        OperatorSettings(allow_local_sources=False).allows_local_sources(standalone=True) is False
+    )
 
 
 def git_command_lines() -> list[str]:
