@@ -46,12 +46,17 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
     context = Context(
         settings=_settings,
         api=FleetApi(_settings.api_url, _settings.api_token.get_secret_value()),
-        kube=kube.Kube(kube.connect(_settings.kube_url)),
+        kube=kube.Kube(kube.connect(_settings.kube_url), _settings.kube_timeout_seconds),
     )
     receiver = None
     if _settings.webhook_port:
         receiver = webhooks.Receiver(
-            _settings.webhook_host, _settings.webhook_port, context.webhook_secret, context.wake
+            _settings.receiver_host(standalone=False),
+            _settings.webhook_port,
+            context.webhook_secret,
+            context.wake,
+            connections=_settings.webhook_connections,
+            timeout=_settings.webhook_timeout_seconds,
         ).start()
         log.info(
             "push notifications: POST :%d%s<namespace>/<name>", receiver.port, webhooks.PATH_PREFIX
@@ -70,9 +75,17 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
         await kopf.operator(clusterwide=True, standalone=True, memo=context, stop_flag=stop_flag)
 
     _ = handlers  # imported for its decorators
+    resyncing = threading.Event()
+    threading.Thread(
+        target=context.mirror.run,
+        args=(resyncing, _settings.resync_seconds),
+        name="fleet-resync",
+        daemon=True,
+    ).start()
     try:
         asyncio.run(main())
     finally:
+        resyncing.set()
         if receiver is not None:
             receiver.stop()
         context.api.close()

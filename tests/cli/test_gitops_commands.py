@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bpfleet_cli.localfleet import free_port
 from tests import services
 from tests.api.conftest import upload
 from tests.conftest import SignedCatalog
@@ -76,3 +77,12 @@ def test_standalone_refuses_what_is_not_a_git_source(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     missing = bpfleet("operator", "standalone", str(tmp_path / "absent.yaml"))
     assert "cannot read" in missing.stderr
+
+
+def test_validate_says_so_when_the_fleet_cannot_be_asked(tmp_path: Path) -> None:
+    manifest = tmp_path / "execs.yaml"
+    manifest.write_text(PROGRAM)
+    done = bpfleet("validate", str(manifest), "--api-url", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode == 7  # the API is unreachable
+    assert "is unreachable" in done.stderr
+    assert "Traceback" not in done.stderr

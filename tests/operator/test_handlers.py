@@ -3,6 +3,7 @@ hand-over, summary status, explicit errors, finalizers, node labels."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -20,7 +21,7 @@ from tests import services
 from tests.api.conftest import recorded_features, upload
 from tests.api.test_fleet_flow import ProtocolClient
 from tests.conftest import SignedCatalog
-from tests.gitrepos import GitRepo
+from tests.gitrepos import GitRepo, SmartHttpServer
 from tests.operator.kubernetes import Cluster
 from tests.operator.processes import operator
 from tests.polling import wait_for
@@ -182,6 +183,94 @@ def test_node_labels_follow_kubernetes(
         return found if found == {"zone": "a"} else None
 
     wait_for(labels, 30, "the node's labels to be synced")
+
+
+def test_node_labels_come_back_after_the_agent_registers_again(
+    api: services.Api,
+    cluster: Cluster,
+    recorded_features: FeatureReport,
+    tmp_path: Path,
+) -> None:
+    name = f"again-{uuid.uuid4().hex[:6]}"
+    ProtocolClient(api, name, {}, recorded_features)
+    cluster.create(
+        "nodes",
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"zone": "b"}}},
+    )
+
+    def labels() -> dict[str, str]:
+        with api.client() as client:
+            return dict(client.get(f"/v1/nodes/{name}").json()["labels"])
+
+    with operator(api, cluster.url, tmp_path, resync_seconds=1):
+        wait_for(lambda: labels() == {"zone": "b"}, 30, "the node's labels to be synced")
+        # A lost state directory, a restored database: the agent registers again, and
+        # registration replaces the labels with its own.
+        ProtocolClient(api, name, {"from": "agent"}, recorded_features)
+        assert labels() == {"from": "agent"}
+        wait_for(lambda: labels() == {"zone": "b"}, 30, "the labels to be synced again")
+
+
+def git_source(name: str, namespace: str, url: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "GitSource",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"url": url, "interval": "1h", **spec},
+    }
+
+
+def source_condition(cluster: Cluster, name: str, namespace: str, reason: str) -> Any:
+    def check() -> dict[str, Any] | None:
+        found = cluster.get("gitsources", name, namespace) or {}
+        for item in found.get("status", {}).get("conditions", []):
+            if item["type"] == "Ready" and item["reason"] == reason:
+                return dict(item)
+        return None
+
+    return check
+
+
+def test_a_source_outside_the_trusted_namespaces_applies_no_program(
+    cluster: Cluster, running_operator: Path, tmp_path: Path
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("one program", {"p.yaml": yaml.safe_dump(program("from-team", "nobody"))})
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}
+    cluster.create("namespaces", namespace)
+    cluster.create("gitsources", git_source("fleet", "team", str(repo.path)), namespace="team")
+    ready = wait_for(source_condition(cluster, "fleet", "team", "OutOfScope"), 30, "OutOfScope")
+    assert "cluster-scoped" in ready["message"]
+    assert cluster.get("bpfprograms", "from-team") is None
+
+
+def test_credentials_go_only_to_the_host_their_secret_names(
+    cluster: Cluster, running_operator: Path, tmp_path: Path
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("one program", {"p.yaml": yaml.safe_dump(program("with-creds", "nobody"))})
+    with SmartHttpServer(repo.path.parent, "ci", "t0ken") as server:
+        data = {"username": "ci", "password": "t0ken", "ca.crt": server.ca}
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "git"},
+            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+        }
+        cluster.create("secrets", secret, namespace="default")
+        source = git_source("creds", "default", server.url("repo"), secretRef={"name": "git"})
+        cluster.create("gitsources", source, namespace="default")
+        ready = wait_for(
+            source_condition(cluster, "creds", "default", "SecretFailed"), 30, "refused"
+        )
+        assert "bpfleet.io/git-host" in ready["message"]
+        assert not any(server.authorizations)  # nothing was sent anywhere
+
+        # The Secret's owner says where its credentials may go: now they are used.
+        annotations = {"bpfleet.io/git-host": "127.0.0.1"}
+        cluster.patch("secrets", "git", {"metadata": {"annotations": annotations}}, "default")
+        wait_for(lambda: cluster.get("bpfprograms", "with-creds"), 60, "the applied program")
+    assert any(server.authorizations)
 
 
 def test_deleting_a_source_with_prune_takes_its_objects_along(

@@ -24,6 +24,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from bpfleet_core import yamlfiles
 from bpfleet_core.netpol import models
 
 Loc = tuple[str | int, ...]
@@ -523,16 +524,21 @@ def _field_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: lis
             _field_lines(item, here, lines, problems)
 
 
-def parse_yaml(text: str, file: str) -> list[SourceDocument]:
+def parse_yaml(
+    text: str | bytes, file: str, budget: yamlfiles.Budget | None = None
+) -> list[SourceDocument]:
     """Every non-empty document of a YAML stream, with field lines.
 
-    Raises ``PolicyValidationError`` for YAML syntax errors and duplicate keys.
+    Raises ``PolicyValidationError`` for YAML syntax errors, duplicate keys, text that is
+    not UTF-8, and anything past the ``yamlfiles`` limits (with ``budget`` shared by the
+    files read together).
     """
     documents: list[tuple[int, int, Any, dict[Loc, int]]] = []
     problems: list[Problem] = []
-    loader = yaml.SafeLoader(text)
+    loader: yamlfiles.Loader | None = None
     index = 0
     try:
+        loader = yamlfiles.Loader(text, file, budget)
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -547,13 +553,12 @@ def parse_yaml(text: str, file: str) -> list[SourceDocument]:
             index += 1
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        reason = getattr(error, "problem", None) or str(error)
-        context = getattr(error, "context", None)
-        message = f"invalid YAML: {context + ', ' if context else ''}{reason}"
         line = mark.line + 1 if mark is not None else None
-        raise PolicyValidationError([Problem((), message, file=file, line=line)]) from None
+        problem = Problem((), _yaml_reason(error), file=file, line=line)
+        raise PolicyValidationError([problem]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     count = index
     if problems:
         raise PolicyValidationError([replace(problem, document=None) for problem in problems])
@@ -561,6 +566,17 @@ def parse_yaml(text: str, file: str) -> list[SourceDocument]:
         SourceDocument(file, position, count, line, content, lines)
         for position, line, content, lines in documents
     ]
+
+
+def _yaml_reason(error: yaml.YAMLError) -> str:
+    """The error in one line; the file and line are the problem's own fields."""
+    if isinstance(error, yamlfiles.LimitExceeded):
+        return f"refused: {error.reason}"
+    reason = str(getattr(error, "problem", None) or error)
+    if isinstance(error, yaml.reader.ReaderError):
+        reason = f"not UTF-8 text ({error.reason}, at byte {error.position})"
+    context = getattr(error, "context", None)
+    return f"invalid YAML: {context + ', ' if context else ''}{reason}"
 
 
 def validate_source(source: SourceDocument) -> ValidatedPolicy:
@@ -603,15 +619,15 @@ def load_policies(paths: Iterable[Path]) -> list[ValidatedPolicy]:
     warnings: list[Problem] = []
     policies: list[ValidatedPolicy] = []
     defined: dict[str, str] = {}
+    budget = yamlfiles.Budget()  # one for all the files: together they are bounded too
     for path in policy_files(paths):
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            reason = error.strerror if isinstance(error, OSError) else str(error)
-            problems.append(Problem((), f"cannot read: {reason}", file=str(path)))
+            text = yamlfiles.read(path)
+        except OSError as error:
+            problems.append(Problem((), f"cannot read: {error.strerror}", file=str(path)))
             continue
         try:
-            sources = parse_yaml(text, str(path))
+            sources = parse_yaml(text, str(path), budget)
         except PolicyValidationError as error:
             problems.extend(error.problems)
             continue
