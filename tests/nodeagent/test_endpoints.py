@@ -115,5 +115,5 @@ def test_an_endpoints_file_not_text_or_nested_too_deep_keeps_the_last_good_endpo
 def test_a_desired_state_nested_too_deep_is_refused_whole_not_a_crash(
     parse: Callable[[str], object],
 ) -> None:
-    with pytest.raises(DesiredStateError, match="nested (too deeply|deeper than)"):
+    with pytest.raises(DesiredStateError, match=r"nested (too deeply|deeper than)"):
         parse("[" * 200_000 + "]" * 200_000)
