@@ -224,17 +224,31 @@ fi
 install -D -m 0755 "$0" "$run/upper/usr/local/bin/test-in-debian-root"
 mkdir -p "$ROOTS/cache/pip-debian$release"
 
-# Runs "$@" (the script's --inside steps) in the root, in new mount and PID namespaces;
-# with --isolated also in a new network namespace with only loopback.
+# How this host reaches package registries (proxies, a CA bundle), handed to the root's
+# downloads so they go out as the host's do; a CA file named there is mounted in too.
+network_env=()
+for name in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY \
+    PIP_INDEX_URL PIP_CERT PIP_DEFAULT_TIMEOUT SSL_CERT_FILE REQUESTS_CA_BUNDLE; do
+  [[ -n ${!name:-} ]] && network_env+=("$name=${!name}")
+done
+
+# Runs "$@" (the script's --inside steps) in the root, in new mount and PID namespaces:
+# on this host's network (for downloads), or with --isolated in a network namespace of
+# its own that has only loopback.
 in_root() {
-  local network=host
-  if [[ $1 == --isolated ]]; then network=isolated; shift; fi
-  local namespaces=(--mount --pid --fork --propagation private)
-  [[ $network == isolated ]] && namespaces+=(--net)
+  local network=host namespaces=(--mount --pid --fork --propagation private) passed=()
+  if [[ $1 == --isolated ]]; then
+    network=isolated namespaces+=(--net)
+    shift
+  else
+    passed=("${network_env[@]}")
+  fi
   unshare "${namespaces[@]}" -- bash -euo pipefail -s -- "$run" "$ROOTS/cache/pip-debian$release" \
-    "$root/fs" "$network" "$@" <<'MOUNTS'
-run=$1 pip_cache=$2 lower=$3 network=$4
-shift 4
+    "$root/fs" "$network" "${#passed[@]}" "${passed[@]}" "$@" <<'MOUNTS'
+run=$1 pip_cache=$2 lower=$3 network=$4 count=$5
+shift 5
+passed=("${@:1:count}")
+shift "$count"
 merged=$run/merged
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$run/upper,workdir=$run/work" "$merged"
 mount -t proc proc "$merged/proc"
@@ -248,11 +262,22 @@ mkdir -p "$merged/run/netns" "$merged/root/.cache/pip"
 mount -t tmpfs tmpfs "$merged/run/netns"
 mount -t tmpfs tmpfs "$merged/tmp"
 mount --bind "$pip_cache" "$merged/root/.cache/pip"
-touch "$merged/etc/resolv.conf"
-mount --bind /etc/resolv.conf "$merged/etc/resolv.conf"
-if [[ $network == isolated ]]; then ip link set lo up; fi
+if [[ $network == host ]]; then
+  touch "$merged/etc/resolv.conf"
+  mount --bind /etc/resolv.conf "$merged/etc/resolv.conf"
+  for setting in "${passed[@]}"; do
+    file=${setting#*=}
+    if [[ $file == /* && -f $file ]]; then
+      mkdir -p "$merged${file%/*}"
+      touch "$merged$file"
+      mount --bind "$file" "$merged$file"
+    fi
+  done
+else
+  ip link set lo up
+fi
 exec chroot "$merged" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
-  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${passed[@]}" \
   test-in-debian-root --inside "$@"
 MOUNTS
 }
