@@ -11,7 +11,10 @@
 # machine's. Needs root.
 #
 #   scripts/test-in-debian-root.sh [--release 12|13] [--ref REF] [--repo PATH|URL]
-#                                  [--no-test] [--no-up] [--keep] [-- PYTEST_ARGS...]
+#                                  [--no-test] [--no-up] [--keep] [--shell] [-- PYTEST_ARGS...]
+#
+# --shell opens a shell in the prepared root (own network namespace) instead of the
+# tests; --keep leaves the run's files (the checkout, its .venv) for a later look.
 #
 # Everything that runs inside is in private mount, PID and network namespaces: when the
 # run ends, its mounts, processes and network namespaces go with them, whatever failed.
@@ -37,6 +40,10 @@ fail() { printf 'test-in-debian-root: %s\n' "$*" >&2; exit 1; }
 
 inside_prepare() {
   make venv helm
+}
+
+inside_shell() {
+  exec bash
 }
 
 inside_test() {
@@ -139,7 +146,7 @@ fi
 
 # ----------------------------------------------------------------------- on the host
 
-release=13 ref=HEAD repo="" run_test=1 run_up=1 keep=0 pytest_args=()
+release=13 ref=HEAD repo="" run_test=1 run_up=1 keep=0 shell=0 pytest_args=()
 while (($#)); do
   case $1 in
     --release) release=$2; shift 2 ;;
@@ -148,6 +155,7 @@ while (($#)); do
     --no-test) run_test=0; shift ;;
     --no-up) run_up=0; shift ;;
     --keep) keep=1; shift ;;
+    --shell) shell=1 run_test=0 run_up=0; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; pytest_args=("$@"); break ;;
     *) usage >&2; fail "unknown argument: $1" ;;
@@ -232,19 +240,10 @@ for name in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY \
   [[ -n ${!name:-} ]] && network_env+=("$name=${!name}")
 done
 
-# Runs "$@" (the script's --inside steps) in the root, in new mount and PID namespaces:
-# on this host's network (for downloads), or with --isolated in a network namespace of
-# its own that has only loopback.
-in_root() {
-  local network=host namespaces=(--mount --pid --fork --propagation private) passed=()
-  if [[ $1 == --isolated ]]; then
-    network=isolated namespaces+=(--net)
-    shift
-  else
-    passed=("${network_env[@]}")
-  fi
-  unshare "${namespaces[@]}" -- bash -euo pipefail -s -- "$run" "$ROOTS/cache/pip-debian$release" \
-    "$root/fs" "$network" "${#passed[@]}" "${passed[@]}" "$@" <<'MOUNTS'
+# Mounts the run's overlay and what the tests need, then runs the step in the root.
+# Arguments: run directory, pip cache, root, network (host|isolated), how many
+# settings follow, the settings, the step and its arguments.
+read -r -d '' ENTER_ROOT <<'ENTER' || true
 run=$1 pip_cache=$2 lower=$3 network=$4 count=$5
 shift 5
 passed=("${@:1:count}")
@@ -279,7 +278,21 @@ fi
 exec chroot "$merged" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${passed[@]}" \
   test-in-debian-root --inside "$@"
-MOUNTS
+ENTER
+
+# Runs "$@" (the script's --inside steps) in the root, in new mount and PID namespaces:
+# on this host's network (for downloads), or with --isolated in a network namespace of
+# its own that has only loopback.
+in_root() {
+  local network=host namespaces=(--mount --pid --fork --propagation private) passed=()
+  if [[ $1 == --isolated ]]; then
+    network=isolated namespaces+=(--net)
+    shift
+  else
+    passed=("${network_env[@]}")
+  fi
+  unshare "${namespaces[@]}" -- bash -euo pipefail -c "$ENTER_ROOT" enter-root "$run" \
+    "$ROOTS/cache/pip-debian$release" "$root/fs" "$network" "${#passed[@]}" "${passed[@]}" "$@"
 }
 
 status=0
@@ -290,6 +303,11 @@ if ! in_root prepare >"$logs/prepare.log" 2>&1; then
   fail "make venv helm failed in the root (log: $logs/prepare.log)"
 fi
 say "prepared in $((SECONDS - started))s (Python $(sed -n 's/^version[_info]* = //p' "$run/upper$CHECKOUT/.venv/pyvenv.cfg" | head -1))"
+
+if ((shell)); then
+  in_root --isolated shell
+  exit
+fi
 
 test_summary="not run"
 if ((run_test)); then
