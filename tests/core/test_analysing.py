@@ -159,7 +159,9 @@ def objdump_helper_calls(path: Path) -> dict[str, tuple[int, ...]]:
             raw = bytes.fromhex(instruction.group(1))
             if raw[0] == 0x85 and raw[1] >> 4 == 0:  # call, src_reg 0: a helper
                 helper_id = int.from_bytes(raw[4:8], "little", signed=True)
-                assert instruction.group(2) == f"call {helper_id}"
+                # LLVM 14 prints "call 8", LLVM 19 "call 0x8".
+                mnemonic, operand = instruction.group(2).split()
+                assert (mnemonic, int(operand, 0)) == ("call", helper_id)
                 calls[section].append(helper_id)
     return {name: tuple(ids) for name, ids in calls.items()}
 
