@@ -11,13 +11,17 @@
 # machine's. Needs root.
 #
 #   scripts/test-in-debian-root.sh [--release 12|13] [--ref REF] [--repo PATH|URL]
-#                                  [--no-test] [--no-up] [--keep] [--shell] [-- PYTEST_ARGS...]
+#                                  [--no-test] [--no-up] [--keep] [--shell] [--rebuild]
+#                                  [-- PYTEST_ARGS...]
 #
 # --shell opens a shell in the prepared root (own network namespace) instead of the
-# tests; --keep leaves the run's files (the checkout, its .venv) for a later look.
+# tests; --keep leaves the run's files (the checkout, its .venv) for a later look;
+# --rebuild builds the root anew (for the release's latest updates).
 #
-# Everything that runs inside is in private mount, PID and network namespaces: when the
-# run ends, its mounts, processes and network namespaces go with them, whatever failed.
+# Each step runs in private mount and network namespaces and a cgroup of its own: when
+# it ends, its mounts and network namespaces go with it, and whatever process it left
+# is killed, whatever failed. Processes share this host's PID namespace, as on a real
+# machine (eBPF programs report the host's PIDs).
 # Roots, logs and the pip download cache live under $BPFLEET_ROOTS (/var/tmp/bpfleet-roots
 # by default); `rm -rf /var/tmp/bpfleet-roots` removes them all.
 set -euo pipefail
@@ -27,6 +31,7 @@ MIRROR=${BPFLEET_DEBIAN_MIRROR:-http://deb.debian.org}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # What every root has besides the project's own list: nothing the project runs.
 BASE_VARIANT=minbase
+ROOT_FORMAT=1  # bump when the root is built differently (hooks, sources): roots rebuild
 CHECKOUT=/root/bpfleet  # where the clone sits inside the root, as a user's would
 UP_TIMEOUT=${BPFLEET_UP_TIMEOUT:-300}  # seconds for `make up` to get its fleet running
 
@@ -77,21 +82,22 @@ sys.exit(0 if len(ready) == len(nodes) == 3 and len(attached) == 3 else 1)
 PY
 }
 
-processes_left() {  # every process of this PID namespace but this script's own line
+processes_left() {  # every process of this step's cgroup but this script's own line
   .venv/bin/python - <<'PY'
 import os
+from pathlib import Path
 mine, pid = set(), os.getpid()
 while pid > 0:
     mine.add(pid)
-    with open(f"/proc/{pid}/stat") as stat:
-        pid = int(stat.read().rsplit(")", 1)[1].split()[1])
-for entry in os.listdir("/proc"):
-    if entry.isdigit() and int(entry) not in mine:
+    pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+(group,) = (line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+for entry in Path(f"/sys/fs/cgroup{group}/cgroup.procs").read_text().split():
+    if int(entry) not in mine:
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                print(entry, cmdline.read().replace(b"\0", b" ").decode().strip(), end="; ")
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
-            pass
+            continue
+        print(entry, command.decode().strip(), end="; ")
 PY
 }
 
@@ -146,7 +152,7 @@ fi
 
 # ----------------------------------------------------------------------- on the host
 
-release=13 ref=HEAD repo="" run_test=1 run_up=1 keep=0 shell=0 pytest_args=()
+release=13 ref=HEAD repo="" run_test=1 run_up=1 keep=0 shell=0 rebuild=0 pytest_args=()
 while (($#)); do
   case $1 in
     --release) release=$2; shift 2 ;;
@@ -156,6 +162,7 @@ while (($#)); do
     --no-up) run_up=0; shift ;;
     --keep) keep=1; shift ;;
     --shell) shell=1 run_test=0 run_up=0; shift ;;
+    --rebuild) rebuild=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; pytest_args=("$@"); break ;;
     *) usage >&2; fail "unknown argument: $1" ;;
@@ -175,6 +182,9 @@ if ! command -v mmdebstrap >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
 fi
 [[ -r $KEYRING ]] || fail "needs Debian's archive keys ($KEYRING, package debian-archive-keyring)"
+# Each step's processes are kept in a cgroup of the unified (v2) hierarchy.
+cgroups=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+[[ -n $cgroups ]] || fail "needs the cgroup2 hierarchy mounted (systemd does it)"
 if [[ -z $repo ]]; then
   repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 fi
@@ -188,6 +198,10 @@ run=$ROOTS/runs/$run_id
 logs=$ROOTS/logs/$run_id
 mkdir -p "$run/upper/root" "$run/work" "$run/merged" "$logs"
 cleanup() {
+  for group in "$cgroups/bpfleet-roots/$run_id"-*; do
+    [[ -d $group ]] && end_cgroup "$group"
+  done
+  rmdir "$cgroups/bpfleet-roots" 2>/dev/null || true
   if ((keep)); then
     say "kept the run's files in $run"
   else
@@ -205,8 +219,9 @@ say "Debian $release ($codename), $(git -C "$run/upper$CHECKOUT" log -1 --format
 # The root: rebuilt when what it should hold changes, never patched in place.
 root=$ROOTS/debian$release
 mapfile -t project_packages < <(bash "$run/upper$CHECKOUT/scripts/install-system-deps.sh" --list)
-wanted=$(printf 'variant %s\nmirror %s\n' "$BASE_VARIANT" "$MIRROR"; printf '%s\n' "${project_packages[@]}" | sort -u)
-if [[ -d $root/fs && $(cat "$root/packages" 2>/dev/null) == "$wanted" ]]; then
+wanted=$(printf 'format %s\nvariant %s\nmirror %s\n' "$ROOT_FORMAT" "$BASE_VARIANT" "$MIRROR"
+  printf '%s\n' "${project_packages[@]}" | sort -u)
+if ((!rebuild)) && [[ -d $root/fs && $(cat "$root/packages" 2>/dev/null) == "$wanted" ]]; then
   say "root: $root/fs (cached; built $(date -r "$root/packages" '+%F %T'))"
 else
   say "root: building $root/fs ($BASE_VARIANT + ${#project_packages[@]} packages); log in $logs/root.log"
@@ -280,19 +295,39 @@ exec chroot "$merged" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
   test-in-debian-root --inside "$@"
 ENTER
 
-# Runs "$@" (the script's --inside steps) in the root, in new mount and PID namespaces:
-# on this host's network (for downloads), or with --isolated in a network namespace of
-# its own that has only loopback.
+# Kills what is left in a step's cgroup, then removes the cgroup.
+end_cgroup() {
+  local group=$1 tries=0
+  while [[ -s $group/cgroup.procs ]] && ((tries++ < 100)); do
+    if [[ -e $group/cgroup.kill ]]; then
+      echo 1 >"$group/cgroup.kill"
+    else
+      xargs -r kill -KILL <"$group/cgroup.procs" 2>/dev/null || true
+    fi
+    sleep 0.1
+  done
+  rmdir "$group"
+}
+
+# Runs "$@" (the script's --inside steps) in the root, in new mount namespace and a
+# cgroup of its own: on this host's network (for downloads), or with --isolated in a
+# network namespace of its own that has only loopback.
 in_root() {
-  local network=host namespaces=(--mount --pid --fork --propagation private) passed=()
+  local network=host namespaces=(--mount --propagation private) passed=() status=0
   if [[ $1 == --isolated ]]; then
     network=isolated namespaces+=(--net)
     shift
   else
     passed=("${network_env[@]}")
   fi
-  unshare "${namespaces[@]}" -- bash -euo pipefail -c "$ENTER_ROOT" enter-root "$run" \
-    "$ROOTS/cache/pip-debian$release" "$root/fs" "$network" "${#passed[@]}" "${passed[@]}" "$@"
+  local group=$cgroups/bpfleet-roots/$run_id-$1
+  mkdir -p "$group"
+  bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$group" \
+    unshare "${namespaces[@]}" -- bash -euo pipefail -c "$ENTER_ROOT" enter-root "$run" \
+    "$ROOTS/cache/pip-debian$release" "$root/fs" "$network" "${#passed[@]}" "${passed[@]}" "$@" ||
+    status=$?
+  end_cgroup "$group"
+  return "$status"
 }
 
 status=0
