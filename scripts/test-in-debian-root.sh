@@ -123,6 +123,12 @@ inside_up() {
   done
   echo "make up: $progress after $((SECONDS - started))s"
   kill -INT -- "-$group"  # what Ctrl-C sends: the whole foreground process group
+  local waited=0
+  while kill -0 "$group" 2>/dev/null && ((waited++ < 120)); do sleep 1; done
+  if kill -0 "$group" 2>/dev/null; then
+    echo "make up: still running 120s after SIGINT"
+    kill -KILL -- "-$group"
+  fi
   status=0
   wait "$group" || status=$?
   sed -n '/stopping/,$p' "$log"
