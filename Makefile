@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The system's Python (3.11 on Debian 12, 3.13 on Debian 13); pyproject.toml says which
+# versions are supported. Another one: make PYTHON=python3.12 ... (after removing .venv).
+PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CATALOG_BUILD := bpf-catalog/build

@@ -376,5 +376,8 @@ Try:
 Logs in {workdir}/logs. Ctrl-C stops everything and detaches what the agents attached.
 """
         )
-        stop.wait()
+        # Ctrl-C may land on another thread; Python runs the handler only in the main
+        # thread, which an untimed wait would keep asleep (seen with Python 3.11).
+        while not stop.wait(timeout=0.5):
+            pass
         typer.echo("stopping the local fleet...", err=True)
