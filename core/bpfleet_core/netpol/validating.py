@@ -20,13 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from bpfleet_core.netpol import models
+from bpfleet_core.netpol import locating, models
 
-Loc = tuple[str | int, ...]
+Loc = locating.Loc
 
 API_VERSIONS: dict[str, type[models.NetworkPolicy] | type[models.BpfleetNetworkPolicy]] = {
     models.KUBERNETES_API_VERSION: models.NetworkPolicy,
@@ -505,61 +504,30 @@ class SourceDocument:
         )
 
 
-def _field_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            here = (*loc, key)
-            if key in seen:
-                problems.append(Problem(here, "duplicate key", line=key_node.start_mark.line + 1))
-            seen.add(key)
-            lines[here] = key_node.start_mark.line + 1
-            _field_lines(value_node, here, lines, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            here = (*loc, index)
-            lines[here] = item.start_mark.line + 1
-            _field_lines(item, here, lines, problems)
-
-
 def parse_yaml(text: str, file: str) -> list[SourceDocument]:
     """Every non-empty document of a YAML stream, with field lines.
 
-    Raises ``PolicyValidationError`` for YAML syntax errors and duplicate keys.
+    Raises ``PolicyValidationError`` for YAML syntax errors, duplicate keys, aliases and
+    nesting too deep (``locating`` says which).
     """
-    documents: list[tuple[int, int, Any, dict[Loc, int]]] = []
-    problems: list[Problem] = []
-    loader = yaml.SafeLoader(text)
-    index = 0
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                break
-            lines: dict[Loc, int] = {}
-            found: list[Problem] = []
-            _field_lines(node, (), lines, found)
-            problems.extend(replace(problem, file=file) for problem in found)
-            content = loader.construct_document(node)
-            if content is not None:
-                documents.append((index, node.start_mark.line + 1, content, lines))
-            index += 1
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        reason = getattr(error, "problem", None) or str(error)
-        context = getattr(error, "context", None)
-        message = f"invalid YAML: {context + ', ' if context else ''}{reason}"
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyValidationError([Problem((), message, file=file, line=line)]) from None
-    finally:
-        loader.dispose()
-    count = index
-    if problems:
-        raise PolicyValidationError([replace(problem, document=None) for problem in problems])
+    located = locating.parse(text)
+    if located.problems:
+        raise PolicyValidationError(
+            [
+                Problem(item.loc, item.message, file=file, line=item.line)
+                for item in located.problems
+            ]
+        )
     return [
-        SourceDocument(file, position, count, line, content, lines)
-        for position, line, content, lines in documents
+        SourceDocument(
+            file,
+            document.index,
+            located.count,
+            document.line,
+            document.content,
+            {loc: span.line for loc, span in document.spans.items()},
+        )
+        for document in located.documents
     ]
 
 

@@ -1,0 +1,192 @@
+"""Where each field of a YAML text is: line and column, for text still being typed.
+
+``parse(text)`` reads a YAML stream into its documents, each with the span of every
+field (its key, or its list item, up to the end of its value), by field path. It never
+raises for what the text holds: a syntax error, a duplicate key, an alias or nesting
+too deep becomes a ``TextProblem`` with its line and column, and the documents read
+before it are kept, so an editor still shows something for a half-typed buffer.
+
+Aliases (``*name``) are refused: a few lines of them expand to billions of nodes
+(the "billion laughs"), and a policy has no use for them. Lines and columns are
+1-based; a column counts characters (code points).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+Loc = tuple[str | int, ...]
+MAX_DEPTH = 64  # far deeper than any policy, far shallower than the parser's recursion
+
+
+@dataclass(frozen=True)
+class Span:
+    """From the start of a field's key (or list item) to the end of its value."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+
+@dataclass(frozen=True)
+class TextProblem:
+    """Something wrong with the text itself, before any policy is read from it."""
+
+    message: str
+    line: int
+    column: int
+    loc: Loc = ()
+    document: int | None = None
+
+
+@dataclass(frozen=True)
+class LocatedDocument:
+    """One document of the stream: its content and where each field of it is."""
+
+    index: int  # 0-based position in the stream, empty documents counted
+    span: Span
+    content: Any
+    spans: Mapping[Loc, Span] = field(default_factory=dict)
+
+    @property
+    def line(self) -> int:
+        return self.span.line
+
+    def span_of(self, loc: Loc) -> Span:
+        """The span of the field at ``loc``, or of its nearest enclosing field."""
+        for end in range(len(loc), 0, -1):
+            found = self.spans.get(loc[:end])
+            if found is not None:
+                return found
+        return self.span
+
+
+@dataclass(frozen=True)
+class LocatedText:
+    documents: tuple[LocatedDocument, ...]  # the non-empty ones, read without problems
+    problems: tuple[TextProblem, ...]
+    count: int  # documents in the stream, empty and broken ones too
+
+
+class _Refused(Exception):
+    def __init__(self, problem: TextProblem) -> None:
+        self.problem = problem
+
+
+@dataclass
+class _Walk:
+    """One document's nodes: spans by field path, duplicate keys; refuses aliases."""
+
+    document: int
+    spans: dict[Loc, Span] = field(default_factory=dict)
+    problems: list[TextProblem] = field(default_factory=list)
+    seen: set[int] = field(default_factory=set)
+
+    def node(
+        self, node: yaml.Node, loc: Loc, depth: int, at: yaml.Mark | None = None
+    ) -> tuple[int, int]:
+        """Record the spans under ``node``; return where its content ends (1-based line
+        and column): a block collection's own end mark is the next token's start.
+        ``at`` is where the node is used (an alias's node carries its anchor's marks)."""
+        start = node.start_mark
+        if id(node) in self.seen:
+            used = at or start
+            raise _Refused(
+                TextProblem(
+                    "YAML aliases are not supported in policies: write the value out",
+                    used.line + 1,
+                    used.column + 1,
+                    loc,
+                    self.document,
+                )
+            )
+        self.seen.add(id(node))
+        if depth >= MAX_DEPTH:
+            raise _Refused(
+                TextProblem(
+                    f"nested deeper than {MAX_DEPTH} levels",
+                    start.line + 1,
+                    start.column + 1,
+                    loc,
+                    self.document,
+                )
+            )
+        end = (node.end_mark.line + 1, node.end_mark.column + 1)
+        block = getattr(node, "flow_style", None) is not True  # None: an indentless list
+        last = (start.line + 1, start.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+                here = (*loc, key)
+                mark = key_node.start_mark
+                if key in keys:
+                    self.problems.append(
+                        TextProblem(
+                            "duplicate key", mark.line + 1, mark.column + 1, here, self.document
+                        )
+                    )
+                keys.add(key)
+                last = self.node(value_node, here, depth + 1, mark)
+                self.spans[here] = Span(mark.line + 1, mark.column + 1, *last)
+        elif isinstance(node, yaml.SequenceNode):
+            for position, item in enumerate(node.value):
+                here = (*loc, position)
+                mark = item.start_mark
+                last = self.node(item, here, depth + 1, start)
+                self.spans[here] = Span(mark.line + 1, mark.column + 1, *last)
+        else:
+            return end
+        return last if block and node.value else end
+
+
+def _syntax_problem(error: yaml.YAMLError, document: int) -> TextProblem:
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    reason = getattr(error, "problem", None) or str(error)
+    context = getattr(error, "context", None)
+    message = f"invalid YAML: {context + ', ' if context else ''}{reason}"
+    if mark is None:
+        return TextProblem(message, 1, 1, document=document)
+    return TextProblem(message, mark.line + 1, mark.column + 1, document=document)
+
+
+def parse(text: str) -> LocatedText:
+    """Every document of ``text`` with its field spans, and every problem of the text."""
+    documents: list[LocatedDocument] = []
+    problems: list[TextProblem] = []
+    loader = yaml.SafeLoader(text)
+    index = 0
+    try:
+        while loader.check_node():
+            walk = _Walk(index)
+            node = loader.get_node()
+            if node is None:
+                break
+            try:
+                end = walk.node(node, (), 0)
+            except _Refused as refused:
+                problems.append(refused.problem)
+                index += 1
+                continue
+            problems.extend(walk.problems)
+            content = loader.construct_document(node)
+            if content is not None and not walk.problems:
+                span = Span(node.start_mark.line + 1, node.start_mark.column + 1, *end)
+                documents.append(LocatedDocument(index, span, content, walk.spans))
+            index += 1
+    except yaml.YAMLError as error:
+        problems.append(_syntax_problem(error, index))
+        index += 1
+    except RecursionError:
+        # The parser itself recurses per level: a document of many thousand nested
+        # brackets ends here before our own depth check could see it.
+        problems.append(TextProblem(f"nested deeper than {MAX_DEPTH} levels", 1, 1, document=index))
+        index += 1
+    finally:
+        loader.dispose()
+    return LocatedText(tuple(documents), tuple(problems), index)
