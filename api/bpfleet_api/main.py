@@ -20,6 +20,7 @@ from bpfleet_api.routes import (
     agent,
     artifacts,
     checks,
+    editor,
     health,
     nodes,
     policies,
@@ -129,6 +130,7 @@ def create_app() -> FastAPI:
         programs,
         rollouts,
         policies,
+        editor,
         checks,
         agent,
     ):

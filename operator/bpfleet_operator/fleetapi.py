@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from bpfleet_core.netpol import models as netpol
 from bpfleet_core.resources import BpfProgramSpec
 
 TIMEOUT_SECONDS = 10.0
@@ -75,6 +76,33 @@ class FleetApi:
 
     def policy_nodes(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/v1/policies/{namespace}/{name}/nodes"))
+
+    def topology(self, page_size: int = 1000) -> netpol.Topology:
+        """The fleet's live topology (every page of ``GET /v1/topology``), as the
+        simulator takes it: for flow tests in CI against the real endpoints."""
+        pods: dict[str, Any] = {}
+        namespaces: dict[str, Any] = {}
+        nodes: dict[str, Any] = {}
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size}
+            if cursor is not None:
+                params["continue"] = cursor
+            page = self._json("GET", "/v1/topology", params=params)
+            namespaces, nodes = page["namespaces"], page["nodes"]
+            for item in page["endpoints"]:
+                pods[f"{item['namespace']}/{item['name']}"] = {
+                    "labels": item["labels"],
+                    "ip": item["ip"],
+                    "node": item["node"],
+                    "ports": item.get("ports", []),
+                }
+            cursor = page.get("continue")
+            if not cursor:
+                break
+        return netpol.Topology.model_validate(
+            {"namespaces": namespaces, "pods": pods, "nodes": nodes}
+        )
 
     # -- nodes
 

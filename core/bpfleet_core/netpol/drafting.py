@@ -211,6 +211,7 @@ def endpoint_view(topology: models.Topology, name: str) -> dict[str, Any]:
         "labels": dict(pod.labels),
         "ip": str(pod.ip),
         "node": pod.node,
+        "ports": [port.model_dump(exclude_none=True) for port in pod.ports],
     }
 
 
@@ -394,6 +395,45 @@ def simulate(
         flow_problems=flows.problems if flows is not None else (),
         replaced=tuple(replaced),
     )
+
+
+# --- what a peer picker offers ----------------------------------------------------------
+
+MAX_VALUES = 200  # label values listed per key
+
+
+def vocabulary(topology: models.Topology) -> dict[str, Any]:
+    """The label keys and values of endpoints and of namespaces, and the named ports
+    endpoints declare (with their numbers and how many endpoints name each)."""
+
+    def catalogue(label_sets: Iterable[dict[str, str]]) -> dict[str, list[str]]:
+        found: dict[str, set[str]] = {}
+        for labels in label_sets:
+            for key, value in labels.items():
+                found.setdefault(key, set()).add(value)
+        return {key: sorted(found[key])[:MAX_VALUES] for key in sorted(found)}
+
+    ports: dict[tuple[str, str], tuple[set[int], set[str]]] = {}
+    for name, pod in topology.pods.items():
+        for port in pod.ports:
+            if port.name is not None:
+                numbers, owners = ports.setdefault((port.name, port.protocol), (set(), set()))
+                numbers.add(port.port)
+                owners.add(name)
+    return {
+        "endpointLabels": catalogue(pod.labels for pod in topology.pods.values()),
+        "namespaceLabels": catalogue(topology.namespaces.values()),
+        "namespaces": sorted(topology.namespaces),
+        "namedPorts": [
+            {
+                "name": name,
+                "protocol": protocol,
+                "ports": sorted(numbers),
+                "endpoints": len(owners),
+            }
+            for (name, protocol), (numbers, owners) in sorted(ports.items())
+        ],
+    }
 
 
 # --- explaining one cell ------------------------------------------------------------------

@@ -43,7 +43,7 @@ from bpfleet_core.netpol import locating, models, simulating, validating
 from bpfleet_core.netpol.locating import Loc, LocatedDocument
 from bpfleet_core.netpol.models import Protocol
 
-SUFFIXES = (".flows.yaml", ".flows.yml")
+SUFFIXES = validating.FLOW_TEST_SUFFIXES
 MAX_FLOWS = 2000
 ADDRESS_POOL = ipaddress.ip_network("198.18.0.0/15")
 _ROW = re.compile(

@@ -159,7 +159,12 @@ def parse(text: str) -> LocatedText:
     """Every document of ``text`` with its field spans, and every problem of the text."""
     documents: list[LocatedDocument] = []
     problems: list[TextProblem] = []
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow
+        before = text[: error.position]
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        return LocatedText((), (TextProblem(f"invalid YAML: {error.reason}", line, column),), 1)
     index = 0
     try:
         while loader.check_node():

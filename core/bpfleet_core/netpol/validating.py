@@ -32,6 +32,7 @@ API_VERSIONS: dict[str, type[models.NetworkPolicy] | type[models.BpfleetNetworkP
     models.BPFLEET_API_VERSION: models.BpfleetNetworkPolicy,
 }
 YAML_SUFFIXES = (".yaml", ".yml")
+FLOW_TEST_SUFFIXES = (".flows.yaml", ".flows.yml")  # beside policies, never policies (flowtests)
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
@@ -545,7 +546,8 @@ def validate_source(source: SourceDocument) -> ValidatedPolicy:
 
 
 def policy_files(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; directories expand to their ``*.yaml``/``*.yml`` files, sorted."""
+    """Files as given; directories expand to their ``*.yaml``/``*.yml`` files, sorted,
+    flow-test files (``*.flows.yaml``) left out."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -553,7 +555,9 @@ def policy_files(paths: Iterable[Path]) -> list[Path]:
                 sorted(
                     item
                     for item in path.rglob("*")
-                    if item.is_file() and item.suffix in YAML_SUFFIXES
+                    if item.is_file()
+                    and item.suffix in YAML_SUFFIXES
+                    and not item.name.endswith(FLOW_TEST_SUFFIXES)
                 )
             )
         else:

@@ -98,3 +98,10 @@ def test_nesting_up_to_the_limit_is_read() -> None:
     located = locating.parse("[" * depth + "]" * depth)
     assert located.problems == ()
     assert len(located.documents) == 1
+
+
+def test_characters_yaml_refuses_are_located() -> None:
+    located = locating.parse("spec:\n  podSelector: {}\u001d\n")
+    [problem] = located.problems
+    assert (problem.line, problem.column) == (2, 18)
+    assert "special characters are not allowed" in problem.message
