@@ -669,3 +669,17 @@ def test_edits_add_replace_and_remove_in_order() -> None:
 def test_edits_that_do_not_fit_are_refused(edit: linting.Edit) -> None:
     with pytest.raises(linting.EditError):
         linting.apply_edits({"spec": {"egress": [{}]}}, [edit])
+
+
+def test_a_policy_gets_a_bounded_number_of_lints_of_one_code(
+    topology: models.Topology,
+) -> None:
+    peers = "".join(
+        f"  - ipBlock: {{cidr: 10.{index // 250}.{index % 250}.7/24}}\n" for index in range(5000)
+    )
+    policy, found = lints(
+        source("podSelector: {matchLabels: {pod: a}}\ningress:\n- from:\n" + peers), topology
+    )
+    assert [item.code for item in found] == ["host-bits-cidr"] * linting.MAX_PER_CODE
+    assert [item.line for item in found] == sorted(item.line or 0 for item in found)
+    verify(found[-1], policy, topology)
