@@ -39,7 +39,6 @@ from bpfleet_core.netpol.locating import Loc, LocatedDocument, Span
 from bpfleet_core.netpol.models import Protocol
 
 MAX_DOCUMENTS = 50
-MAX_MATRIX = 500
 Severity = Literal["error", "warning"]
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,7 +229,9 @@ def parse(text: str, file: str = "<flows>") -> FlowTestFile:
     return FlowTestFile(file, tuple(tests), tuple(problems), topology)
 
 
-def _declared(document: LocatedDocument, problem: Any) -> models.Topology | None:
+def _declared(
+    document: LocatedDocument, problem: Callable[[Loc, str], None]
+) -> models.Topology | None:
     """The topology the file declares (``endpoints``, ``namespaces``), if it declares one."""
     content = document.content
     endpoints, namespaces = content.get("endpoints"), content.get("namespaces")

@@ -163,13 +163,7 @@ def _ports_text(rule: models.Rule) -> tuple[bool, str]:
     return every, ", ".join(words)
 
 
-def _selector_words(selector: models.LabelSelector) -> str:
-    return selector.describe()
-
-
-def _peer(
-    peer: models.NetworkPolicyPeer, policy: models.Policy, index: connectivity.Index
-) -> tuple[str, str, Loc]:
+def _peer(peer: models.NetworkPolicyPeer, policy: models.Policy) -> tuple[str, str, Loc]:
     """(reach, description, where in the peer) for one peer."""
     if peer.ip_block is not None:
         block = peer.ip_block
@@ -184,17 +178,15 @@ def _peer(
             return OWN_NAMESPACE, f"every pod of namespace {policy.namespace}", ("podSelector",)
         return (
             SOME_PODS,
-            f"pods {_selector_words(pods)} of namespace {policy.namespace}",
+            f"pods {pods.describe()} of namespace {policy.namespace}",
             ("podSelector",),
         )
     every_namespace = not namespaces.match_labels and not namespaces.match_expressions
-    in_namespaces = (
-        "every namespace" if every_namespace else f"namespaces {_selector_words(namespaces)}"
-    )
+    in_namespaces = "every namespace" if every_namespace else f"namespaces {namespaces.describe()}"
     if pods is None or (not pods.match_labels and not pods.match_expressions):
         text = f"every pod of {in_namespaces}"
     else:
-        text = f"pods {_selector_words(pods)} of {in_namespaces}"
+        text = f"pods {pods.describe()} of {in_namespaces}"
     return (EVERY_NAMESPACE if every_namespace else SOME_NAMESPACES), text, ("namespaceSelector",)
 
 
@@ -217,7 +209,7 @@ def _peers(
             )
             continue
         for position, peer in enumerate(rule.peers):
-            reach, description, inner = _peer(peer, policy, index)
+            reach, description, inner = _peer(peer, policy)
             yield Peer(
                 ("spec", direction, number, field_name, position, *inner),
                 reach,
