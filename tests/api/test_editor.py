@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bpfleet_core.features import FeatureReport
-from bpfleet_core.netpol import linting
+from bpfleet_core.netpol import editing
 from tests import services
 from tests.api.test_policies import Node, endpoint, policy, selecting
 
@@ -133,10 +133,10 @@ def test_simulate_puts_the_draft_in_the_fleet_and_writes_nothing(
     assert (lint["line"], lint["pathText"]) == (9, "spec.ingress[1].ports")
     assert lint["proof"]["verdict"] == "allow"
     assert lint["proof"]["verdictOnceFixed"] == "deny"
-    edited = linting.apply_edits(
+    edited = editing.apply_edits(
         yaml.safe_load(DRAFT),
         [
-            linting.Edit(e["op"], tuple(e["path"]), e.get("value"))
+            editing.Edit(e["op"], tuple(e["path"]), e.get("value"))
             for e in lint["fixes"][0]["edits"]
         ],
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bpfleet_core.netpol import linting, locating, models, simulating, validating
+from bpfleet_core.netpol import editing, linting, locating, models, simulating, validating
 from tests.core.netpol import shared
 
 HEADER = """\
@@ -77,7 +77,7 @@ def verify(
 def fixed(
     item: linting.Lint, document: locating.LocatedDocument, which: int = 0
 ) -> tuple[dict[str, Any], models.Policy]:
-    edited = linting.apply_edits(document.content, item.fixes[which].edits)
+    edited = editing.apply_edits(document.content, item.fixes[which].edits)
     return edited, validating.validate(edited).policy
 
 
@@ -637,13 +637,13 @@ def test_lints_serialise_with_position_fix_and_proof(topology: models.Topology) 
 
 def test_edits_add_replace_and_remove_in_order() -> None:
     document = {"spec": {"egress": [{"to": []}], "policyTypes": ["Ingress", "Egress"]}}
-    edited = linting.apply_edits(
+    edited = editing.apply_edits(
         document,
         [
-            linting.Edit("add", ("spec", "egress", 1), {"ports": [{"port": 53}]}),
-            linting.Edit("replace", ("spec", "policyTypes"), ["Egress"]),
-            linting.Edit("remove", ("spec", "egress", 0)),
-            linting.Edit("add", ("spec", "podSelector"), {}),
+            editing.Edit("add", ("spec", "egress", 1), {"ports": [{"port": 53}]}),
+            editing.Edit("replace", ("spec", "policyTypes"), ["Egress"]),
+            editing.Edit("remove", ("spec", "egress", 0)),
+            editing.Edit("add", ("spec", "podSelector"), {}),
         ],
     )
     assert edited == {
@@ -659,16 +659,16 @@ def test_edits_add_replace_and_remove_in_order() -> None:
 @pytest.mark.parametrize(
     "edit",
     [
-        linting.Edit("replace", ("spec", "ingress"), []),
-        linting.Edit("remove", ("spec", "egress", 5)),
-        linting.Edit("add", ("spec", "egress", 3), {}),
-        linting.Edit("add", ("spec", "nope", "deeper"), {}),
-        linting.Edit("add", (), {}),
+        editing.Edit("replace", ("spec", "ingress"), []),
+        editing.Edit("remove", ("spec", "egress", 5)),
+        editing.Edit("add", ("spec", "egress", 3), {}),
+        editing.Edit("add", ("spec", "nope", "deeper"), {}),
+        editing.Edit("add", (), {}),
     ],
 )
-def test_edits_that_do_not_fit_are_refused(edit: linting.Edit) -> None:
-    with pytest.raises(linting.EditError):
-        linting.apply_edits({"spec": {"egress": [{}]}}, [edit])
+def test_edits_that_do_not_fit_are_refused(edit: editing.Edit) -> None:
+    with pytest.raises(editing.EditError):
+        editing.apply_edits({"spec": {"egress": [{}]}}, [edit])
 
 
 def test_a_policy_gets_a_bounded_number_of_lints_of_one_code(
