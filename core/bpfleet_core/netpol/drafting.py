@@ -287,10 +287,15 @@ def policy_sets(
     return list(stored), [*kept, *drafted.values()]
 
 
-def _row_text(row: int, columns: Sequence[int], client: int) -> str:
-    return "".join(
-        "-" if column == client else ("." if row >> column & 1 else "X") for column in columns
-    )
+_MARKS = str.maketrans("10", ".X")
+
+
+def _row_text(row: int, columns: Sequence[int], at: int, width: int) -> str:
+    """One matrix row: ``.`` allowed, ``X`` denied, ``-`` the client itself (column
+    ``at``); ``row`` has bit i set for each server i the client may reach."""
+    bits = format(row, "b").zfill(width)[::-1]  # character i is bit i
+    text = "".join([bits[column] for column in columns]).translate(_MARKS)
+    return f"{text[:at]}-{text[at + 1 :]}"
 
 
 def _relevant(
@@ -343,12 +348,13 @@ def simulate(
     else:
         concerned = [*drafted, *(policy for policy in stored if policy.key in replaced)]
         shown, relevant = _relevant(index, concerned, everything.cells, options.limit)
+    width = len(index.names)
     matrix = MatrixView(
         options.protocol,
         options.port,
         tuple(index.names[position] for position in shown),
-        tuple(_row_text(sides.before[position], shown, position) for position in shown),
-        tuple(_row_text(sides.after[position], shown, position) for position in shown),
+        tuple(_row_text(sides.before[row], shown, at, width) for at, row in enumerate(shown)),
+        tuple(_row_text(sides.after[row], shown, at, width) for at, row in enumerate(shown)),
         relevant,
         len(index.names),
     )
