@@ -74,7 +74,7 @@ def allow(*roles: Role) -> Callable[[Token], Token]:
     return check
 
 
-READERS = (Role.ADMIN, Role.CI, Role.VIEWER)
+READERS = (Role.ADMIN, Role.CI, Role.VIEWER, Role.PROPOSER)
 Reader = Annotated[Token, Depends(allow(*READERS))]
 Checker = Annotated[Token, Depends(allow(Role.ADMIN, Role.CI))]
 Admin = Annotated[Token, Depends(allow(Role.ADMIN))]

@@ -20,6 +20,7 @@ from bpfleet_api.routes import (
     agent,
     artifacts,
     checks,
+    editor,
     health,
     nodes,
     policies,
@@ -27,7 +28,6 @@ from bpfleet_api.routes import (
     rollouts,
     session,
     tokens,
-    topology,
 )
 from bpfleet_api.routes._changes import start_rollout
 from bpfleet_api.settings import get_settings
@@ -130,7 +130,7 @@ def create_app() -> FastAPI:
         programs,
         rollouts,
         policies,
-        topology,
+        editor,
         checks,
         agent,
     ):

@@ -31,6 +31,7 @@ class Role(StrEnum):
     ADMIN = "admin"  # everything
     CI = "ci"  # read, validate, preflight; never writes desired state
     VIEWER = "viewer"  # read
+    PROPOSER = "proposer"  # read, validate and simulate policies, propose; never writes
     BOOTSTRAP = "bootstrap"  # registers nodes, nothing else
     AGENT = "agent"  # one node's own assignments and status
 

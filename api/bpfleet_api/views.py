@@ -132,7 +132,7 @@ class ValidateResult(View):
 
 class TokenRequest(View):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-    role: Literal["admin", "ci", "viewer", "bootstrap"]
+    role: Literal["admin", "ci", "viewer", "proposer", "bootstrap"]
 
 
 class TokenResult(View):

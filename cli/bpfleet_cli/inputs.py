@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from bpfleet_cli.exits import CommandError, ExitCode
 from bpfleet_core import artifacts, bundles, manifests, yamlfiles
+from bpfleet_core.netpol.validating import FLOW_TEST_SUFFIXES
 
 
 def read_yaml(text: str, source: str) -> Any:
@@ -61,10 +62,20 @@ def manifest_texts(paths: list[Path], *, required: bool = True) -> dict[str, str
         str(item): read_text(item, yamlfiles.LIMITS.file_bytes)
         for path in paths
         for item in _files_under(path, bundles.MANIFEST_SUFFIXES)
+        if bundles.is_manifest(item.name)
     }
     if required and not found:
         raise CommandError("no *.yaml or *.yml manifests found", ExitCode.INVALID_INPUT)
     return found
+
+
+def flow_test_texts(paths: list[Path]) -> dict[str, str]:
+    """Every flow-test file (``*.flows.yaml``) under ``paths``: file name -> text."""
+    return {
+        str(item): read_text(item, yamlfiles.LIMITS.file_bytes)
+        for path in paths
+        for item in _files_under(path, FLOW_TEST_SUFFIXES)
+    }
 
 
 @dataclass(frozen=True)

@@ -79,12 +79,15 @@ class Bundle:
         return tuple(sorted(entries, key=lambda entry: entry.key))
 
 
+def is_manifest(path: str) -> bool:
+    """A YAML file, but not a flow-test file (``*.flows.yaml``: tests beside a policy)."""
+    return path.endswith(MANIFEST_SUFFIXES) and not path.endswith(validating.FLOW_TEST_SUFFIXES)
+
+
 def manifest_files(paths: list[str], root: str = ".") -> list[str]:
     """The manifest files among repository paths, under ``root``, sorted."""
     prefix = "" if root in ("", ".") else root.strip("/") + "/"
-    return sorted(
-        path for path in paths if path.startswith(prefix) and path.endswith(MANIFEST_SUFFIXES)
-    )
+    return sorted(path for path in paths if path.startswith(prefix) and is_manifest(path))
 
 
 def load(

@@ -33,8 +33,10 @@ __all__ = ["LIMITS", "Budget", "LimitExceeded", "Limits", "Loader", "load", "rea
 @dataclass(frozen=True)
 class Limits:
     file_bytes: int = 1 << 20
-    document_nodes: int = 20_000
-    total_nodes: int = 200_000
+    # A policy of 10,000 CIDR peers is ~50,000 nodes: the fleet's own scale target fits
+    # four times over, while a bomb's expansion (billions) never comes close.
+    document_nodes: int = 200_000
+    total_nodes: int = 1_000_000
     depth: int = 100
 
 

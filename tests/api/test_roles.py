@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+import yaml
 
 from bpfleet_core.features import FeatureReport
 from tests import services
@@ -14,8 +15,8 @@ from tests.conftest import SignedCatalog
 
 pytestmark = pytest.mark.services
 
-ROLES = ("admin", "ci", "viewer", "bootstrap", "agent")
-READ = {"admin", "ci", "viewer"}
+ROLES = ("admin", "ci", "viewer", "proposer", "bootstrap", "agent")
+READ = {"admin", "ci", "viewer", "proposer"}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def tokens(
     """A token per role, a registered node for the agent, an uploaded artifact."""
     minted: dict[str, Any] = {"admin": api.admin_token, "bootstrap": api.bootstrap_token}
     with api.client() as client:
-        for role in ("ci", "viewer"):
+        for role in ("ci", "viewer", "proposer"):
             minted[role] = client.post(
                 "/v1/tokens", json={"name": f"{role}-{uuid.uuid4().hex[:4]}", "role": role}
             ).json()["token"]
@@ -63,6 +64,7 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         "metadata": {"namespace": "roles", "name": "role-check"},
         "spec": {"podSelector": {}},
     }
+    draft = yaml.safe_dump(policy)
     return [
         ("GET", "/v1/nodes", {}, READ),
         ("GET", f"/v1/nodes/{node}", {}, READ),
@@ -97,7 +99,18 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("PUT", "/v1/policies/roles/role-check", {"json": policy}, {"admin"}),
         ("GET", "/v1/policies/roles/role-check", {}, READ),
         ("GET", "/v1/policies/roles/role-check/nodes", {}, READ),
+        ("GET", "/v1/policies/roles/role-check/yaml", {}, READ),
+        ("POST", "/v1/policies/validate", {"json": {"text": draft}}, READ),
+        ("POST", "/v1/policies/simulate", {"json": {"text": draft}}, READ),
+        (
+            "POST",
+            "/v1/policies/explain",
+            {"json": {"text": draft, "client": "10.9.0.1", "server": "10.9.0.2", "port": 80}},
+            READ,
+        ),
         ("GET", "/v1/topology", {}, READ),
+        ("POST", "/v1/topology/match", {"json": {"namespace": "roles"}}, READ),
+        ("GET", "/v1/topology/labels", {}, READ),
         ("DELETE", "/v1/policies/roles/role-check", {}, {"admin"}),
         ("DELETE", "/v1/programs/role-check", {}, {"admin"}),
     ]

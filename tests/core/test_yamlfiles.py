@@ -31,18 +31,18 @@ def test_a_small_alias_bomb_is_refused_by_the_manifest_reader_with_file_and_limi
     assert not bundle.valid
     (problem,) = bundle.problems
     assert problem.file == "programs/bomb.yaml"
-    assert f"more than {yamlfiles.LIMITS.document_nodes} YAML nodes" in problem.message
-    assert "aliases count as the nodes they stand for" in problem.message
-    assert problem.line is not None
+    # Manifests have no use for aliases: refused where the first one is used.
+    assert "aliases are not supported in manifests" in problem.message
+    assert problem.line == 2
 
 
 def test_a_billion_laughs_is_refused_at_once() -> None:
     # About 550 bytes that would expand to 10^9 nodes.
     bomb = alias_bomb(10)
     assert len(bomb) < 600
-    with pytest.raises(yamlfiles.LimitExceeded, match=r'YAML nodes(.|\n)*in "bomb\.yaml", line 5'):
+    with pytest.raises(yamlfiles.LimitExceeded, match=r'YAML nodes(.|\n)*in "bomb\.yaml", line \d'):
         yamlfiles.load(bomb, "bomb.yaml")
-    with pytest.raises(validating.PolicyValidationError, match="YAML nodes"):
+    with pytest.raises(validating.PolicyValidationError, match="aliases are not supported"):
         validating.parse_yaml(bomb, "bomb.yaml")
 
 
@@ -112,4 +112,4 @@ def test_policy_files_from_disk_are_bounded(tmp_path: Path) -> None:
         validating.load_policies([tmp_path])
     (problem,) = raised.value.problems
     assert problem.file == str(tmp_path / "bomb.yaml")
-    assert "YAML nodes" in problem.message
+    assert "aliases are not supported" in problem.message
