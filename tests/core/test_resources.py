@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from bpfleet_core.manifests import AttachKind
-from bpfleet_core.resources import ArtifactRef, AttachPoint
+from bpfleet_core.resources import ArtifactRef, AttachPoint, SelectorSyntaxError, parse_selector
 
 
 @pytest.mark.parametrize("version", ["1.0.0", "2.0.0-rc.1", "v1+build.7", "2024_01"])
@@ -45,3 +46,47 @@ def test_ordinary_hook_targets_are_accepted() -> None:
     AttachPoint(entry_point="m", type=AttachKind.XDP, interfaces=("eth0.100", "veth-a"))
     AttachPoint(entry_point="m", type=AttachKind.CGROUP_SKB, cgroup="/system.slice/web")
     AttachPoint(entry_point="m", type=AttachKind.RAW_TRACEPOINT, target="sys_enter")
+
+
+# ------------------------------------------------------------------ selector strings
+
+
+@pytest.mark.parametrize(
+    ("text", "matching", "not_matching"),
+    [
+        ("", {}, None),
+        ("tier=edge", {"tier": "edge"}, {"tier": "core"}),
+        ("tier==edge", {"tier": "edge"}, {}),
+        ("tier!=edge", {}, {"tier": "edge"}),
+        ("zone in (a, b)", {"zone": "b"}, {"zone": "c"}),
+        ("zone notin (a,b)", {"zone": "c"}, {"zone": "a"}),
+        ("gpu", {"gpu": "x"}, {}),
+        ("!canary", {}, {"canary": "1"}),
+        ("tier=edge, zone in (a,b), !canary", {"tier": "edge", "zone": "a"}, {"tier": "edge"}),
+    ],
+)
+def test_selector_strings_mean_what_a_node_selector_means(
+    text: str, matching: dict[str, str], not_matching: dict[str, str] | None
+) -> None:
+    selector = parse_selector(text)
+    assert selector.matches(matching)
+    if not_matching is not None:
+        assert not selector.matches(not_matching)
+    assert parse_selector(selector.describe()) == selector
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("bad key=1", "cannot parse from column 1"),
+        ("tier=edge,=v", "cannot parse from column 11"),
+        ("zone in ()", "needs at least one value"),
+        ("tier=edge,tier=core", "tier cannot equal two values"),
+        ("tier=ed ge", "cannot parse"),
+        ("UPPER/case=x", "invalid label key"),
+        ("x=(", "cannot parse"),
+    ],
+)
+def test_bad_selector_strings_are_refused_saying_where(text: str, words: str) -> None:
+    with pytest.raises(SelectorSyntaxError, match=re.escape(words)):
+        parse_selector(text)
