@@ -319,6 +319,10 @@ def source_deleted(
     """Like Flux: a deleted source with prune on takes what it applied with it."""
     key = f"{namespace or 'default'}/{name}"
     memo.sources.pop((namespace or "default", name), None)
+    try:
+        memo.api.forget_source(namespace or "default", name)
+    except FleetApiError as error:  # the dashboard keeps showing it; nothing else depends
+        log.warning("GitSource %s: not forgotten by the fleet: %s", key, error.message)
     if not spec.get("prune", True):
         return
     target = kube.KubeTarget(memo.kube)
@@ -367,7 +371,7 @@ def source_daemon(
                 status.conditions, _now(), generation, ready=("False", "SecretFailed", str(error))
             )
             _write_source_status(
-                memo, namespace, name, status.model_copy(update={"conditions": found})
+                memo, namespace, name, status.model_copy(update={"conditions": found}), spec
             )
             _sleep(wake, stopped, delay)
             delay = min(delay * 2, 300)
@@ -389,7 +393,7 @@ def source_daemon(
             )
         except gitsource.TargetError as error:
             result = gitsource.Result(status, "Failed", str(error))
-        _write_source_status(memo, namespace, name, result.status)
+        _write_source_status(memo, namespace, name, result.status, spec)
         if result.outcome != "Suspended" and result.message != memo.last_message.get(key):
             memo.last_message[key] = result.message
             kind = "Normal" if result.outcome == "Applied" else "Warning"
@@ -404,11 +408,22 @@ def source_daemon(
             _sleep(wake, stopped, interval)
 
 
-def _write_source_status(memo: Context, namespace: str, name: str, status: GitSourceStatus) -> None:
+def _write_source_status(
+    memo: Context,
+    namespace: str,
+    name: str,
+    status: GitSourceStatus,
+    spec: GitSourceSpec | None = None,
+) -> None:
+    """The pass's end: the status on the object, and to the fleet API for the dashboard."""
     try:
         memo.kube.patch_status("gitsources", namespace, name, _dump(status))
     except kube.KubeError as error:
         log.warning("GitSource %s/%s: %s", namespace, name, error)
+    try:
+        memo.api.report_source(namespace, name, spec, status)
+    except FleetApiError as error:
+        log.warning("GitSource %s/%s: status not reported: %s", namespace, name, error.message)
 
 
 def _sleep(wake: threading.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
