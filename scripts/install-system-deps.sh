@@ -9,6 +9,7 @@ packages=(
   openssh-server                  # a Git-over-SSH remote for the GitOps tests (run on a test port only)
   strace                          # proves no bpf() load happens for refused artifacts
   redis-server postgresql         # the API's broker and production database, tested for real
+  chromium                        # the dashboard's browser tests (driven by Playwright)
   python3-venv
 )
 
