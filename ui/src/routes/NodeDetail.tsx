@@ -56,7 +56,7 @@ function FeatureReport({ features }: { features: Features }) {
       </p>
       <section className="card" aria-label="Kernel">
         <h3>Kernel</h3>
-        <ul className="plain">
+        <ul className="plain flags">
           {flags.map(([name, ok]) => (
             <li key={name}>
               <Badge state={ok ? "Ready" : "Missing"} label={`${name}: ${ok ? "yes" : "no"}`} />
@@ -71,7 +71,7 @@ function FeatureReport({ features }: { features: Features }) {
       </div>
       <section className="card" aria-label="Helpers per program type">
         <h3>Helpers per program type</h3>
-        <ul className="plain">
+        <ul className="plain columns">
           {helperTypes.map((type) => (
             <li key={type}>
               <details>

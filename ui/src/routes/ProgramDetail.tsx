@@ -44,7 +44,7 @@ function Rollout({ progress, fetchedAt, now }: { progress: Schemas["RolloutProgr
             <strong>
               Step {index + 1} of {progress.steps.length}:
             </strong>{" "}
-            {step.label} → {step.target} of {progress.selected} node{progress.selected === 1 ? "" : "s"}
+            {step.label}, {step.target} of {progress.selected} node{progress.selected === 1 ? "" : "s"}
           </li>
         ))}
       </ol>
@@ -55,8 +55,8 @@ function Rollout({ progress, fetchedAt, now }: { progress: Schemas["RolloutProgr
         </p>
       )}
       <p>
-        Failure budget: {progress.failures} of {progress.failureBudget} failed node{progress.failureBudget === 1 ? "" : "s"} allowed
-        used; Incompatible nodes do not count.{" "}
+        Failure budget: {progress.failures} failed of {progress.failureBudget} allowed; Incompatible nodes do not
+        count.{" "}
         {progress.autoRollback ? "Over budget, updated nodes roll back." : "Over budget, the rollout stops."}
       </p>
       {canAct && active && (
