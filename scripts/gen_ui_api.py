@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bpfleet_api.main import create_app
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 UI = REPOSITORY / "ui"
 SCHEMA = UI / "src" / "api" / "schema.d.ts"
@@ -26,8 +28,6 @@ NODE = Path(sys.executable).parent / "node"
 
 
 def openapi() -> dict[str, object]:
-    from bpfleet_api.main import create_app
-
     return create_app().openapi()
 
 
