@@ -20,6 +20,7 @@ packages=(
   strace                          # proves no bpf() load happens for refused artifacts
   redis-server postgresql         # the API's broker and production database, tested for real
   python3 python3-venv            # the project's .venv
+  chromium                        # the dashboard's browser tests (driven by Playwright)
 )
 
 if [[ ${1:-} == --list ]]; then

@@ -83,9 +83,16 @@ class Changes:
 def readiness(
     node: Node, now: datetime, ready_seconds: float, unknown_seconds: float
 ) -> NodeReadiness:
-    if node.last_heartbeat is None:
+    return readiness_at(node.last_heartbeat, now, ready_seconds, unknown_seconds)
+
+
+def readiness_at(
+    heartbeat: datetime | None, now: datetime, ready_seconds: float, unknown_seconds: float
+) -> NodeReadiness:
+    """Ready while heartbeats are fresh, NotReady when they are late, Unknown after."""
+    if heartbeat is None:
         return "Unknown"
-    age = (now - aware(node.last_heartbeat)).total_seconds()
+    age = (now - aware(heartbeat)).total_seconds()
     if age <= ready_seconds:
         return "Ready"
     return "NotReady" if age <= unknown_seconds else "Unknown"
@@ -417,6 +424,13 @@ def record_report(session: Session, node: Node, report: NodeReport) -> None:
         if assignment is None and program_report.state == ProgramState.DETACHED:
             if status is not None:
                 session.delete(status)
+                _event(
+                    session,
+                    program_report.name,
+                    ProgramState.DETACHED.value,
+                    program_report.message or "detached from the node",
+                    node.name,
+                )
             continue
         status = status or NodeProgramStatus(
             node=node.name, program=program_report.name, state=program_report.state

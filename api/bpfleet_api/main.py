@@ -1,4 +1,4 @@
-"""The composition root: the API routes, background loops, and (later) the UI router."""
+"""The composition root: the API routes, background loops, and the dashboard (``/ui``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from sqlmodel import Session
 
-from bpfleet_api import db, fleet, heartbeats, metrics, notify, security
+from bpfleet_api import db, etags, fleet, heartbeats, metrics, notify, security, ui
 from bpfleet_api.deps import Reader
 from bpfleet_api.models import Role, utcnow
 from bpfleet_api.routes import (
@@ -21,8 +21,11 @@ from bpfleet_api.routes import (
     artifacts,
     checks,
     editor,
+    gitsources,
     health,
+    kernels,
     nodes,
+    overview,
     policies,
     programs,
     rollouts,
@@ -133,8 +136,13 @@ def create_app() -> FastAPI:
         editor,
         checks,
         agent,
+        overview,
+        kernels,
+        gitsources,
     ):
         app.include_router(module.router)
+    app.add_middleware(etags.ETagMiddleware)
+    ui.mount(app, get_settings().ui_dir)
     return app
 
 

@@ -239,3 +239,31 @@ class PolicyEpoch(SQLModel, table=True):
 
     id: int = Field(primary_key=True)
     epoch: int = Field(default=0, sa_type=BigInteger)
+
+
+# -------------------------------------------------------------------------- GitSources
+
+
+class GitSourceRecord(SQLModel, table=True):
+    """A GitSource as its operator last reported it (in a cluster or standalone): the
+    spec, the status, and a longer history than the status keeps, each rejected revision
+    with its problems. The operator owns the source; the API keeps what it says."""
+
+    __tablename__ = "gitsource"
+
+    namespace: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    spec: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    status: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    reported_at: datetime = _timestamp(default_factory=utcnow)
+    reconcile_requested_at: datetime | None = _timestamp(default=None)
+
+
+class ReconcileRequest(SQLModel, table=True):
+    """ "Reconcile now", asked of a GitSource; operators long-poll for ids above theirs."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    namespace: str
+    name: str
+    requested_at: datetime = _timestamp(default_factory=utcnow, index=True)

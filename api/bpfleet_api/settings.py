@@ -9,6 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The built dashboard in a source checkout (`make ui` writes it); images set their own.
+BUILT_UI = Path(__file__).resolve().parents[2] / "ui" / "dist"
+
 
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BPFLEET_API_", extra="forbid")
@@ -50,6 +53,9 @@ class ApiSettings(BaseSettings):
         default=False,
         description="Mark session cookies Secure even when requests reach the API over plain "
         "HTTP (behind a TLS-terminating proxy); they always are over HTTPS.",
+    )
+    ui_dir: Path = Field(
+        default=BUILT_UI, description="The built dashboard (ui/dist), served under /ui."
     )
     rollout_tick_seconds: float = Field(
         default=0.5, gt=0, description="How often an active rollout re-checks its nodes."

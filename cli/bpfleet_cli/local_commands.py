@@ -360,6 +360,13 @@ def up(
 bpfleet is up: {api_url}  (OpenAPI: {api_url}/docs)
   admin token in {workdir}/admin-token
 
+Dashboard: {api_url}/ui/
+  Sign in with the admin token: paste the contents of {workdir}/admin-token
+  (it becomes a session cookie). For read-only people, mint a viewer token:
+    curl -s -X POST -H "Authorization: Bearer $(cat {workdir}/admin-token)" \\
+      -H 'Content-Type: application/json' {api_url}/v1/tokens \\
+      -d '{{"name": "me", "role": "viewer"}}'
+
 {gitops}
 
 Try:

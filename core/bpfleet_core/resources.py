@@ -183,6 +183,80 @@ class LabelSelector(_Spec):
             requirement.matches(labels) for requirement in self.match_expressions
         )
 
+    def describe(self) -> str:
+        """The string form ``parse_selector`` reads back; empty when it selects all."""
+        parts = [f"{key}={value}" for key, value in self.match_labels.items()]
+        for requirement in self.match_expressions:
+            values = ",".join(requirement.values)
+            parts.append(
+                {
+                    "In": f"{requirement.key} in ({values})",
+                    "NotIn": f"{requirement.key} notin ({values})",
+                    "Exists": requirement.key,
+                    "DoesNotExist": f"!{requirement.key}",
+                }[requirement.operator]
+            )
+        return ",".join(parts)
+
+
+class SelectorSyntaxError(ValueError):
+    """A selector string that does not parse; the message says where and why."""
+
+
+# One requirement of a kubectl-style selector: `k=v`, `k==v`, `k!=v`, `k in (a,b)`,
+# `k notin (a,b)`, `k` (exists) or `!k` (does not exist).
+_REQUIREMENT = re.compile(
+    r"""\s*(?:
+        (?P<absent>!)\s*(?P<absent_key>[^\s=!(),]+)
+      | (?P<set_key>[^\s=!(),]+)\s+(?P<set_op>in|notin)\s*\((?P<values>[^()]*)\)
+      | (?P<key>[^\s=!(),]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[^\s=!(),]*))?
+    )\s*(?:,|$)""",
+    re.VERBOSE,
+)
+
+
+def parse_selector(text: str) -> LabelSelector:
+    """A label selector from the string form ``kubectl -l`` takes (``tier=edge,zone in
+    (a,b),!canary``): the same requirements a ``nodeSelector`` holds, typed on one line.
+    The empty string selects everything."""
+    labels: dict[str, str] = {}
+    requirements: list[LabelRequirement] = []
+    position, text = 0, text.strip()
+    while position < len(text):
+        match = _REQUIREMENT.match(text, position)
+        if match is None or match.end() == position:
+            raise SelectorSyntaxError(
+                f"selector {text!r}: cannot parse from column {position + 1}: "
+                f"{text[position : position + 20]!r}"
+            )
+        position = match.end()
+        try:
+            if match["absent"]:
+                requirements.append(
+                    LabelRequirement(key=match["absent_key"], operator="DoesNotExist")
+                )
+            elif match["set_key"]:
+                values = tuple(v.strip() for v in match["values"].split(",") if v.strip())
+                operator: Literal["In", "NotIn"] = "In" if match["set_op"] == "in" else "NotIn"
+                requirements.append(
+                    LabelRequirement(key=match["set_key"], operator=operator, values=values)
+                )
+            elif match["op"] in ("=", "=="):
+                _check_label(match["key"], match["value"])
+                if labels.get(match["key"], match["value"]) != match["value"]:
+                    raise ValueError(f"{match['key']} cannot equal two values")
+                labels[match["key"]] = match["value"]
+            elif match["op"] == "!=":
+                requirements.append(
+                    LabelRequirement(key=match["key"], operator="NotIn", values=(match["value"],))
+                )
+            else:
+                requirements.append(LabelRequirement(key=match["key"], operator="Exists"))
+        except ValueError as error:
+            reason = error.errors()[0]["msg"] if hasattr(error, "errors") else str(error)
+            raise SelectorSyntaxError(f"selector {text!r}: {reason}") from None
+    return LabelSelector(match_labels=labels, match_expressions=tuple(requirements))
+
 
 _STEP = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from bpfleet_operator import handlers, kube, webhooks
+from bpfleet_operator import fleetapi, handlers, kube, webhooks
 from bpfleet_operator.context import Context
 from bpfleet_operator.fleetapi import FleetApi
 from bpfleet_operator.settings import OperatorSettings
@@ -61,6 +61,18 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
         log.info(
             "push notifications: POST :%d%s<namespace>/<name>", receiver.port, webhooks.PATH_PREFIX
         )
+    # "Reconcile now" from the dashboard wakes the source's daemon, as a push does.
+    requests_stop = threading.Event()
+    threading.Thread(
+        target=fleetapi.follow_reconcile_requests,
+        args=(
+            FleetApi(_settings.api_url, _settings.api_token.get_secret_value()),
+            context.wake,
+            requests_stop,
+        ),
+        name="reconcile-requests",
+        daemon=True,
+    ).start()
     stop_flag: asyncio.Event | None = None
 
     async def main() -> None:
@@ -86,6 +98,7 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
         asyncio.run(main())
     finally:
         resyncing.set()
+        requests_stop.set()
         if receiver is not None:
             receiver.stop()
         context.api.close()

@@ -10,15 +10,19 @@ reads back what the nodes report. Every failure is one of ``bpfleet_core.failure
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from bpfleet_core import failures
-from bpfleet_core.resources import BpfProgramSpec
+from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus
 
 TIMEOUT_SECONDS = 10.0
+RECONCILE_WAIT_SECONDS = 30.0
+log = logging.getLogger(__name__)
 
 
 class FleetApi:
@@ -103,6 +107,35 @@ class FleetApi:
     def delete_namespace(self, name: str) -> None:
         self._json_or_none("DELETE", f"/v1/namespaces/{name}")
 
+    # -- GitSources, for the dashboard (the operator stays their only Git client)
+
+    def report_source(
+        self, namespace: str, name: str, spec: GitSourceSpec | None, status: GitSourceStatus
+    ) -> None:
+        """Tell the fleet how a pass over a source ended, so the dashboard shows it."""
+        body = {
+            "spec": spec.model_dump(mode="json", by_alias=True) if spec is not None else None,
+            "status": status.model_dump(mode="json", by_alias=True),
+        }
+        self._json("PUT", f"/v1/gitsources/{namespace}/{name}/status", json=body)
+
+    def forget_source(self, namespace: str, name: str) -> None:
+        self._json_or_none("DELETE", f"/v1/gitsources/{namespace}/{name}")
+
+    def reconcile_requests(self, after: int | None, wait: float) -> tuple[int, list[str]]:
+        """Sources someone asked to reconcile since ``after`` (a long-poll of ``wait`` s);
+        returns the cursor to pass next and ``namespace/name`` of each."""
+        params: dict[str, Any] = {"wait": wait} if after is not None else {}
+        if after is not None:
+            params["after"] = after
+        found = self._json(
+            "GET",
+            "/v1/gitsources/reconcile-requests",
+            params=params,
+            timeout=wait + TIMEOUT_SECONDS,
+        )
+        return int(found["cursor"]), [str(source) for source in found["sources"]]
+
     # -- transport
 
     def _json_or_none(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -141,3 +174,28 @@ def _problem(response: httpx.Response) -> tuple[str, list[str]]:
         return "; ".join(problems), problems
     problems = body.get("problems", []) if isinstance(body, dict) else []
     return str(detail or body), list(problems)
+
+
+def follow_reconcile_requests(
+    api: FleetApi,
+    wake: Callable[[str, str], None],
+    stop: threading.Event,
+    wait: float = RECONCILE_WAIT_SECONDS,
+) -> None:
+    """Until ``stop``: long-poll the fleet for "reconcile now" and wake each source named
+    (``wake(namespace, name)``). An unreachable fleet is retried with backoff."""
+    cursor: int | None = None
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            cursor, sources = api.reconcile_requests(cursor, wait)
+        except failures.Failure as error:
+            log.warning("reconcile requests: %s; retrying in %.0fs", error.message, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 60.0)
+            continue
+        delay = 1.0
+        for source in sources:
+            namespace, _, name = source.partition("/")
+            log.info("GitSource %s: reconcile requested", source)
+            wake(namespace, name)

@@ -324,6 +324,10 @@ def source_deleted(
     """Like Flux: a deleted source with prune on takes what it applied with it."""
     key = f"{namespace or 'default'}/{name}"
     memo.sources.pop((namespace or "default", name), None)
+    try:
+        memo.api.forget_source(namespace or "default", name)
+    except failures.Failure as error:  # the dashboard keeps showing it; nothing else depends
+        log.warning("GitSource %s: not forgotten by the fleet: %s", key, error.message)
     if not spec.get("prune", True):
         return
     target = kube.KubeTarget(memo.kube)
@@ -378,7 +382,7 @@ def source_daemon(
                 stalled=stalled,
             )
             _write_source_status(
-                memo, namespace, name, status.model_copy(update={"conditions": found})
+                memo, namespace, name, status.model_copy(update={"conditions": found}), spec
             )
             return True, interval  # a Secret changes without waking anyone: look again
         if checkout is None or checkout.url != spec.url or checkout.credentials != credentials:
@@ -400,7 +404,7 @@ def source_daemon(
             check_program=standalone.program_check(memo.api),
             scope=memo.scope(namespace),
         )
-        _write_source_status(memo, namespace, name, result.status)
+        _write_source_status(memo, namespace, name, result.status, spec)
         if result.outcome != "Suspended" and result.message != memo.last_message.get(key):
             memo.last_message[key] = result.message
             kind = "Normal" if result.outcome == "Applied" else "Warning"
@@ -416,11 +420,22 @@ def source_daemon(
     )
 
 
-def _write_source_status(memo: Context, namespace: str, name: str, status: GitSourceStatus) -> None:
+def _write_source_status(
+    memo: Context,
+    namespace: str,
+    name: str,
+    status: GitSourceStatus,
+    spec: GitSourceSpec | None = None,
+) -> None:
+    """The pass's end: the status on the object, and to the fleet API for the dashboard."""
     try:
         memo.kube.patch_status("gitsources", namespace, name, _dump(status))
     except failures.Failure as error:
         log.warning("GitSource %s/%s: %s", namespace, name, error)
+    try:
+        memo.api.report_source(namespace, name, spec, status)
+    except failures.Failure as error:
+        log.warning("GitSource %s/%s: status not reported: %s", namespace, name, error.message)
 
 
 def _sleep(wake: threading.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:

@@ -105,7 +105,16 @@ class StandaloneSource:
         files.write_atomically(
             self.status_file, result.status.model_dump_json(by_alias=True, indent=2)
         )
+        self.report(result.status)
         return result
+
+    def report(self, status: GitSourceStatus) -> None:
+        """The pass's outcome to the fleet API too, for the dashboard (best effort)."""
+        namespace = self.source.metadata.namespace or "default"
+        try:
+            self.api.report_source(namespace, self.source.metadata.name, self.source.spec, status)
+        except failures.Failure as error:
+            log.warning("gitsource %s: status not reported: %s", self.key, error.message)
 
     def run(self, stop: threading.Event) -> None:
         """Pass after pass until ``stop``: every interval, at once when woken, sooner
@@ -153,6 +162,20 @@ def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) 
         )
     worker = threading.Thread(target=runner.run, args=(stop,), name="gitsource", daemon=True)
     worker.start()
+    namespace = source.metadata.namespace or "default"
+
+    def requested(ns: str, name: str) -> None:
+        if (ns, name) == (namespace, source.metadata.name):
+            runner.wake.set()
+
+    follower_api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+    follower = threading.Thread(
+        target=fleetapi.follow_reconcile_requests,
+        args=(follower_api, requested, stop),
+        name="reconcile-requests",
+        daemon=True,
+    )
+    follower.start()
     try:
         stop.wait()
     finally:
@@ -161,3 +184,4 @@ def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) 
         if receiver is not None:
             receiver.stop()
         api.close()
+        follower_api.close()

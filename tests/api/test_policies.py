@@ -298,7 +298,17 @@ def test_summary_and_node_rows_follow_what_nodes_report(
             silent.name: ("Pending", None),
         }
         assert rows[failing.name]["message"] == "revision 7 not enforced: no room"
-        assert set(rows[enforcing.name]) == {"node", "generation", "state", "message", "updatedAt"}
+        assert set(rows[enforcing.name]) == {
+            "node",
+            "generation",
+            "state",
+            "message",
+            "updatedAt",
+            "counters",
+        }
+        # The node's datapath counters, as it reported them (none here).
+        assert rows[enforcing.name]["counters"] == {"allowed": 0, "denied": 0, "auditDenied": 0}
+        assert rows[silent.name]["counters"] is None
         detail = client.get(f"/v1/nodes/{enforcing.name}").json()
         assert detail["policy"]["policies"] == [f"{namespace}/api-deny@1"]
         assert detail["endpoints"][0]["name"] == "api0"

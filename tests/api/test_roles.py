@@ -112,6 +112,17 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("POST", "/v1/topology/match", {"json": {"namespace": "roles"}}, READ),
         ("GET", "/v1/topology/labels", {}, READ),
         ("DELETE", "/v1/policies/roles/role-check", {}, {"admin"}),
+        ("GET", "/v1/programs/role-check/progress", {}, READ),
+        ("GET", "/v1/overview", {}, READ),
+        ("GET", "/v1/kernels", {}, READ),
+        ("GET", "/v1/kernels/compare", {"params": {"a": node, "b": node}}, READ),
+        ("GET", f"/v1/nodes/{node}/preflight", {}, READ),
+        ("PUT", "/v1/gitsources/roles/role-check/status", {"json": {"status": {}}}, {"admin"}),
+        ("GET", "/v1/gitsources", {}, READ),
+        ("GET", "/v1/gitsources/roles/role-check", {}, READ),
+        ("POST", "/v1/gitsources/roles/role-check/reconcile", {}, {"admin"}),
+        ("GET", "/v1/gitsources/reconcile-requests", {}, {"admin"}),
+        ("DELETE", "/v1/gitsources/roles/role-check", {}, {"admin"}),
         ("DELETE", "/v1/programs/role-check", {}, {"admin"}),
     ]
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from bpfleet_core.manifests import AttachKind
-from bpfleet_core.resources import ArtifactRef, AttachPoint, GitSourceSpec, parse_git_url
+from bpfleet_core.resources import (
+    ArtifactRef,
+    AttachPoint,
+    GitSourceSpec,
+    SelectorSyntaxError,
+    parse_git_url,
+    parse_selector,
+)
 from tests.crdschemas import crd_errors
 
 
@@ -120,3 +128,47 @@ def test_the_refusal_says_what_is_accepted() -> None:
         GitSourceSpec(url="http://git.example.com/fleet.git")
     assert "plain http" in str(raised.value)
     assert "https://" in str(raised.value)
+
+
+# ------------------------------------------------------------------ selector strings
+
+
+@pytest.mark.parametrize(
+    ("text", "matching", "not_matching"),
+    [
+        ("", {}, None),
+        ("tier=edge", {"tier": "edge"}, {"tier": "core"}),
+        ("tier==edge", {"tier": "edge"}, {}),
+        ("tier!=edge", {}, {"tier": "edge"}),
+        ("zone in (a, b)", {"zone": "b"}, {"zone": "c"}),
+        ("zone notin (a,b)", {"zone": "c"}, {"zone": "a"}),
+        ("gpu", {"gpu": "x"}, {}),
+        ("!canary", {}, {"canary": "1"}),
+        ("tier=edge, zone in (a,b), !canary", {"tier": "edge", "zone": "a"}, {"tier": "edge"}),
+    ],
+)
+def test_selector_strings_mean_what_a_node_selector_means(
+    text: str, matching: dict[str, str], not_matching: dict[str, str] | None
+) -> None:
+    selector = parse_selector(text)
+    assert selector.matches(matching)
+    if not_matching is not None:
+        assert not selector.matches(not_matching)
+    assert parse_selector(selector.describe()) == selector
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("bad key=1", "cannot parse from column 1"),
+        ("tier=edge,=v", "cannot parse from column 11"),
+        ("zone in ()", "needs at least one value"),
+        ("tier=edge,tier=core", "tier cannot equal two values"),
+        ("tier=ed ge", "cannot parse"),
+        ("UPPER/case=x", "invalid label key"),
+        ("x=(", "cannot parse"),
+    ],
+)
+def test_bad_selector_strings_are_refused_saying_where(text: str, words: str) -> None:
+    with pytest.raises(SelectorSyntaxError, match=re.escape(words)):
+        parse_selector(text)

@@ -293,6 +293,74 @@ def test_deleting_a_source_with_prune_takes_its_objects_along(
     wait_for(lambda: cluster.get("gitsources", "team", "default") is None, 30, "the source gone")
 
 
+def test_sources_reach_the_dashboard_and_reconcile_now_wakes_them(
+    api: services.Api, cluster: Cluster, running_operator: Path, tmp_path: Path
+) -> None:
+    """The operator reports each pass to the fleet API; "reconcile now" there runs a
+    pass at once though the interval is an hour."""
+    repo = GitRepo(tmp_path / "repo")
+    first = repo.commit("one program", {"p.yaml": yaml.safe_dump(program("shown", "nobody"))})
+    source = {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "GitSource",
+        "metadata": {"name": "shown", "namespace": "default"},
+        "spec": {"url": str(repo.path), "interval": "1h"},
+    }
+    cluster.create("gitsources", source, namespace="default")
+    with api.client() as client:
+
+        def reported(commit: str) -> Any:
+            def check() -> dict[str, Any] | None:
+                found = client.get("/v1/gitsources/default/shown")
+                if found.status_code != 200:
+                    return None
+                document = dict(found.json())
+                return document if document["lastAttemptedRevision"].endswith(commit) else None
+
+            return check
+
+        shown = wait_for(reported(first), 60, "the first pass reported to the fleet")
+        assert shown["state"] == "Ready"
+        assert shown["spec"]["interval"] == "1h"
+        # Each inventory object with its nodes, once handed over and rolled out (to none).
+        item = wait_for(
+            lambda: next(
+                (
+                    i
+                    for i in client.get("/v1/gitsources/default/shown").json()["inventory"]
+                    if i["status"] == "Ready"
+                ),
+                None,
+            ),
+            30,
+            "the program in the fleet",
+        )
+        assert item == {
+            "kind": "BpfProgram",
+            "namespace": None,
+            "name": "shown",
+            "ready": 0,
+            "desired": 0,
+            "status": "Ready",
+        }
+        assert client.get("/v1/programs/shown").json()["origin"]["name"] == "shown"
+
+        second = repo.commit("a broken one", {"q.yaml": "kind: BpfProgram\nspec: {}\n"})
+        assert client.post("/v1/gitsources/default/shown/reconcile").status_code == 202
+        rejected = wait_for(reported(second), 30, "the requested pass reported")
+        assert rejected["state"] in ("Stalled", "Failed")
+        assert rejected["reconcilePending"] is False
+        assert rejected["history"][0]["result"] == "Rejected"
+        assert rejected["history"][0]["errors"][0]["file"] == "q.yaml"
+    cluster.delete("gitsources", "shown", "default")
+    with api.client() as client:
+        wait_for(
+            lambda: client.get("/v1/gitsources/default/shown").status_code == 404,
+            30,
+            "the deleted source forgotten by the fleet",
+        )
+
+
 def test_an_unreachable_fleet_is_retried_with_backoff_not_stalled(
     cluster: Cluster, tmp_path: Path
 ) -> None:

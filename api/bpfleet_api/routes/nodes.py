@@ -1,16 +1,26 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import col, select
 
-from bpfleet_api import fleet, policies, security
+from bpfleet_api import dashboard, fleet, policies, security
 from bpfleet_api.deps import Admin, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Assignment, Node, NodeProgramStatus, utcnow
-from bpfleet_api.routes import agent, programs
+from bpfleet_api.routes import agent
 from bpfleet_api.routes._changes import wake
+from bpfleet_api.routes._paging import TOTAL_HEADER, TOTAL_RESPONSES, PagingDep
 from bpfleet_api.settings import ApiSettings
-from bpfleet_api.views import LabelsUpdate, NodeDetail, NodeView
-from bpfleet_core.protocol import NodeName
+from bpfleet_api.views import (
+    LabelsUpdate,
+    NodeDetail,
+    NodeProgramView,
+    NodeView,
+    ProgramFit,
+)
+from bpfleet_core.protocol import NodeName, ProgramReport
+from bpfleet_core.resources import LabelSelector, SelectorSyntaxError, parse_selector
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
@@ -30,27 +40,108 @@ def node_view(node: Node, settings: ApiSettings) -> NodeView:
     )
 
 
-@router.get("")
-def list_nodes(session: SessionDep, settings: SettingsDep, _: Reader) -> list[NodeView]:
-    return [
-        node_view(node, settings)
-        for node in session.exec(select(Node).order_by(col(Node.name))).all()
-    ]
+def thresholds(settings: ApiSettings) -> dashboard.Thresholds:
+    return dashboard.Thresholds(settings.node_ready_seconds, settings.node_unknown_seconds)
+
+
+def selector_from(text: str | None) -> LabelSelector | None:
+    if not text:
+        return None
+    try:
+        return parse_selector(text)
+    except SelectorSyntaxError as error:
+        raise fleet.Invalid(str(error)) from None
+
+
+SelectorQuery = Annotated[
+    str | None,
+    Query(
+        max_length=1000,
+        description="A label selector as kubectl takes it: tier=edge,zone in (a,b),!canary.",
+    ),
+]
+NodeSort = Literal[
+    "name",
+    "-name",
+    "kernelRelease",
+    "-kernelRelease",
+    "lastHeartbeat",
+    "-lastHeartbeat",
+    "readiness",
+    "-readiness",
+    "appliedRevision",
+    "-appliedRevision",
+]
+
+
+@router.get("", responses=TOTAL_RESPONSES)
+def list_nodes(
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Reader,
+    response: Response,
+    page: PagingDep,
+    selector: SelectorQuery = None,
+    readiness: Literal["Ready", "NotReady", "Unknown"] | None = None,
+    sort: NodeSort = "name",
+) -> list[NodeView]:
+    """Nodes matching the filters, sorted (``-`` in front: descending), one page at a
+    time with ``limit``; ``X-Total-Count`` says how many match in all."""
+    query = dashboard.NodeQuery(selector_from(selector), readiness, sort, page.limit, page.offset)
+    nodes, total = dashboard.node_page(session, query, thresholds(settings), utcnow())
+    response.headers[TOTAL_HEADER] = str(total)
+    return [node_view(node, settings) for node in nodes]
+
+
+def program_on_node(status: NodeProgramStatus) -> NodeProgramView:
+    """A node's state for a program, with what the agent reported beside it."""
+    view = NodeProgramView.model_validate(status)
+    if not status.report:
+        return view
+    report = ProgramReport.model_validate(status.report)
+    return view.model_copy(
+        update={"verifier_log": report.verifier_log, "hooks": report.links, "stats": report.stats}
+    )
 
 
 @router.get("/{name}")
 def get_node(name: NodeName, session: SessionDep, settings: SettingsDep, _: Reader) -> NodeDetail:
     node = fleet.get_node(session, name)
-    statuses = session.exec(select(NodeProgramStatus).where(NodeProgramStatus.node == name)).all()
+    statuses = session.exec(
+        select(NodeProgramStatus)
+        .where(NodeProgramStatus.node == name)
+        .order_by(col(NodeProgramStatus.program))
+    ).all()
     return NodeDetail.model_validate(
         {
             **node_view(node, settings).model_dump(),
             "features": fleet.features_of(session, name),
-            "programs": [programs.node_program_view(status) for status in statuses],
+            "programs": [program_on_node(status) for status in statuses],
             "endpoints": policies.endpoints_of(session, name),
             "policy": policies.status_of(session, name),
         }
     )
+
+
+@router.get("/{name}/preflight")
+def node_preflight(name: NodeName, session: SessionDep, _: Reader) -> list[ProgramFit]:
+    """For every program of the fleet: could this node's kernel run it, and if not,
+    each feature it lacks by name (from its last feature report)."""
+    node = fleet.get_node(session, name)
+    report = fleet.features_of(session, name)
+    if report is None:
+        raise fleet.NotFound(f"node {name} has not reported its kernel's features")
+    return [
+        ProgramFit(
+            program=fit.program,
+            artifact=fit.artifact,
+            selected=fit.selected,
+            compatible=not fit.missing,
+            missing=fit.missing,
+        )
+        for fit in dashboard.fits(session, node, report)
+    ]
 
 
 @router.put("/{name}/labels")

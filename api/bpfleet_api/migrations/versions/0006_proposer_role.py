@@ -1,7 +1,7 @@
 """the proposer role: reads, validates and simulates policies, never writes
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 
 SQLite stores the role as text (no constraint): nothing to change there. PostgreSQL
 has an enum type, which gains a value; going back removes proposer tokens (and their
@@ -13,7 +13,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
