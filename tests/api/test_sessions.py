@@ -91,7 +91,7 @@ def test_sessions_die_with_their_token_and_their_time(tmp_path: Path) -> None:
     engine = db.make_engine(f"sqlite:///{tmp_path}/sessions.db")
     db.migrate(engine)
     with Session(engine) as session:
-        secret = security.mint(session, "alice", Role.VIEWER)
+        secret, _ = security.mint(session, "alice", Role.VIEWER)
         session.commit()
         origin = security.lookup(session, secret)
         assert origin is not None

@@ -6,6 +6,7 @@ from fastapi import APIRouter, File, Request, Response
 from sqlmodel import col, select
 
 from bpfleet_api import fleet, policies
+from bpfleet_api.changes import Changes, NotFound
 from bpfleet_api.deps import Admin, Downloader, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Artifact
 from bpfleet_api.routes._changes import wake
@@ -44,7 +45,7 @@ def upload(
     artifact = fleet.store_artifact(
         session, object, manifest, signature, signing.TrustStore.from_paths(settings.trust)
     )
-    changes = policies.sync(session) if artifact.name == POLICY_ARTIFACT else fleet.Changes()
+    changes = policies.sync(session) if artifact.name == POLICY_ARTIFACT else Changes()
     session.commit()
     wake(request, changes)
     return artifact_view(artifact)
@@ -64,7 +65,7 @@ def list_artifacts(session: SessionDep, _: Reader) -> list[ArtifactView]:
 def get_artifact(digest: Sha256Hex, session: SessionDep, _: Reader) -> ArtifactView:
     artifact = session.get(Artifact, digest)
     if artifact is None:
-        raise fleet.NotFound(f"no artifact with digest {digest}")
+        raise NotFound(f"no artifact with digest {digest}")
     return artifact_view(artifact)
 
 
@@ -82,7 +83,7 @@ def download(
     """The artifact's files byte for byte, for agents to verify themselves."""
     artifact = session.get(Artifact, digest)
     if artifact is None:
-        raise fleet.NotFound(f"no artifact with digest {digest}")
+        raise NotFound(f"no artifact with digest {digest}")
     return Response(getattr(artifact, part), media_type="application/octet-stream")
 
 

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/programs", tags=["programs"])
 
 def program_view(session: Session, program: Program) -> ProgramView:
     summary = fleet.summarize(session, program)
-    rollout = fleet._latest_rollout(session, program.name)
+    rollout = fleet.latest_rollout(session, program.name)
     return ProgramView(
         name=program.name,
         generation=program.generation,
