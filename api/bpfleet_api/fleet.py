@@ -346,6 +346,31 @@ def list_artifacts(session: Session) -> list[Artifact]:
     )
 
 
+def artifact_by_digest(session: Session, digest: str) -> Artifact:
+    """An artifact's metadata and manifest, without its object and signature."""
+    found = session.exec(
+        select(Artifact)
+        .options(defer(Artifact.object), defer(Artifact.signature))  # type: ignore[arg-type]
+        .where(Artifact.digest == digest)
+    ).first()
+    if found is None:
+        raise NotFound(f"no artifact with digest {digest}")
+    return found
+
+
+def artifact_file(
+    session: Session, digest: str, part: Literal["object", "manifest", "signature"]
+) -> bytes:
+    """One file of an artifact, the only column read."""
+    column = {"object": Artifact.object, "manifest": Artifact.manifest}.get(
+        part, Artifact.signature
+    )
+    content = session.exec(select(column).where(Artifact.digest == digest)).first()
+    if content is None:
+        raise NotFound(f"no artifact with digest {digest}")
+    return content
+
+
 def collect_garbage(session: Session) -> list[str]:
     """Delete artifacts no program revision refers to, keeping the policy datapath: the
     newest ``netpol`` and any a node's policy part names; return their digests."""

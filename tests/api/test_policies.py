@@ -28,7 +28,7 @@ class Node:
         api: services.Api,
         features: FeatureReport,
         labels: dict[str, str] | None = None,
-        pod_cidrs: tuple[str, ...] = ("10.0.0.0/8",),
+        pod_cidrs: tuple[str, ...] | None = ("10.0.0.0/8",),
     ) -> None:
         self.api, self.name = api, f"pol-{uuid.uuid4().hex[:8]}"
         with api.client(api.bootstrap_token) as client:
@@ -45,9 +45,10 @@ class Node:
         assert response.status_code == 200, response.text
         self.token = response.json()["token"]
         self.revision = 0
-        with api.client() as admin:
-            cidrs = admin.put(f"/v1/nodes/{self.name}/pod-cidrs", json={"podCIDRs": pod_cidrs})
-        assert cidrs.status_code == 200, cidrs.text
+        if pod_cidrs is not None:
+            with api.client() as admin:
+                cidrs = admin.put(f"/v1/nodes/{self.name}/pod-cidrs", json={"podCIDRs": pod_cidrs})
+            assert cidrs.status_code == 200, cidrs.text
 
     def declare(self, *endpoints: dict[str, Any], namespaces: Any = None) -> Any:
         with self.api.client(self.token) as client:
