@@ -361,7 +361,7 @@ def up(
         )
         typer.echo(
             f"""
-bpfleet is up: {api_url}  (OpenAPI: {api_url}/docs)
+bpfleet is up: {api_url}  (OpenAPI: {api_url}/openapi.json, with the token)
   admin token in {workdir}/admin-token
 
 {gitops}
