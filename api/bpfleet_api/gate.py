@@ -11,7 +11,6 @@ caller is anyone at all.
 from __future__ import annotations
 
 import json
-import logging
 
 from fastapi import HTTPException, status
 from fastapi.concurrency import run_in_threadpool
@@ -23,8 +22,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bpfleet_api import db, deps, security
 from bpfleet_api.models import Role
 from bpfleet_api.settings import get_settings
-
-log = logging.getLogger(__name__)
 
 # Open without a credential: liveness, and signing in (whose body carries the token).
 OPEN_ROUTES = frozenset({("GET", "/healthz"), ("HEAD", "/healthz"), ("POST", "/v1/session")})

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
+from bpfleet_api.changes import Invalid
 from bpfleet_api.models import Node, Role, Token, aware, utcnow
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,15 @@ def mint(
     row = Token(name=name, role=role, digest=digest(secret), node=node, expires_at=expires_at)
     session.add(row)
     return secret, row
+
+
+def expiry(at: datetime | None, in_seconds: int | None) -> datetime | None:
+    """When a token being minted expires (never: None); refuses a time already past."""
+    now = utcnow()
+    expires = now + timedelta(seconds=in_seconds) if in_seconds is not None else at
+    if expires is not None and expires <= now:
+        raise Invalid(f"expiresAt {expires.isoformat()} is in the past")
+    return expires
 
 
 def ensure(session: Session, name: str, role: Role, secret: str) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from bpfleet_api import security
-from bpfleet_api.changes import Invalid, NotFound
+from bpfleet_api.changes import NotFound
 from bpfleet_api.deps import Admin, SessionDep
-from bpfleet_api.models import Role, Token, aware, utcnow
+from bpfleet_api.models import Role, Token, aware
 from bpfleet_api.routes._changes import revoked
 from bpfleet_api.views import TokenRequest, TokenResult, TokenView
 
@@ -21,12 +20,7 @@ TokenId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 @router.post("", status_code=201)
 def create_token(request: TokenRequest, session: SessionDep, _: Admin) -> TokenResult:
     """Mint a token, valid until revoked or until it expires; its secret is shown once."""
-    now = utcnow()
-    expires = request.expires_at
-    if request.expires_in_seconds is not None:
-        expires = now + timedelta(seconds=request.expires_in_seconds)
-    if expires is not None and expires <= now:
-        raise Invalid(f"expiresAt {expires.isoformat()} is in the past")
+    expires = security.expiry(request.expires_at, request.expires_in_seconds)
     secret, row = security.mint(session, request.name, Role(request.role), expires_at=expires)
     session.commit()
     assert row.id is not None  # set by the commit
