@@ -28,7 +28,8 @@ class NodeView(View):
         description="Set by an admin (PUT /labels; the operator: the Kubernetes Node's)."
     )
     pod_cidrs: list[str] | None = Field(
-        description="Where the agent may declare endpoints; null until an admin sets them."
+        alias="podCIDRs",
+        description="Where the agent may declare endpoints; null until an admin sets them.",
     )
     kernel_release: str
     readiness: Literal["Ready", "NotReady", "Unknown"]

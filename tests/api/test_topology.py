@@ -109,7 +109,7 @@ def test_an_agent_declares_endpoints_only_inside_its_pod_cidrs(
     with api.client() as admin:
         # Nothing of a refused declaration is stored, not even its valid endpoint.
         assert admin.get(f"/v1/nodes/{second.name}").json()["endpoints"] == []
-        assert admin.get(f"/v1/nodes/{first.name}").json()["podCidrs"] == [
+        assert admin.get(f"/v1/nodes/{first.name}").json()["podCIDRs"] == [
             "10.61.1.0/24",
             "fd00:61::/64",
         ]
@@ -121,7 +121,7 @@ def test_an_agent_declares_endpoints_only_inside_its_pod_cidrs(
         # New ranges: what was declared outside them leaves the topology.
         moved = admin.put(f"/v1/nodes/{first.name}/pod-cidrs", json={"podCIDRs": ["10.62.0.0/24"]})
         assert moved.status_code == 200
-        assert moved.json()["podCidrs"] == ["10.62.0.0/24"]
+        assert moved.json()["podCIDRs"] == ["10.62.0.0/24"]
         for bad in (["10.61.1.1/24"], ["nope"], ["10.0.0.0/8"] * 17):
             assert (
                 admin.put(f"/v1/nodes/{first.name}/pod-cidrs", json={"podCIDRs": bad}).status_code
