@@ -96,12 +96,13 @@ def test_texts_are_clipped_lists_capped_and_revisions_kept_to_what_was_sent(
     assert stored["verifierLog"].endswith("the end")  # the end of a log says why
 
     # Heartbeats are held to the revision sent too.
+    with api.client() as client:
+        before = client.get(f"/v1/nodes/{node.name}").json()["lastHeartbeat"]
     with api.client(node.token) as client:
         assert (
             client.post("/v1/agent/heartbeat", json={"revision": MAX_REVISION}).status_code == 204
         )
     with api.client() as client:
-        before = client.get(f"/v1/nodes/{node.name}").json()["lastHeartbeat"]
         beaten = eventually(
             lambda: (
                 (now := client.get(f"/v1/nodes/{node.name}").json())["lastHeartbeat"] != before
