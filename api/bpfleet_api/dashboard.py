@@ -15,7 +15,7 @@ from typing import Literal
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from bpfleet_api import fleet, gitsources, policies
+from bpfleet_api import changes, fleet, gitsources, policies
 from bpfleet_api.models import (
     GitSourceRecord,
     Node,
@@ -70,7 +70,9 @@ def node_page(
     the columns that filter and sort are read for every node; whole rows for the page."""
     descending, key = query.sort.startswith("-"), query.sort.removeprefix("-")
     if key not in NODE_SORTS:
-        raise fleet.Invalid(f"cannot sort nodes by {key!r}; choose one of {', '.join(NODE_SORTS)}")
+        raise changes.Invalid(
+            f"cannot sort nodes by {key!r}; choose one of {', '.join(NODE_SORTS)}"
+        )
     rows = session.execute(
         sa_select(
             col(Node.name),
@@ -142,7 +144,7 @@ def program_rows(session: Session, programs: Iterable[Program]) -> list[ProgramR
     rows = []
     for program in programs:
         summary = fleet.summarize(session, program)
-        rollout = fleet._latest_rollout(session, program.name)
+        rollout = fleet.latest_rollout(session, program.name)
         rows.append(
             ProgramRow(program, summary, rollout, program_status(summary, rollout, program.killed))
         )
@@ -331,7 +333,7 @@ def fits(session: Session, node: Node, report: features.FeatureReport) -> list[F
         spec = BpfProgramSpec.model_validate(program.spec)
         try:
             manifest = fleet.manifest_of(fleet.find_artifact(session, spec.artifact))
-        except fleet.NotFound as error:
+        except changes.NotFound as error:
             found.append(
                 Fit(
                     program.name,

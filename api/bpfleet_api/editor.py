@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from sqlmodel import Session, col, select
 
 from bpfleet_api import policies
-from bpfleet_api.fleet import Invalid
+from bpfleet_api.changes import Invalid
 from bpfleet_api.models import Policy
 from bpfleet_core.netpol import connectivity, drafting, flowtests, models, validating
 

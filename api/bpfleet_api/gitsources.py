@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from bpfleet_api.fleet import NotFound
+from bpfleet_api.changes import NotFound
 from bpfleet_api.models import GitSourceRecord, ReconcileRequest, aware
 from bpfleet_api.views import parse_time
 from bpfleet_core.resources import (

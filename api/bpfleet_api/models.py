@@ -50,6 +50,11 @@ class Token(SQLModel, table=True):
         index=True,
         description="For browser sessions: the token exchanged for it, whose fate it shares.",
     )
+    configured: bool = Field(
+        default=False,
+        description="Made from a setting (the admin or bootstrap token): a changed setting "
+        "revokes the previous one of its name at start-up.",
+    )
     created_at: datetime = _timestamp(default_factory=utcnow)
     expires_at: datetime | None = _timestamp(default=None)
     revoked_at: datetime | None = _timestamp(default=None)
@@ -60,7 +65,28 @@ class Token(SQLModel, table=True):
 
 class Node(SQLModel, table=True):
     name: str = Field(primary_key=True)
-    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        sa_type=JSON,
+        description="What node selectors see: agent labels, overridden by admin labels.",
+    )
+    agent_labels: dict[str, str] = Field(
+        default_factory=dict, sa_type=JSON, description="Declared by the agent at registration."
+    )
+    admin_labels: dict[str, str] = Field(
+        default_factory=dict,
+        sa_type=JSON,
+        description="Set by an admin (the operator copies the Kubernetes Node's labels).",
+    )
+    key_digest: str | None = Field(
+        default=None,
+        description="sha256 of the node key: the secret that lets the node register again.",
+    )
+    pod_cidrs: list[str] | None = Field(
+        default=None,
+        sa_type=JSON,
+        description="Set by an admin: the only ranges the agent may declare endpoints in.",
+    )
     kernel_release: str = ""
     registered_at: datetime = _timestamp(default_factory=utcnow)
     last_heartbeat: datetime | None = _timestamp(default=None)
@@ -70,6 +96,13 @@ class Node(SQLModel, table=True):
     applied_revision: int = Field(
         default=0, sa_type=BigInteger, description="The revision the agent last applied."
     )
+
+
+class NodeTombstone(SQLModel, table=True):
+    """A node an admin deleted: its name registers again only once an admin allows it."""
+
+    name: str = Field(primary_key=True)
+    deleted_at: datetime = _timestamp(default_factory=utcnow)
 
 
 class NodeFeatures(SQLModel, table=True):
@@ -188,11 +221,28 @@ class Policy(SQLModel, table=True):
 
 
 class NodeEndpoints(SQLModel, table=True):
-    """What a node's agent declared last: its endpoints and their namespaces' labels."""
+    """What a node's agent declared last: its endpoints, each inside the node's pod CIDRs."""
 
     node: str = Field(primary_key=True)
     endpoints: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
-    namespaces: dict[str, dict[str, str]] = Field(default_factory=dict, sa_type=JSON)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class NodeWorkloads(SQLModel, table=True):
+    """The workloads an admin says run on a node (the operator sends the node's pods).
+    Once set, they are the node's entries in the topology; the agent adds interfaces only."""
+
+    node: str = Field(primary_key=True)
+    workloads: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class Namespace(SQLModel, table=True):
+    """A namespace's labels, set by an admin: the only source of namespace labels that
+    namespaceSelector peers are matched against."""
+
+    name: str = Field(primary_key=True)
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
     updated_at: datetime = _timestamp(default_factory=utcnow)
 
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
 
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.manifests import Manifest
-from bpfleet_core.protocol import Endpoint, LinkReport, PolicyReport, ProgramStats
+from bpfleet_core.protocol import BoundedLabels, Endpoint, LinkReport, PolicyReport, ProgramStats
 from bpfleet_core.resources import (
     BpfProgramSpec,
     Condition,
     GitSourceSpec,
     GitSourceStatus,
-    Labels,
     LabelSelector,
     SourceError,
 )
@@ -28,7 +27,17 @@ class View(BaseModel):
 
 class NodeView(View):
     name: str
-    labels: dict[str, str]
+    labels: dict[str, str] = Field(
+        description="What node selectors see: agentLabels, with adminLabels over them."
+    )
+    agent_labels: dict[str, str] = Field(description="Declared by the agent at registration.")
+    admin_labels: dict[str, str] = Field(
+        description="Set by an admin (PUT /labels; the operator: the Kubernetes Node's)."
+    )
+    pod_cidrs: list[str] | None = Field(
+        alias="podCIDRs",
+        description="Where the agent may declare endpoints; null until an admin sets them.",
+    )
     kernel_release: str
     readiness: Literal["Ready", "NotReady", "Unknown"]
     last_heartbeat: datetime | None
@@ -62,7 +71,18 @@ class NodeDetail(NodeView):
 
 
 class LabelsUpdate(View):
-    labels: Labels
+    labels: BoundedLabels
+
+
+class NamespaceView(View):
+    name: str
+    labels: dict[str, str]
+    updated_at: datetime
+
+
+class TombstoneView(View):
+    name: str = Field(description="A deleted node's name, refused at registration.")
+    deleted_at: datetime
 
 
 class SummaryView(View):
@@ -183,15 +203,46 @@ class ValidateResult(View):
     problems: list[str]
 
 
+# Tokens live at most ten years; a date beyond that is a mistake, not a wish.
+MAX_TOKEN_SECONDS = 10 * 365 * 24 * 3600
+
+
 class TokenRequest(View):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
     role: Literal["admin", "ci", "viewer", "proposer", "bootstrap"]
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="When the token stops working; never, if neither is set."
+    )
+    expires_in_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_TOKEN_SECONDS, description="Or: this long from now."
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> TokenRequest:
+        if self.expires_at is not None and self.expires_in_seconds is not None:
+            raise ValueError("give expiresAt or expiresInSeconds, not both")
+        return self
 
 
 class TokenResult(View):
+    id: int
     name: str
     role: str
     token: str
+    expires_at: datetime | None
+
+
+class TokenView(View):
+    """A token as listed: never its secret, nor its digest."""
+
+    id: int
+    name: str
+    role: str
+    node: str | None = Field(description="The node of an agent token.")
+    session_of: int | None = Field(description="For a browser session: the token it opened.")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
 
 
 class SessionRequest(View):

@@ -48,6 +48,11 @@ def tokens(
     minted["node"], minted["other_node"] = nodes[0][0], nodes[1][0]
     minted["other_agent"] = nodes[1][1]
     minted["artifact"] = upload(api, signed_catalog, "syscount")
+    newcomer = f"roles-new-{uuid.uuid4().hex[:6]}"
+    minted["registration"] = {
+        "node": newcomer,
+        "features": recorded_features.model_copy(update={"node": newcomer}).model_dump(mode="json"),
+    }
     return minted
 
 
@@ -69,6 +74,16 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("GET", "/v1/nodes", {}, READ),
         ("GET", f"/v1/nodes/{node}", {}, READ),
         ("PUT", f"/v1/nodes/{node}/labels", {"json": {"labels": {"zone": "a"}}}, {"admin"}),
+        ("PUT", f"/v1/nodes/{node}/pod-cidrs", {"json": {"podCIDRs": ["10.9.0.0/24"]}}, {"admin"}),
+        ("PUT", f"/v1/nodes/{node}/workloads", {"json": {"workloads": []}}, {"admin"}),
+        ("GET", "/v1/node-tombstones", {}, READ),
+        ("DELETE", "/v1/node-tombstones/nobody", {}, {"admin"}),
+        ("GET", "/v1/namespaces", {}, READ),
+        ("PUT", "/v1/namespaces/roles", {"json": {"labels": {"team": "a"}}}, {"admin"}),
+        ("DELETE", "/v1/namespaces/roles", {}, {"admin"}),
+        ("GET", "/openapi.json", {}, READ),
+        ("GET", "/docs", {}, READ),
+        ("GET", "/redoc", {}, READ),
         ("GET", "/v1/artifacts", {}, READ),
         ("GET", f"/v1/artifacts/{digest}", {}, READ),
         ("GET", f"/v1/artifacts/{digest}/object", {}, READ | {"agent"}),
@@ -90,6 +105,11 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("POST", "/v1/validate", {"json": {"spec": spec}}, {"admin", "ci"}),
         ("POST", "/v1/preflight", {"json": {"spec": spec}}, {"admin", "ci"}),
         ("POST", "/v1/tokens", {"json": {"name": "t", "role": "viewer"}}, {"admin"}),
+        ("GET", "/v1/tokens", {}, {"admin"}),
+        ("DELETE", "/v1/tokens/999999", {}, {"admin"}),
+        # A new name: an admin registers it; the bootstrap token then finds it taken
+        # (409, not a refusal of the role); an agent token registers only its own node.
+        ("POST", "/v1/agent/register", {"json": tokens["registration"]}, {"admin", "bootstrap"}),
         ("GET", "/metrics", {}, READ),
         ("GET", "/v1/agent/assignments", {"params": {"wait": 0}}, {"agent"}),
         ("POST", "/v1/agent/status", {"json": report}, {"agent"}),
@@ -142,11 +162,27 @@ def test_role_matrix(api: services.Api, tokens: dict[str, Any]) -> None:
     assert failures == []
 
 
-def test_only_health_is_open(api: services.Api) -> None:
+def test_only_health_sign_in_and_the_dashboards_files_are_open(api: services.Api) -> None:
     import httpx
 
     assert httpx.get(f"{api.url}/healthz").status_code == 200
-    for path in ("/v1/nodes", "/v1/programs", "/v1/policies", "/metrics", "/v1/agent/assignments"):
+    # The dashboard's page and scripts load without a token (they hold no fleet data)...
+    for path in ("/", "/ui", "/ui/", "/ui/nodes"):
+        assert httpx.get(f"{api.url}{path}").status_code != 401, path
+    # ...but only to be read.
+    assert httpx.post(f"{api.url}/ui/x", content=b"x" * 100).status_code == 401
+    for path in (
+        "/v1/nodes",
+        "/v1/programs",
+        "/v1/policies",
+        "/v1/tokens",
+        "/v1/namespaces",
+        "/metrics",
+        "/v1/agent/assignments",
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+    ):
         assert httpx.get(f"{api.url}{path}").status_code == 401, path
 
 

@@ -179,10 +179,12 @@ def test_node_labels_follow_kubernetes(
 
     def labels() -> dict[str, str] | None:
         with api.client() as client:
-            found = dict(client.get(f"/v1/nodes/{name}").json()["labels"])
-        return found if found == {"zone": "a"} else None
+            found = client.get(f"/v1/nodes/{name}").json()
+        return found if found["adminLabels"] == {"zone": "a"} else None
 
-    wait_for(labels, 30, "the node's labels to be synced")
+    found = wait_for(labels, 30, "the node's labels to be synced")
+    # Selectors see both, the operator's (Kubernetes') over the agent's.
+    assert found["labels"] == {"from": "agent", "zone": "a"}
 
 
 def test_node_labels_come_back_after_the_agent_registers_again(
@@ -192,7 +194,7 @@ def test_node_labels_come_back_after_the_agent_registers_again(
     tmp_path: Path,
 ) -> None:
     name = f"again-{uuid.uuid4().hex[:6]}"
-    ProtocolClient(api, name, {}, recorded_features)
+    agent = ProtocolClient(api, name, {}, recorded_features)
     cluster.create(
         "nodes",
         {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"zone": "b"}}},
@@ -204,11 +206,17 @@ def test_node_labels_come_back_after_the_agent_registers_again(
 
     with operator(api, cluster.url, tmp_path, resync_seconds=1):
         wait_for(lambda: labels() == {"zone": "b"}, 30, "the node's labels to be synced")
-        # A lost state directory, a restored database: the agent registers again, and
-        # registration replaces the labels with its own.
-        ProtocolClient(api, name, {"from": "agent"}, recorded_features)
-        assert labels() == {"from": "agent"}
-        wait_for(lambda: labels() == {"zone": "b"}, 30, "the labels to be synced again")
+        # A lost token, a restored database: the agent registers again (with its node
+        # key), declaring labels of its own; the operator's stay.
+        ProtocolClient(api, name, {"from": "agent"}, recorded_features, node_key=agent.node_key)
+        assert labels() == {"from": "agent", "zone": "b"}
+        # An admin's labels wiped by hand (say, an API restored from an old backup) are
+        # pushed again by the operator's resync.
+        with api.client() as client:
+            assert client.put(f"/v1/nodes/{name}/labels", json={"labels": {}}).status_code == 200
+        wait_for(
+            lambda: labels() == {"from": "agent", "zone": "b"}, 30, "the labels to be synced again"
+        )
 
 
 def git_source(name: str, namespace: str, url: str, **spec: Any) -> dict[str, Any]:
@@ -422,6 +430,10 @@ def test_a_network_policy_reaches_the_fleet_and_its_finalizer_waits_for_removal(
             }
         ]
     }
+    ip = endpoints["endpoints"][0]["ip"]
+    with api.client() as admin:  # agents declare endpoints only inside their pod CIDRs
+        cidrs = {"podCIDRs": [f"{ip}/32"]}
+        assert admin.put(f"/v1/nodes/{node.name}/pod-cidrs", json=cidrs).status_code == 200
     with api.client(node.token) as client:
         assert client.put("/v1/agent/endpoints", json=endpoints).status_code == 204
     policy = {

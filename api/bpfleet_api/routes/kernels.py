@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from bpfleet_api import dashboard, fleet
+from bpfleet_api import changes, dashboard
 from bpfleet_api.deps import Reader, SessionDep, SettingsDep
 from bpfleet_api.models import utcnow
 from bpfleet_api.routes._paging import TOTAL_HEADER, TOTAL_RESPONSES
@@ -64,9 +64,9 @@ def compare(a: NodeName, b: NodeName, session: SessionDep, _: Reader) -> KernelC
     """What each of two nodes' kernels has that the other's lacks, by feature group."""
     reports = dashboard.reports_of(session, (a, b))
     for name in (a, b):
-        fleet.get_node(session, name)
+        changes.get_node(session, name)
         if name not in reports:
-            raise fleet.NotFound(f"node {name} has not reported its kernel's features")
+            raise changes.NotFound(f"node {name} has not reported its kernel's features")
     groups = dashboard.compare(reports[a], reports[b])
     return KernelComparison(
         a=a,

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session, col, select
 
-from bpfleet_api import dashboard, fleet, gitsources, rollouts
+from bpfleet_api import changes, dashboard, fleet, gitsources, rollouts
 from bpfleet_api.deps import Admin, Reader, SessionDep
 from bpfleet_api.models import Event, NodeProgramStatus, Program, ProgramRevision, aware, utcnow
 from bpfleet_api.routes._changes import start_rollout, wake
@@ -130,12 +130,12 @@ def program_progress(name: ProgramName, session: SessionDep, _: Reader) -> Rollo
     """The latest rollout as steps: which is current, the bake left, the failure budget
     used (Incompatible nodes do not count against it)."""
     fleet.get_program(session, name)
-    rollout = fleet._latest_rollout(session, name)
+    rollout = fleet.latest_rollout(session, name)
     if rollout is None:
-        raise fleet.NotFound(f"program {name} has had no rollout")
+        raise changes.NotFound(f"program {name} has had no rollout")
     revision = session.get(ProgramRevision, (name, rollout.to_generation))
     if revision is None:
-        raise fleet.NotFound(f"program {name} generation {rollout.to_generation} is gone")
+        raise changes.NotFound(f"program {name} generation {rollout.to_generation} is gone")
     strategy = BpfProgramSpec.model_validate(revision.spec).rollout
     selected = fleet.selected_nodes(
         session, BpfProgramSpec.model_validate(revision.spec).node_selector
