@@ -50,7 +50,8 @@ export interface paths {
         };
         /**
          * Assignments
-         * @description This node's desired state once it is newer than ``after`` (long-poll).
+         * @description This node's desired state once its revision differs from ``after`` (long-poll):
+         *     newer, or older after the API's database was restored from a backup.
          */
         get: operations["assignments_v1_agent_assignments_get"];
         put?: never;
@@ -71,8 +72,10 @@ export interface paths {
         get?: never;
         /**
          * Put Endpoints
-         * @description This node's endpoints (its workloads) and their namespaces' labels, replacing what
-         *     it declared before; 409 when another node holds one of them or its IP.
+         * @description This node's endpoints (its workloads), replacing what it declared before. Each
+         *     IP must lie inside the node's pod CIDRs (422 names the ones outside); 409 when
+         *     another node holds one of them or its IP. Namespace labels sent here are ignored:
+         *     they come from ``/v1/namespaces``.
          */
         put: operations["put_endpoints_v1_agent_endpoints_put"];
         post?: never;
@@ -133,7 +136,9 @@ export interface paths {
         put?: never;
         /**
          * Register
-         * @description Register (or re-register) a node; returns its credential, replacing any older one.
+         * @description Register a node: a new name with the bootstrap token; a registered one again with
+         *     its node key (or its own token), or by an admin. Returns a new credential (older ones
+         *     are revoked) and the node key to keep.
          */
         post: operations["register_v1_agent_register_post"];
         delete?: never;
@@ -166,7 +171,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Artifacts */
+        /**
+         * List Artifacts
+         * @description Every artifact's metadata and manifest (its files are downloads of their own).
+         */
         get: operations["list_artifacts_v1_artifacts_get"];
         put?: never;
         /**
@@ -382,6 +390,88 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/namespaces": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Namespaces */
+        get: operations["list_namespaces_v1_namespaces_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/namespaces/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Put Namespace
+         * @description Set a namespace's labels; ``kubernetes.io/metadata.name`` is added, always the
+         *     namespace's name. Nodes whose policies resolve peers by namespace get the change.
+         */
+        put: operations["put_namespace_v1_namespaces__name__put"];
+        post?: never;
+        /**
+         * Delete Namespace
+         * @description Forget a namespace's labels (its pods' namespace then carries only its name).
+         */
+        delete: operations["delete_namespace_v1_namespaces__name__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/node-tombstones": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Tombstones
+         * @description Deleted nodes whose names may not register again.
+         */
+        get: operations["list_tombstones_v1_node_tombstones_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/node-tombstones/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Lift Tombstone
+         * @description Let a deleted node's name register again (with the bootstrap token).
+         */
+        delete: operations["lift_tombstone_v1_node_tombstones__name__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/nodes": {
         parameters: {
             query?: never;
@@ -416,8 +506,8 @@ export interface paths {
         post?: never;
         /**
          * Delete Node
-         * @description Forget a node and revoke its credential (its kernel keeps what it runs). Its
-         *     endpoints leave the fleet topology, which other nodes' policies may resolve.
+         * @description Forget a node and revoke its credentials (its kernel keeps what it runs). The
+         *     name cannot register again until an admin lifts its tombstone.
          */
         delete: operations["delete_node_v1_nodes__name__delete"];
         options?: never;
@@ -435,9 +525,32 @@ export interface paths {
         get?: never;
         /**
          * Set Labels
-         * @description Replace a node's labels (the operator keeps them in step with Kubernetes Nodes).
+         * @description Replace the labels an admin sets for a node (the operator keeps them in step with
+         *     the Kubernetes Node). Selectors see them over the ones its agent declares, which a
+         *     registration replaces without touching these.
          */
         put: operations["set_labels_v1_nodes__name__labels_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/nodes/{name}/pod-cidrs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set Pod Cidrs
+         * @description Set the node's pod CIDRs (a Kubernetes Node's ``spec.podCIDRs``): its agent may
+         *     declare endpoint IPs only inside them.
+         */
+        put: operations["set_pod_cidrs_v1_nodes__name__pod_cidrs_put"];
         post?: never;
         delete?: never;
         options?: never;
@@ -459,6 +572,29 @@ export interface paths {
          */
         get: operations["node_preflight_v1_nodes__name__preflight_get"];
         put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/nodes/{name}/workloads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set Workloads
+         * @description Set what runs on the node (the operator sends the pods Kubernetes runs there).
+         *     From then on these are the node's entries in the policy topology, labels and ports
+         *     from here; its agent only supplies each one's interface (matched by namespace/name
+         *     and IP), and endpoints it declares beyond these are ignored.
+         */
+        put: operations["set_workloads_v1_nodes__name__workloads_put"];
         post?: never;
         delete?: never;
         options?: never;
@@ -874,14 +1010,39 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List Tokens
+         * @description Tokens (agents' and browser sessions' too), oldest first; never their secrets.
+         */
+        get: operations["list_tokens_v1_tokens_get"];
         put?: never;
         /**
          * Create Token
-         * @description Mint a token; its secret is shown once.
+         * @description Mint a token, valid until revoked or until it expires; its secret is shown once.
          */
         post: operations["create_token_v1_tokens_post"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tokens/{token_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke Token
+         * @description Revoke a token, and the browser sessions opened with it; an agent token stops
+         *     working in every API process at once. Revoking a revoked token changes nothing.
+         */
+        delete: operations["revoke_token_v1_tokens__token_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1387,7 +1548,7 @@ export interface components {
         };
         /**
          * Endpoint
-         * @description One workload on a node (a pod, in Kubernetes terms), as the node declares it.
+         * @description A workload as its node's agent declares it: with the host side of its veth.
          */
         Endpoint: {
             /**
@@ -1410,7 +1571,8 @@ export interface components {
         };
         /**
          * EndpointSet
-         * @description A node's endpoints, and labels of their namespaces (the endpoints file's form).
+         * @description A node's endpoints (the endpoints file's form). ``namespaces`` is read from the
+         *     file but ignored by the API: namespace labels come from an admin (``/v1/namespaces``).
          */
         EndpointSet: {
             /** Endpoints */
@@ -2304,8 +2466,36 @@ export interface components {
              */
             protocol: "TCP" | "UDP" | "SCTP";
         };
+        /** NamespaceView */
+        NamespaceView: {
+            /** Labels */
+            labels: {
+                [key: string]: string;
+            };
+            /** Name */
+            name: string;
+            /**
+             * Updatedat
+             * Format: date-time
+             */
+            updatedAt: string;
+        };
         /** NodeDetail */
         NodeDetail: {
+            /**
+             * Adminlabels
+             * @description Set by an admin (PUT /labels; the operator: the Kubernetes Node's).
+             */
+            adminLabels: {
+                [key: string]: string;
+            };
+            /**
+             * Agentlabels
+             * @description Declared by the agent at registration.
+             */
+            agentLabels: {
+                [key: string]: string;
+            };
             /** Appliedrevision */
             appliedRevision: number;
             /** Desiredrevision */
@@ -2315,7 +2505,10 @@ export interface components {
             features: components["schemas"]["FeatureReport"] | null;
             /** Kernelrelease */
             kernelRelease: string;
-            /** Labels */
+            /**
+             * Labels
+             * @description What node selectors see: agentLabels, with adminLabels over them.
+             */
             labels: {
                 [key: string]: string;
             };
@@ -2323,6 +2516,11 @@ export interface components {
             lastHeartbeat: string | null;
             /** Name */
             name: string;
+            /**
+             * Podcidrs
+             * @description Where the agent may declare endpoints; null until an admin sets them.
+             */
+            podCIDRs: string[] | null;
             /** @description What the node's policy datapath enforces, as last reported. */
             policy?: components["schemas"]["PolicyReport"] | null;
             /** Programs */
@@ -2428,13 +2626,30 @@ export interface components {
         };
         /** NodeView */
         NodeView: {
+            /**
+             * Adminlabels
+             * @description Set by an admin (PUT /labels; the operator: the Kubernetes Node's).
+             */
+            adminLabels: {
+                [key: string]: string;
+            };
+            /**
+             * Agentlabels
+             * @description Declared by the agent at registration.
+             */
+            agentLabels: {
+                [key: string]: string;
+            };
             /** Appliedrevision */
             appliedRevision: number;
             /** Desiredrevision */
             desiredRevision: number;
             /** Kernelrelease */
             kernelRelease: string;
-            /** Labels */
+            /**
+             * Labels
+             * @description What node selectors see: agentLabels, with adminLabels over them.
+             */
             labels: {
                 [key: string]: string;
             };
@@ -2442,6 +2657,11 @@ export interface components {
             lastHeartbeat: string | null;
             /** Name */
             name: string;
+            /**
+             * Podcidrs
+             * @description Where the agent may declare endpoints; null until an admin sets them.
+             */
+            podCIDRs: string[] | null;
             /**
              * Readiness
              * @enum {string}
@@ -2501,6 +2721,14 @@ export interface components {
             ports: string;
             /** Reach */
             reach: string;
+        };
+        /**
+         * PodCidrs
+         * @description The address ranges of a node's pods (a Kubernetes Node's ``spec.podCIDRs``).
+         */
+        PodCidrs: {
+            /** Podcidrs */
+            podCIDRs: (string)[];
         };
         /** PolicyCounts */
         PolicyCounts: {
@@ -2728,7 +2956,7 @@ export interface components {
             updatedAt: string;
             /**
              * Verifierlog
-             * @description Excerpt, on LoadFailed.
+             * @description Excerpt, on LoadFailed (its end, if long).
              */
             verifierLog?: string | null;
         };
@@ -2843,11 +3071,21 @@ export interface components {
             };
             /** Node */
             node: string;
+            /**
+             * Nodekey
+             * @description The node key a registration returned: registering a taken name needs it.
+             */
+            nodeKey?: string | null;
         };
         /** RegistrationResult */
         RegistrationResult: {
             /** Node */
             node: string;
+            /**
+             * Nodekey
+             * @description The node key to keep (mode 0600) and send when registering again.
+             */
+            nodeKey: string;
             /**
              * Token
              * @description This node's credential; shown once.
@@ -3246,6 +3484,16 @@ export interface components {
         };
         /** TokenRequest */
         TokenRequest: {
+            /**
+             * Expiresat
+             * @description When the token stops working; never, if neither is set.
+             */
+            expiresAt?: string | null;
+            /**
+             * Expiresinseconds
+             * @description Or: this long from now.
+             */
+            expiresInSeconds?: number | null;
             /** Name */
             name: string;
             /**
@@ -3256,12 +3504,60 @@ export interface components {
         };
         /** TokenResult */
         TokenResult: {
+            /** Expiresat */
+            expiresAt: string | null;
+            /** Id */
+            id: number;
             /** Name */
             name: string;
             /** Role */
             role: string;
             /** Token */
             token: string;
+        };
+        /**
+         * TokenView
+         * @description A token as listed: never its secret, nor its digest.
+         */
+        TokenView: {
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /** Expiresat */
+            expiresAt: string | null;
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /**
+             * Node
+             * @description The node of an agent token.
+             */
+            node: string | null;
+            /** Revokedat */
+            revokedAt: string | null;
+            /** Role */
+            role: string;
+            /**
+             * Sessionof
+             * @description For a browser session: the token it opened.
+             */
+            sessionOf: number | null;
+        };
+        /** TombstoneView */
+        TombstoneView: {
+            /**
+             * Deletedat
+             * Format: date-time
+             */
+            deletedAt: string;
+            /**
+             * Name
+             * @description A deleted node's name, refused at registration.
+             */
+            name: string;
         };
         /** TopologyPageView */
         TopologyPageView: {
@@ -3381,6 +3677,32 @@ export interface components {
             ports?: {
                 [key: string]: unknown;
             }[];
+        };
+        /**
+         * Workload
+         * @description One workload on a node (a pod, in Kubernetes terms): what the topology holds.
+         */
+        Workload: {
+            /** Ip */
+            ip: string;
+            /** Labels */
+            labels?: {
+                [key: string]: string;
+            };
+            /** Name */
+            name: string;
+            /** Namespace */
+            namespace: string;
+            /** Ports */
+            ports?: components["schemas"]["ContainerPort"][];
+        };
+        /**
+         * WorkloadSet
+         * @description What runs on a node, as an admin (the operator, from Kubernetes) says.
+         */
+        WorkloadSet: {
+            /** Workloads */
+            workloads: components["schemas"]["Workload"][];
         };
     };
     responses: never;
@@ -3586,6 +3908,20 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["RegistrationResult"];
                 };
+            };
+            /** @description The name was deleted by an admin, or is another node's. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The name is registered, and the caller cannot prove it is it. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {
@@ -4019,6 +4355,139 @@ export interface operations {
             };
         };
     };
+    list_namespaces_v1_namespaces_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NamespaceView"][];
+                };
+            };
+        };
+    };
+    put_namespace_v1_namespaces__name__put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LabelsUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NamespaceView"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_namespace_v1_namespaces__name__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_tombstones_v1_node_tombstones_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TombstoneView"][];
+                };
+            };
+        };
+    };
+    lift_tombstone_v1_node_tombstones__name__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_nodes_v1_nodes_get: {
         parameters: {
             query?: {
@@ -4154,6 +4623,41 @@ export interface operations {
             };
         };
     };
+    set_pod_cidrs_v1_nodes__name__pod_cidrs_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PodCidrs"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeView"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     node_preflight_v1_nodes__name__preflight_get: {
         parameters: {
             query?: never;
@@ -4173,6 +4677,39 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ProgramFit"][];
                 };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    set_workloads_v1_nodes__name__workloads_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WorkloadSet"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {
@@ -4985,6 +5522,41 @@ export interface operations {
             };
         };
     };
+    list_tokens_v1_tokens_get: {
+        parameters: {
+            query?: {
+                /** @description Revoked tokens too. */
+                includeRevoked?: boolean;
+                limit?: number;
+                /** @description Only tokens of this role. */
+                role?: ("admin" | "ci" | "viewer" | "bootstrap" | "agent") | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenView"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     create_token_v1_tokens_post: {
         parameters: {
             query?: never;
@@ -5006,6 +5578,35 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["TokenResult"];
                 };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    revoke_token_v1_tokens__token_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                token_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {
