@@ -22,9 +22,9 @@ from bpfleet_cli.tables import age, labels_text, short_revision, table
 from bpfleet_core.resources import BpfProgramSpec, LabelSelector
 
 if TYPE_CHECKING:  # the client and the API's views load when a command runs
-    from bpfleet_api.views import NodeView, PolicyView, ProgramView, RolloutView
+    from bpfleet_api.views import GitSourceView, NodeView, PolicyView, ProgramView, RolloutView
 
-    from bpfleet_cli.client import FleetClient, GitSourceView
+    from bpfleet_cli.client import FleetClient
 
 VERIFIER_LINES = 12
 EVENTS_SHOWN = 15
@@ -118,23 +118,16 @@ def _rollout_row(rollout: RolloutView, wide: bool) -> list[str]:
     return [*cells, rollout.message] if wide else cells
 
 
-def ready_condition(source: GitSourceView) -> tuple[str, str]:
-    for condition in source.status.conditions:
-        if condition.type == "Ready":
-            return condition.status, condition.message
-    return "Unknown", ""
-
-
 def _gitsource_row(source: GitSourceView, wide: bool) -> list[str]:
-    ready, message = ready_condition(source)
     cells = [
         source.namespace,
         source.name,
-        ready,
-        short_revision(source.status.last_applied_revision),
-        short_revision(source.status.last_attempted_revision),
+        source.state + (" (reconcile requested)" if source.reconcile_pending else ""),
+        short_revision(source.last_applied_revision),
+        short_revision(source.last_attempted_revision),
+        age(source.reported_at),
     ]
-    return [*cells, message] if wide else cells
+    return [*cells, source.message] if wide else cells
 
 
 def _gitsources(client: FleetClient) -> list[GitSourceView]:
@@ -185,7 +178,7 @@ KINDS = {
             "gitsources",
             _gitsources,
             lambda source: f"{source.namespace}/{source.name}",
-            ("NAMESPACE", "NAME", "READY", "APPLIED", "ATTEMPTED"),
+            ("NAMESPACE", "NAME", "STATE", "APPLIED", "ATTEMPTED", "REPORTED"),
             _gitsource_row,
         ),
     )
