@@ -15,10 +15,9 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from bpfleet_cli import selectors
 from bpfleet_cli.exits import CommandError, ExitCode
-from bpfleet_cli.options import ContextOption, connect, seconds
-from bpfleet_cli.tables import age, labels_text, short_revision, table
+from bpfleet_cli.options import ContextOption, connect, label_selector, seconds
+from bpfleet_cli.tables import age, labels_text, selector_text, short_revision, table
 from bpfleet_core.resources import BpfProgramSpec, LabelSelector
 
 if TYPE_CHECKING:  # the client and the API's views load when a command runs
@@ -81,7 +80,7 @@ def _program_row(program: ProgramView, wide: bool) -> list[str]:
         state,
     ]
     if wide:
-        cells += [selectors.describe(spec.node_selector), (spec.artifact.digest or "-")[:12]]
+        cells += [selector_text(spec.node_selector), (spec.artifact.digest or "-")[:12]]
     return cells
 
 
@@ -246,7 +245,7 @@ def get(
 ) -> None:
     """List fleet objects."""
     found = kind_of(kind)
-    parsed = selectors.parse(selector) if selector else None
+    parsed = label_selector(selector) if selector else None
     every = seconds(interval, "--interval") if watch else 0.0
     if watch and output not in (GetOutput.TABLE, GetOutput.WIDE):
         raise CommandError("--watch prints tables: use -o table or -o wide", ExitCode.USAGE)
@@ -396,7 +395,7 @@ def describe_program(client: FleetClient, name: str) -> list[str]:
         f"Generation:    {program.generation}" + (" (killed)" if program.killed else ""),
         f"Artifact:      {spec.artifact.name}@{spec.artifact.version} "
         f"sha256:{spec.artifact.digest or '-'}",
-        f"Node selector: {selectors.describe(spec.node_selector)}",
+        f"Node selector: {selector_text(spec.node_selector)}",
         "Attach:        "
         + "; ".join(
             f"{point.entry_point} {point.type}"
