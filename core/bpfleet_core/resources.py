@@ -183,6 +183,23 @@ class LabelSelector(_Spec):
             requirement.matches(labels) for requirement in self.match_expressions
         )
 
+    def narrowed(self, extra: LabelSelector) -> LabelSelector:
+        """What both select: ``extra``'s terms added as requirements (so ``tier=edge``
+        narrowing ``tier=core`` selects nothing, rather than replacing it)."""
+        equalities = tuple(
+            LabelRequirement(key=key, operator="In", values=(value,))
+            for key, value in extra.match_labels.items()
+        )
+        return self.model_copy(
+            update={
+                "match_expressions": (
+                    *self.match_expressions,
+                    *equalities,
+                    *extra.match_expressions,
+                )
+            }
+        )
+
     def describe(self) -> str:
         """The string form ``parse_selector`` reads back; empty when it selects all."""
         parts = [f"{key}={value}" for key, value in self.match_labels.items()]

@@ -11,14 +11,17 @@ reads back what the nodes report. Every failure is one of ``bpfleet_core.failure
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bpfleet_core import failures
 from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus
+from bpfleet_operator.settings import OperatorSettings
 
 TIMEOUT_SECONDS = 10.0
 RECONCILE_WAIT_SECONDS = 30.0
@@ -26,13 +29,30 @@ log = logging.getLogger(__name__)
 
 
 class FleetApi:
-    def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        ca: Path | None = None,
+    ) -> None:
+        """``ca``: the CA bundle that vouches for an https API (only it); the system's
+        trust store when None."""
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca)) if ca is not None else True
+        )
         self._client = httpx.Client(
             base_url=url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=TIMEOUT_SECONDS,
             transport=transport,
+            verify=verify,
         )
+
+    @classmethod
+    def from_settings(cls, settings: OperatorSettings) -> FleetApi:
+        return cls(settings.api_url, settings.api_token.get_secret_value(), ca=settings.api_ca)
 
     def close(self) -> None:
         self._client.close()

@@ -135,7 +135,7 @@ class StandaloneSource:
 
 def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) -> None:
     """Run one standalone source, with its push receiver, until ``stop`` is set."""
-    api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+    api = fleetapi.FleetApi.from_settings(settings)
     runner = StandaloneSource(source, settings, api)
     receiver = None
     if settings.webhook_port and settings.webhook_secret is not None:
@@ -168,7 +168,7 @@ def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) 
         if (ns, name) == (namespace, source.metadata.name):
             runner.wake.set()
 
-    follower_api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+    follower_api = fleetapi.FleetApi.from_settings(settings)
     follower = threading.Thread(
         target=fleetapi.follow_reconcile_requests,
         args=(follower_api, requested, stop),

@@ -45,12 +45,12 @@ def db(name: str, ip: str, **labels: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def fleet(api: services.Api, recorded_features: FeatureReport) -> dict[str, Any]:
-    """Two nodes: shop's web, batch and db; kube-system's DNS; one stored policy."""
+    """Two nodes: shop's web, batch and db; kube-system's DNS; shop's labels, set by an
+    admin; one stored policy."""
     first, second = Node(api, recorded_features), Node(api, recorded_features)
     response = first.declare(
         endpoint("shop", "web", "10.5.0.1", app="web"),
         endpoint("shop", "batch", "10.5.0.2", app="batch"),
-        namespaces={"shop": {"team": "payments"}},
     )
     assert response.status_code == 204, response.text
     dns = endpoint("kube-system", "coredns", "10.5.9.10", **{"k8s-app": "kube-dns"})
@@ -58,6 +58,8 @@ def fleet(api: services.Api, recorded_features: FeatureReport) -> dict[str, Any]
     response = second.declare(db("db", "10.5.0.3", app="db"), dns)
     assert response.status_code == 204, response.text
     with api.client() as client:
+        labels = client.put("/v1/namespaces/shop", json={"labels": {"team": "payments"}})
+        assert labels.status_code == 200, labels.text
         response = client.put("/v1/policies/shop/db-ingress", json=DB_INGRESS)
         assert response.status_code == 200, response.text
         proposer = client.post(

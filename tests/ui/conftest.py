@@ -194,6 +194,8 @@ def dashboard(
                         map_types={**recorded_features()["map_types"], "ringbuf": False}
                     ),
                 },
+                # Each node gets its pod CIDR: the API takes endpoints only inside it.
+                admin_token=api.admin_token,
             ) as nodes,
             api.client() as client,
         ):
