@@ -292,7 +292,8 @@ def test_policies_and_a_change_on_an_agent_shows_without_a_reload(
                     "namespace": namespace,
                     "name": "db",
                     "labels": {"app": "db"},
-                    "ip": "10.216.9.2",
+                    # Inside the node's pod CIDR: the API refuses any other address.
+                    "ip": node.pod_cidr.replace(".0/24", ".9"),
                     "interface": interface,
                     "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
                 }

@@ -167,6 +167,19 @@ const theme = EditorView.theme({
   ".cm-inline-error": { color: "var(--bad-fg)" },
   ".cm-inline-warning, .cm-inline-info": { color: "var(--warn-fg)" },
   ".cm-scroller": { maxHeight: "34rem", overflow: "auto" },
+  // The lint package draws squiggles and gutter markers with data: SVG images, which the
+  // page's policy refuses (images from 'self' only): text decorations and glyphs instead.
+  ".cm-lintRange-error, .cm-lintRange-warning, .cm-lintRange-info, .cm-lintRange-hint": {
+    backgroundImage: "none",
+    textDecoration: "underline wavy",
+    textDecorationSkipInk: "none",
+  },
+  ".cm-lintRange-error": { textDecorationColor: "var(--bad-fg)" },
+  ".cm-lintRange-warning, .cm-lintRange-info, .cm-lintRange-hint": { textDecorationColor: "var(--warn-fg)" },
+  ".cm-lint-marker-error, .cm-lint-marker-warning, .cm-lint-marker-info": { content: "none" },
+  ".cm-lint-marker-error::before": { content: '"✕"', color: "var(--bad-fg)" },
+  ".cm-lint-marker-warning::before, .cm-lint-marker-info::before": { content: '"!"', color: "var(--warn-fg)" },
+  ".cm-lintPoint:after": { display: "none" },
 });
 
 export const YamlEditor = forwardRef<YamlEditorHandle, Props>(function YamlEditor(
