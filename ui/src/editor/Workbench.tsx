@@ -199,6 +199,9 @@ export function Workbench({ start, readOnly }: { start: Start; readOnly: boolean
   };
   const go = (line: number) => editor.current?.select(line);
   const set = (changes: Record<string, string | number | null>) => setSearch(withParams(search, changes), { replace: true });
+  const choosePort = (value: string) => {
+    if (Number(value) !== port) set({ port: value, cell: null });
+  };
   const problems = validation.data?.text === text ? validation.data.answer.problems : null;
   const errors = problems?.filter((problem) => problem.severity === "error") ?? [];
   const name = (start.title.split("/").pop() || "policy").replace(/\.ya?ml$/, "");
@@ -375,9 +378,9 @@ export function Workbench({ start, readOnly }: { start: Start; readOnly: boolean
                   max={65535}
                   defaultValue={port}
                   key={port}
-                  onBlur={(event) => set({ port: event.target.value, cell: null })}
+                  onBlur={(event) => choosePort(event.target.value)}
                   onKeyDown={(event) => {
-                    if (event.key === "Enter") set({ port: event.currentTarget.value, cell: null });
+                    if (event.key === "Enter") choosePort(event.currentTarget.value);
                   }}
                 />
               </label>

@@ -163,10 +163,9 @@ const theme = EditorView.theme({
   "&.cm-focused": { outline: "2px solid var(--focus)" },
   ".cm-activeLine": { background: "var(--selected)" },
   ".cm-rule-lit": { background: "var(--warn-bg)", boxShadow: "inset 3px 0 0 var(--warn-fg)" },
-  ".cm-inline-problem": { marginLeft: "1.5em", fontFamily: "var(--font)", fontSize: "12.5px", whiteSpace: "pre" },
+  ".cm-inline-problem": { marginLeft: "1.5em", fontFamily: "var(--font)", fontSize: "12.5px", whiteSpace: "normal" },
   ".cm-inline-error": { color: "var(--bad-fg)" },
   ".cm-inline-warning, .cm-inline-info": { color: "var(--warn-fg)" },
-  ".cm-scroller": { maxHeight: "34rem", overflow: "auto" },
   // The lint package draws squiggles and gutter markers with data: SVG images, which the
   // page's policy refuses (images from 'self' only): text decorations and glyphs instead.
   ".cm-lintRange-error, .cm-lintRange-warning, .cm-lintRange-info, .cm-lintRange-hint": {
@@ -202,6 +201,9 @@ export const YamlEditor = forwardRef<YamlEditorHandle, Props>(function YamlEdito
       highlightActiveLine(),
       syntaxHighlighting(defaultHighlightStyle),
       yaml(),
+      // Long lines wrap and the editor grows with its text: nothing scrolls inside it
+      // that a keyboard could not reach.
+      EditorView.lineWrapping,
       lintGutter(),
       litField,
       wordsField,
