@@ -65,6 +65,7 @@ export function Lints({
 }
 
 export function Ratings({ ratings, onGo }: { ratings: Rating[]; onGo(line: number): void }) {
+  if (!ratings.length) return <p className="muted">No rating: the draft holds no valid policy yet.</p>;
   return (
     <ul className="plain ratings">
       {ratings.map((rating) => (
