@@ -146,6 +146,8 @@ def seed(api: services.Api, count: int) -> None:
                 },
             )
             registered.raise_for_status()
+        with api.client() as admin:  # an admin's pod CIDRs bound what a node may declare
+            admin.put(f"/v1/nodes/{name}/pod-cidrs", json={"podCIDRs": ["10.0.0.0/8"]})
         with api.client(registered.json()["token"]) as client:
             share = everything[node::NODES]
             declared = client.put(
@@ -153,6 +155,8 @@ def seed(api: services.Api, count: int) -> None:
             )
             assert declared.status_code == 204, declared.text
     with api.client() as client:
+        for namespace, labels in namespaces.items():  # namespace labels are an admin's too
+            client.put(f"/v1/namespaces/{namespace}", json={"labels": labels}).raise_for_status()
         for document in policies():
             meta = document["metadata"]
             response = client.put(f"/v1/policies/{meta['namespace']}/{meta['name']}", json=document)
