@@ -536,4 +536,8 @@ def test_a_viewer_reads_and_a_proposer_edits_but_never_acts(
         person.go("/gitsources/default/fleet")
         expect(page.get_by_role("heading", level=1)).to_contain_text("default/fleet")
         expect(page.get_by_role("button", name="Reconcile now")).to_have_count(0)
+        person.go("/programs/syscalls")
+        expect(page.get_by_role("heading", level=1)).to_contain_text("syscalls")
+        for action in ("Pause", "Resume", "Abort", "Kill switch…"):
+            expect(page.get_by_role("button", name=action)).to_have_count(0)
         no_writes(person)
