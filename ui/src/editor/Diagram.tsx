@@ -24,6 +24,8 @@ const STATE_WORDS: Record<Box["state"], [string, string]> = {
 
 interface Props {
   diagram: DiagramData;
+  /** Where the endpoints are: "the fleet", or a lesson's demo topology. */
+  world: string;
   selected: { count: number; endpoints: Endpoint[] } | null;
   litRule: string | null;
   editable: boolean;
@@ -153,7 +155,7 @@ export function Diagram(props: Props) {
             Mode: <strong>{diagram.mode}</strong>
           </p>
           <p className="small" data-testid="selected-count">
-            Selects {selected ? selected.count : 0} endpoint{selected?.count === 1 ? "" : "s"} of the fleet now
+            Selects {selected ? selected.count : 0} endpoint{selected?.count === 1 ? "" : "s"} of {props.world} now
           </p>
           {selected && selected.endpoints.length > 0 && (
             <ul className="plain endpoints" aria-label="Endpoints selected now">

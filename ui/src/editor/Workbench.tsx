@@ -336,6 +336,7 @@ export function Workbench({ start, readOnly }: { start: Start; readOnly: boolean
           {diagram ? (
             <Diagram
               diagram={diagram}
+              world={start.topology ? "the demo topology" : "the fleet"}
               selected={selection}
               litRule={litRule}
               editable={!readOnly}

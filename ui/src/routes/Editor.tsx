@@ -161,7 +161,7 @@ function useStart(search: URLSearchParams): { start: Start | null; error: unknow
         ...base,
         key: `lesson/${found.id}`,
         text: found.start,
-        title: found.id,
+        title: `Lesson ${tutorial.data.lessons.indexOf(found) + 1}: ${found.title}`,
         origin: "a lesson of the tutorial, on its demo topology",
         flows: found.flows,
         topology: tutorial.data.topology,
