@@ -570,6 +570,20 @@ class SourceError(_Spec):
     message: str
 
 
+class SourceFile(_Spec):
+    """A manifest file's text at a revision, as the operator read it: what the policy
+    editor opens (the files holding policies of an applied revision, and the files a
+    rejected revision's errors name)."""
+
+    revision: str
+    path: str
+    text: str
+
+
+SOURCE_FILES_MAX_BYTES = 512 * 1024  # of text in one report: small beside the body cap
+SOURCE_FILES_MAX = 200  # files in one report
+
+
 class InventoryEntry(_Spec):
     kind: Literal["BpfProgram", "NetworkPolicy"]
     name: str

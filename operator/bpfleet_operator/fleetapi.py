@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from bpfleet_core import failures
-from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus
+from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus, SourceFile
 from bpfleet_operator.settings import OperatorSettings
 
 TIMEOUT_SECONDS = 10.0
@@ -130,12 +130,19 @@ class FleetApi:
     # -- GitSources, for the dashboard (the operator stays their only Git client)
 
     def report_source(
-        self, namespace: str, name: str, spec: GitSourceSpec | None, status: GitSourceStatus
+        self,
+        namespace: str,
+        name: str,
+        spec: GitSourceSpec | None,
+        status: GitSourceStatus,
+        files: Sequence[SourceFile] = (),
     ) -> None:
-        """Tell the fleet how a pass over a source ended, so the dashboard shows it."""
+        """Tell the fleet how a pass over a source ended, so the dashboard shows it, with
+        the text of the files the policy editor opens."""
         body = {
             "spec": spec.model_dump(mode="json", by_alias=True) if spec is not None else None,
             "status": status.model_dump(mode="json", by_alias=True),
+            "files": [item.model_dump(mode="json", by_alias=True) for item in files],
         }
         self._json("PUT", f"/v1/gitsources/{namespace}/{name}/status", json=body)
 

@@ -18,6 +18,7 @@ from bpfleet_core.resources import (
     GitSource,
     GitSourceStatus,
     InventoryEntry,
+    SourceFile,
     parse_duration,
 )
 from bpfleet_operator import fleetapi, git, gitsource, webhooks
@@ -105,14 +106,17 @@ class StandaloneSource:
         files.write_atomically(
             self.status_file, result.status.model_dump_json(by_alias=True, indent=2)
         )
-        self.report(result.status)
+        self.report(result.status, result.files)
         return result
 
-    def report(self, status: GitSourceStatus) -> None:
-        """The pass's outcome to the fleet API too, for the dashboard (best effort)."""
+    def report(self, status: GitSourceStatus, texts: tuple[SourceFile, ...] = ()) -> None:
+        """The pass's outcome to the fleet API too, for the dashboard and the policy
+        editor (best effort)."""
         namespace = self.source.metadata.namespace or "default"
         try:
-            self.api.report_source(namespace, self.source.metadata.name, self.source.spec, status)
+            self.api.report_source(
+                namespace, self.source.metadata.name, self.source.spec, status, texts
+            )
         except failures.Failure as error:
             log.warning("gitsource %s: status not reported: %s", self.key, error.message)
 
