@@ -16,12 +16,14 @@ applied with every object in force on every node it selects.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
@@ -41,7 +43,7 @@ from bpfleet_api.models import (
 from bpfleet_api.policies import stored_form, summaries
 from bpfleet_core import bundles
 from bpfleet_core import proposals as rules
-from bpfleet_core.netpol import flowtests
+from bpfleet_core.netpol import flowtests, models
 from bpfleet_core.proposals import FileChange, ProposalReport, ProposalWork, SourceKey
 from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, SourceError
 
@@ -231,16 +233,36 @@ class Following:
         return sum(item.desired for item in self.objects)
 
 
-def _without_digest(form: dict[str, Any]) -> dict[str, Any]:
-    artifact = {k: v for k, v in form.get("artifact", {}).items() if k != "digest"}
-    return {**form, "artifact": artifact}
+_POLICY = TypeAdapter[models.Policy](models.AnyPolicy)
+
+
+def _policy_meaning(document: dict[str, Any]) -> str:
+    """What a policy does, whatever form it came in: a plain networking.k8s.io/v1
+    policy applied in a cluster is stored as the bpfleet one the operator made of it."""
+    policy = _POLICY.validate_python(document)
+    spec = policy.spec
+    selector = policy.node_selector
+    return json.dumps(
+        [
+            spec.pod_selector.model_dump(mode="json"),
+            sorted(spec.effective_policy_types()),
+            [rule.model_dump(mode="json") for rule in spec.ingress or ()],
+            [rule.model_dump(mode="json") for rule in spec.egress or ()],
+            policy.mode,
+            selector.model_dump(mode="json") if selector is not None else None,
+        ],
+        sort_keys=True,
+    )
 
 
 def _program_in_force(proposed: dict[str, Any], stored: dict[str, Any]) -> bool:
     """The stored spec pins the artifact's digest; a proposal that names none accepts any."""
-    if "digest" in proposed.get("artifact", {}):
-        return proposed == stored
-    return _without_digest(proposed) == _without_digest(stored)
+    wanted, held = BpfProgramSpec.model_validate(proposed), BpfProgramSpec.model_validate(stored)
+    if wanted.artifact.digest is None:
+        held = held.model_copy(
+            update={"artifact": held.artifact.model_copy(update={"digest": None})}
+        )
+    return wanted == held
 
 
 def _policy_state(session: Session, item: dict[str, Any]) -> ObjectState:
@@ -262,7 +284,7 @@ def _policy_state(session: Session, item: dict[str, Any]) -> ObjectState:
         "NetworkPolicy",
         namespace,
         name,
-        row.document == item["form"],
+        _policy_meaning(row.document) == _policy_meaning(item["form"]),
         row.generation,
         summary.enforcing,
         summary.desired,

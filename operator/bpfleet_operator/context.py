@@ -130,13 +130,13 @@ class Context:
                     f"GitSource {source}: invalid spec: {error}"
                 ) from None
         credentials = self.credentials(source.namespace, spec)
-        forge, token = spec.proposals.forge, None
+        forge = spec.proposals.forge
         ref = (forge.secret_ref or spec.secret_ref) if forge is not None else None
-        if forge is not None and ref is not None:
-            token = bind_forge_token(
-                forge.api_url, ref.name, self.kube.secret(source.namespace, ref.name)
-            )
-        return proposer.Access(spec, credentials, token)
+        if forge is None or ref is None:
+            return proposer.Access(spec, credentials)
+        secret = self.kube.secret(source.namespace, ref.name)
+        token = bind_forge_token(forge.api_url, ref.name, secret)
+        return proposer.Access(spec, credentials, token, secret.data.get("ca.crt"))
 
     def scope(self, namespace: str) -> gitsource.Scope:
         """Where a GitSource of ``namespace`` may apply: anywhere for the namespaces

@@ -249,7 +249,7 @@ class Checkout:
 
     def has_commit(self, commit: str) -> bool:
         _commit_id(commit)
-        return self._succeeds("cat-file", "-e", f"{commit}^{{commit}}")
+        return self._succeeds("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Is ``ancestor`` in the history of ``descendant`` (or the same commit)?"""

@@ -33,6 +33,7 @@ class Access:
     spec: GitSourceSpec
     credentials: git.Credentials
     forge_token: str | None = None  # for spec.proposals.forge, bound to its API host
+    forge_ca: str | None = None  # PEM certificates the forge's https is checked against
 
 
 # source -> Access, or None when this operator does not follow that source; raises
@@ -61,7 +62,7 @@ def _opener(access: Access) -> proposing.OpenPullRequest | None:
             raise proposing.NotOpened("no token for the forge (its secretRef has none)")
         try:
             return forges.open_pull_request(
-                forge, token, forges.Change(head, base, title, body), ca=access.credentials.ca
+                forge, token, forges.Change(head, base, title, body), ca=access.forge_ca
             )
         except forges.ForgeError as error:
             raise proposing.NotOpened(str(error)) from None

@@ -324,6 +324,8 @@ def track(
     found = []
     for proposal in proposals:
         commit = proposal.commit
+        if proposal.state == "Applied":
+            continue  # followed to the end: the fleet says the rest
         if commit is None or fetched is None or not checkout.is_ancestor(commit, fetched):
             continue
         merged = proposal.merged_commit or checkout.first_descendant(commit, fetched)

@@ -109,10 +109,11 @@ class StandaloneSource:
             data = proposer.read_secret(self.settings.secrets_dir, spec.secret_ref.name)
             credentials = proposer.credentials_from(data)
         forge = spec.proposals.forge
-        if forge is not None and forge.secret_ref is not None:
+        if forge is None:
+            return proposer.Access(spec, credentials)
+        if forge.secret_ref is not None:
             data = proposer.read_secret(self.settings.secrets_dir, forge.secret_ref.name)
-        token = proposer.forge_token(data) if forge is not None else None
-        return proposer.Access(spec, credentials, token)
+        return proposer.Access(spec, credentials, proposer.forge_token(data), data.get("ca.crt"))
 
     def status(self) -> GitSourceStatus:
         if not self.status_file.exists():
