@@ -22,9 +22,16 @@ from bpfleet_cli.tables import age, labels_text, short_revision, table
 from bpfleet_core.resources import BpfProgramSpec, LabelSelector
 
 if TYPE_CHECKING:  # the client and the API's views load when a command runs
-    from bpfleet_api.views import NodeView, PolicyView, ProgramView, RolloutView
+    from bpfleet_api.views import (
+        GitSourceView,
+        NodeView,
+        PolicyView,
+        ProgramView,
+        ProposalView,
+        RolloutView,
+    )
 
-    from bpfleet_cli.client import FleetClient, GitSourceView
+    from bpfleet_cli.client import FleetClient
 
 VERIFIER_LINES = 12
 EVENTS_SHOWN = 15
@@ -119,7 +126,7 @@ def _rollout_row(rollout: RolloutView, wide: bool) -> list[str]:
 
 
 def ready_condition(source: GitSourceView) -> tuple[str, str]:
-    for condition in source.status.conditions:
+    for condition in source.conditions:
         if condition.type == "Ready":
             return condition.status, condition.message
     return "Unknown", ""
@@ -131,8 +138,8 @@ def _gitsource_row(source: GitSourceView, wide: bool) -> list[str]:
         source.namespace,
         source.name,
         ready,
-        short_revision(source.status.last_applied_revision),
-        short_revision(source.status.last_attempted_revision),
+        short_revision(source.last_applied_revision),
+        short_revision(source.last_attempted_revision),
     ]
     return [*cells, message] if wide else cells
 
@@ -145,6 +152,33 @@ def _gitsources(client: FleetClient) -> list[GitSourceView]:
     except MissingRoute as missing:
         raise CommandError(
             f"{missing.message}: this API does not report GitSources yet", ExitCode.NOT_FOUND
+        ) from None
+
+
+def _proposal_row(card: ProposalView, wide: bool) -> list[str]:
+    cells = [
+        str(card.id),
+        f"{card.source.namespace}/{card.source.name}",
+        card.stage,
+        card.author,
+        card.branch or "-",
+        f"{card.ready}/{card.desired}" if card.state == "Applied" else "-",
+        age(card.created_at),
+    ]
+    if not wide:
+        return cells
+    link = card.pull_request.url if card.pull_request is not None else "-"
+    return [*cells, link, card.message.splitlines()[0] if card.message else ""]
+
+
+def _proposals(client: FleetClient) -> list[ProposalView]:
+    from bpfleet_cli.client import MissingRoute
+
+    try:
+        return client.proposals()
+    except MissingRoute as missing:
+        raise CommandError(
+            f"{missing.message}: this API takes no proposals yet", ExitCode.NOT_FOUND
         ) from None
 
 
@@ -188,6 +222,13 @@ KINDS = {
             ("NAMESPACE", "NAME", "READY", "APPLIED", "ATTEMPTED"),
             _gitsource_row,
         ),
+        Kind(
+            "proposals",
+            _proposals,
+            lambda card: str(card.id),
+            ("ID", "SOURCE", "STAGE", "AUTHOR", "BRANCH", "ENFORCING", "AGE"),
+            _proposal_row,
+        ),
     )
 }
 _WIDE_HEADERS = {
@@ -196,6 +237,7 @@ _WIDE_HEADERS = {
     "policies": ("LABELS",),
     "rollouts": ("MESSAGE",),
     "gitsources": ("MESSAGE",),
+    "proposals": ("PULL REQUEST", "MESSAGE"),
 }
 ALIASES = {
     **{plural: plural for plural in KINDS},
@@ -206,6 +248,7 @@ ALIASES = {
     "networkpolicies": "policies",
     "rollout": "rollouts",
     "gitsource": "gitsources",
+    "proposal": "proposals",
 }
 
 
@@ -234,7 +277,10 @@ def _listed(kind: Kind, client: FleetClient, selector: LabelSelector | None) -> 
 
 
 def get(
-    kind: Annotated[str, typer.Argument(help="nodes, programs, policies, gitsources or rollouts.")],
+    kind: Annotated[
+        str,
+        typer.Argument(help="nodes, programs, policies, gitsources, rollouts or proposals."),
+    ],
     *,
     output: Annotated[
         GetOutput, typer.Option("--output", "-o", help="table, wide, json, yaml or name.")

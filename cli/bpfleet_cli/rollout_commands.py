@@ -25,9 +25,9 @@ from bpfleet_core import failures
 from bpfleet_core.resources import BpfProgramSpec, BpfProgramStatus
 
 if TYPE_CHECKING:  # the client and the API's views load when a command runs
-    from bpfleet_api.views import ProgramView, RolloutView
+    from bpfleet_api.views import GitSourceView, ProgramView, RolloutView
 
-    from bpfleet_cli.client import FleetClient, GitSourceView, RolloutAction
+    from bpfleet_cli.client import FleetClient, RolloutAction
 
 rollout_app = typer.Typer(
     no_args_is_help=True, help="A program's rollout: status, pause, resume, abort."
@@ -340,9 +340,11 @@ def reconcile_gitsource(
         def check() -> tuple[GitSourceView | None, str]:
             now = client.gitsource(source_namespace, source_name)
             ready, message = ready_condition(now)
-            reconciling = any(c.type == "Reconciling" for c in now.status.conditions)
+            reconciling = any(
+                c.type == "Reconciling" and c.status == "True" for c in now.conditions
+            )
             line = f"{source_namespace}/{source_name}: Ready {ready} {message}".rstrip()
-            changed = now.status != before.status
+            changed = now.reported_at != before.reported_at
             return (now if changed and not reconciling else None), line
 
         source = poll(check, limit, f"a new pass of {source_name}", Progress())

@@ -154,7 +154,7 @@ class FleetApi:
         return found.cursor, list(found.work)
 
     def report_proposal(self, proposal: int, report: proposals.ProposalReport) -> None:
-        body = report.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body = report.model_dump(mode="json", by_alias=True)  # nulls say "absent" there
         self._json("PUT", f"/v1/proposals/{proposal}/status", json=body)
 
     def open_proposals(self, namespace: str, name: str) -> list[dict[str, Any]]:

@@ -140,6 +140,10 @@ class Proposer:
             return False
         except failures.PermanentFailure as error:  # gone, or already further along
             log.warning("proposal %d: report refused: %s", work.id, error.message)
+            if report.state != "Failed" and error.status == 422 and work.action == "push":
+                # The card must not stay Proposed for ever: say what could not be said.
+                refused = f"the fleet API refused the operator's report: {error.message}"
+                return self._report(work, ProposalReport(state="Failed", message=refused[:4000]))
         self._reported[work.id] = report.message
         return True
 

@@ -338,11 +338,12 @@ def test_a_conflict_keeps_the_three_texts(
         "theirs": "their text\n",
         "ours": "our text\n",
     }
+    added = {"path": "policies/db-ingress.flows.yaml", "base": None, "theirs": "x", "ours": "y"}
     with api.client() as admin:
-        report = {"state": "Conflict", "message": "changed", "conflicts": [conflict]}
+        report = {"state": "Conflict", "message": "changed", "conflicts": [conflict, added]}
         assert admin.put(f"/v1/proposals/{card['id']}/status", json=report).status_code == 200
         shown = admin.get(f"/v1/proposals/{card['id']}").json()
-        assert (shown["state"], shown["conflicts"]) == ("Conflict", [conflict])
+        assert (shown["state"], shown["conflicts"]) == ("Conflict", [conflict, added])
         assert shown["pushedAt"] is None
         # Nothing more happens to it: no work, no later stage.
         assert not [w for w in operator_work(api)["work"] if w["id"] == card["id"]]
