@@ -49,6 +49,7 @@ from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, SourceError
 
 WAKE_KEY = "/proposals"  # a waiter key no node name can take (names hold no '/')
 WORK_PAGE = 50  # work items in one answer to an operator
+WORK_PAGE_BYTES = 4 << 20  # and their files' bytes (one item always goes, whatever its size)
 _PENDING = {"push": ("Proposed",), "merge": ("Pushed",)}  # the states that need it
 
 
@@ -464,16 +465,20 @@ def work_after(session: Session, cursor: int | None) -> tuple[int, list[Proposal
     ).all()
     work: list[ProposalWork] = []
     seen: set[tuple[int, str]] = set()
+    size, last = 0, after
     for task, proposal in rows:
         key = (task.proposal_id, task.action)
         waiting = task.action == "push" or proposal.merge_requested_at is not None
         if key in seen or not waiting or proposal.state not in _PENDING.get(task.action, ()):
             continue
-        if len(work) == WORK_PAGE:
-            return task.id or latest, work  # more to come: the operator asks again at once
+        item = _work(proposal, task.action)
+        item_size = sum(len(change.content) for change in item.files)
+        if work and (len(work) == WORK_PAGE or size + item_size > WORK_PAGE_BYTES):
+            return last, work  # more to come: the operator asks again at once
         seen.add(key)
-        work.append(_work(proposal, task.action))
-    return max(latest, after), work
+        work.append(item)
+        size, last = size + item_size, task.id or last
+    return max(latest, last), work
 
 
 # --------------------------------------------------------------------------- drafts

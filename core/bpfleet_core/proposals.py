@@ -36,6 +36,7 @@ ForgeType = Literal["github", "gitlab", "gitea"]
 MAX_FILES = 20
 MAX_FILE_BYTES = yamlfiles.LIMITS.file_bytes
 MAX_TOTAL_BYTES = 1 << 20  # all files together: what one JSON body carries anyway
+CONFLICT_TEXT_BYTES = 640 << 10  # the texts a Conflict report carries in all (one body)
 MAX_MESSAGE = 4096
 MAX_PATH = 1024
 MAX_BRANCH = 200
@@ -107,6 +108,11 @@ class Conflict(_Model):
     base: str | None = Field(description="The file as the draft was opened; null: absent.")
     theirs: str | None = Field(description="The file at the branch tip now; null: absent.")
     ours: str = Field(description="The file as proposed.")
+    omitted: bool = Field(
+        default=False,
+        description="The texts were too large to carry with the others (base, theirs and "
+        "ours are then empty): open the file at the tip.",
+    )
 
 
 class PullRequest(_Model):

@@ -261,8 +261,9 @@ class Checkout:
         """The first commit on the way from ``commit`` to ``tip`` (the merge that brought
         it in); ``commit`` itself when it is the tip (a fast-forward)."""
         found = self._git(
-            "rev-list", "--ancestry-path", "--reverse", "--end-of-options", f"{commit}..{tip}"
-        ).split()
+            "rev-list", "--ancestry-path", "--reverse", "--end-of-options",
+            f"{_commit_id(commit)}..{_commit_id(tip)}",
+        ).split()  # fmt: skip
         return found[0] if found else commit
 
     def entry(self, commit: str, path: str) -> Entry | None:

@@ -128,6 +128,7 @@ def conflicts(
     """The files that changed at ``tip`` since the revision each was opened from (and
     are not already as proposed there)."""
     found = []
+    budget = rules.CONFLICT_TEXT_BYTES
     for change in work.files:
         at_tip = _file(workspace, tip, change.path)
         if isinstance(at_tip, ProposalReport):
@@ -146,6 +147,13 @@ def conflicts(
             base = at_base
         ours = change.content.encode()
         if at_tip not in (base, ours):
+            size = len(base or b"") + len(at_tip or b"") + len(ours)
+            if size > budget:  # the report must fit the API's body: say so, without texts
+                found.append(
+                    Conflict(path=change.path, base=None, theirs=None, ours="", omitted=True)
+                )
+                continue
+            budget -= size
             found.append(
                 Conflict(
                     path=change.path, base=_text(base), theirs=_text(at_tip), ours=change.content

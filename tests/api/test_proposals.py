@@ -97,6 +97,24 @@ def operator_work(api: services.Api, **params: Any) -> dict[str, Any]:
     return dict(response.json())
 
 
+def all_work(api: services.Api) -> list[dict[str, Any]]:
+    """Every pending item, page after page, as an operator that just started takes them."""
+    found = operator_work(api)
+    items = list(found["work"])
+    while found["work"]:
+        found = operator_work(api, after=found["cursor"])
+        items += found["work"]
+    return items
+
+
+def newest_cursor(api: services.Api) -> int:
+    """Past every pending item, as an operator is once it has taken them all."""
+    found = operator_work(api)
+    while found["work"]:
+        found = operator_work(api, after=found["cursor"])
+    return int(found["cursor"])
+
+
 def test_a_proposal_is_accepted_whole_queued_and_never_desired_state(
     api: services.Api, source: dict[str, str], proposer: str
 ) -> None:
@@ -128,7 +146,7 @@ def test_a_proposal_is_accepted_whole_queued_and_never_desired_state(
     with api.client() as client:
         assert client.get(f"/v1/policies/{namespace}/db-ingress").status_code == 404
     # The operator's work: every pending item when it starts.
-    work = [item for item in operator_work(api)["work"] if item["id"] == card["id"]]
+    work = [item for item in all_work(api) if item["id"] == card["id"]]
     assert len(work) == 1
     item = work[0]
     assert (item["action"], item["author"], item["subject"]) == (
@@ -239,12 +257,22 @@ def test_limits_hold(api: services.Api, source: dict[str, str], proposer: str) -
         twice = proposal(source)
         twice["files"][1] = dict(twice["files"][0])
         assert "is given twice" in refused(twice).text
+        deep = proposal(source)
+        deep["files"][0]["path"] = "policies/" + "d/" * 600 + "x.yaml"
+        assert "path" in refused(deep).text
         big = proposal(source)
         big["files"][0]["content"] = policy(namespace) + "#" * (1 << 20)
         refused(big)  # the body cap (413) or the file's (422): either way, nothing kept
         assert "message" in refused(proposal(source, message="")).text
         assert "message" in refused(proposal(source, message="x" * 5000)).text
-        for branch in ("-rf", "bpfleet/a..b", "bpfleet/x.lock", "bpfleet/a b", "bpfleet/"):
+        for branch in (
+            "-rf",
+            "bpfleet/a..b",
+            "bpfleet/x.lock",
+            "bpfleet/a b",
+            "bpfleet/",
+            "bpfleet/" + "x" * 300,
+        ):
             assert "branch" in refused(proposal(source, branch=branch)).text.lower(), branch
         assert client.get("/v1/proposals", params={"source": f"{namespace}/fleet"}).json() == []
 
@@ -343,10 +371,11 @@ def test_a_conflict_keeps_the_three_texts(
         report = {"state": "Conflict", "message": "changed", "conflicts": [conflict, added]}
         assert admin.put(f"/v1/proposals/{card['id']}/status", json=report).status_code == 200
         shown = admin.get(f"/v1/proposals/{card['id']}").json()
-        assert (shown["state"], shown["conflicts"]) == ("Conflict", [conflict, added])
+        kept = [{**item, "omitted": False} for item in (conflict, added)]
+        assert (shown["state"], shown["conflicts"]) == ("Conflict", kept)
         assert shown["pushedAt"] is None
         # Nothing more happens to it: no work, no later stage.
-        assert not [w for w in operator_work(api)["work"] if w["id"] == card["id"]]
+        assert not [w for w in all_work(api) if w["id"] == card["id"]]
         again = admin.put(f"/v1/proposals/{card['id']}/status", json={"state": "Pushed"})
         assert again.status_code == 409
 
@@ -372,7 +401,7 @@ def test_dev_merge_only_where_the_source_allows_it(
         refused = client.post(f"/v1/proposals/{elsewhere['id']}/merge")
         assert refused.status_code == 409
         assert "devMerge" in refused.text
-        start = operator_work(api)["cursor"]
+        start = newest_cursor(api)
         asked = client.post(f"/v1/proposals/{card['id']}/merge")
         assert asked.status_code == 202, asked.text
         assert asked.json()["mergeRequested"] is True
@@ -388,13 +417,25 @@ def test_dev_merge_only_where_the_source_allows_it(
         False,
         "c" * 40,
     )
-    assert not [w for w in operator_work(api)["work"] if w["id"] == card["id"]]
+    assert not [w for w in all_work(api) if w["id"] == card["id"]]
+
+
+def test_the_operators_work_comes_in_pages(
+    api: services.Api, source: dict[str, str], proposer: str
+) -> None:
+    start = newest_cursor(api)
+    with api.client(proposer) as client:
+        ids = [client.post("/v1/proposals", json=proposal(source)).json()["id"] for _ in range(51)]
+    first = operator_work(api, after=start)
+    assert [item["id"] for item in first["work"]] == ids[:50]  # a page at most
+    rest = operator_work(api, after=first["cursor"])
+    assert [item["id"] for item in rest["work"]] == ids[50:]
 
 
 def test_the_operators_long_poll_wakes_for_a_new_proposal(
     api: services.Api, source: dict[str, str], proposer: str
 ) -> None:
-    cursor = operator_work(api)["cursor"]
+    cursor = newest_cursor(api)
     answer: dict[str, Any] = {}
 
     def poll() -> None:

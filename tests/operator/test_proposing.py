@@ -417,3 +417,29 @@ def test_merged_applied_and_rejected_proposals_are_found_after_a_pass(
     assert found[1].merged_commit == repo.head()
     assert found[1].errors[0].file == "policies/db.yaml"
     assert found[1].errors[0].line == 7
+
+
+def test_conflict_texts_stay_within_what_one_report_carries(repo: GitRepo, tmp_path: Path) -> None:
+    """A conflict's three texts go to the API in one body: past the budget, a file is
+    named without its texts."""
+    filler = "#" * (300 << 10) + "\n"
+    opened = repo.commit("big", {"policies/big.yaml": DB + filler})
+    repo.commit("theirs", {"policies/big.yaml": DB_OTHER + filler, "policies/db.yaml": DB_OTHER})
+    files = (
+        FileChange(path="policies/big.yaml", content=DB + "#\n" + filler, base_revision=opened),
+        FileChange(path="policies/db.yaml", content=DB + "# ours\n", base_revision=opened),
+    )
+    report = proposing.push(
+        work(repo, files=files), source_spec(repo), workspace(tmp_path, repo), proposing.Setup()
+    )
+    assert report.state == "Conflict"
+    big, small = report.conflicts
+    assert (big.path, big.omitted, big.base, big.theirs, big.ours) == (
+        "policies/big.yaml",
+        True,
+        None,
+        None,
+        "",
+    )
+    assert (small.omitted, small.base, small.theirs) == (False, DB, DB_OTHER)
+    assert len(report.model_dump_json(by_alias=True)) < (1 << 20)

@@ -1532,6 +1532,12 @@ export interface components {
              */
             base: string | null;
             /**
+             * Omitted
+             * @description The texts were too large to carry with the others (base, theirs and ours are then empty): open the file at the tip.
+             * @default false
+             */
+            omitted: boolean;
+            /**
              * Ours
              * @description The file as proposed.
              */
