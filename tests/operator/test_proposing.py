@@ -443,3 +443,21 @@ def test_conflict_texts_stay_within_what_one_report_carries(repo: GitRepo, tmp_p
     )
     assert (small.omitted, small.base, small.theirs) == (False, DB, DB_OTHER)
     assert len(report.model_dump_json(by_alias=True)) < (1 << 20)
+
+
+def test_hostile_names_are_data_never_options(repo: GitRepo, tmp_path: Path) -> None:
+    """A path or branch that reads like an option is written as a name, and runs nothing."""
+    marker = tmp_path / "PWNED"
+    path = f"policies/--exec=touch {marker}.yaml"
+    files = (FileChange(path=path, content=DB_OTHER),)
+    branch = f"bpfleet/--upload-pack=touch {marker}".replace(" ", "-")
+    report = proposing.push(
+        work(repo, files=files, branch=branch),
+        source_spec(repo),
+        workspace(tmp_path, repo),
+        proposing.Setup(),
+    )
+    assert report.state == "Pushed", report.message
+    assert not marker.exists()
+    assert repo.git("rev-parse", "--verify", f"refs/heads/{branch}") == report.commit
+    assert repo.git("diff", "--name-only", "main", f"refs/heads/{branch}") == path
