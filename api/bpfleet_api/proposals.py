@@ -51,6 +51,7 @@ WAKE_KEY = "/proposals"  # a waiter key no node name can take (names hold no '/'
 WORK_PAGE = 50  # work items in one answer to an operator
 WORK_PAGE_BYTES = 4 << 20  # and their files' bytes (one item always goes, whatever its size)
 _PENDING = {"push": ("Proposed",), "merge": ("Pushed",)}  # the states that need it
+_PUSHED = frozenset({"Pushed", "Merged", "Applied", "Rejected"})
 
 
 # ------------------------------------------------------------------------ accepting
@@ -391,15 +392,7 @@ def record_report(
         proposal.conflicts = [
             item.model_dump(mode="json", by_alias=True) for item in report.conflicts
         ]
-    if (
-        report.state != "Proposed"
-        and proposal.pushed_at is None
-        and report.state
-        not in (
-            "Conflict",
-            "Failed",
-        )
-    ):
+    if report.state in _PUSHED and proposal.pushed_at is None:
         proposal.pushed_at = now
     if report.state in ("Merged", "Applied", "Rejected") and proposal.merged_at is None:
         proposal.merged_at = now

@@ -14,9 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
+from bpfleet_core.resources import GitSource
+from bpfleet_operator.fleetapi import FleetApi
+from bpfleet_operator.settings import OperatorSettings
+from bpfleet_operator.standalone import StandaloneSource
 from tests import services
 from tests.conftest import SignedCatalog
-from tests.gitrepos import GitRepo
+from tests.gitrepos import GitRepo, SmartHttpServer
 from tests.operator.forgeserver import ForgeServer
 from tests.operator.kubernetes import Cluster
 from tests.operator.processes import BPFLEET, operator, operator_environment, running
@@ -234,3 +238,40 @@ def test_the_kopf_operator_writes_merges_and_follows_a_proposal(
             "matchLabels": {"app": "other"}
         }
         assert live["metadata"]["annotations"]["bpfleet.io/revision"] == done["revision"]
+
+
+def test_standalone_reads_secrets_from_a_directory_and_says_when_one_is_missing(
+    api: services.Api, tmp_path: Path
+) -> None:
+    """Standalone has no Kubernetes Secrets: a secretRef names a directory of files."""
+    namespace = f"shop-{uuid.uuid4().hex[:6]}"
+    repo = GitRepo(tmp_path / "repos" / "fleet")
+    repo.commit("db", {"policies/db.yaml": policy(namespace, "web")})
+    with SmartHttpServer(repo.path.parent, "ci", "t0ken") as server:
+        document = {
+            "apiVersion": "bpfleet.io/v1alpha1",
+            "kind": "GitSource",
+            "metadata": {"name": "creds", "namespace": "default"},
+            "spec": {"url": server.url("fleet"), "path": "policies", "secretRef": {"name": "git"}},
+        }
+        source = GitSource.model_validate(document)
+        fleet = FleetApi(api.url, api.admin_token)
+        try:
+            unset = OperatorSettings(state_dir=tmp_path / "state")
+            result = StandaloneSource(source, unset, fleet).reconcile_once()
+            assert result.outcome == "Failed"
+            assert "BPFLEET_OPERATOR_SECRETS_DIR" in result.message
+            assert not server.authorizations  # nothing was fetched, nothing sent
+
+            secrets = tmp_path / "secrets"
+            settings = OperatorSettings(state_dir=tmp_path / "state", secrets_dir=secrets)
+            result = StandaloneSource(source, settings, fleet).reconcile_once()
+            assert "no directory" in result.message
+            (secrets / "git").mkdir(parents=True)
+            for key, value in {"username": "ci", "password": "t0ken", "ca.crt": server.ca}.items():
+                (secrets / "git" / key).write_text(value)
+            result = StandaloneSource(source, settings, fleet).reconcile_once()
+            assert result.outcome == "Applied", result.message
+            assert any(server.authorizations)
+        finally:
+            fleet.close()
