@@ -9,9 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 from sqlmodel import Session
 
 from bpfleet_api import notify, proposals
+from bpfleet_api.changes import Invalid
 from bpfleet_api.db import get_engine
 from bpfleet_api.deps import Admin, Proposer, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Proposal, utcnow
@@ -36,7 +38,11 @@ from bpfleet_core.proposals import (
 )
 
 router = APIRouter(tags=["proposals"])
-ProposalId = Annotated[int, Path(ge=1, le=2**62, description="The proposal's id.")]
+ProposalId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The proposal's id.")]
+SOURCE_PATTERN = (
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/"
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 RECHECK_SECONDS = 30.0  # a long-poll re-reads the database this often without a wake-up
 REFUSALS: dict[int | str, dict[str, str]] = {
     404: {"description": "No such proposal, or the GitSource was never reported."},
@@ -144,8 +150,8 @@ def list_proposals(
     source: Annotated[
         str | None,
         Query(
-            max_length=320,
-            pattern=r"^[a-z0-9][-a-z0-9]*/[a-z0-9][-a-z0-9.]*$",
+            max_length=317,
+            pattern=SOURCE_PATTERN,
             description="namespace/name of a GitSource: its proposals only.",
         ),
     ] = None,
@@ -158,7 +164,10 @@ def list_proposals(
     key = None
     if source is not None:
         namespace, name = source.split("/", 1)
-        key = SourceKey(namespace=namespace, name=name)
+        try:
+            key = SourceKey(namespace=namespace, name=name)
+        except ValidationError:
+            raise Invalid(f"source: {source[:80]!r} is no NAMESPACE/NAME of a GitSource") from None
     found = proposals.listed(session, key, state or ())
     return [proposal_view(session, proposal) for proposal in paging.apply(found, response)]
 
@@ -201,7 +210,9 @@ async def operator_work(
     _: Admin,
     after: Annotated[
         int | None,
-        Query(ge=0, le=2**62, description="The cursor last returned; absent: all pending work."),
+        Query(
+            ge=0, le=2**31 - 1, description="The cursor last returned; absent: all pending work."
+        ),
     ] = None,
     wait: Annotated[float, Query(ge=0, le=3600, description="Seconds to wait for work.")] = 0,
 ) -> ProposalWorkList:
