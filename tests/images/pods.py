@@ -54,9 +54,11 @@ class Manifests:
     def data(self, kind: str, name: str) -> dict[str, bytes]:
         """A Secret's or ConfigMap's keys, as the files a volume of it would hold."""
         (doc,) = (d for d in self.documents if d["kind"] == kind and d["metadata"]["name"] == name)
-        files = {key: base64.b64decode(value) for key, value in doc.get("data", {}).items()}
-        if kind == "ConfigMap":
-            files = {key: str(value).encode() for key, value in doc.get("data", {}).items()}
+        data = doc.get("data", {})
+        if kind == "Secret":
+            files = {key: base64.b64decode(value, validate=True) for key, value in data.items()}
+        else:
+            files = {key: str(value).encode() for key, value in data.items()}
         files.update({key: str(value).encode() for key, value in doc.get("stringData", {}).items()})
         return files
 
@@ -177,7 +179,10 @@ def run_arguments(container: Container, extra_mounts: Sequence[Mount] = ()) -> l
             if name not in container.capabilities
         ]
         arguments += [f"--cap-add={name}" for name in sorted(container.capabilities)]
-    for mount in [*container.mounts, *extra_mounts]:
+    mounts = [*container.mounts, *extra_mounts]
+    if any(mount.path == "/etc/hosts" for mount in mounts):
+        arguments.append("--no-hosts")  # the test's, not one buildah writes
+    for mount in mounts:
         arguments += ["--volume", f"{mount.host}:{mount.path}:{'ro' if mount.read_only else 'rw'}"]
     for name, value in container.env.items():
         arguments += ["--env", f"{name}={value}"]

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
+import socket
 import ssl
 import subprocess
 import uuid
@@ -30,17 +32,54 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from bpfleet_api import db
-from bpfleet_cli.localfleet import free_port, ip, wait_until
+from bpfleet_cli.localfleet import ip, wait_until
 from tests import services
 from tests.conftest import SignedCatalog
-from tests.images.pods import Container, Manifests, Mount, container_of, run_once, running
+from tests.images.pods import (
+    Container,
+    Manifests,
+    Mount,
+    Running,
+    container_of,
+    run_once,
+    running,
+)
 
 pytestmark = [pytest.mark.images, pytest.mark.services, pytest.mark.bpf]
 
 SERVICE = "bpfleet-api.bpfleet.svc"  # the API's name in the chart's certificate and URLs
 BPFFS = Path("/sys/fs/bpf")
+# `buildah run` makes /sys and every mount under it read-only, the host's bpffs included:
+# the agent pins on a bpffs of its own, mounted beside it (the one thing of the agent's
+# container the test changes: BPFLEET_AGENT_PIN_ROOT, which the chart puts under /sys).
+PIN_BPFFS = "/run/bpfleet/bpffs"
 # Capability numbers (linux/capability.h) of those the chart may grant the agent.
 CAPABILITY_BITS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+
+
+def free_port() -> int:
+    """A port free on every address (the chart's API and receiver bind 0.0.0.0), below
+    the kernel's ephemeral range: the seconds until the container binds it, no outgoing
+    connection of another program on this machine can take it meanwhile."""
+    lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(20000, lowest_ephemeral), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def wait_while_running(check: Callable[[], object], process: Running, timeout: float, what: str) -> None:
+    """``wait_until``, failing at once (with the log's end) when ``process`` exits."""
+
+    def alive_and_done() -> object:
+        return not process.alive() or check()
+
+    wait_until(alive_and_done, timeout, f"{what} (log: {process.log})")
+    assert process.alive(), f"exited while waiting for {what}:\n{process.output()[-3000:]}"
 
 
 @dataclass
@@ -51,7 +90,7 @@ class Deployment:
     scratch: Path
     port: int
     run: str
-    pin_root: Path
+    pin_bpffs: Path  # on the host: a bpffs the agent's container mounts at PIN_BPFFS
     ca: Path
     admin_token: str
     database_url: str
@@ -101,8 +140,7 @@ def deployment(
         f"--set=database.url={database_url}",
         f"--set=redis.url={redis.url}",
         f"--set-file=trust.keys.fleet\\.pub={signed_catalog.trust / 'signing.pub'}",
-        f"--set=agent.pinRoot={BPFFS / f'bpfleet-images-{run}'}",
-        f"--set=agent.labels.images-test={run}",
+        f"--set-string=agent.labels.images-test={run}",
         "--set=agent.settings.pollInterval=0.5",
         "--set=agent.settings.heartbeatInterval=2",
         "--set=api.settings.rolloutTickSeconds=0.3",
@@ -117,7 +155,7 @@ def deployment(
         scratch=scratch,
         port=port,
         run=run,
-        pin_root=BPFFS / f"bpfleet-images-{run}",
+        pin_bpffs=scratch / "bpffs",
         ca=ca,
         admin_token=api.env["BPFLEET_API_ADMIN_TOKEN"],
         database_url=database_url,
@@ -130,10 +168,9 @@ def deployment(
     ):
 
         def answers() -> bool:
-            assert api_process.alive(), f"the API exited:\n{api_process.output()[-3000:]}"
             return deployment.request("GET", "/healthz", token=None).status_code == 200
 
-        wait_until(answers, 180, f"the API from its image (log: {api_process.log})")
+        wait_while_running(answers, api_process, 180, "the API from its image")
         yield deployment
         assert worker_process.alive(), worker_process.output()[-3000:]
 
@@ -245,12 +282,10 @@ def test_agent_image_probes_and_attaches_a_signed_program_on_a_veth(
             "state": state,
         },
     )
-    chart_capabilities = {
-        f"CAP_{entry['name']}"
-        for entry in deployment.manifests.find("DaemonSet", "-agent")["spec"]["template"]["spec"][
-            "containers"
-        ][0]["securityContext"]["capabilities"]["add"]
-    }
+    assert agent.env["BPFLEET_AGENT_PIN_ROOT"].startswith(f"{BPFFS}/")
+    agent = replace(agent, env={**agent.env, "BPFLEET_AGENT_PIN_ROOT": f"{PIN_BPFFS}/bpfleet"})
+    (spec,) = deployment.manifests.find("DaemonSet", "-agent")["spec"]["template"]["spec"]["containers"]
+    chart_capabilities = {f"CAP_{name}" for name in spec["securityContext"]["capabilities"]["add"]}
     assert agent.capabilities == chart_capabilities
     done = run_once(agent, ["cat", "/proc/self/status"])
     assert done.returncode == 0, done.stderr
@@ -258,17 +293,21 @@ def test_agent_image_probes_and_attaches_a_signed_program_on_a_veth(
     assert "Uid:\t0\t" in done.stdout
 
     program = f"xdp-images-{deployment.run}"
+    deployment.pin_bpffs.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(deployment.pin_bpffs)], check=True)
     with node_namespace(deployment.run) as (netns, host_address, interface):
-        hosts = deployment.hosts_file("agent", host_address)
+        mounts = [
+            deployment.hosts_file("agent", host_address),
+            Mount(deployment.pin_bpffs, PIN_BPFFS, False),
+        ]
         try:
-            with running(agent, deployment.scratch / "agent.log", netns=netns, extra_mounts=[hosts]) as process:
+            with running(agent, deployment.scratch / "agent.log", netns=netns, extra_mounts=mounts) as process:
 
                 def registered() -> dict[str, Any] | None:
-                    assert process.alive(), f"the agent exited:\n{process.output()[-3000:]}"
                     answer = deployment.request("GET", f"/v1/nodes/{node}")
                     return answer.json() if answer.status_code == 200 and answer.json()["features"] else None
 
-                wait_until(registered, 180, f"node {node} with its features (log: {process.log})")
+                wait_while_running(registered, process, 180, f"node {node} with its features")
                 features = deployment.request("GET", f"/v1/nodes/{node}").json()["features"]
                 assert features["kernel_release"] == os.uname().release
                 assert features["program_types"]["xdp"] is True
@@ -303,14 +342,16 @@ def test_agent_image_probes_and_attaches_a_signed_program_on_a_veth(
                     return None
 
                 # The worker (its image) advances the rollout; the agent (its image) attaches.
-                wait_until(lambda: state_on_node() == "Attached", 180, f"{program} Attached on {node}")
+                wait_while_running(
+                    lambda: state_on_node() == "Attached", process, 180, f"{program} Attached on {node}"
+                )
                 link = subprocess.run(
                     ["ip", "-n", netns, "-d", "link", "show", interface],
                     capture_output=True, text=True, check=True,
                 ).stdout
                 assert "prog/xdp" in link, link
 
-                check = run_once(agent, ["bpfleet-healthcheck", "agent"], netns=netns, extra_mounts=[hosts])
+                check = run_once(agent, ["bpfleet-healthcheck", "agent"], netns=netns, extra_mounts=mounts)
                 assert check.returncode == 0, check.stdout + check.stderr
 
                 assert deployment.request("DELETE", f"/v1/programs/{program}").status_code == 204
@@ -322,8 +363,9 @@ def test_agent_image_probes_and_attaches_a_signed_program_on_a_veth(
                     120,
                     f"{program} detached from {interface}",
                 )
+                assert not any((deployment.pin_bpffs / "bpfleet").iterdir()), "pins left"
         finally:
-            shutil.rmtree(deployment.pin_root, ignore_errors=True)
+            subprocess.run(["umount", str(deployment.pin_bpffs)], check=False)
 
 
 # ---------------------------------------------------------------------------- operator
@@ -409,13 +451,12 @@ def test_operator_image_standalone_follows_a_local_repository(deployment: Deploy
     with running(operator, deployment.scratch / "operator.log", extra_mounts=mounts) as process:
 
         def policy_status() -> int:
-            assert process.alive(), f"the operator exited:\n{process.output()[-3000:]}"
             return deployment.request("GET", "/v1/policies/shop/web").status_code
 
-        wait_until(lambda: policy_status() == 200, 120, f"shop/web in the API (log: {process.log})")
+        wait_while_running(lambda: policy_status() == 200, process, 120, "shop/web in the API")
         check = run_once(operator, ["bpfleet-healthcheck", "operator"], extra_mounts=mounts)
         assert check.returncode == 0, check.stdout + check.stderr
 
         git(repository, "rm", "--quiet", "policies/web.yaml")
         git(repository, "commit", "--quiet", "-m", "web: removed")
-        wait_until(lambda: policy_status() == 404, 120, "shop/web pruned from the API")
+        wait_while_running(lambda: policy_status() == 404, process, 120, "shop/web pruned from the API")
