@@ -112,7 +112,9 @@ def table(measured: list[Measured]) -> str:
     lines = ["| image | size | budget | what runs from it |", "|---|---:|---:|---|"]
     for item in measured:
         name = item.image.removeprefix("localhost/")
-        lines.append(f"| `{name}` | {item.size_mib:.0f} MiB | {item.budget_mib} MiB | {item.runs} |")
+        lines.append(
+            f"| `{name}` | {item.size_mib:.0f} MiB | {item.budget_mib} MiB | {item.runs} |"
+        )
     return "\n".join(lines)
 
 

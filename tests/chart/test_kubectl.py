@@ -36,7 +36,10 @@ spec:
 def kubernetes_version(helm: Path) -> str:
     """The minor version of the kubectl scripts/install-helm.sh installs, as x.y.0."""
     done = subprocess.run(
-        [str(KUBECTL), "version", "--client", "-o", "json"], capture_output=True, text=True, check=True
+        [str(KUBECTL), "version", "--client", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     client = json.loads(done.stdout)["clientVersion"]
     return f"{client['major']}.{client['minor'].rstrip('+')}.0"
@@ -95,4 +98,7 @@ def test_kubectl_refuses_what_the_api_server_would(api_server: StandInApiServer)
     done = dry_run(api_server, BROKEN_DEPLOYMENT)
     assert done.returncode != 0
     assert 'unknown field "imagePullPolicyy"' in done.stderr, done.stderr
-    assert 'containerPort): invalid type for io.k8s.api.core.v1.ContainerPort.containerPort: got "string", expected "integer"' in done.stderr, done.stderr
+    assert (
+        'containerPort): invalid type for io.k8s.api.core.v1.ContainerPort.containerPort: got "string", expected "integer"'
+        in done.stderr
+    ), done.stderr

