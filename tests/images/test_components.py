@@ -6,7 +6,8 @@ runs from the image it names under `buildah run`: the API migrates a real Postgr
 and serves TLS; the worker serves Celery through a real Redis and drives a rollout; the
 agent, in a network namespace with exactly the chart's capabilities, probes this
 kernel, registers over TLS, and loads and attaches a signed program on its veth; the
-operator, standalone, follows a local Git repository into the API.
+operator follows a local Git repository into the API standalone, and runs the chart's
+own command (kopf) against an emulated Kubernetes API.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tests.images.pods import (
     run_once,
     running,
 )
+from tests.operator.kubernetes import emulated_cluster
 
 pytestmark = [pytest.mark.images, pytest.mark.services, pytest.mark.bpf]
 
@@ -495,3 +497,40 @@ def test_operator_image_standalone_follows_a_local_repository(deployment: Deploy
         wait_while_running(
             lambda: policy_status() == 404, process, 120, "shop/web pruned from the API"
         )
+
+
+def test_operator_image_runs_the_charts_command_against_a_cluster(deployment: Deployment) -> None:
+    """`bpfleet operator run`, the chart's command, against kmock's emulated Kubernetes API
+    (the one setting added: its URL, where a cluster gives the pod's service account)."""
+    with emulated_cluster() as cluster:
+        operator = container_of(
+            deployment.manifests, "Deployment", "operator", deployment.scratch / "operator-kopf"
+        )
+        assert operator.command == ["bpfleet", "operator", "run"]
+        operator = replace(operator, env={**operator.env, "BPFLEET_OPERATOR_KUBE_URL": cluster.url})
+        mounts = [deployment.hosts_file("operator-kopf", "127.0.0.1")]
+        with running(
+            operator, deployment.scratch / "operator-kopf.log", extra_mounts=mounts
+        ) as process:
+            policy = {
+                "apiVersion": "bpfleet.io/v1alpha1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "db-ingress", "namespace": "shop"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "db"}},
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+                    "mode": "audit",
+                },
+            }
+            cluster.create("networkpolicies", policy, namespace="shop")
+
+            def handed_over() -> bool:
+                return deployment.request("GET", "/v1/policies/shop/db-ingress").status_code == 200
+
+            wait_while_running(handed_over, process, 120, "shop/db-ingress handed to the API")
+
+            def summarised() -> bool:
+                found = cluster.get("networkpolicies", "db-ingress", "shop") or {}
+                return bool(found.get("status", {}).get("conditions"))
+
+            wait_while_running(summarised, process, 120, "shop/db-ingress's status written back")

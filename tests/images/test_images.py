@@ -52,18 +52,23 @@ def test_every_image_has_a_health_check(images: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("target", targets())
-def test_runtime_images_hold_no_compiler_and_no_pip(images: dict[str, str], target: str) -> None:
+def test_runtime_images_hold_no_compiler_no_pip_and_no_catalog(
+    images: dict[str, str], target: str
+) -> None:
     probe = " ".join(f"command -v {tool};" for tool in COMPILERS)
+    # eBPF objects are artifacts uploaded to the API, never part of an image.
+    objects = "find / -xdev -name '*.bpf.o' -o -name '*.manifest.json.sig'"
     container = Container(images[target], [], {}, [], None, None)
     done = run_once(
         container,
-        ["sh", "-c", f"{probe} ls /opt/bpfleet/bin; ls /usr/lib/gcc 2>/dev/null; true"],
+        ["sh", "-c", f"{probe} ls /opt/bpfleet/bin; ls /usr/lib/gcc 2>/dev/null; {objects}; true"],
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()
     found = [line for line in lines if line.rsplit("/", 1)[-1] in COMPILERS]
     assert found == [], f"{target} holds compilers: {found}"
     assert not any(name.startswith("pip") for name in lines), f"{target} holds pip: {lines}"
+    assert not any(line.endswith((".bpf.o", ".sig")) for line in lines), lines
 
 
 def test_the_api_image_holds_the_dashboard_and_the_migrations(images: dict[str, str]) -> None:
