@@ -206,16 +206,19 @@ def test_api_image_migrates_postgresql_and_serves_tls(deployment: Deployment) ->
 
 
 def test_api_image_health_check(deployment: Deployment) -> None:
-    check = deployment.api.with_command("bpfleet-healthcheck", "api")
-    done = run_once(check, check.command, extra_mounts=[], timeout=60)
     # Its PID 1 is not the API here: the port comes from the environment.
-    assert done.returncode != 0, done.stdout
-    done = run_once(
-        replace(check, env={**check.env, "BPFLEET_HEALTHCHECK_PORT": str(deployment.port)}),
-        check.command,
+    check = deployment.api.with_command(
+        "bpfleet-healthcheck", "api", BPFLEET_HEALTHCHECK_PORT=str(deployment.port)
     )
+    done = run_once(check, check.command)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"https://127.0.0.1:{deployment.port}/healthz answered 200" in done.stdout
+    silent = free_port()  # nothing listens there
+    done = run_once(
+        replace(check, env={**check.env, "BPFLEET_HEALTHCHECK_PORT": str(silent)}), check.command
+    )
+    assert done.returncode == 1, done.stdout
+    assert f"127.0.0.1:{silent}/healthz" in done.stderr
 
 
 # ------------------------------------------------------------------------------ worker
