@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import ssl
@@ -100,6 +101,7 @@ class Deployment:
     database_url: str
     api: Container
     worker: Container
+    worker_log: Path
 
     def request(
         self, method: str, path: str, token: str | None = "admin", **kwargs: Any
@@ -165,10 +167,11 @@ def deployment(
         database_url=database_url,
         api=api,
         worker=worker,
+        worker_log=scratch / "worker.log",
     )
     with (
         running(api, scratch / "api.log") as api_process,
-        running(worker, scratch / "worker.log") as worker_process,
+        running(worker, deployment.worker_log) as worker_process,
     ):
 
         def answers() -> bool:
@@ -368,6 +371,11 @@ def test_agent_image_probes_and_attaches_a_signed_program_on_a_veth(
                     180,
                     f"{program} Attached on {node}",
                 )
+                # The rollout's steps ran in the worker (from the api image), through Redis.
+                assert re.search(
+                    r"Task bpfleet\.advance_rollout\[[-0-9a-f]+\] succeeded",
+                    deployment.worker_log.read_text(),
+                ), deployment.worker_log.read_text()[-3000:]
                 link = subprocess.run(
                     ["ip", "-n", netns, "-d", "link", "show", interface],
                     capture_output=True,
