@@ -227,7 +227,7 @@ class PolicyEnforcer:
         enforced = None
         if self._datapath is not None:
             try:
-                enforced = self._datapath.enforced(per_rule=False)
+                enforced = self._datapath.enforced()
             except (libbpf.LibbpfError, OSError) as error:
                 message = "; ".join(part for part in (message, f"counters: {error}") if part)
         return PolicyReport(

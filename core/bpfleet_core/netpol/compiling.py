@@ -16,13 +16,18 @@ compares addresses and ports:
 
 ``verdict`` evaluates compiled rules the way the datapath does, so tests can check
 that the compiled form decides every flow exactly as the simulator does.
+
+A node compiles again whenever its policy part changes, mostly in small ways. Given a
+``CompileCache``, rules whose inputs are the very objects of the last compile (the
+agent reuses parsed rules and peers that did not change) come back as the very same
+``Rule`` objects, so the datapath can tell what changed by identity alone.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from bpfleet_core.netpol import models
 from bpfleet_core.netpol.models import Address, Direction
@@ -31,6 +36,7 @@ from bpfleet_core.netpol.rules import (
     EndpointRules,
     PeerBlock,
     PortRange,
+    Prefix,
     Protocol,
     Rule,
 )
@@ -40,13 +46,63 @@ ALL_TRAFFIC = PortRange(None)
 
 
 def host_block(address: Address) -> PeerBlock:
-    return PeerBlock(ipaddress.ip_network(f"{address}/{address.max_prefixlen}"))
+    return PeerBlock(Prefix.of(address))
+
+
+class CompileCache:
+    """What earlier compiles produced, by the identity of their inputs.
+
+    Entries hold their inputs, so an ``id`` is never mistaken for a later object's;
+    ``sweep`` drops what the last compile did not use."""
+
+    def __init__(self) -> None:
+        self.rules: dict[tuple[Any, ...], tuple[tuple[object, ...], list[Rule]]] = {}
+        self.blocks: dict[int, tuple[models.IPBlock, PeerBlock]] = {}
+        self.selected: dict[tuple[int, str], tuple[object, object, list[str]]] = {}
+        self._used_rules: set[tuple[Any, ...]] = set()
+        self._used_blocks: set[int] = set()
+
+    def block(self, ip_block: models.IPBlock) -> PeerBlock:
+        self._used_blocks.add(id(ip_block))
+        found = self.blocks.get(id(ip_block))
+        if found is not None and found[0] is ip_block:
+            return found[1]
+        block = _block(ip_block)
+        self.blocks[id(ip_block)] = (ip_block, block)
+        return block
+
+    def rule(
+        self, key: tuple[Any, ...], inputs: tuple[object, ...], compile_rule: Any
+    ) -> list[Rule]:
+        self._used_rules.add(key)
+        found = self.rules.get(key)
+        if found is not None and len(found[0]) == len(inputs):
+            if all(a is b for a, b in zip(found[0], inputs, strict=True)):
+                return found[1]
+        compiled: list[Rule] = compile_rule()
+        self.rules[key] = (inputs, compiled)
+        return compiled
+
+    def sweep(self) -> None:
+        for key in self.rules.keys() - self._used_rules:
+            del self.rules[key]
+        for number in self.blocks.keys() - self._used_blocks:
+            del self.blocks[number]
+        self.selected.clear()
+        self._used_rules, self._used_blocks = set(), set()
 
 
 def _selected_pods(
-    peer: models.NetworkPolicyPeer, policy: models.Policy, topology: models.Topology
+    peer: models.NetworkPolicyPeer,
+    policy: models.Policy,
+    topology: models.Topology,
+    cache: CompileCache | None = None,
 ) -> list[str]:
     """The pods a selector peer selects (``podSelector`` and/or ``namespaceSelector``)."""
+    if cache is not None:
+        found = cache.selected.get((id(peer), policy.namespace))
+        if found is not None and found[0] is peer and found[1] is topology:
+            return found[2]
     pods = []
     for key, pod in topology.pods.items():
         namespace = topology.namespace_of(key)
@@ -56,17 +112,21 @@ def _selected_pods(
             in_namespace = peer.namespace_selector.matches(topology.namespaces[namespace])
         if in_namespace and (peer.pod_selector is None or peer.pod_selector.matches(pod.labels)):
             pods.append(key)
+    if cache is not None:
+        cache.selected[(id(peer), policy.namespace)] = (peer, topology, pods)
     return pods
 
 
 def _block(ip_block: models.IPBlock) -> PeerBlock:
-    return PeerBlock(ip_block.network, ip_block.excepted)
+    excepts = tuple(Prefix.parse(text) for text in ip_block.except_ or ())
+    return PeerBlock(Prefix.parse(ip_block.cidr), excepts)
 
 
 def _peer_blocks(
     peers: Sequence[models.NetworkPolicyPeer] | None,
     policy: models.Policy,
     topology: models.Topology,
+    cache: CompileCache | None = None,
 ) -> tuple[PeerBlock, ...] | None:
     """``None`` (any peer) when there are no peers; otherwise the peers' blocks."""
     if not peers:
@@ -74,9 +134,10 @@ def _peer_blocks(
     blocks: dict[PeerBlock, None] = {}  # a dict: ordered, and O(1) to skip repeats
     for peer in peers:
         if peer.ip_block is not None:
-            blocks[_block(peer.ip_block)] = None
+            block = cache.block(peer.ip_block) if cache is not None else _block(peer.ip_block)
+            blocks[block] = None
         else:
-            for key in _selected_pods(peer, policy, topology):
+            for key in _selected_pods(peer, policy, topology, cache):
                 blocks[host_block(topology.pods[key].ip)] = None
     return tuple(blocks)
 
@@ -85,6 +146,7 @@ def _destination_pods(
     peers: Sequence[models.NetworkPolicyPeer] | None,
     policy: models.Policy,
     topology: models.Topology,
+    cache: CompileCache | None,
 ) -> list[str]:
     """Every pod a ``to`` list reaches (all pods when it is missing or empty)."""
     if not peers:
@@ -96,7 +158,7 @@ def _destination_pods(
                 key for key, pod in topology.pods.items() if peer.ip_block.contains(pod.ip)
             )
         else:
-            chosen.update(_selected_pods(peer, policy, topology))
+            chosen.update(_selected_pods(peer, policy, topology, cache))
     return [key for key in topology.pods if key in chosen]
 
 
@@ -109,14 +171,23 @@ def _numeric_range(port: models.NetworkPolicyPort) -> PortRange:
     return PortRange(protocol, port.port, last)
 
 
+def _named(rule: models.Rule) -> bool:
+    return any(isinstance(port.port, str) for port in rule.ports or ())
+
+
+def _selects_pods(rule: models.Rule) -> bool:
+    return any(peer.ip_block is None for peer in rule.peers or ())
+
+
 def _ingress_rule(
     policy: models.Policy,
     index: int,
     rule: models.NetworkPolicyIngressRule,
     topology: models.Topology,
     pod: models.Pod,
+    cache: CompileCache | None,
 ) -> Rule:
-    peers = _peer_blocks(rule.from_, policy, topology)
+    peers = _peer_blocks(rule.from_, policy, topology, cache)
     if not rule.ports:
         return Rule(policy.key, index, peers, (ALL_TRAFFIC,))
     ranges: list[PortRange] = []
@@ -138,8 +209,9 @@ def _egress_rules(
     index: int,
     rule: models.NetworkPolicyEgressRule,
     topology: models.Topology,
+    cache: CompileCache | None,
 ) -> list[Rule]:
-    peers = _peer_blocks(rule.to, policy, topology)
+    peers = _peer_blocks(rule.to, policy, topology, cache)
     if not rule.ports:
         return [Rule(policy.key, index, peers, (ALL_TRAFFIC,))]
     numeric: list[PortRange] = []
@@ -154,7 +226,7 @@ def _egress_rules(
         compiled.append(Rule(policy.key, index, peers, tuple(numeric)))
     by_port: dict[PortRange, list[PeerBlock]] = {}
     if named:
-        for key in _destination_pods(rule.to, policy, topology):
+        for key in _destination_pods(rule.to, policy, topology, cache):
             destination = topology.pods[key]
             for port in named:
                 assert isinstance(port.port, str)
@@ -173,12 +245,45 @@ def _egress_rules(
     return compiled
 
 
+def _compiled_rules(
+    policy: models.Policy,
+    direction: Direction,
+    index: int,
+    rule: models.Rule,
+    topology: models.Topology,
+    pod: models.Pod,
+    cache: CompileCache | None,
+) -> list[Rule]:
+    """One policy rule compiled (an egress rule with named ports may give several)."""
+    if isinstance(rule, models.NetworkPolicyIngressRule):
+
+        def compile_rule() -> list[Rule]:
+            return [_ingress_rule(policy, index, rule, topology, pod, cache)]
+
+        per_endpoint = _named(rule)  # named ports resolve against the endpoint itself
+        needs_topology = _selects_pods(rule)
+    else:
+
+        def compile_rule() -> list[Rule]:
+            return _egress_rules(policy, index, rule, topology, cache)
+
+        per_endpoint = False
+        needs_topology = _selects_pods(rule) or _named(rule)
+    if cache is None:
+        return compile_rule()
+    # What the result depends on: the rule, and the topology or the endpoint if it must.
+    inputs = (rule, topology if needs_topology else None, pod if per_endpoint else None)
+    key = (policy.key, direction, index, id(pod) if per_endpoint else None)
+    return cache.rule(key, inputs, compile_rule)
+
+
 def _direction(
     policies: Sequence[models.Policy],
     topology: models.Topology,
     key: str,
     direction: Direction,
     view: View,
+    cache: CompileCache | None,
 ) -> DirectionRules:
     wanted: models.PolicyType = "Ingress" if direction == "ingress" else "Egress"
     selecting = [
@@ -193,13 +298,13 @@ def _direction(
     pod = topology.pods[key]
     rules: list[Rule] = []
     for policy in selecting:
-        if direction == "ingress":
-            for index, ingress in enumerate(policy.spec.ingress or ()):
-                rules.append(_ingress_rule(policy, index, ingress, topology, pod))
-        else:
-            for index, egress in enumerate(policy.spec.egress or ()):
-                rules.extend(_egress_rules(policy, index, egress, topology))
-    return DirectionRules(isolated=True, rules=tuple(rules))
+        for index, rule in enumerate(policy.spec.rules(direction)):
+            rules.extend(_compiled_rules(policy, direction, index, rule, topology, pod, cache))
+    return DirectionRules(
+        isolated=True,
+        rules=tuple(rules),
+        policies=tuple(dict.fromkeys(policy.key for policy in selecting)),
+    )
 
 
 def compile_policies(
@@ -207,11 +312,14 @@ def compile_policies(
     topology: models.Topology,
     *,
     node_endpoints: set[str] | None = None,
+    cache: CompileCache | None = None,
 ) -> dict[str, EndpointRules]:
     """The rules of every endpoint (``"ns/pod"``), or only of ``node_endpoints``.
 
     Policies must be validated (``validating.validate``). Raises ``ValueError`` when
-    ``node_endpoints`` names a pod the topology does not have.
+    ``node_endpoints`` names a pod the topology does not have. With ``cache``, what
+    did not change since the last compile with it is reused (see the module's
+    docstring); the result is the same either way.
     """
     items = list(policies)
     if node_endpoints is not None:
@@ -222,21 +330,24 @@ def compile_policies(
     # object to both (the datapath then skips comparing them rule by rule).
     audited = any(policy.mode == "audit" for policy in items)
     compiled: dict[str, EndpointRules] = {}
-    for key in topology.pod_order():
-        if node_endpoints is not None and key not in node_endpoints:
-            continue
-        ingress = _direction(items, topology, key, "ingress", "enforce")
-        egress = _direction(items, topology, key, "egress", "enforce")
+    keys = topology.pod_order() if node_endpoints is None else sorted(node_endpoints)
+    for key in keys:
+        ingress = _direction(items, topology, key, "ingress", "enforce", cache)
+        egress = _direction(items, topology, key, "egress", "enforce", cache)
         compiled[key] = EndpointRules(
             endpoint=key,
             address=topology.pods[key].ip,
             ingress=ingress,
             egress=egress,
-            audit_ingress=_direction(items, topology, key, "ingress", "audit")
+            audit_ingress=_direction(items, topology, key, "ingress", "audit", cache)
             if audited
             else ingress,
-            audit_egress=_direction(items, topology, key, "egress", "audit") if audited else egress,
+            audit_egress=_direction(items, topology, key, "egress", "audit", cache)
+            if audited
+            else egress,
         )
+    if cache is not None:
+        cache.sweep()
     return compiled
 
 
@@ -246,10 +357,7 @@ def compile_policies(
 def _peer_allows(peers: tuple[PeerBlock, ...] | None, address: Address) -> bool:
     if peers is None:
         return True
-    return any(
-        address in block.cidr and not any(address in item for item in block.excepts)
-        for block in peers
-    )
+    return any(block.contains(address) for block in peers)
 
 
 def _port_allows(ranges: tuple[PortRange, ...], protocol: Protocol, port: int) -> bool:

@@ -7,13 +7,13 @@ import ipaddress
 import pytest
 
 from bpfleet_core.netpol import compiling, models
-from bpfleet_core.netpol.rules import DirectionRules, PeerBlock, PortRange, Rule
+from bpfleet_core.netpol.rules import DirectionRules, PeerBlock, PortRange, Prefix, Rule
 from tests.core.netpol.shared import policies, policy
 from tests.core.netpol.test_simulating import POD_A, named_port_topology
 
 
-def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(text)
+def net(text: str) -> Prefix:
+    return Prefix.parse(text)
 
 
 def host(text: str) -> PeerBlock:
@@ -80,6 +80,7 @@ def test_ingress_peers_and_ports(topology: models.Topology) -> None:
             ),
             Rule("x/web", 2, (host("10.0.2.3/32"),), ()),
         ),
+        policies=("x/web",),
     )
     assert x_a.egress == DirectionRules()
     assert x_a.audit_ingress == x_a.ingress
@@ -115,6 +116,7 @@ def test_egress_named_ports_split_by_destination() -> None:
             # A named port that no pod serves on that protocol: a rule that never matches.
             Rule("x/out", 2, (host("10.0.1.1/32"), host("10.0.2.2/32"), host("10.0.2.3/32")), ()),
         ),
+        policies=("x/out",),
     )
 
 
@@ -124,11 +126,12 @@ def test_enforce_and_audit_views(topology: models.Topology) -> None:
     compiled = compiling.compile_policies(policies([enforce, audit]), topology)
     x_a, x_b = compiled["x/a"], compiled["x/b"]
     assert x_a.ingress.rules == (Rule("x/in", 0, None, (PortRange("TCP", 80, 80),)),)
-    assert x_a.audit_ingress == x_a.ingress  # the audit policy adds isolation, not rules
+    assert x_a.audit_ingress.rules == x_a.ingress.rules  # the audit policy adds isolation
     assert x_a.egress == DirectionRules()
-    assert x_a.audit_egress == DirectionRules(isolated=True)
+    assert x_a.audit_ingress.policies == ("x/in", "x/audit")
+    assert x_a.audit_egress == DirectionRules(isolated=True, policies=("x/audit",))
     assert x_b.ingress == DirectionRules()
-    assert x_b.audit_ingress == DirectionRules(isolated=True)
+    assert x_b.audit_ingress == DirectionRules(isolated=True, policies=("x/audit",))
     a, b = x_a.address, x_b.address
     assert compiling.verdict(compiled, b, a, "TCP", 80)
     assert compiling.verdict(compiled, b, a, "TCP", 80, view="audit") is False
