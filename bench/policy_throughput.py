@@ -46,7 +46,14 @@ from _fleet import signed_catalog
 
 from bpfleet_agent import datapath, lab, libbpf, loading, mounts, pins, probing
 from bpfleet_core import signing
-from bpfleet_core.netpol.rules import DirectionRules, EndpointRules, PeerBlock, PortRange, Rule
+from bpfleet_core.netpol.rules import (
+    DirectionRules,
+    EndpointRules,
+    PeerBlock,
+    PortRange,
+    Prefix,
+    Rule,
+)
 
 CLIENT, SERVER = "bench/client", "bench/server"
 ADDRESSES = {
@@ -108,32 +115,22 @@ def in_netns(netns: str, *command: str) -> list[str]:
     return ["nsenter", f"--net=/var/run/netns/{netns}", *command]
 
 
-def cidr_rules(count: int, protocol: str) -> EndpointRules:
-    """The server accepts ``count`` source /32s on PORT; the client's is the last one."""
+def cidr_rules(count: int, protocol: str, shift: int = 0) -> EndpointRules:
+    """The server accepts ``count`` source /32s on PORT; the client's is the last one.
+    ``shift`` moves the others (another list of the same size)."""
+    allowed = (PortRange(protocol, PORT, PORT),)  # type: ignore[arg-type]
     rules = [
         Rule(
             "bench/cidrs",
             index,
-            (
-                PeerBlock(
-                    ipaddress.ip_network(
-                        f"100.{64 + (index >> 16)}.{index >> 8 & 255}.{index & 255}/32"
-                    )
-                ),
-            ),
-            (PortRange(protocol, PORT, PORT),),  # type: ignore[arg-type]
+            (PeerBlock(Prefix.of(ipaddress.IPv4Address((100 << 24 | 64 << 16) + index + shift))),),
+            allowed,
         )
         for index in range(count - 1)
     ]
-    rules.append(
-        Rule(
-            "bench/cidrs",
-            count - 1,
-            (PeerBlock(ipaddress.ip_network(f"{ADDRESSES[CLIENT]}/32")),),
-            (PortRange(protocol, PORT, PORT),),  # type: ignore[arg-type]
-        )
-    )
-    return EndpointRules(SERVER, ADDRESSES[SERVER], ingress=DirectionRules(True, tuple(rules)))
+    rules.append(Rule("bench/cidrs", count - 1, (PeerBlock(Prefix.of(ADDRESSES[CLIENT])),), allowed))
+    ingress = DirectionRules(True, tuple(rules), ("bench/cidrs",))
+    return EndpointRules(SERVER, ADDRESSES[SERVER], ingress=ingress)
 
 
 def iptables_restore_input(rules: EndpointRules, server_if: str, stateful: bool) -> str:

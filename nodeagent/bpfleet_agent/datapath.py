@@ -44,8 +44,9 @@ from bpfleet_agent.rulesets import (
     Delta,
     Denier,
     Direction,
-    RuleName,
+    RuleNames,
     RuleSetBuilder,
+    rule_base,
 )
 from bpfleet_core import features, signing
 from bpfleet_core.manifests import AttachKind
@@ -71,6 +72,14 @@ SLOTS = 2
 # entry), so changes go into it in place until it doubles.
 _HEADROOM, _MIN_CAPACITY = 2, 4096
 _SLOT_KEYS = [struct.pack("=I", slot) for slot in range(SLOTS)]
+# Names of counters no longer live are kept up to twice the live ones and this many.
+_FORGET_SLACK = 1024
+
+
+def _counter_number(key: bytes) -> int:
+    """The rule or deny key a counter map's key starts with."""
+    number: int = struct.unpack_from("=Q", key)[0]
+    return number
 
 
 class DatapathError(Exception):
@@ -122,7 +131,7 @@ class Enforced:
 
 
 @dataclass
-class PolicyCounters:
+class Counts:
     """What one policy did on this node since the datapath was loaded."""
 
     flows: dict[tuple[Direction, int], int] = field(default_factory=dict)  # per rule
@@ -205,7 +214,7 @@ class PolicyDatapath:
         self._rule_sets_id: int | None = None
         self._slots: list[_Slot | None] = [None] * SLOTS
         # What the counters' keys stand for: kept across builders.
-        self.names: dict[int, RuleName] = {}
+        self.names = RuleNames()
         self.deniers: dict[int, Denier] = {}
         self._builder = RuleSetBuilder(self.names, self.deniers)
         # Both slots hold exactly the builder's rule set: a change goes into each.
@@ -368,6 +377,7 @@ class PolicyDatapath:
             self._reset_builder()  # it is ahead of both slots now
             raise DatapathError(f"rule set {revision} not applied: {error}") from error
         flipped_at = time.perf_counter()
+        self._builder.release()
         try:
             if self._fits(active, delta, in_sync):
                 self._await_grace_period(active)
@@ -375,6 +385,10 @@ class PolicyDatapath:
             self._in_sync = True
         except (libbpf.LibbpfError, OSError) as error:
             log.warning("the idle rule-set slot lags (the next change rewrites it): %s", error)
+        try:
+            self._forget_old_counters()
+        except libbpf.LibbpfError as error:
+            log.warning("old counters not removed: %s", error)
         return Applied(
             revision=revision,
             endpoints=delta.endpoints,
@@ -388,6 +402,34 @@ class PolicyDatapath:
             flip_seconds=flipped_at - written_at,
             settle_seconds=time.perf_counter() - flipped_at,
         )
+
+    def _forget_old_counters(self) -> None:
+        """Drop the counters of policies and endpoints long gone, once they outnumber the
+        live ones: the counter maps are bounded, and each rule seen would keep an entry.
+        (Their last increments may not have been reported: a bounded loss, once.)"""
+        builder = self._builder
+        cpus = libbpf.num_possible_cpus()
+        if len(self.names) > 2 * len(builder.live_bases) + _FORGET_SLACK:
+            dead = set(self.names.bases) - builder.live_bases
+            fd = self._fds["rule_stats"]
+            old = []
+            for key, _ in libbpf.map_items(fd, 8, 8 * cpus):
+                name = self.names.get(_counter_number(key))
+                if name is None or rule_base(name.policy, name.direction) in dead:
+                    old.append(key)
+            libbpf.map_delete_batch(fd, b"".join(old), len(old))
+            self.names.forget(dead)
+        if len(self.deniers) > 2 * len(builder.live_deniers) + _FORGET_SLACK:
+            gone = set(self.deniers) - builder.live_deniers
+            fd = self._fds["deny_stats"]
+            old = [
+                key
+                for key, _ in libbpf.map_items(fd, DENY_KEY.size, 8 * cpus)
+                if _counter_number(key) in gone
+            ]
+            libbpf.map_delete_batch(fd, b"".join(old), len(old))
+            for number in gone:
+                del self.deniers[number]
 
     def _active_slot(self) -> int:
         raw = libbpf.map_lookup(self._fds["active_slot"], _SLOT_KEYS[0], 4)
@@ -518,7 +560,7 @@ class PolicyDatapath:
             counted[(number, kind)] = sum(struct.unpack(f"={cpus}Q", value))
         return counted
 
-    def counters(self) -> dict[str, PolicyCounters]:
+    def counters(self) -> dict[str, Counts]:
         """Per policy (``namespace/name``): flows per rule, what it denied and would deny.
         Keys this agent cannot name (rules of a rule set from before its start that no
         later one had) are left out."""
@@ -528,16 +570,16 @@ class PolicyDatapath:
 def by_policy(
     flows: dict[int, int],
     denials: dict[tuple[int, int], int],
-    names: dict[int, RuleName],
+    names: RuleNames,
     deniers: dict[int, Denier],
-) -> dict[str, PolicyCounters]:
+) -> dict[str, Counts]:
     """Counters by key -> by policy. A denial counts for every policy that decided it:
     an isolated direction denies what none of its policies allows."""
-    result: dict[str, PolicyCounters] = {}
+    result: dict[str, Counts] = {}
     for number, count in flows.items():
         name = names.get(number)
         if name is not None and count:
-            counters = result.setdefault(name.policy, PolicyCounters())
+            counters = result.setdefault(name.policy, Counts())
             counters.flows[(name.direction, name.rule_index)] = count
     for (number, kind), count in denials.items():
         denier = deniers.get(number)
@@ -545,7 +587,7 @@ def by_policy(
             continue
         audit = DENY_KINDS[kind][1] == "audit"
         for policy in denier.policies[kind]:
-            counters = result.setdefault(policy, PolicyCounters())
+            counters = result.setdefault(policy, Counts())
             if audit:
                 counters.audit_denied += count
             else:

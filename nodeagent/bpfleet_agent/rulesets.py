@@ -20,18 +20,17 @@ entry by entry: the datapath writes only that.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import hashlib
 import socket
 import struct
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from bpfleet_agent.gcpause import gc_paused
 from bpfleet_core.netpol.rules import (
     ADDRESS_BITS,
     Address,
@@ -248,12 +247,24 @@ def _nested(ordered: Sequence[Prefix]) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=1 << 17)
+# Rule keys: one hash per policy and direction (its *base*), plus the rule's index times
+# an odd constant, so every rule of a policy has a key of its own without a hash each.
+_MASK = (1 << 64) - 1
+_STRIDE = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
+_STRIDE_INVERSE = pow(_STRIDE, -1, 1 << 64)
+_MAX_RULE_INDEX = 1 << 31
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def rule_base(policy: str, direction: Direction) -> int:
+    digest = hashlib.blake2b(f"{policy}\0{direction}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
 def rule_key(policy: str, direction: Direction, index: int) -> int:
     """A stable 64-bit name for a policy rule: per-rule counters are keyed by it, so they
-    carry across rule-set swaps and agent restarts without any registry. Never 0."""
-    digest = hashlib.blake2b(f"{policy}\0{direction}\0{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") or 1
+    carry across rule-set swaps and agent restarts without any registry."""
+    return (rule_base(policy, direction) + index * _STRIDE) & _MASK
 
 
 class RuleName(NamedTuple):
@@ -263,6 +274,41 @@ class RuleName(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.policy} {self.direction}[{self.rule_index}]"
+
+
+class RuleNames:
+    """What rule keys stand for: the policies (and directions) seen, by base. A key is
+    resolved (and remembered) when a counter under it is read."""
+
+    def __init__(self) -> None:
+        self.bases: dict[int, tuple[str, Direction]] = {}
+        self._resolved: dict[int, RuleName | None] = {}
+
+    def add(self, policy: str, direction: Direction) -> None:
+        base = rule_base(policy, direction)
+        if base not in self.bases:
+            self.bases[base] = (policy, direction)
+            self._resolved = {k: v for k, v in self._resolved.items() if v is not None}
+
+    def get(self, key: int) -> RuleName | None:
+        if key in self._resolved:
+            return self._resolved[key]
+        found = None
+        for base, (policy, direction) in self.bases.items():
+            index = ((key - base) * _STRIDE_INVERSE) & _MASK
+            if index < _MAX_RULE_INDEX:
+                found = RuleName(policy, direction, index)
+                break
+        self._resolved[key] = found
+        return found
+
+    def forget(self, bases: Iterable[int]) -> None:
+        for base in bases:
+            self.bases.pop(base, None)
+        self._resolved = {}
+
+    def __len__(self) -> int:
+        return len(self.bases)
 
 
 # The deny counters' kinds (enum netpol_deny_kind): direction + 2 * view.
@@ -308,14 +354,18 @@ class Delta:
         return len(self.upserts) + len(self.deletes)
 
 
+# Changes of up to this many prefixes (or an eighth of a scope's) are made in place.
+_SMALL_CHANGE = 64
+
+
 class _Flat:
     """A scope of plain CIDRs (no excepts, no any-peer rule), none inside another:
     which rules own each prefix, and the prefixes in order, to tell whether a new
     one nests."""
 
-    def __init__(self, owners: dict[Prefix, list[int]]) -> None:
+    def __init__(self, owners: dict[Prefix, list[int]], ordered: list[Prefix]) -> None:
         self.owners = owners
-        self.ordered = sorted(owners)
+        self.ordered = ordered
 
     def nests(self, prefix: Prefix) -> bool:
         """Whether ``prefix`` contains or is contained by another prefix (not itself)."""
@@ -337,6 +387,7 @@ class _Flat:
 class _ScopeState:
     rules: tuple[Rule, ...]
     keys: list[int]  # rule keys by position
+    bases: set[int]  # of the policies (and direction) they belong to
     entries: dict[bytes, bytes]  # this scope's peer and peer-class port entries
     groups: Counter[int]  # port groups its peer entries name, and how often
     classes: dict[frozenset[int], int]  # rule positions -> class id, stable
@@ -350,24 +401,32 @@ class RuleSetBuilder:
     endpoint it has seen (pass dicts of your own to keep them beyond the builder)."""
 
     def __init__(
-        self,
-        names: dict[int, RuleName] | None = None,
-        deniers: dict[int, Denier] | None = None,
+        self, names: RuleNames | None = None, deniers: dict[int, Denier] | None = None
     ) -> None:
         self.entries: dict[bytes, bytes] = {}
-        self.names: dict[int, RuleName] = {} if names is None else names
+        self.names = RuleNames() if names is None else names
         self.deniers: dict[int, Denier] = {} if deniers is None else deniers
         self._endpoint_ids: dict[int, int] = {}  # address bits -> id
         self._scopes: dict[Scope, _ScopeState] = {}
         self._groups: dict[tuple[PortRange, ...], int] = {}
         self._group_uses: Counter[int] = Counter()
         self._endpoint_entries: dict[bytes, bytes] = {}
+        # The keys the rule set in force uses (the others name old counters).
+        self.live_bases: set[int] = set()
+        self.live_deniers: set[int] = set()
+        # What the last build replaced, freed by ``release``.
+        self._retired: list[object] = []
 
     def build(self, endpoints: Iterable[EndpointRules], revision: int) -> Delta:
         """Compile these endpoints' rules as the next rule set. Raises ``ValueError``
         (and changes nothing) when two endpoints share an address."""
-        with _gc_paused():
+        with gc_paused():
             return self._build(list(endpoints), revision)
+
+    def release(self) -> None:
+        """Free what the last build replaced (as much as it built: a caller may want the
+        new rule set in force first)."""
+        self._retired = []
 
     def _build(self, endpoints: list[EndpointRules], revision: int) -> Delta:
         by_address: dict[int, EndpointRules] = {}
@@ -383,6 +442,7 @@ class RuleSetBuilder:
         ids = self._assign_ids(by_address)
         wanted_scopes: dict[Scope, DirectionRules] = {}
         endpoint_entries: dict[bytes, bytes] = {}
+        live_deniers: set[int] = set()
         for bits, endpoint in by_address.items():
             flags, policies = 0, []
             for direction, enforce, audit in (
@@ -408,19 +468,24 @@ class RuleSetBuilder:
             )
             deny = deny_key(denier)
             self.deniers[deny] = denier
+            live_deniers.add(deny)
             key = _key(TABLE_ENDPOINT, _NO_SCOPE, FULL_ADDR_PREFIX, bits.to_bytes(16))
             endpoint_entries[key] = pack_value(ids[bits], flags, deny)
         _diff(self._endpoint_entries, endpoint_entries, changes)
         self._endpoint_entries = endpoint_entries
+        self._retired = []
         for scope in self._scopes.keys() - wanted_scopes.keys():
             removed = self._scopes.pop(scope)
+            self._retired.append(removed)
             _diff(removed.entries, {}, changes)
             self._group_uses.subtract(removed.groups)
         for scope, rules in wanted_scopes.items():
             self._update_scope(scope, rules, changes)
         self._update_groups(changes)
         live_rules = {key for state in self._scopes.values() for key in state.keys}
-        audit_rules = {key for scope, state in self._scopes.items() if scope.view for key in state.keys}
+        audit_rules = {
+            key for scope, state in self._scopes.items() if scope.view for key in state.keys
+        }
         changes[META_KEY] = pack_value(len(by_address), len(live_rules), revision)
         delta = Delta(
             revision, endpoints=len(by_address), rules=len(live_rules), audit_rules=len(audit_rules)
@@ -437,6 +502,8 @@ class RuleSetBuilder:
         if self.entries.get(META_COUNTS_KEY) != counts:
             self.entries[META_COUNTS_KEY] = delta.upserts[META_COUNTS_KEY] = counts
         delta.entries = entries
+        self.live_bases = {base for state in self._scopes.values() for base in state.bases}
+        self.live_deniers = live_deniers
         return delta
 
     def _assign_ids(self, by_address: dict[int, EndpointRules]) -> dict[int, int]:
@@ -486,43 +553,49 @@ class RuleSetBuilder:
         previous: _ScopeState | None,
         changes: dict[bytes, bytes | None],
     ) -> None:
-        keys = [rule_key(rule.policy, direction, rule.index) for rule in rules]
-        for rule, number in zip(rules, keys, strict=True):
-            self.names[number] = RuleName(rule.policy, direction, rule.index)
+        keys, bases = _rule_keys(rules, direction, self.names)
         old_classes = previous.classes if previous is not None else {}
         classes: dict[frozenset[int], int] = {}
         entries: dict[bytes, bytes] = {}
         groups: Counter[int] = Counter()
-        partition = peer_partition(rules)
-        for prefix in partition:
-            members = prefix.rules
-            if not members:
-                value = pack_value(NO_CLASS)
-            elif len(members) == 1:
+        flat = _flat_index(rules)
+        members_of: Iterable[tuple[int, int, Sequence[int] | frozenset[int]]]
+        if flat is not None:
+            owners = flat.owners
+            members_of = ((value, length, owners[value, length]) for value, length in flat.ordered)
+        else:
+            members_of = peer_partition(rules)
+        pack_peer, pack = _PEER_KEY.pack, VALUE.pack
+        view, side, endpoint = scope.view, scope.direction, scope.endpoint
+        last_ports: tuple[PortRange, ...] | None = None
+        group = 0
+        for value, length, members in members_of:
+            if len(members) == 1:
                 (index,) = members
-                group = self._group(rules[index].ports)
+                ports = rules[index].ports
+                if ports is not last_ports:
+                    last_ports, group = ports, self._group(ports)
                 groups[group] += 1
-                value = pack_value(group, PEER_GROUP, keys[index])
+                entry = pack(group, PEER_GROUP, keys[index])
+            elif not members:
+                entry = pack(NO_CLASS, 0, 0)
             else:
-                if members not in classes:
-                    classes[members] = _class_id(members, old_classes, classes)
-                value = pack_value(classes[members])
-            entries[peer_key(scope, prefix.value, prefix.length)] = value
-        for members, class_id in classes.items():
-            self._class_entries(scope, class_id, members, rules, keys, entries)
-        flat = None
-        if all(r.peers is not None and all(not b.excepts for b in r.peers) for r in rules):
-            owners: dict[Prefix, list[int]] = {}
-            for index, rule in enumerate(rules):
-                for block in rule.peers or ():
-                    owners.setdefault(block.cidr, []).append(index)
-            candidate = _Flat(owners)
-            flat = None if _nested(candidate.ordered) else candidate
+                member_set = frozenset(members)
+                if member_set not in classes:
+                    classes[member_set] = _class_id(member_set, old_classes, classes)
+                entry = pack(classes[member_set], 0, 0)
+            key = pack_peer(
+                ADDR_PREFIX_BASE + length, TABLE_PEER, view, side, 0, endpoint, value.to_bytes(16)
+            )
+            entries[key] = entry
+        for member_set, class_id in classes.items():
+            self._class_entries(scope, class_id, member_set, rules, keys, entries)
         _diff(previous.entries if previous is not None else {}, entries, changes)
         if previous is not None:
+            self._retired.append(previous)
             self._group_uses.subtract(previous.groups)
         self._group_uses.update(groups)
-        self._scopes[scope] = _ScopeState(rules, keys, entries, groups, classes, flat)
+        self._scopes[scope] = _ScopeState(rules, keys, bases, entries, groups, classes, flat)
 
     def _class_entries(
         self,
@@ -582,6 +655,11 @@ class RuleSetBuilder:
             else:
                 removed.extend((block.cidr, index) for block in old_blocks)
                 added.extend((block.cidr, index) for block in new_blocks)
+        if len(removed) + len(added) > max(_SMALL_CHANGE, len(flat.ordered) // 8):
+            return False  # most of it: compiling the scope whole is quicker
+        # A rule may list a block twice; its prefix is owned once.
+        removed = list(dict.fromkeys(removed))
+        added = list(dict.fromkeys(added))
         owners = flat.owners
         for prefix, index in removed:
             if owners.get(prefix) != [index]:
@@ -604,7 +682,8 @@ class RuleSetBuilder:
             if index < len(rules):
                 rule = rules[index]
                 number = rule_key(rule.policy, direction, rule.index)
-                self.names[number] = RuleName(rule.policy, direction, rule.index)
+                self.names.add(rule.policy, direction)
+                state.bases.add(rule_base(rule.policy, direction))
                 if index < len(keys):
                     keys[index] = number
                 else:
@@ -671,6 +750,42 @@ class RuleSetBuilder:
                 self._group_uses.pop(group, None)
 
 
+def _rule_keys(
+    rules: Sequence[Rule], direction: Direction, names: RuleNames
+) -> tuple[list[int], set[int]]:
+    """The rules' keys, and the bases they use (registered with ``names``)."""
+    keys = []
+    bases = set()
+    policy, base = None, 0
+    for rule in rules:
+        if rule.policy != policy:
+            policy, base = rule.policy, rule_base(rule.policy, direction)
+            if base not in bases:
+                bases.add(base)
+                names.add(policy, direction)
+        keys.append((base + rule.index * _STRIDE) & _MASK)
+    return keys, bases
+
+
+def _flat_index(rules: Sequence[Rule]) -> _Flat | None:
+    """The index of a scope of plain CIDRs none of which nests in another; None if the
+    scope is not one (then ``peer_partition`` does the general walk)."""
+    owners: dict[Prefix, list[int]] = {}
+    for index, rule in enumerate(rules):
+        if rule.peers is None:
+            return None
+        for cidr, excepts in rule.peers:
+            if excepts:
+                return None
+            found = owners.get(cidr)
+            if found is None:
+                owners[cidr] = [index]
+            elif found[-1] != index:
+                found.append(index)
+    ordered = sorted(owners)
+    return None if _nested(ordered) else _Flat(owners, ordered)
+
+
 _FLAGS = (
     (INGRESS_ISOLATED, AUDIT_INGRESS_ISOLATED, AUDIT_INGRESS_DIFFERS),
     (EGRESS_ISOLATED, AUDIT_EGRESS_ISOLATED, AUDIT_EGRESS_DIFFERS),
@@ -697,19 +812,6 @@ def _diff(
     for key, value in new.items():
         if old.get(key) != value:
             changes[key] = value
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Compiling allocates hundreds of thousands of small objects and no cycles; the
-    cyclic collector would otherwise rescan every live object again and again."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def compile_rule_set(endpoints: Iterable[EndpointRules], revision: int) -> dict[bytes, bytes]:

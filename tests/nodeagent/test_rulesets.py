@@ -286,7 +286,7 @@ def assert_decides_as_compiled(
                     )  # fmt: skip
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_VIEWS)
 def test_the_compiled_trie_decides_every_flow_as_the_compiler_does(
     views: list[tuple[DirectionRules, DirectionRules, DirectionRules, DirectionRules]],
@@ -306,7 +306,7 @@ def _mixed(old: DirectionRules, new: DirectionRules, chance: random.Random) -> D
     return DirectionRules(True, kept + new.rules[len(kept) :], new.policies)
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_VIEWS, min_size=2, max_size=4), st.randoms(use_true_random=False))
 def test_a_change_decides_as_a_rule_set_built_whole(
     steps: list[list[tuple[DirectionRules, DirectionRules, DirectionRules, DirectionRules]]],
@@ -352,7 +352,7 @@ _MUTATIONS = st.lists(
 )
 
 
-@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(0, 63), min_size=1, max_size=12, unique=True), _MUTATIONS)
 def test_allow_lists_changed_rule_by_rule_decide_as_compiled(
     hosts: list[int], mutations: list[tuple[str, int, int]]
@@ -503,8 +503,21 @@ def test_the_meta_entries_say_what_the_trie_holds() -> None:
         0,
     )
     assert delta.entries == len(builder.entries)
-    assert builder.names == {
-        rulesets.rule_key("ns/policy", "ingress", 0): rulesets.RuleName("ns/policy", "ingress", 0)
-    }
+    assert builder.names.get(rulesets.rule_key("ns/policy", "ingress", 0)) == rulesets.RuleName(
+        "ns/policy", "ingress", 0
+    )
+    assert builder.names.get(rulesets.rule_key("ns/policy", "egress", 0)) is None
     (denier,) = builder.deniers.values()
     assert denier == rulesets.Denier("ns/a", (("ns/policy",), (), (), ()))
+
+
+@given(st.text(min_size=1, max_size=20), st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1))
+def test_rule_keys_name_their_rule_and_no_other(policy: str, index: int, other: int) -> None:
+    names = rulesets.RuleNames()
+    names.add(policy, "ingress")
+    names.add("ns/another", "ingress")
+    key = rulesets.rule_key(policy, "ingress", index)
+    assert names.get(key) == rulesets.RuleName(policy, "ingress", index)
+    if other != index:
+        assert rulesets.rule_key(policy, "ingress", other) != key
+    assert rulesets.rule_key(policy, "egress", index) != key

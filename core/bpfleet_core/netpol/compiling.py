@@ -25,9 +25,10 @@ agent reuses parsed rules and peers that did not change) come back as the very s
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from bpfleet_core.netpol import models
 from bpfleet_core.netpol.models import Address, Direction
@@ -49,47 +50,88 @@ def host_block(address: Address) -> PeerBlock:
     return PeerBlock(Prefix.of(address))
 
 
-class CompileCache:
-    """What earlier compiles produced, by the identity of their inputs.
+_NEEDS_TOPOLOGY, _NEEDS_ENDPOINT = 1, 2
 
-    Entries hold their inputs, so an ``id`` is never mistaken for a later object's;
-    ``sweep`` drops what the last compile did not use."""
+
+class _Compiled:
+    """One policy's rules in one direction, and what they were compiled from: per rule,
+    its model, its result, and whether that depends on the topology or the endpoint."""
+
+    __slots__ = ("policy", "topology", "pod", "sources", "parts", "needs", "rules")
+
+    def __init__(
+        self,
+        policy: models.Policy,
+        topology: models.Topology,
+        pod: models.Pod,
+        sources: tuple[models.Rule, ...],
+        parts: list[list[Rule]],
+        needs: list[int],
+    ) -> None:
+        self.policy, self.topology, self.pod = policy, topology, pod
+        self.sources, self.parts, self.needs = sources, parts, needs
+        self.rules = [rule for part in parts for rule in part]
+
+    def holds(self, policy: models.Policy, topology: models.Topology, pod: models.Pod) -> bool:
+        """Whether this is what ``policy`` compiles to against ``topology`` for ``pod``."""
+        if self.policy is not policy:
+            return False
+        needs = 0
+        for need in self.needs:
+            needs |= need
+        return (not needs & _NEEDS_TOPOLOGY or self.topology is topology) and (
+            not needs & _NEEDS_ENDPOINT or self.pod is pod
+        )
+
+
+class CompileCache:
+    """What the last compile produced, kept by policy (name, direction, and endpoint when
+    the rules depend on it), reused by the identity of its inputs: a policy that is the
+    same object compiles to the same rules; in one that is not, each rule that is the
+    same object at the same place does. Each compile keeps what it used (``sweep``);
+    what it no longer needs is freed by ``release``, when it suits the caller."""
 
     def __init__(self) -> None:
-        self.rules: dict[tuple[Any, ...], tuple[tuple[object, ...], list[Rule]]] = {}
-        self.blocks: dict[int, tuple[models.IPBlock, PeerBlock]] = {}
+        self._entries: dict[tuple[str, str, int], _Compiled] = {}
+        self._next: dict[tuple[str, str, int], _Compiled] = {}
+        self._blocks: dict[int, tuple[models.IPBlock, PeerBlock]] = {}
+        self._next_blocks: dict[int, tuple[models.IPBlock, PeerBlock]] = {}
         self.selected: dict[tuple[int, str], tuple[object, object, list[str]]] = {}
-        self._used_rules: set[tuple[Any, ...]] = set()
-        self._used_blocks: set[int] = set()
+        self._retired: list[object] = []
 
     def block(self, ip_block: models.IPBlock) -> PeerBlock:
-        self._used_blocks.add(id(ip_block))
-        found = self.blocks.get(id(ip_block))
-        if found is not None and found[0] is ip_block:
-            return found[1]
-        block = _block(ip_block)
-        self.blocks[id(ip_block)] = (ip_block, block)
-        return block
+        number = id(ip_block)
+        found = self._next_blocks.get(number) or self._blocks.get(number)
+        if found is None or found[0] is not ip_block:
+            found = (ip_block, _block(ip_block))
+        self._next_blocks[number] = found
+        return found[1]
 
-    def rule(
-        self, key: tuple[Any, ...], inputs: tuple[object, ...], compile_rule: Any
-    ) -> list[Rule]:
-        self._used_rules.add(key)
-        found = self.rules.get(key)
-        if found is not None and len(found[0]) == len(inputs):
-            if all(a is b for a, b in zip(found[0], inputs, strict=True)):
-                return found[1]
-        compiled: list[Rule] = compile_rule()
-        self.rules[key] = (inputs, compiled)
-        return compiled
+    def find(self, name: str, direction: str, pod: models.Pod) -> tuple[tuple[str, str, int], _Compiled | None]:
+        """The entry of this policy for ``pod`` (its key if it is to be stored anew)."""
+        for key in ((name, direction, 0), (name, direction, id(pod))):
+            found = self._next.get(key) or self._entries.get(key)
+            if found is not None and (key[2] == 0 or found.pod is pod):
+                if key[2] == 0 and any(need & _NEEDS_ENDPOINT for need in found.needs):
+                    continue  # compiled for another endpoint: see under this one's key
+                return key, found
+        return (name, direction, 0), None
+
+    def keep(self, name: str, direction: str, pod: models.Pod, compiled: _Compiled) -> None:
+        per_endpoint = any(need & _NEEDS_ENDPOINT for need in compiled.needs)
+        self._next[(name, direction, id(pod) if per_endpoint else 0)] = compiled
 
     def sweep(self) -> None:
-        for key in self.rules.keys() - self._used_rules:
-            del self.rules[key]
-        for number in self.blocks.keys() - self._used_blocks:
-            del self.blocks[number]
+        """End of a compile: what it did not use is retired."""
+        self._retired = [self._entries, self._blocks]
+        self._entries, self._next = self._next, {}
+        self._blocks, self._next_blocks = self._next_blocks, {}
         self.selected.clear()
-        self._used_rules, self._used_blocks = set(), set()
+
+    def release(self) -> None:
+        """Free what the last compile retired (as many objects as it compiled: the
+        caller may want the new rules in force first)."""
+        self._retired = []
 
 
 def _selected_pods(
@@ -131,6 +173,9 @@ def _peer_blocks(
     """``None`` (any peer) when there are no peers; otherwise the peers' blocks."""
     if not peers:
         return None
+    if len(peers) == 1 and (ip_block := peers[0].ip_block) is not None:
+        # The most common rule of a long allow-list, taken without the dict.
+        return (cache.block(ip_block) if cache is not None else _block(ip_block),)
     blocks: dict[PeerBlock, None] = {}  # a dict: ordered, and O(1) to skip repeats
     for peer in peers:
         if peer.ip_block is not None:
@@ -168,15 +213,25 @@ def _numeric_range(port: models.NetworkPolicyPort) -> PortRange:
         return PortRange(protocol)
     assert isinstance(port.port, int)
     last = port.end_port if port.end_port is not None else port.port
-    return PortRange(protocol, port.port, last)
+    return _port_range(protocol, port.port, last)
 
 
-def _named(rule: models.Rule) -> bool:
-    return any(isinstance(port.port, str) for port in rule.ports or ())
+# The same few ranges come up in thousands of rules: one object each.
+_port_range = functools.lru_cache(maxsize=4096)(PortRange)
 
 
-def _selects_pods(rule: models.Rule) -> bool:
-    return any(peer.ip_block is None for peer in rule.peers or ())
+def _dependencies(rule: models.Rule) -> tuple[bool, bool]:
+    """(has named ports, has selector peers): what besides the rule a result needs."""
+    named = selects = False
+    for port in rule.ports or ():
+        if isinstance(port.port, str):
+            named = True
+            break
+    for peer in rule.peers or ():
+        if peer.ip_block is None:
+            selects = True
+            break
+    return named, selects
 
 
 def _ingress_rule(
@@ -190,6 +245,8 @@ def _ingress_rule(
     peers = _peer_blocks(rule.from_, policy, topology, cache)
     if not rule.ports:
         return Rule(policy.key, index, peers, (ALL_TRAFFIC,))
+    if len(rule.ports) == 1 and not isinstance(rule.ports[0].port, str):
+        return Rule(policy.key, index, peers, (_numeric_range(rule.ports[0]),))
     ranges: list[PortRange] = []
     for port in rule.ports:
         if isinstance(port.port, str):
@@ -247,34 +304,61 @@ def _egress_rules(
 
 def _compiled_rules(
     policy: models.Policy,
-    direction: Direction,
     index: int,
     rule: models.Rule,
     topology: models.Topology,
     pod: models.Pod,
     cache: CompileCache | None,
-) -> list[Rule]:
-    """One policy rule compiled (an egress rule with named ports may give several)."""
+) -> tuple[list[Rule], int]:
+    """One policy rule compiled (an egress rule with named ports may give several), and
+    what the result depends on besides the rule (``_NEEDS_*``)."""
+    named, selects = _dependencies(rule)
     if isinstance(rule, models.NetworkPolicyIngressRule):
+        # An ingress rule's named ports resolve against the endpoint itself.
+        needs = (_NEEDS_ENDPOINT if named else 0) | (_NEEDS_TOPOLOGY if selects else 0)
+        return [_ingress_rule(policy, index, rule, topology, pod, cache)], needs
+    needs = _NEEDS_TOPOLOGY if selects or named else 0
+    return _egress_rules(policy, index, rule, topology, cache), needs
 
-        def compile_rule() -> list[Rule]:
-            return [_ingress_rule(policy, index, rule, topology, pod, cache)]
 
-        per_endpoint = _named(rule)  # named ports resolve against the endpoint itself
-        needs_topology = _selects_pods(rule)
-    else:
-
-        def compile_rule() -> list[Rule]:
-            return _egress_rules(policy, index, rule, topology, cache)
-
-        per_endpoint = False
-        needs_topology = _selects_pods(rule) or _named(rule)
+def _policy_rules(
+    policy: models.Policy,
+    direction: Direction,
+    topology: models.Topology,
+    pod: models.Pod,
+    cache: CompileCache | None,
+) -> list[Rule]:
+    """One policy's rules in one direction, for the endpoint ``pod``."""
+    sources = policy.spec.rules(direction)
     if cache is None:
-        return compile_rule()
-    # What the result depends on: the rule, and the topology or the endpoint if it must.
-    inputs = (rule, topology if needs_topology else None, pod if per_endpoint else None)
-    key = (policy.key, direction, index, id(pod) if per_endpoint else None)
-    return cache.rule(key, inputs, compile_rule)
+        return [
+            compiled
+            for index, rule in enumerate(sources)
+            for compiled in _compiled_rules(policy, index, rule, topology, pod, None)[0]
+        ]
+    key, found = cache.find(policy.key, direction, pod)
+    if found is not None and found.holds(policy, topology, pod):
+        cache.keep(policy.key, direction, pod, found)
+        return found.rules
+    parts: list[list[Rule]] = []
+    needs: list[int] = []
+    old_sources = found.sources if found is not None else ()
+    for index, rule in enumerate(sources):
+        if index < len(old_sources) and old_sources[index] is rule:
+            assert found is not None
+            need = found.needs[index]
+            if (not need & _NEEDS_TOPOLOGY or found.topology is topology) and (
+                not need & _NEEDS_ENDPOINT or found.pod is pod
+            ):
+                parts.append(found.parts[index])
+                needs.append(need)
+                continue
+        compiled, need = _compiled_rules(policy, index, rule, topology, pod, cache)
+        parts.append(compiled)
+        needs.append(need)
+    entry = _Compiled(policy, topology, pod, sources, parts, needs)
+    cache.keep(policy.key, direction, pod, entry)
+    return entry.rules
 
 
 def _direction(
@@ -298,8 +382,7 @@ def _direction(
     pod = topology.pods[key]
     rules: list[Rule] = []
     for policy in selecting:
-        for index, rule in enumerate(policy.spec.rules(direction)):
-            rules.extend(_compiled_rules(policy, direction, index, rule, topology, pod, cache))
+        rules.extend(_policy_rules(policy, direction, topology, pod, cache))
     return DirectionRules(
         isolated=True,
         rules=tuple(rules),
