@@ -275,3 +275,253 @@ def test_swaps_under_traffic_never_let_through_what_neither_policy_allows(policy
     assert counts["echoed"] > 100
     assert seen <= PERMITTED, f"let through what neither policy allows: {seen - PERMITTED}"
     assert seen == PERMITTED, "each policy must have been seen in force"
+
+
+# -------------------------------------------------------------- counters per rule
+
+
+def _lab_topology() -> Any:
+    from bpfleet_core.netpol import models
+
+    return models.Topology.model_validate(
+        {
+            "namespaces": {"t": {}},
+            "pods": {
+                pod: {"ip": address, "labels": {"pod": pod.partition("/")[2]}}
+                for pod, address in ADDRESSES.items()
+            },
+        }
+    )
+
+
+def _three_rules(name: str, mode: str) -> Any:
+    from bpfleet_core.netpol import validating
+
+    return validating.validate(
+        {
+            "apiVersion": "bpfleet.io/v1alpha1",
+            "kind": "NetworkPolicy",
+            "metadata": {"namespace": "t", "name": name},
+            "spec": {
+                "podSelector": {"matchLabels": {"pod": "b"}},
+                "mode": mode,
+                "ingress": [
+                    {"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}], "ports": [{"port": 80}]},
+                    {"from": [{"podSelector": {"matchLabels": {"pod": "c"}}}], "ports": [{"port": 81}]},
+                    {
+                        "from": [{"ipBlock": {"cidr": "10.77.0.0/16"}}],
+                        "ports": [{"port": 82, "protocol": "UDP"}],
+                    },
+                ],
+            },
+        }
+    ).policy
+
+
+def _exchange(policy_lab: Any, client: str, protocol: str, port: int) -> bool:
+    """One fresh flow from ``client`` to b (a new socket: a new flow); echoed or not."""
+    from bpfleet_agent import lab as lab_module
+
+    kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
+    with lab_module.entered(policy_lab.pods[client].netns):
+        sock = socket.socket(socket.AF_INET, kind)
+    sock.settimeout(0.8)
+    try:
+        sock.connect((ADDRESSES[B], port))
+        sock.send(b"counted")
+        return sock.recv(64) == b"counted"
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+# (client, protocol, port, times, allowed when enforced)
+TRAFFIC = [
+    (A, "TCP", 80, 3, True),  # rule 0
+    (C, "TCP", 81, 2, True),  # rule 1
+    (A, "UDP", 82, 4, True),  # rule 2
+    (C, "UDP", 82, 1, True),  # rule 2
+    (A, "TCP", 81, 2, False),  # no rule: denied (audit: would be)
+]
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("mode", ["enforce", "audit"])
+def test_each_rule_counts_the_flows_it_let_in(policy_lab: Any, mode: str) -> None:
+    from bpfleet_core.netpol import compiling
+
+    name = f"three-{mode}"
+    policy = f"t/{name}"
+    policy_lab.enforce(compiling.compile_policies([_three_rules(name, mode)], _lab_topology()))
+    before = policy_lab.datapath.counters().get(policy)
+    assert before is None, "a policy new to the datapath has counted nothing"
+    for client, protocol, port, times, allowed in TRAFFIC:
+        for _ in range(times):
+            got_through = _exchange(policy_lab, client, protocol, port)
+            assert got_through == (allowed or mode == "audit"), (client, protocol, port)
+    counted = policy_lab.datapath.counters()[policy]
+    assert counted.flows == {("ingress", 0): 3, ("ingress", 1): 2, ("ingress", 2): 5}
+    if mode == "enforce":
+        assert counted.denied >= 2  # packets: a refused SYN may be sent again
+        assert counted.audit_denied == 0
+    else:
+        assert counted.denied == 0
+        assert counted.audit_denied == 2  # flows, each counted once
+
+
+# ------------------------------------------- replacing 10,000 rules under traffic
+
+SWAP_PORT = 84
+
+
+def _ten_thousand(shift: int, client: PeerBlock, client_first: bool) -> list[EndpointRules]:
+    """b accepts 10,000 source blocks on SWAP_PORT, ``client`` (holding a) first or last."""
+    others = [
+        PeerBlock(Prefix.of(ipaddress.IPv4Address((100 << 24 | 64 << 16) + index + shift)))
+        for index in range(9_999)
+    ]
+    blocks = [client, *others] if client_first else [*others, client]
+    rules = tuple(
+        Rule("t/allow-list", index, (block,), (tcp(SWAP_PORT), udp(SWAP_PORT)))
+        for index, block in enumerate(blocks)
+    )
+    return [endpoint(A), endpoint(B, ingress=isolated(*rules)), endpoint(C)]
+
+
+class _EchoServers:
+    """A TCP echo that keeps its connections (an established flow) and a UDP echo, in b."""
+
+    def __init__(self, policy_lab: Any) -> None:
+        from bpfleet_agent import lab as lab_module
+
+        with lab_module.entered(policy_lab.pods[B].netns):
+            self.listener = socket.create_server((ADDRESSES[B], SWAP_PORT))
+            self.datagrams = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.datagrams.bind((ADDRESSES[B], SWAP_PORT))
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._accept, daemon=True),
+            threading.Thread(target=self._datagrams, daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._stream, args=(connection,), daemon=True).start()
+
+    def _stream(self, connection: socket.socket) -> None:
+        with connection:
+            while data := connection.recv(4096):
+                connection.sendall(data)
+
+    def _datagrams(self) -> None:
+        self.datagrams.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                data, peer = self.datagrams.recvfrom(4096)
+            except TimeoutError:
+                continue
+            self.datagrams.sendto(data, peer)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        self.listener.close()
+        self.datagrams.close()
+
+
+def _established_traffic(
+    policy_lab: Any, stop: threading.Event, counts: dict[str, int], problems: list[str]
+) -> None:
+    """From a: one TCP connection and one UDP socket kept for the whole run, each message
+    waiting for its echo, plus a new TCP connection now and then."""
+    from bpfleet_agent import lab as lab_module
+
+    with lab_module.entered(policy_lab.pods[A].netns):
+        stream = socket.create_connection((ADDRESSES[B], SWAP_PORT), timeout=2)
+        datagrams = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    datagrams.settimeout(2)
+    datagrams.connect((ADDRESSES[B], SWAP_PORT))
+    try:
+        sequence = 0
+        while not stop.is_set():
+            sequence += 1
+            message = f"{sequence:08d}".encode()
+            try:
+                stream.sendall(message)
+                echoed = b""
+                while len(echoed) < len(message):
+                    echoed += stream.recv(len(message) - len(echoed)) or b"x" * 99
+                if echoed != message:
+                    problems.append(f"tcp message {sequence} came back as {echoed!r}")
+                datagrams.send(message)
+                if datagrams.recv(64) != message:
+                    problems.append(f"udp message {sequence} came back wrong")
+            except OSError as error:
+                problems.append(f"message {sequence}: {error!r}")
+                return
+            counts["messages"] += 1
+            if sequence % 20 == 0:
+                if _exchange(policy_lab, A, "TCP", SWAP_PORT):
+                    counts["connections"] += 1
+                else:
+                    problems.append(f"a new connection (after message {sequence}) failed")
+    finally:
+        stream.close()
+        datagrams.close()
+
+
+@pytest.mark.bpf
+def test_replacing_ten_thousand_rules_under_traffic_drops_no_allowed_packet(
+    policy_lab: Any,
+) -> None:
+    """Every rule set allows a -> b; while they replace each other, a's established TCP
+    connection and UDP flow lose nothing, and new connections from a all get through.
+    The sets: A (a's /32 last), A with five rules changed (written in place into the idle
+    slot), and B (10,000 other rules, a allowed by a /24 first: a trie filled whole)."""
+    whole = _ten_thousand(0, host(A), client_first=False)
+    ingress = whole[1].ingress
+    changed = list(ingress.rules)
+    for index in range(100, 105):
+        moved = Prefix.of(ipaddress.IPv4Address((100 << 24 | 65 << 16) + index))
+        changed[index] = changed[index]._replace(peers=(PeerBlock(moved),))
+    small = [endpoint(A), endpoint(B, ingress=isolated(*changed)), endpoint(C)]
+    wide = PeerBlock(Prefix.parse("10.77.1.0/24"))
+    sets = [whole, small, _ten_thousand(20_000, wide, client_first=True)]
+    policy_lab.enforce(sets[0])
+    servers = _EchoServers(policy_lab)
+    stop = threading.Event()
+    counts = {"messages": 0, "connections": 0}
+    problems: list[str] = []
+    sender = threading.Thread(
+        target=_established_traffic, args=(policy_lab, stop, counts, problems)
+    )
+    before = policy_lab.datapath.enforced()
+    sender.start()
+    swaps = rebuilt = in_place = 0
+    try:
+        until = time.monotonic() + 4.0
+        while time.monotonic() < until or swaps < 9:
+            applied = policy_lab.datapath.apply(sets[(swaps + 1) % 3])
+            assert applied.entries > 10_000
+            rebuilt += applied.rebuilt
+            in_place += not applied.rebuilt
+            swaps += 1
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+        servers.close()
+    after = policy_lab.datapath.enforced()
+    assert not problems, problems
+    assert swaps >= 9 and rebuilt >= 3 and in_place >= 3
+    assert counts["messages"] > 100, "the traffic must race the swaps"
+    assert counts["connections"] >= 3
+    assert after.denied == before.denied, "nothing of a -> b was dropped"
