@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -87,7 +86,9 @@ def policy_document(name: str, shape: str, first: int, changed: int | None) -> d
     )
 
 
-def assignments_body(revision: int, generation: int, document: dict[str, Any], artifact: Any) -> bytes:
+def assignments_body(
+    revision: int, generation: int, document: dict[str, Any], artifact: Any
+) -> bytes:
     """The body the API sends for this node, serialised as the API does."""
     part = PolicyAssignment.model_validate(
         {
@@ -218,9 +219,11 @@ class NodePath:
         )
         cpu = time.process_time() - cpu
         self.reader.release()  # as the agent does after reconciling
-        assert status is not None and status.state == "Enforcing", status
+        assert status is not None, "a part to enforce"
+        assert status.state == "Enforcing", status
         enforcement = self.enforcer.last_enforcement
-        assert enforcement is not None and enforcement.applied is not None
+        assert enforcement is not None, "enforced"
+        assert enforcement.applied is not None, "a rule set applied"
         assert enforcement.revision == received.revision, "this body was enforced"
         applied = enforcement.applied
         self.revision = received.revision
@@ -273,7 +276,9 @@ def print_run(title: str, run: Run) -> None:
 
 def iptables_rounds(netns: str) -> list[float]:
     inputs = [
-        iptables_restore_input(cidr_rules(CIDRS, "TCP", shift=index * CIDRS), "eth0", stateful=False)
+        iptables_restore_input(
+            cidr_rules(CIDRS, "TCP", shift=index * CIDRS), "eth0", stateful=False
+        )
         for index in range(2)
     ]
     seconds = []

@@ -132,7 +132,9 @@ def cidr_rules(count: int, protocol: str, shift: int = 0) -> EndpointRules:
         )
         for index in range(count - 1)
     ]
-    rules.append(Rule("bench/cidrs", count - 1, (PeerBlock(Prefix.of(ADDRESSES[CLIENT])),), allowed))
+    rules.append(
+        Rule("bench/cidrs", count - 1, (PeerBlock(Prefix.of(ADDRESSES[CLIENT])),), allowed)
+    )
     ingress = DirectionRules(True, tuple(rules), ("bench/cidrs",))
     return EndpointRules(SERVER, ADDRESSES[SERVER], ingress=ingress)
 
@@ -318,8 +320,10 @@ def run(
         with tcp_server(topology):
             return tcp_connections_per_second(topology)
 
-    print(f"== {ROUNDS} rounds x {SECONDS:g} s per configuration, interleaved (load "
-          f"{os.getloadavg()[0]:.1f})")
+    print(
+        f"== {ROUNDS} rounds x {SECONDS:g} s per configuration, interleaved (load "
+        f"{os.getloadavg()[0]:.1f})"
+    )
     for kind, protocol in (("udp", "UDP"), ("tcp", "TCP")):
         unit = "pkt/s delivered" if kind == "udp" else "conn/s"
         for size in SIZES:
@@ -347,7 +351,9 @@ def run(
             ours = rates[(kind, "netpol", size)]
             cells = []
             for other in ("none", *CONFIGS[1:]):
-                ratios = [a / max(b, 1.0) for a, b in zip(ours, rates[(kind, other, size)], strict=True)]
+                ratios = [
+                    a / max(b, 1.0) for a, b in zip(ours, rates[(kind, other, size)], strict=True)
+                ]
                 median = statistics.median(ratios)
                 shown = f"{median:6.1%}" if other == "none" else f"{median:6.2f}x"
                 low, high = min(ratios), max(ratios)

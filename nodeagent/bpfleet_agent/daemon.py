@@ -48,8 +48,8 @@ from bpfleet_agent.desired import (
 from bpfleet_agent.enforcing import PolicyEnforcer
 from bpfleet_agent.fleetlink import FleetLink, Stamp, file_stamp
 from bpfleet_agent.gcpause import gc_paused
-from bpfleet_agent.policyparts import PolicyPartReader
 from bpfleet_agent.permits import NodePermits
+from bpfleet_agent.policyparts import PolicyPartReader
 from bpfleet_agent.settings import AgentSettings
 from bpfleet_agent.trust import TrustFiles
 from bpfleet_core import artifacts, features, files, signing

@@ -381,9 +381,7 @@ class PolicyEnforcer:
             if kind in ("ingress", "egress"):
                 if rules == MAX_REPORTED_RULES:
                     continue
-                counters.rules.append(
-                    RuleCounter(direction=kind, index=index, flows=current[key])  # type: ignore[arg-type]
-                )
+                counters.rules.append(RuleCounter(direction=kind, index=index, flows=current[key]))
                 rules += 1
             values[key] = current[key]
         # A policy listed says its totals, whether they changed or not.

@@ -991,9 +991,7 @@ def map_items(
         first = False
 
 
-def _items_one_by_one(
-    map_fd: int, key_size: int, value_size: int
-) -> Iterator[tuple[bytes, bytes]]:
+def _items_one_by_one(map_fd: int, key_size: int, value_size: int) -> Iterator[tuple[bytes, bytes]]:
     for key in list(map_keys(map_fd, key_size)):
         value = map_lookup(map_fd, key, value_size)
         if value is not None:

@@ -132,7 +132,9 @@ class PolicyPartReader:
             return raw
         return {
             **raw,
-            "document": _reuse_document(raw.get("document"), old_raw.get("document"), parsed.document),
+            "document": _reuse_document(
+                raw.get("document"), old_raw.get("document"), parsed.document
+            ),
         }
 
     def release(self) -> None:

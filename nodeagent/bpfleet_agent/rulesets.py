@@ -105,16 +105,16 @@ def port_key(
 ) -> bytes:
     """A port entry of a peer class; ``protocol`` None: every protocol; else the
     ``port_bits`` leading bits of ``port``."""
-    return _port_key(TABLE_PORT, scope, peer_class, protocol, port, port_bits)
+    return _port_key(TABLE_PORT, scope, peer_class, protocol, port=port, port_bits=port_bits)
 
 
 def group_key(group: int, protocol: int | None, port: int = 0, port_bits: int = 0) -> bytes:
     """A port entry of a port group (shared by every scope)."""
-    return _port_key(TABLE_PORT_GROUP, _NO_SCOPE, group, protocol, port, port_bits)
+    return _port_key(TABLE_PORT_GROUP, _NO_SCOPE, group, protocol, port=port, port_bits=port_bits)
 
 
 def _port_key(
-    table: int, scope: Scope, number: int, protocol: int | None, port: int, port_bits: int
+    table: int, scope: Scope, number: int, protocol: int | None, *, port: int, port_bits: int
 ) -> bytes:
     if protocol is None:
         return _key(table, scope, ANY_PROTOCOL_PREFIX, struct.pack("=I", number))
@@ -228,7 +228,9 @@ def peer_partition(rules: Sequence[Rule]) -> list[PeerPrefix]:
     return result
 
 
-def _disjoint_partition(starts: dict[Prefix, list[int]], owner: list[int]) -> list[PeerPrefix] | None:
+def _disjoint_partition(
+    starts: dict[Prefix, list[int]], owner: list[int]
+) -> list[PeerPrefix] | None:
     """The common large case, CIDR lists without excepts, none inside another: each
     prefix stands for exactly the rules whose blocks it is. None if any nest."""
     ordered = sorted(starts)
@@ -367,6 +369,38 @@ class _Flat:
         self.owners = owners
         self.ordered = ordered
 
+    def move(
+        self, removed: list[tuple[Prefix, int]], added: list[tuple[Prefix, int]]
+    ) -> set[Prefix] | None:
+        """Take the removed (prefix, rule) pairs out and put the added in; the prefixes
+        touched, or None (and nothing changed) if a removed prefix is shared with
+        another rule or an added one is taken or nests."""
+        # A rule may list a block twice; its prefix is owned once.
+        removed = list(dict.fromkeys(removed))
+        added = list(dict.fromkeys(added))
+        owners = self.owners
+        for prefix, index in removed:
+            if owners.get(prefix) != [index]:
+                return None  # shared with another rule: its class would change
+        for prefix, _ in removed:
+            del owners[prefix]
+            del self.ordered[bisect_left(self.ordered, prefix)]
+        for done, (prefix, index) in enumerate(added):
+            if prefix in owners or self.nests(prefix):
+                self._restore(removed, added[:done])
+                return None
+            owners[prefix] = [index]
+            insort(self.ordered, prefix)
+        return {prefix for prefix, _ in removed} | {prefix for prefix, _ in added}
+
+    def _restore(self, removed: list[tuple[Prefix, int]], added: list[tuple[Prefix, int]]) -> None:
+        for prefix, _ in added:
+            del self.owners[prefix]
+            del self.ordered[bisect_left(self.ordered, prefix)]
+        for prefix, index in removed:
+            self.owners[prefix] = [index]
+            insort(self.ordered, prefix)
+
     def nests(self, prefix: Prefix) -> bool:
         """Whether ``prefix`` contains or is contained by another prefix (not itself)."""
         at = bisect_left(self.ordered, prefix)
@@ -439,40 +473,7 @@ class RuleSetBuilder:
                 )
             by_address[bits] = endpoint
         changes: dict[bytes, bytes | None] = {}  # key -> new value, None: deleted
-        ids = self._assign_ids(by_address)
-        wanted_scopes: dict[Scope, DirectionRules] = {}
-        endpoint_entries: dict[bytes, bytes] = {}
-        live_deniers: set[int] = set()
-        for bits, endpoint in by_address.items():
-            flags, policies = 0, []
-            for direction, enforce, audit in (
-                ("ingress", endpoint.ingress, endpoint.audit_ingress),
-                ("egress", endpoint.egress, endpoint.audit_egress),
-            ):
-                side = DIRECTIONS[direction]  # type: ignore[index]
-                isolated, audit_isolated, differs = _FLAGS[side]
-                if enforce.isolated:
-                    flags |= isolated
-                    wanted_scopes[Scope(ids[bits], side, 0)] = enforce
-                if audit.isolated:
-                    flags |= audit_isolated
-                if audit is not enforce and audit != enforce:
-                    # Only a view that differs needs entries of its own (and lookups).
-                    flags |= differs
-                    if audit.isolated:
-                        wanted_scopes[Scope(ids[bits], side, 1)] = audit
-                policies.append((enforce.policies, audit.policies))
-            denier = Denier(
-                endpoint.endpoint,
-                (policies[0][0], policies[1][0], policies[0][1], policies[1][1]),
-            )
-            deny = deny_key(denier)
-            self.deniers[deny] = denier
-            live_deniers.add(deny)
-            key = _key(TABLE_ENDPOINT, _NO_SCOPE, FULL_ADDR_PREFIX, bits.to_bytes(16))
-            endpoint_entries[key] = pack_value(ids[bits], flags, deny)
-        _diff(self._endpoint_entries, endpoint_entries, changes)
-        self._endpoint_entries = endpoint_entries
+        wanted_scopes = self._endpoints(by_address, changes)
         self._retired = []
         for scope in self._scopes.keys() - wanted_scopes.keys():
             removed = self._scopes.pop(scope)
@@ -503,8 +504,47 @@ class RuleSetBuilder:
             self.entries[META_COUNTS_KEY] = delta.upserts[META_COUNTS_KEY] = counts
         delta.entries = entries
         self.live_bases = {base for state in self._scopes.values() for base in state.bases}
-        self.live_deniers = live_deniers
         return delta
+
+    def _endpoints(
+        self, by_address: dict[int, EndpointRules], changes: dict[bytes, bytes | None]
+    ) -> dict[Scope, DirectionRules]:
+        """The endpoint entries (their changes into ``changes``), and the scopes wanted."""
+        ids = self._assign_ids(by_address)
+        wanted: dict[Scope, DirectionRules] = {}
+        entries: dict[bytes, bytes] = {}
+        self.live_deniers = set()
+        for bits, endpoint in by_address.items():
+            flags, policies = 0, []
+            for direction, enforce, audit in (
+                ("ingress", endpoint.ingress, endpoint.audit_ingress),
+                ("egress", endpoint.egress, endpoint.audit_egress),
+            ):
+                side = DIRECTIONS[direction]  # type: ignore[index]
+                isolated, audit_isolated, differs = _FLAGS[side]
+                if enforce.isolated:
+                    flags |= isolated
+                    wanted[Scope(ids[bits], side, 0)] = enforce
+                if audit.isolated:
+                    flags |= audit_isolated
+                if audit is not enforce and audit != enforce:
+                    # Only a view that differs needs entries of its own (and lookups).
+                    flags |= differs
+                    if audit.isolated:
+                        wanted[Scope(ids[bits], side, 1)] = audit
+                policies.append((enforce.policies, audit.policies))
+            denier = Denier(
+                endpoint.endpoint,
+                (policies[0][0], policies[1][0], policies[0][1], policies[1][1]),
+            )
+            deny = deny_key(denier)
+            self.deniers[deny] = denier
+            self.live_deniers.add(deny)
+            key = _key(TABLE_ENDPOINT, _NO_SCOPE, FULL_ADDR_PREFIX, bits.to_bytes(16))
+            entries[key] = pack_value(ids[bits], flags, deny)
+        _diff(self._endpoint_entries, entries, changes)
+        self._endpoint_entries = entries
+        return wanted
 
     def _assign_ids(self, by_address: dict[int, EndpointRules]) -> dict[int, int]:
         """Endpoint ids stay as long as the endpoint does, so its entries do too."""
@@ -562,7 +602,7 @@ class RuleSetBuilder:
         members_of: Iterable[tuple[int, int, Sequence[int] | frozenset[int]]]
         if flat is not None:
             owners = flat.owners
-            members_of = ((value, length, owners[value, length]) for value, length in flat.ordered)
+            members_of = ((prefix.value, prefix.length, owners[prefix]) for prefix in flat.ordered)
         else:
             members_of = peer_partition(rules)
         pack_peer, pack = _PEER_KEY.pack, VALUE.pack
@@ -589,7 +629,9 @@ class RuleSetBuilder:
             )
             entries[key] = entry
         for member_set, class_id in classes.items():
-            self._class_entries(scope, class_id, member_set, rules, keys, entries)
+            self._class_entries(
+                scope, class_id, member_set, rules=rules, keys=keys, entries=entries
+            )
         _diff(previous.entries if previous is not None else {}, entries, changes)
         if previous is not None:
             self._retired.append(previous)
@@ -597,11 +639,12 @@ class RuleSetBuilder:
         self._group_uses.update(groups)
         self._scopes[scope] = _ScopeState(rules, keys, bases, entries, groups, classes, flat)
 
+    @staticmethod
     def _class_entries(
-        self,
         scope: Scope,
         class_id: int,
         members: frozenset[int],
+        *,
         rules: Sequence[Rule],
         keys: Sequence[int],
         entries: dict[bytes, bytes],
@@ -629,53 +672,16 @@ class RuleSetBuilder:
         a nesting prefix, or a prefix more than one rule owns."""
         flat = state.flat
         assert flat is not None
-        direction: Direction = "ingress" if scope.direction == 0 else "egress"
-        removed: list[tuple[Prefix, int]] = []
-        added: list[tuple[Prefix, int]] = []
-        for index in changed:
-            old = state.rules[index] if index < len(state.rules) else None
-            new = rules[index] if index < len(rules) else None
-            if new is not None and (
-                new.peers is None or any(block.excepts for block in new.peers)
-            ):
-                return False
-            old_blocks = old.peers or () if old is not None else ()
-            new_blocks = new.peers or () if new is not None else ()
-            same_rule = (
-                old is not None
-                and new is not None
-                and (old.policy, old.index, old.ports) == (new.policy, new.index, new.ports)
-            )
-            if same_rule and len(old_blocks) == len(new_blocks):
-                # The same rule with other peers: only the blocks that differ.
-                for old_block, new_block in zip(old_blocks, new_blocks, strict=True):
-                    if old_block is not new_block and old_block != new_block:
-                        removed.append((old_block.cidr, index))
-                        added.append((new_block.cidr, index))
-            else:
-                removed.extend((block.cidr, index) for block in old_blocks)
-                added.extend((block.cidr, index) for block in new_blocks)
+        moved = _moved_prefixes(state.rules, rules, changed)
+        if moved is None:
+            return False
+        removed, added = moved
         if len(removed) + len(added) > max(_SMALL_CHANGE, len(flat.ordered) // 8):
             return False  # most of it: compiling the scope whole is quicker
-        # A rule may list a block twice; its prefix is owned once.
-        removed = list(dict.fromkeys(removed))
-        added = list(dict.fromkeys(added))
-        owners = flat.owners
-        for prefix, index in removed:
-            if owners.get(prefix) != [index]:
-                return False  # shared with another rule: its class would change
-        touched = {prefix for prefix, _ in removed}
-        for prefix, _ in removed:
-            del owners[prefix]
-            del flat.ordered[bisect_left(flat.ordered, prefix)]
-        for prefix, index in added:
-            if prefix in owners or flat.nests(prefix):
-                # Undo, then let the caller compile the scope whole.
-                self._restore(flat, removed, added[: added.index((prefix, index))])
-                return False
-            owners[prefix] = [index]
-            insort(flat.ordered, prefix)
-            touched.add(prefix)
+        touched = flat.move(removed, added)
+        if touched is None:
+            return False
+        direction: Direction = "ingress" if scope.direction == 0 else "egress"
         keys = list(state.keys)
         del keys[len(rules) :]
         for index in changed:
@@ -692,9 +698,10 @@ class RuleSetBuilder:
             key = peer_key(scope, prefix.value, prefix.length)
             old_value = state.entries.pop(key, None)
             if old_value is not None:
-                state.groups[VALUE.unpack(old_value)[0]] -= 1
-                self._group_uses[VALUE.unpack(old_value)[0]] -= 1
-            members = owners.get(prefix)
+                old_group = VALUE.unpack(old_value)[0]
+                state.groups[old_group] -= 1
+                self._group_uses[old_group] -= 1
+            members = flat.owners.get(prefix)
             if members is None:
                 changes[key] = None
                 continue
@@ -707,17 +714,6 @@ class RuleSetBuilder:
             changes[key] = value
         state.rules, state.keys = rules, keys
         return True
-
-    @staticmethod
-    def _restore(
-        flat: _Flat, removed: list[tuple[Prefix, int]], added: list[tuple[Prefix, int]]
-    ) -> None:
-        for prefix, _ in added:
-            del flat.owners[prefix]
-            del flat.ordered[bisect_left(flat.ordered, prefix)]
-        for prefix, index in removed:
-            flat.owners[prefix] = [index]
-            insort(flat.ordered, prefix)
 
     # -- port groups
 
@@ -748,6 +744,37 @@ class RuleSetBuilder:
                     changes[key] = None
                 del self._groups[ports]
                 self._group_uses.pop(group, None)
+
+
+def _moved_prefixes(
+    old_rules: Sequence[Rule], rules: Sequence[Rule], changed: list[int]
+) -> tuple[list[tuple[Prefix, int]], list[tuple[Prefix, int]]] | None:
+    """The (prefix, rule) pairs the rules at ``changed`` no longer have and now have;
+    None when a new rule is no plain CIDR list."""
+    removed: list[tuple[Prefix, int]] = []
+    added: list[tuple[Prefix, int]] = []
+    for index in changed:
+        old = old_rules[index] if index < len(old_rules) else None
+        new = rules[index] if index < len(rules) else None
+        if new is not None and (new.peers is None or any(block.excepts for block in new.peers)):
+            return None
+        old_blocks = old.peers or () if old is not None else ()
+        new_blocks = new.peers or () if new is not None else ()
+        if (
+            old is not None
+            and new is not None
+            and (old.policy, old.index, old.ports) == (new.policy, new.index, new.ports)
+            and len(old_blocks) == len(new_blocks)
+        ):
+            # The same rule with other peers: only the blocks that differ.
+            for old_block, new_block in zip(old_blocks, new_blocks, strict=True):
+                if old_block is not new_block and old_block != new_block:
+                    removed.append((old_block.cidr, index))
+                    added.append((new_block.cidr, index))
+        else:
+            removed.extend((block.cidr, index) for block in old_blocks)
+            added.extend((block.cidr, index) for block in new_blocks)
+    return removed, added
 
 
 def _rule_keys(

@@ -103,9 +103,7 @@ def _most_specific(prefixes: Sequence[rulesets.PeerPrefix], bits: int) -> frozen
 
 
 _SMALL_NETWORKS = st.builds(
-    lambda host, length: Prefix.of(
-        ipaddress.ip_network(f"10.9.0.{host}/{length}", strict=False)
-    ),
+    lambda host, length: Prefix.of(ipaddress.ip_network(f"10.9.0.{host}/{length}", strict=False)),
     st.integers(0, 15),
     st.integers(27, 32),
 )
@@ -115,7 +113,8 @@ def _holes(cidr: Prefix, holes: list[Prefix]) -> tuple[Prefix, ...]:
     inside = [
         hole
         for hole in holes
-        if hole.length > cidr.length and cidr.value >> (128 - cidr.length) == hole.value >> (128 - cidr.length)
+        if hole.length > cidr.length
+        and cidr.value >> (128 - cidr.length) == hole.value >> (128 - cidr.length)
     ]
     return tuple(dict.fromkeys(inside))
 
@@ -203,9 +202,10 @@ def trie_verdict(
         endpoint, flags, _ = rulesets.VALUE.unpack(found)
         isolated, audit_isolated, differs = rulesets._FLAGS[direction]
         if view_id == 1 and flags & differs:
-            if flags & audit_isolated and side_allows(
-                entries, endpoint, direction, 1, peer, port
-            ) is None:
+            if (
+                flags & audit_isolated
+                and side_allows(entries, endpoint, direction, 1, peer, port) is None
+            ):
                 return False
         elif flags & isolated and side_allows(entries, endpoint, direction, 0, peer, port) is None:
             return False
@@ -279,7 +279,12 @@ def assert_decides_as_compiled(
             for port in (77, 80, 84, 87):
                 for view in ("enforce", "audit"):
                     expected = compiling.verdict(
-                        endpoints, source, destination, "TCP", port, view=view  # type: ignore[arg-type]
+                        endpoints,
+                        source,
+                        destination,
+                        "TCP",
+                        port,
+                        view=view,  # type: ignore[arg-type]
                     )
                     assert trie_verdict(entries, source, destination, port, view) == expected, (
                         source, destination, port, view,
@@ -302,7 +307,9 @@ def _mixed(old: DirectionRules, new: DirectionRules, chance: random.Random) -> D
         return old
     if not (old.isolated and new.isolated):
         return new
-    kept = tuple(o if chance.random() < 0.5 else n for o, n in zip(old.rules, new.rules))
+    kept = tuple(
+        o if chance.random() < 0.5 else n for o, n in zip(old.rules, new.rules, strict=False)
+    )
     return DirectionRules(True, kept + new.rules[len(kept) :], new.policies)
 
 
@@ -317,20 +324,22 @@ def test_a_change_decides_as_a_rule_set_built_whole(
     previous: dict[str, EndpointRules] = {}
     for revision, views in enumerate(steps, start=1):
         chosen: dict[str, EndpointRules] = {}
-        for name, endpoint in _endpoints(views).items():
+        for name, fresh in _endpoints(views).items():
             if chance.random() < 0.15:
                 continue  # gone in this step
             old = previous.get(name)
-            if old is not None:
-                endpoint = EndpointRules(
+            chosen[name] = (
+                fresh
+                if old is None
+                else EndpointRules(
                     name,
-                    endpoint.address,
+                    fresh.address,
                     *(
-                        _mixed(getattr(old, side), getattr(endpoint, side), chance)
+                        _mixed(getattr(old, side), getattr(fresh, side), chance)
                         for side in ("ingress", "egress", "audit_ingress", "audit_egress")
                     ),
                 )
-            chosen[name] = endpoint
+            )
         delta = builder.build(chosen.values(), revision)
         for key in delta.deletes:
             del entries[key]

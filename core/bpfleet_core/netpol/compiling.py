@@ -57,13 +57,14 @@ class _Compiled:
     """One policy's rules in one direction, and what they were compiled from: per rule,
     its model, its result, and whether that depends on the topology or the endpoint."""
 
-    __slots__ = ("policy", "topology", "pod", "sources", "parts", "needs", "rules")
+    __slots__ = ("needs", "parts", "pod", "policy", "rules", "sources", "topology")
 
     def __init__(
         self,
         policy: models.Policy,
         topology: models.Topology,
         pod: models.Pod,
+        *,
         sources: tuple[models.Rule, ...],
         parts: list[list[Rule]],
         needs: list[int],
@@ -107,15 +108,18 @@ class CompileCache:
         self._next_blocks[number] = found
         return found[1]
 
-    def find(self, name: str, direction: str, pod: models.Pod) -> tuple[tuple[str, str, int], _Compiled | None]:
-        """The entry of this policy for ``pod`` (its key if it is to be stored anew)."""
+    def find(self, name: str, direction: str, pod: models.Pod) -> _Compiled | None:
+        """The last entry of this policy and direction that may serve ``pod``."""
         for key in ((name, direction, 0), (name, direction, id(pod))):
             found = self._next.get(key) or self._entries.get(key)
-            if found is not None and (key[2] == 0 or found.pod is pod):
-                if key[2] == 0 and any(need & _NEEDS_ENDPOINT for need in found.needs):
-                    continue  # compiled for another endpoint: see under this one's key
-                return key, found
-        return (name, direction, 0), None
+            if found is None:
+                continue
+            per_endpoint = any(need & _NEEDS_ENDPOINT for need in found.needs)
+            if key[2] == 0 and not per_endpoint:
+                return found
+            if key[2] != 0 and found.pod is pod:
+                return found
+        return None
 
     def keep(self, name: str, direction: str, pod: models.Pod, compiled: _Compiled) -> None:
         per_endpoint = any(need & _NEEDS_ENDPOINT for need in compiled.needs)
@@ -240,6 +244,7 @@ def _ingress_rule(
     rule: models.NetworkPolicyIngressRule,
     topology: models.Topology,
     pod: models.Pod,
+    *,
     cache: CompileCache | None,
 ) -> Rule:
     peers = _peer_blocks(rule.from_, policy, topology, cache)
@@ -308,6 +313,7 @@ def _compiled_rules(
     rule: models.Rule,
     topology: models.Topology,
     pod: models.Pod,
+    *,
     cache: CompileCache | None,
 ) -> tuple[list[Rule], int]:
     """One policy rule compiled (an egress rule with named ports may give several), and
@@ -316,7 +322,7 @@ def _compiled_rules(
     if isinstance(rule, models.NetworkPolicyIngressRule):
         # An ingress rule's named ports resolve against the endpoint itself.
         needs = (_NEEDS_ENDPOINT if named else 0) | (_NEEDS_TOPOLOGY if selects else 0)
-        return [_ingress_rule(policy, index, rule, topology, pod, cache)], needs
+        return [_ingress_rule(policy, index, rule, topology, pod, cache=cache)], needs
     needs = _NEEDS_TOPOLOGY if selects or named else 0
     return _egress_rules(policy, index, rule, topology, cache), needs
 
@@ -334,9 +340,9 @@ def _policy_rules(
         return [
             compiled
             for index, rule in enumerate(sources)
-            for compiled in _compiled_rules(policy, index, rule, topology, pod, None)[0]
+            for compiled in _compiled_rules(policy, index, rule, topology, pod, cache=None)[0]
         ]
-    key, found = cache.find(policy.key, direction, pod)
+    found = cache.find(policy.key, direction, pod)
     if found is not None and found.holds(policy, topology, pod):
         cache.keep(policy.key, direction, pod, found)
         return found.rules
@@ -353,10 +359,10 @@ def _policy_rules(
                 parts.append(found.parts[index])
                 needs.append(need)
                 continue
-        compiled, need = _compiled_rules(policy, index, rule, topology, pod, cache)
+        compiled, need = _compiled_rules(policy, index, rule, topology, pod, cache=cache)
         parts.append(compiled)
         needs.append(need)
-    entry = _Compiled(policy, topology, pod, sources, parts, needs)
+    entry = _Compiled(policy, topology, pod, sources=sources, parts=parts, needs=needs)
     cache.keep(policy.key, direction, pod, entry)
     return entry.rules
 
@@ -367,6 +373,7 @@ def _direction(
     key: str,
     direction: Direction,
     view: View,
+    *,
     cache: CompileCache | None,
 ) -> DirectionRules:
     wanted: models.PolicyType = "Ingress" if direction == "ingress" else "Egress"
@@ -415,17 +422,17 @@ def compile_policies(
     compiled: dict[str, EndpointRules] = {}
     keys = topology.pod_order() if node_endpoints is None else sorted(node_endpoints)
     for key in keys:
-        ingress = _direction(items, topology, key, "ingress", "enforce", cache)
-        egress = _direction(items, topology, key, "egress", "enforce", cache)
+        ingress = _direction(items, topology, key, "ingress", "enforce", cache=cache)
+        egress = _direction(items, topology, key, "egress", "enforce", cache=cache)
         compiled[key] = EndpointRules(
             endpoint=key,
             address=topology.pods[key].ip,
             ingress=ingress,
             egress=egress,
-            audit_ingress=_direction(items, topology, key, "ingress", "audit", cache)
+            audit_ingress=_direction(items, topology, key, "ingress", "audit", cache=cache)
             if audited
             else ingress,
-            audit_egress=_direction(items, topology, key, "egress", "audit", cache)
+            audit_egress=_direction(items, topology, key, "egress", "audit", cache=cache)
             if audited
             else egress,
         )

@@ -59,7 +59,10 @@ class Prefix(NamedTuple):
             if ":" in address:
                 value, base = int.from_bytes(socket.inet_pton(_AF_INET6, address)), 0
             else:
-                value, base = _IPV4_MAPPED_INT | int.from_bytes(socket.inet_pton(_AF_INET, address)), _IPV4_BASE
+                value, base = (
+                    _IPV4_MAPPED_INT | int.from_bytes(socket.inet_pton(_AF_INET, address)),
+                    _IPV4_BASE,
+                )
         except OSError:
             raise ValueError(f"not a CIDR: {text!r}") from None
         if length > ADDRESS_BITS - base:
@@ -105,7 +108,9 @@ class Rule(NamedTuple):
     """One allow: to/from any of ``peers`` (None: any peer), on any of ``ports``."""
 
     policy: str  # "<namespace>/<name>"
-    index: int  # position of the rule in the policy's ingress or egress list
+    # Position of the rule in the policy's ingress or egress list. (It hides tuple's
+    # index method, which nothing here uses; mypy only knows it hides it.)
+    index: int  # type: ignore[assignment]
     peers: tuple[PeerBlock, ...] | None
     ports: tuple[PortRange, ...]  # empty: never matches; all traffic is PortRange(None)
 
