@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The system's Python (3.11 on Debian 12, 3.13 on Debian 13); pyproject.toml says which
+# versions are supported. Another one: make PYTHON=python3.12 ... (after removing .venv).
+PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CATALOG_BUILD := bpf-catalog/build
@@ -11,7 +13,7 @@ HELM := .dev/bin/helm
 CHART := charts/bpfleet
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv bpf lint test up bench clean crds helm chart
+.PHONY: help deps venv bpf ui lint test up bench clean crds helm chart
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -34,13 +36,20 @@ bpf: deps venv $(DEV_KEYS)/signing.key ## Build the eBPF catalog and sign it wit
 	@$(MAKE) -s -C bpf-catalog
 	@$(BIN)/bpfleet catalog sign $(CATALOG_BUILD) --key $(DEV_KEYS)/signing.key --catalog bpf-catalog/catalog.yaml
 
-lint: venv ## ruff, mypy (strict) and the import-layer contracts
+ui: venv ## Build the dashboard (ui/dist) from the lockfile; skipped when nothing changed
+	@scripts/build-ui.sh
+
+lint: venv ## ruff, mypy (strict), the import-layer contracts; tsc and eslint for the UI
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
 	@$(BIN)/lint-imports
+	@scripts/build-ui.sh deps
+	@cd ui && PATH="$(CURDIR)/$(BIN):$$PATH" npm run --silent typecheck
+	@cd ui && PATH="$(CURDIR)/$(BIN):$$PATH" npm run --silent lint
 
-test: bpf lint helm ## Lint, then every test but benchmarks (fails if none ran)
+test: bpf lint helm ui ## Lint, then every test but benchmarks (fails if none ran)
+	@cd ui && PATH="$(CURDIR)/$(BIN):$$PATH" npm run --silent test
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 crds: venv ## Regenerate the CRDs in charts/bpfleet/crds from the resource models
@@ -54,7 +63,7 @@ chart: crds helm ## Lint the Helm chart (strict) and render it with its default 
 	@$(HELM) template bpfleet $(CHART) --namespace bpfleet > /dev/null
 	@echo "$(CHART): lint and template passed"
 
-up: bpf ## Run the platform here: API, worker, Redis, three agents, GitOps from .dev/fleet-repo
+up: bpf ui ## Run the platform here: API and dashboard, worker, Redis, three agents, GitOps
 	@scripts/up.sh
 
 bench: bpf ## Run the benchmarks in bench/ and print their figures
@@ -62,3 +71,4 @@ bench: bpf ## Run the benchmarks in bench/ and print their figures
 
 clean: ## Remove build output (not the venv)
 	@$(MAKE) -s -C bpf-catalog clean
+	@rm -rf ui/dist

@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
-# Installs the Debian packages bpfleet builds and tests with; quick when all are present.
+# Installs the Debian packages bpfleet builds, runs and tests with; quick when all are
+# present. Every program the project or its tests run, and every header they include,
+# comes from a package named here: a minimal Debian image has none of them
+# (scripts/test-in-debian-root.sh checks that on an image with nothing else).
+#
+#   scripts/install-system-deps.sh          install what is missing (needs root)
+#   scripts/install-system-deps.sh --list   print the package names, one a line
 set -euo pipefail
 
 packages=(
-  clang llvm libbpf-dev bpftool   # compile CO-RE objects, strip DWARF, cross-check the analyser
-  iproute2 iptables               # network namespaces, veth pairs, the iptables peer in benchmarks
+  clang llvm bpftool              # compile CO-RE objects, strip DWARF, cross-check the analyser
+  libbpf1 libbpf-dev              # the agent's libbpf; its headers (bpf_helpers.h, option structs)
+  linux-libc-dev libc6-dev        # <linux/bpf.h>, <asm/types.h>; libc headers for the ABI checks
+  iproute2 iptables procps        # namespaces, veths, bridges; the iptables peer; sysctl
+  mount                           # mount/umount: bpffs and tracefs where they are missing
   make git openssl openssh-client # build, GitOps sources, signature interoperability
   openssh-server                  # a Git-over-SSH remote for the GitOps tests (run on a test port only)
+  curl                            # the post-commit hook `make up` installs in the fleet repository
   strace                          # proves no bpf() load happens for refused artifacts
   redis-server postgresql         # the API's broker and production database, tested for real
-  python3-venv
+  python3 python3-venv            # the project's .venv
+  chromium                        # the dashboard's browser tests (driven by Playwright)
 )
+
+if [[ ${1:-} == --list ]]; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
 
 missing=()
 for package in "${packages[@]}"; do

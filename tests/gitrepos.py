@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
+import shutil
 import socket
+import ssl
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 AUTHOR = ["-c", "user.name=bpfleet tests", "-c", "user.email=tests@bpfleet.invalid"]
 
@@ -30,12 +41,18 @@ class GitRepo:
         return done.stdout.strip()
 
     def commit(
-        self, message: str, files: dict[str, str] | None = None, remove: tuple[str, ...] = ()
+        self,
+        message: str,
+        files: dict[str, str | bytes] | None = None,
+        remove: tuple[str, ...] = (),
     ) -> str:
-        for name, text in (files or {}).items():
+        for name, content in (files or {}).items():
             target = self.path / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content)
             self.git("add", name)
         for name in remove:
             self.git("rm", "--quiet", name)
@@ -50,12 +67,65 @@ class GitRepo:
         return self.git("rev-parse", "HEAD")
 
 
-class SmartHttpServer:
-    """Git's own smart-HTTP server (``git http-backend``) behind Basic authentication:
-    a real HTTPS-style remote for credential tests, minus TLS."""
+def self_signed_certificate(directory: Path) -> tuple[Path, Path, str]:
+    """A key and certificate for 127.0.0.1 and localhost (PEM files), and the
+    certificate's text: the CA a client must trust to reach the server."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bpfleet tests")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    key_file, certificate_file = directory / "server.key", directory / "server.crt"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    certificate_file.write_text(pem)
+    return key_file, certificate_file, pem
 
-    def __init__(self, root: Path, username: str, password: str) -> None:
+
+class SmartHttpServer:
+    """Git's own smart-HTTP server (``git http-backend``) behind Basic authentication,
+    over TLS with a certificate of its own (``ca``) unless ``tls`` is off.
+
+    ``authorizations`` records the Authorization header of every request (None when
+    absent); ``on_request`` runs first on each, while the client waits for the answer;
+    ``redirect`` sends every request elsewhere (a base URL) instead of serving it."""
+
+    def __init__(
+        self,
+        root: Path,
+        username: str,
+        password: str,
+        *,
+        tls: bool = True,
+        on_request: Callable[[], None] | None = None,
+        redirect: str | None = None,
+    ) -> None:
         expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.authorizations: list[str | None] = []
+        self.ca = ""
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -65,6 +135,15 @@ class SmartHttpServer:
                 self._serve()
 
             def _serve(self) -> None:
+                server.authorizations.append(self.headers.get("Authorization"))
+                if on_request is not None:
+                    on_request()
+                if redirect is not None:
+                    self.send_response(301)
+                    self.send_header("Location", redirect + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.headers.get("Authorization") != expected:
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -111,10 +190,23 @@ class SmartHttpServer:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.scheme = "http"
+        if tls:
+            scratch = Path(tempfile.mkdtemp(prefix="bpfleet-tls-"))
+            key_file, certificate_file, self.ca = self_signed_certificate(scratch)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certificate_file, key_file)
+            shutil.rmtree(scratch)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}"
+
     def url(self, repository: str) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/{repository}"
+        return f"{self.base}/{repository}"
 
     def __enter__(self) -> SmartHttpServer:
         self._thread.start()

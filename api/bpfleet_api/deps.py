@@ -1,16 +1,20 @@
-"""FastAPI dependencies, as ``Annotated`` aliases routes declare in their signatures."""
+"""FastAPI dependencies, as ``Annotated`` aliases routes declare in their signatures, and
+how a request's credential is found and checked (``gate`` checks it the same way before
+any body is read)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from bpfleet_api import security
-from bpfleet_api.db import get_session
+from bpfleet_api.db import get_engine, get_session
 from bpfleet_api.models import Role, Token
 from bpfleet_api.settings import ApiSettings, get_settings
 
@@ -26,10 +30,31 @@ CSRF_HEADER = "X-Requested-By"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _unauthorized(detail: str) -> HTTPException:
+def unauthorized(detail: str) -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
     )
+
+
+def presented_secret(
+    method: str, authorization: str | None, cookie: str | None, requested_by: str | None
+) -> str:
+    """The secret a request carries: a bearer ``authorization`` header, or else the
+    browser session's ``cookie`` (which writes only with the UI's header, whose value
+    is ``requested_by``). Raises 401 or 403."""
+    if authorization:
+        scheme, _, secret = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise unauthorized("the Authorization header must be 'Bearer <token>'")
+        return secret.strip()
+    if cookie is None:
+        raise unauthorized("missing bearer token or session")
+    if method not in _SAFE_METHODS and not requested_by:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"a session cookie authorizes a {method} only with the {CSRF_HEADER} header",
+        )
+    return cookie
 
 
 def current_token(
@@ -38,21 +63,16 @@ def current_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Token:
     """The caller's token: a bearer header, or else the browser session's cookie."""
-    if credentials is not None:
-        secret = credentials.credentials
-    elif (cookie := request.cookies.get(SESSION_COOKIE)) is not None:
-        if request.method not in _SAFE_METHODS and not request.headers.get(CSRF_HEADER):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"a session cookie authorizes a {request.method} only with the {CSRF_HEADER} "
-                "header",
-            )
-        secret = cookie
-    else:
-        raise _unauthorized("missing bearer token or session")
+    del credentials  # declared for the OpenAPI security scheme; read below with the cookie
+    secret = presented_secret(
+        request.method,
+        request.headers.get("authorization"),
+        request.cookies.get(SESSION_COOKIE),
+        request.headers.get(CSRF_HEADER),
+    )
     token = security.lookup(session, secret)
     if token is None:
-        raise _unauthorized("unknown, expired or revoked token")
+        raise unauthorized("unknown, expired or revoked token")
     return token
 
 
@@ -74,9 +94,54 @@ def allow(*roles: Role) -> Callable[[Token], Token]:
     return check
 
 
-READERS = (Role.ADMIN, Role.CI, Role.VIEWER)
+READERS = (Role.ADMIN, Role.CI, Role.VIEWER, Role.PROPOSER)
 Reader = Annotated[Token, Depends(allow(*READERS))]
 Checker = Annotated[Token, Depends(allow(Role.ADMIN, Role.CI))]
 Admin = Annotated[Token, Depends(allow(Role.ADMIN))]
-Registrar = Annotated[Token, Depends(allow(Role.BOOTSTRAP, Role.ADMIN))]
+# A new node registers with the bootstrap token; a registered one again with its node
+# key, or with its own agent token; an admin may register any (``fleet.register_node``).
+Registrar = Annotated[Token, Depends(allow(Role.BOOTSTRAP, Role.AGENT, Role.ADMIN))]
 Downloader = Annotated[Token, Depends(allow(*READERS, Role.AGENT))]
+
+
+# ------------------------------------------------------------------------- agent calls
+
+
+@cache
+def node_tokens() -> security.TokenCache:
+    """Agent calls are most of the API's traffic: their tokens are looked up once per TTL."""
+    return security.TokenCache(get_settings().agent_token_cache_seconds)
+
+
+def forget_nodes(nodes: list[str]) -> None:
+    """Drop nodes' cached credentials (after a revocation, here or in another process)."""
+    node_tokens().evict(nodes)
+
+
+def lookup_node(secret: str) -> str:
+    """The node of an agent token (a database lookup; remembered in the cache)."""
+    with Session(get_engine()) as session:
+        token = security.lookup(session, secret)
+    if token is None:
+        raise unauthorized("unknown, expired or revoked token")
+    if token.role != Role.AGENT or token.node is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"role {token.role.value} may not do this; needs agent"
+        )
+    node_tokens().put(secret, token.node)
+    return token.node
+
+
+async def node_of_caller(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The caller's node; on the event loop, reaching the database only on a cache miss."""
+    if credentials is None:
+        raise unauthorized("missing bearer token")
+    cached = node_tokens().get(credentials.credentials)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(lookup_node, credentials.credentials)
+
+
+CallerNode = Annotated[str, Depends(node_of_caller)]

@@ -8,13 +8,24 @@ assignments changed (see ``notify``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from sqlalchemy import delete
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from bpfleet_api import rollouts
+from bpfleet_api import policies, rollouts, security
+from bpfleet_api.changes import (
+    Changes,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    bump_revision,
+    get_node,
+)
 from bpfleet_api.models import (
     ACTIVE_PHASES,
     Artifact,
@@ -24,10 +35,13 @@ from bpfleet_api.models import (
     NodeFeatures,
     NodePolicyAssignment,
     NodeProgramStatus,
+    NodeTombstone,
     Program,
     ProgramRevision,
+    Role,
     Rollout,
     RolloutPhase,
+    Token,
     aware,
     utcnow,
 )
@@ -39,42 +53,12 @@ from bpfleet_core.protocol import (
     NodeReport,
     ProgramAssignment,
     ProgramState,
+    Registration,
+    RegistrationResult,
 )
 from bpfleet_core.resources import ArtifactRef, BpfProgramSpec, LabelSelector
 
 NodeReadiness = Literal["Ready", "NotReady", "Unknown"]
-
-
-class FleetError(Exception):
-    status_code = 400
-
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.problems = problems or []
-
-
-class NotFound(FleetError):
-    status_code = 404
-
-
-class Invalid(FleetError):
-    status_code = 422
-
-
-class Conflict(FleetError):
-    status_code = 409
-
-
-@dataclass
-class Changes:
-    """Nodes whose assignments changed: to be woken after the commit."""
-
-    nodes: set[str] = field(default_factory=set)
-
-    def merge(self, other: Changes) -> Changes:
-        self.nodes |= other.nodes
-        return self
 
 
 # ---------------------------------------------------------------------------- nodes
@@ -83,32 +67,135 @@ class Changes:
 def readiness(
     node: Node, now: datetime, ready_seconds: float, unknown_seconds: float
 ) -> NodeReadiness:
-    if node.last_heartbeat is None:
+    return readiness_at(node.last_heartbeat, now, ready_seconds, unknown_seconds)
+
+
+def readiness_at(
+    heartbeat: datetime | None, now: datetime, ready_seconds: float, unknown_seconds: float
+) -> NodeReadiness:
+    """Ready while heartbeats are fresh, NotReady when they are late, Unknown after."""
+    if heartbeat is None:
         return "Unknown"
-    age = (now - aware(node.last_heartbeat)).total_seconds()
+    age = (now - aware(heartbeat)).total_seconds()
     if age <= ready_seconds:
         return "Ready"
     return "NotReady" if age <= unknown_seconds else "Unknown"
 
 
-def get_node(session: Session, name: str) -> Node:
+def _relabel(node: Node) -> None:
+    """What selectors see: the agent's labels, with the admin's (Kubernetes') winning."""
+    node.labels = {**node.agent_labels, **node.admin_labels}
+
+
+def _may_register(session: Session, caller: Token, registration: Registration) -> Node | None:
+    """The node row a registration may take, or None for a new name; refuses callers who
+    cannot prove they are the node, and names an admin deleted."""
+    name = registration.node
+    if caller.role == Role.AGENT and caller.node != name:
+        raise Forbidden(f"this credential belongs to node {caller.node}, not {name}")
+    tombstone = session.get(NodeTombstone, name)
     node = session.get(Node, name)
-    if node is None:
-        raise NotFound(f"node {name} is not registered")
+    if caller.role == Role.ADMIN:
+        if tombstone is not None:
+            session.delete(tombstone)  # an admin registering it is the admin's say-so
+        return node
+    if tombstone is not None:
+        raise Forbidden(
+            f"node {name} was deleted by an admin; it registers again once an admin allows "
+            f"it (DELETE /v1/node-tombstones/{name})"
+        )
+    if node is None or caller.role == Role.AGENT:
+        return node
+    key = registration.node_key.get_secret_value() if registration.node_key else None
+    if not security.proves_node(node, key):
+        said = "a node key that is not its" if key else "no node key"
+        raise Conflict(
+            f"node {name} is registered already, and this registration carries {said}: "
+            "only the node itself (its node key or token) or an admin may register it again"
+        )
     return node
 
 
 def register_node(
-    session: Session, name: str, labels: dict[str, str], report: features.FeatureReport
-) -> Changes:
-    node = session.get(Node, name) or Node(name=name)
-    node.labels = dict(labels)
-    node.kernel_release = report.kernel_release
+    session: Session, caller: Token, registration: Registration
+) -> tuple[RegistrationResult, Changes]:
+    """Register a node, or register it again: a new token (the old ones revoked), the
+    labels its agent declares (under the admin's), its features. A new name needs only
+    the bootstrap token; a registered one needs proof it is that node (see
+    ``_may_register``), so a bootstrap token alone never takes a node over."""
+    name = registration.node
+    # Labels are seen by policies' node selectors: lock before any node row changes.
+    if policies.hosts_endpoints(session, name):
+        policies.lock(session)
+    node = _may_register(session, caller, registration) or Node(name=name)
+    presented = registration.node_key.get_secret_value() if registration.node_key else None
+    if presented and (node.key_digest is None or security.proves_node(node, presented)):
+        node_key = presented  # the node keeps the key it holds
+    else:
+        node_key = security.new_secret()
+    node.key_digest = security.digest(node_key)
+    node.agent_labels = dict(registration.labels)
+    _relabel(node)
+    node.kernel_release = registration.features.kernel_release
     node.last_heartbeat = utcnow()
     session.add(node)
-    store_features(session, name, report)
+    store_features(session, name, registration.features)
+    security.revoke_node_tokens(session, name)
+    token, _ = security.mint(session, f"node:{name}", Role.AGENT, node=name)
     session.flush()
-    return sync_node(session, node)
+    changes = sync_node(session, node)
+    if policies.hosts_endpoints(session, name):
+        changes.merge(policies.sync(session))
+    return RegistrationResult(node=name, token=token, node_key=node_key), changes
+
+
+def set_admin_labels(session: Session, name: str, labels: dict[str, str]) -> tuple[Node, Changes]:
+    """Replace the labels an admin sets (the operator: the Kubernetes Node's); the
+    agent's own stay, under them."""
+    policies.lock(session)  # policies' node selectors see labels too
+    node = get_node(session, name)
+    node.admin_labels = dict(labels)
+    _relabel(node)
+    session.add(node)
+    session.flush()
+    return node, sync_node(session, node).merge(policies.sync(session))
+
+
+def update_features(session: Session, name: str, report: features.FeatureReport) -> None:
+    """A node's kernel changed: keep its new feature report for preflights."""
+    node = get_node(session, name)
+    node.kernel_release = report.kernel_release
+    session.add(node)
+    store_features(session, name, report)
+
+
+def delete_node(session: Session, name: str) -> Changes:
+    """Forget a node and revoke its credentials (its kernel keeps what it runs), and
+    leave a tombstone: the name registers again only once an admin allows it. Its
+    endpoints leave the fleet topology, which other nodes' policies may resolve."""
+    policies.lock(session)
+    node = get_node(session, name)
+    for table in (Assignment, NodeProgramStatus, NodeFeatures):
+        for row in session.exec(select(table).where(table.node == name)).all():
+            session.delete(row)
+    policies.forget_node(session, name)
+    security.revoke_node_tokens(session, name)
+    session.delete(node)
+    session.merge(NodeTombstone(name=name))
+    session.flush()
+    return policies.sync(session)
+
+
+def tombstones(session: Session) -> list[NodeTombstone]:
+    return list(session.exec(select(NodeTombstone).order_by(col(NodeTombstone.name))).all())
+
+
+def lift_tombstone(session: Session, name: str) -> None:
+    """Let a deleted node's name register again."""
+    tombstone = session.get(NodeTombstone, name)
+    if tombstone is None:
+        raise NotFound(f"node {name} has no tombstone")
+    session.delete(tombstone)
 
 
 def store_features(session: Session, node: str, report: features.FeatureReport) -> None:
@@ -146,7 +233,7 @@ def sync_node(session: Session, node: Node) -> Changes:
 
 
 def _settled(session: Session, program: str, generation: int) -> bool:
-    latest = _latest_rollout(session, program)
+    latest = latest_rollout(session, program)
     return latest is None or (
         latest.to_generation == generation and latest.phase == RolloutPhase.SUCCEEDED
     )
@@ -155,20 +242,13 @@ def _settled(session: Session, program: str, generation: int) -> bool:
 # ------------------------------------------------------------------------ assignments
 
 
-def _bump(session: Session, node_name: str) -> int:
-    node = get_node(session, node_name)
-    node.desired_revision += 1
-    session.add(node)
-    return node.desired_revision
-
-
 def assign(
     session: Session, node: str, program: str, generation: int, spec: dict[str, Any]
 ) -> Changes:
     current = session.get(Assignment, (node, program))
     if current is not None and current.generation == generation and current.spec == spec:
         return Changes()  # already so: idempotent
-    revision = _bump(session, node)
+    revision = bump_revision(session, node)
     current = current or Assignment(
         node=node, program=program, generation=generation, spec=spec, revision=revision
     )
@@ -181,9 +261,20 @@ def unassign(session: Session, node: str, program: str) -> Changes:
     current = session.get(Assignment, (node, program))
     if current is None:
         return Changes()
-    _bump(session, node)
+    bump_revision(session, node)
     session.delete(current)
     return Changes({node})
+
+
+def assignments_after(session: Session, name: str, after: int) -> Assignments | None:
+    """A node's whole desired state once its revision passed ``after``, else None. A
+    revision below ``after`` means the database went back in time (a restore): the agent
+    gets its assignments at once, rather than waiting for the counter to catch up."""
+    node = get_node(session, name)
+    if node.desired_revision == after:
+        return None
+    found = assignments_of(session, node)
+    return found.model_copy(update={"policy": policies.part_of(session, name)})
 
 
 def assignments_of(session: Session, node: Node) -> Assignments:
@@ -251,17 +342,56 @@ def manifest_of(artifact: Artifact) -> manifests.Manifest:
     return manifests.parse(artifact.manifest)
 
 
+def list_artifacts(session: Session) -> list[Artifact]:
+    """Every artifact without its object and signature, which only downloads read."""
+    return list(
+        session.exec(
+            select(Artifact)
+            .options(defer(Artifact.object), defer(Artifact.signature))  # type: ignore[arg-type]
+            .order_by(col(Artifact.name), col(Artifact.version))
+        ).all()
+    )
+
+
+def artifact_by_digest(session: Session, digest: str) -> Artifact:
+    """An artifact's metadata and manifest, without its object and signature."""
+    found = session.exec(
+        select(Artifact)
+        .options(defer(Artifact.object), defer(Artifact.signature))  # type: ignore[arg-type]
+        .where(Artifact.digest == digest)
+    ).first()
+    if found is None:
+        raise NotFound(f"no artifact with digest {digest}")
+    return found
+
+
+def artifact_file(
+    session: Session, digest: str, part: Literal["object", "manifest", "signature"]
+) -> bytes:
+    """One file of an artifact, the only column read."""
+    column = {"object": Artifact.object, "manifest": Artifact.manifest}.get(
+        part, Artifact.signature
+    )
+    content = session.exec(select(column).where(Artifact.digest == digest)).first()
+    if content is None:
+        raise NotFound(f"no artifact with digest {digest}")
+    return content
+
+
 def collect_garbage(session: Session) -> list[str]:
     """Delete artifacts no program revision refers to, keeping the policy datapath: the
     newest ``netpol`` and any a node's policy part names; return their digests."""
     referenced = {
-        revision.spec["artifact"].get("digest")
-        for revision in session.exec(select(ProgramRevision)).all()
-    } | {program.spec["artifact"].get("digest") for program in session.exec(select(Program)).all()}
+        spec["artifact"].get("digest")
+        for spec in [
+            *session.exec(select(ProgramRevision.spec)).all(),
+            *session.exec(select(Program.spec)).all(),
+        ]
+    }
     referenced |= {
-        row.artifact.get("digest")
-        for row in session.exec(select(NodePolicyAssignment)).all()
-        if row.artifact is not None
+        artifact.get("digest")
+        for artifact in session.exec(select(NodePolicyAssignment.artifact)).all()
+        if artifact is not None
     }
     newest_netpol = session.exec(
         select(Artifact.digest)
@@ -269,11 +399,13 @@ def collect_garbage(session: Session) -> list[str]:
         .order_by(col(Artifact.uploaded_at).desc())
     ).first()
     referenced.add(newest_netpol)
-    removed = []
-    for artifact in session.exec(select(Artifact)).all():
-        if artifact.digest not in referenced:
-            removed.append(artifact.digest)
-            session.delete(artifact)
+    removed = [
+        digest
+        for digest in session.exec(select(Artifact.digest).order_by(col(Artifact.digest))).all()
+        if digest not in referenced
+    ]
+    if removed:
+        session.execute(delete(Artifact).where(col(Artifact.digest).in_(removed)))
     return removed
 
 
@@ -303,7 +435,7 @@ def _event(
     session.add(Event(program=program, node=node, reason=reason, message=message))
 
 
-def _latest_rollout(session: Session, program: str) -> Rollout | None:
+def latest_rollout(session: Session, program: str) -> Rollout | None:
     return session.exec(
         select(Rollout).where(Rollout.program == program).order_by(col(Rollout.id).desc())
     ).first()
@@ -329,7 +461,7 @@ def put_program(
     stored = pinned.model_dump(mode="json", by_alias=True)
     program = session.get(Program, name)
     if program is not None and program.spec == stored and not program.killed:
-        return program, _latest_rollout(session, name)
+        return program, latest_rollout(session, name)
     previous = program.generation if program is not None and not program.killed else None
     if program is None:
         program = Program(name=name, generation=1, spec=stored)
@@ -402,22 +534,36 @@ class Summary:
     pending: int
 
 
-def record_report(session: Session, node: Node, report: NodeReport) -> None:
-    """Store what a node says it runs; attribute each state to the generation it is about."""
-    node.applied_revision = max(node.applied_revision, report.revision)
+def record_report(session: Session, node: Node, report: NodeReport, events_kept: int) -> None:
+    """Store what a node says it runs; attribute each state to the generation it is about.
+
+    A node's word is bounded: states are kept only for programs it was assigned (or
+    still has a state for, while one is being removed), its revision never passes the
+    one it was sent, and each program keeps its ``events_kept`` newest events."""
+    node.applied_revision = max(node.applied_revision, min(report.revision, node.desired_revision))
     node.last_heartbeat = utcnow()
     session.add(node)
     assigned = {
         row.program: row
         for row in session.exec(select(Assignment).where(Assignment.node == node.name)).all()
     }
+    eventful = set()
     for program_report in report.programs:
         assignment = assigned.get(program_report.name)
         status = session.get(NodeProgramStatus, (node.name, program_report.name))
         if assignment is None and program_report.state == ProgramState.DETACHED:
             if status is not None:
                 session.delete(status)
+                _event(
+                    session,
+                    program_report.name,
+                    ProgramState.DETACHED.value,
+                    program_report.message or "detached from the node",
+                    node.name,
+                )
             continue
+        if assignment is None and status is None:
+            continue  # never assigned here: nothing to keep
         status = status or NodeProgramStatus(
             node=node.name, program=program_report.name, state=program_report.state
         )
@@ -431,6 +577,7 @@ def record_report(session: Session, node: Node, report: NodeReport) -> None:
                 program_report.message or program_report.reason,
                 node.name,
             )
+            eventful.add(program_report.name)
         status.state, status.reason, status.message = (
             program_report.state.value,
             program_report.reason,
@@ -439,6 +586,22 @@ def record_report(session: Session, node: Node, report: NodeReport) -> None:
         status.report = program_report.model_dump(mode="json", by_alias=True)
         status.updated_at = utcnow()
         session.add(status)
+    session.flush()
+    for program in sorted(eventful):
+        prune_events(session, program, events_kept)
+
+
+def prune_events(session: Session, program: str, keep: int) -> None:
+    """Keep a program's ``keep`` newest events."""
+    cutoff = session.exec(
+        select(Event.id)
+        .where(Event.program == program)
+        .order_by(col(Event.id).desc())
+        .offset(keep)
+        .limit(1)
+    ).first()
+    if cutoff is not None:
+        session.execute(delete(Event).where(col(Event.program) == program, col(Event.id) <= cutoff))
 
 
 def summarize(session: Session, program: Program) -> Summary:

@@ -10,10 +10,18 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, case, update
 from sqlmodel import Session, col
 
 from bpfleet_api.models import Node
+
+
+def _applied(revision: int) -> ColumnElement[int]:
+    """The applied revision after a beat: it never goes back, and never passes the
+    revision the node was sent (a node's word is not taken beyond that)."""
+    desired, applied = col(Node.desired_revision), col(Node.applied_revision)
+    claimed = case((desired < revision, desired), else_=revision)
+    return case((applied > claimed, applied), else_=claimed)
 
 
 class HeartbeatBuffer:
@@ -34,8 +42,7 @@ class HeartbeatBuffer:
             session.execute(
                 update(Node)
                 .where(col(Node.name) == node)
-                .values(last_heartbeat=at, applied_revision=revision)
-                .where(col(Node.applied_revision) <= revision)
+                .values(last_heartbeat=at, applied_revision=_applied(revision))
             )
         session.commit()
         return len(pending)

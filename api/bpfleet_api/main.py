@@ -1,4 +1,5 @@
-"""The composition root: the API routes, background loops, and (later) the UI router."""
+"""The composition root: the gate in front, the API routes, the docs (for readers),
+background loops, and the dashboard (``/ui``)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,31 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from sqlmodel import Session
 
-from bpfleet_api import db, fleet, heartbeats, metrics, notify, security
-from bpfleet_api.deps import Reader
+from bpfleet_api import changes, db, etags, fleet, heartbeats, metrics, notify, security, ui
+from bpfleet_api.deps import Reader, forget_nodes
+from bpfleet_api.gate import Gate
 from bpfleet_api.models import Role, utcnow
 from bpfleet_api.routes import (
     agent,
     artifacts,
     checks,
+    editor,
+    gitsources,
     health,
+    kernels,
+    namespaces,
     nodes,
+    overview,
     policies,
     programs,
     rollouts,
     session,
     tokens,
-    topology,
 )
 from bpfleet_api.routes._changes import start_rollout
 from bpfleet_api.settings import get_settings
@@ -86,7 +93,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(_prepare_database)
     app.state.waiters.bind(asyncio.get_running_loop())
     background = [
-        asyncio.create_task(notify.listen(get_settings().redis_url, app.state.waiters)),
+        asyncio.create_task(
+            notify.listen(get_settings().redis_url, app.state.waiters, forget_nodes)
+        ),
         asyncio.create_task(_sweep_rollouts()),
         asyncio.create_task(_flush_heartbeats(app.state.heartbeats)),
     ]
@@ -105,14 +114,19 @@ def create_app() -> FastAPI:
         version="0.1.0",
         summary="Desired state for a fleet of eBPF nodes, rolled out in safe steps.",
         lifespan=lifespan,
+        # Served below, for readers only (a bearer token, or a browser session's cookie).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(Gate)
     app.state.waiters = notify.Waiters()
     app.state.heartbeats = heartbeats.HeartbeatBuffer()
     registry = CollectorRegistry()
     registry.register(metrics.FleetCollector(app.state.waiters))
 
-    @app.exception_handler(fleet.FleetError)
-    async def _fleet_error(_: Request, error: fleet.FleetError) -> JSONResponse:
+    @app.exception_handler(changes.FleetError)
+    async def _fleet_error(_: Request, error: changes.FleetError) -> JSONResponse:
         return JSONResponse(
             {"detail": error.message, "problems": error.problems}, status_code=error.status_code
         )
@@ -121,20 +135,39 @@ def create_app() -> FastAPI:
     def prometheus(_: Reader) -> Response:
         return Response(metrics.render(registry), media_type="text/plain; version=0.0.4")
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Reader) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger(_: Reader) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="bpfleet API")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(_: Reader) -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="bpfleet API")
+
+    app.include_router(nodes.tombstones)
     for module in (
         health,
         session,
         tokens,
         nodes,
+        namespaces,
         artifacts,
         programs,
         rollouts,
         policies,
-        topology,
+        editor,
         checks,
         agent,
+        overview,
+        kernels,
+        gitsources,
     ):
         app.include_router(module.router)
+    app.add_middleware(etags.ETagMiddleware)
+    ui.mount(app, get_settings().ui_dir)
     return app
 
 

@@ -31,6 +31,7 @@ class Role(StrEnum):
     ADMIN = "admin"  # everything
     CI = "ci"  # read, validate, preflight; never writes desired state
     VIEWER = "viewer"  # read
+    PROPOSER = "proposer"  # read, validate and simulate policies, propose; never writes
     BOOTSTRAP = "bootstrap"  # registers nodes, nothing else
     AGENT = "agent"  # one node's own assignments and status
 
@@ -49,6 +50,11 @@ class Token(SQLModel, table=True):
         index=True,
         description="For browser sessions: the token exchanged for it, whose fate it shares.",
     )
+    configured: bool = Field(
+        default=False,
+        description="Made from a setting (the admin or bootstrap token): a changed setting "
+        "revokes the previous one of its name at start-up.",
+    )
     created_at: datetime = _timestamp(default_factory=utcnow)
     expires_at: datetime | None = _timestamp(default=None)
     revoked_at: datetime | None = _timestamp(default=None)
@@ -59,7 +65,28 @@ class Token(SQLModel, table=True):
 
 class Node(SQLModel, table=True):
     name: str = Field(primary_key=True)
-    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        sa_type=JSON,
+        description="What node selectors see: agent labels, overridden by admin labels.",
+    )
+    agent_labels: dict[str, str] = Field(
+        default_factory=dict, sa_type=JSON, description="Declared by the agent at registration."
+    )
+    admin_labels: dict[str, str] = Field(
+        default_factory=dict,
+        sa_type=JSON,
+        description="Set by an admin (the operator copies the Kubernetes Node's labels).",
+    )
+    key_digest: str | None = Field(
+        default=None,
+        description="sha256 of the node key: the secret that lets the node register again.",
+    )
+    pod_cidrs: list[str] | None = Field(
+        default=None,
+        sa_type=JSON,
+        description="Set by an admin: the only ranges the agent may declare endpoints in.",
+    )
     kernel_release: str = ""
     registered_at: datetime = _timestamp(default_factory=utcnow)
     last_heartbeat: datetime | None = _timestamp(default=None)
@@ -69,6 +96,13 @@ class Node(SQLModel, table=True):
     applied_revision: int = Field(
         default=0, sa_type=BigInteger, description="The revision the agent last applied."
     )
+
+
+class NodeTombstone(SQLModel, table=True):
+    """A node an admin deleted: its name registers again only once an admin allows it."""
+
+    name: str = Field(primary_key=True)
+    deleted_at: datetime = _timestamp(default_factory=utcnow)
 
 
 class NodeFeatures(SQLModel, table=True):
@@ -187,11 +221,28 @@ class Policy(SQLModel, table=True):
 
 
 class NodeEndpoints(SQLModel, table=True):
-    """What a node's agent declared last: its endpoints and their namespaces' labels."""
+    """What a node's agent declared last: its endpoints, each inside the node's pod CIDRs."""
 
     node: str = Field(primary_key=True)
     endpoints: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
-    namespaces: dict[str, dict[str, str]] = Field(default_factory=dict, sa_type=JSON)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class NodeWorkloads(SQLModel, table=True):
+    """The workloads an admin says run on a node (the operator sends the node's pods).
+    Once set, they are the node's entries in the topology; the agent adds interfaces only."""
+
+    node: str = Field(primary_key=True)
+    workloads: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class Namespace(SQLModel, table=True):
+    """A namespace's labels, set by an admin: the only source of namespace labels that
+    namespaceSelector peers are matched against."""
+
+    name: str = Field(primary_key=True)
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
     updated_at: datetime = _timestamp(default_factory=utcnow)
 
 
@@ -238,3 +289,31 @@ class PolicyEpoch(SQLModel, table=True):
 
     id: int = Field(primary_key=True)
     epoch: int = Field(default=0, sa_type=BigInteger)
+
+
+# -------------------------------------------------------------------------- GitSources
+
+
+class GitSourceRecord(SQLModel, table=True):
+    """A GitSource as its operator last reported it (in a cluster or standalone): the
+    spec, the status, and a longer history than the status keeps, each rejected revision
+    with its problems. The operator owns the source; the API keeps what it says."""
+
+    __tablename__ = "gitsource"
+
+    namespace: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    spec: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    status: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    reported_at: datetime = _timestamp(default_factory=utcnow)
+    reconcile_requested_at: datetime | None = _timestamp(default=None)
+
+
+class ReconcileRequest(SQLModel, table=True):
+    """ "Reconcile now", asked of a GitSource; operators long-poll for ids above theirs."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    namespace: str
+    name: str
+    requested_at: datetime = _timestamp(default_factory=utcnow, index=True)

@@ -1,8 +1,9 @@
-"""Waking agents' long-polls when their assignments change, across processes.
+"""Waking agents' long-polls when their assignments change, and dropping revoked node
+credentials, across processes.
 
 The only module that talks to Redis directly (Celery has its own connection). Redis
 carries node names only; a lost message costs latency, never state: waiters re-check
-the database every few seconds anyway.
+the database every few seconds anyway, and a cached credential expires on its own.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis
 import redis.asyncio as aioredis
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 log = logging.getLogger(__name__)
 
 CHANNEL = "bpfleet:assignments"
+REVOKED_CHANNEL = "bpfleet:revoked-nodes"
 
 
 class Waiters:
@@ -60,33 +62,49 @@ class Waiters:
         return sum(len(events) for events in self._events.values())
 
 
-def publish(redis_url: str, nodes: Iterable[str]) -> None:
-    """Tell every API process; failure only delays agents until their next re-check."""
+def _publish(redis_url: str, channel: str, nodes: Iterable[str]) -> None:
     names = sorted(set(nodes))
     if not names:
         return
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
         try:
-            client.publish(CHANNEL, "\n".join(names))
+            client.publish(channel, "\n".join(names))
         finally:
             client.close()
     except redis.RedisError as error:
-        log.warning("could not publish assignment changes: %s", error)
+        log.warning("could not publish on %s: %s", channel, error)
 
 
-async def listen(redis_url: str, waiters: Waiters) -> None:
-    """Relay published node names to local waiters, reconnecting with backoff."""
+def publish(redis_url: str, nodes: Iterable[str]) -> None:
+    """Tell every API process; failure only delays agents until their next re-check."""
+    _publish(redis_url, CHANNEL, nodes)
+
+
+def publish_revoked(redis_url: str, nodes: Iterable[str]) -> None:
+    """Tell every API process these nodes' credentials were revoked; failure leaves
+    their caches trusting them until the entries expire."""
+    _publish(redis_url, REVOKED_CHANNEL, nodes)
+
+
+async def listen(redis_url: str, waiters: Waiters, on_revoked: Callable[[list[str]], None]) -> None:
+    """Relay published node names to local waiters, and revocations to ``on_revoked``,
+    reconnecting with backoff."""
     delay = 0.5
     while True:
         try:
             client = aioredis.Redis.from_url(redis_url)
             async with client.pubsub() as pubsub:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(CHANNEL, REVOKED_CHANNEL)
                 delay = 0.5
                 async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        waiters.wake(message["data"].decode().split("\n"))
+                    if message.get("type") != "message":
+                        continue
+                    nodes = message["data"].decode().split("\n")
+                    if message["channel"] == REVOKED_CHANNEL.encode():
+                        on_revoked(nodes)
+                    else:
+                        waiters.wake(nodes)
         except asyncio.CancelledError:
             raise
         except (redis.RedisError, OSError) as error:

@@ -4,7 +4,8 @@ what each node reports enforcing. Like ``fleet``, these functions never commit.
 Distribution: a node's policy part holds every policy that selects one of its endpoints
 (node selectors honoured), the fleet topology the compiler resolves peers against, and
 the newest ``netpol`` artifact. ``sync`` recomputes every node's part after any change
-that can alter one (a policy, an endpoint set, node labels, a new ``netpol`` upload) and
+that can alter one (a policy, a node's endpoints, workloads or pod CIDRs, namespace or
+node labels, a new ``netpol`` upload) and
 bumps the revision of exactly the nodes whose part differs. Policies reach all selected
 nodes at once: there are no rollout steps, as in Kubernetes.
 
@@ -18,8 +19,9 @@ keep a stale part without a revision to tell it otherwise.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,19 +29,22 @@ from pydantic import TypeAdapter
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from bpfleet_api.fleet import Changes, Conflict, Invalid, NotFound, _bump
+from bpfleet_api.changes import Changes, Conflict, Invalid, NotFound, bump_revision, get_node
 from bpfleet_api.models import (
     Artifact,
+    Namespace,
     Node,
     NodeEndpoints,
     NodePolicy,
     NodePolicyAssignment,
     NodePolicyStatus,
+    NodeWorkloads,
     Policy,
     PolicyEpoch,
     utcnow,
 )
 from bpfleet_core.netpol import models, validating
+from bpfleet_core.netpol.models import Address, Network
 from bpfleet_core.protocol import (
     POLICY_ARTIFACT,
     AssignedPolicy,
@@ -48,6 +53,7 @@ from bpfleet_core.protocol import (
     PolicyAssignment,
     PolicyReport,
     PolicyState,
+    Workload,
     parse_policy_ref,
 )
 from bpfleet_core.resources import ArtifactRef
@@ -78,43 +84,156 @@ def lock(session: Session) -> None:
 
 
 # ------------------------------------------------------------------------ endpoints
+#
+# The topology is built from what an admin says, never from a node's word alone: an
+# admin (the operator, from Kubernetes) sets namespace labels, each node's pod CIDRs
+# and, where it can, each node's workloads. An agent declares its endpoints; only IPs
+# inside its node's pod CIDRs are taken, and once an admin set the node's workloads,
+# those are its entries and the agent adds only their interfaces.
 
 
-def hosts_endpoints(session: Session, node: str) -> bool:
-    row = session.get(NodeEndpoints, node)
-    return row is not None and bool(row.endpoints)
+def _ranges(node: Node) -> list[Network]:
+    return [ipaddress.ip_network(cidr) for cidr in node.pod_cidrs or []]
 
 
-def endpoints_of(session: Session, node: str) -> list[Endpoint]:
+def _inside(address: Address, ranges: Iterable[Network]) -> bool:
+    return any(address in network for network in ranges)
+
+
+def _workloads(session: Session, node: str) -> dict[str, Workload] | None:
+    """The workloads an admin set for a node, by key; None when none were set."""
+    row = session.get(NodeWorkloads, node)
+    if row is None:
+        return None
+    return {item.key: item for item in map(Workload.model_validate, row.workloads)}
+
+
+def _declared(session: Session, node: str) -> list[Endpoint]:
     row = session.get(NodeEndpoints, node)
     return [Endpoint.model_validate(item) for item in row.endpoints] if row else []
 
 
-def put_endpoints(session: Session, node: str, declared: EndpointSet) -> Changes:
-    """Store what a node declares; refuse endpoints or IPs another node holds."""
+def _vouched(endpoint: Endpoint, workloads: Mapping[str, Workload] | None) -> bool:
+    """Is the endpoint one of the workloads an admin set (same name, same IP)?"""
+    workload = workloads.get(endpoint.key) if workloads is not None else None
+    return workload is not None and workload.ip == endpoint.ip
+
+
+def hosts_endpoints(session: Session, node: str) -> bool:
+    workloads = session.get(NodeWorkloads, node)
+    declared = session.get(NodeEndpoints, node)
+    return bool(workloads and workloads.workloads) or bool(declared and declared.endpoints)
+
+
+def entries_of(session: Session, node: Node) -> list[Workload]:
+    """A node's entries in the topology: the admin's workloads if set, else the
+    endpoints its agent declared inside its pod CIDRs."""
+    workloads = _workloads(session, node.name)
+    if workloads is not None:
+        return list(workloads.values())
+    ranges = _ranges(node)
+    return [e for e in _declared(session, node.name) if _inside(e.ip, ranges)]
+
+
+def endpoints_of(session: Session, node: str) -> list[Endpoint]:
+    """A node's entries with the interfaces its agent declared for them: labels, IP and
+    ports from the topology's source, the interface from the agent."""
+    row = session.get(Node, node)
+    if row is None:
+        return []
+    interfaces = {(e.key, e.ip): e.interface for e in _declared(session, node)}
+    return [
+        Endpoint(
+            **entry.model_dump(exclude={"interface"}), interface=interfaces[(entry.key, entry.ip)]
+        )
+        for entry in entries_of(session, row)
+        if (entry.key, entry.ip) in interfaces
+    ]
+
+
+def _too_many(node: str, count: int, limit: int) -> Invalid:
+    return Invalid(
+        f"node {node} has {count} endpoints; at most {limit} are allowed "
+        "(BPFLEET_API_MAX_ENDPOINTS_PER_NODE)"
+    )
+
+
+def put_endpoints(session: Session, node: str, declared: EndpointSet, limit: int) -> Changes:
+    """Store what a node's agent declares: each IP inside the node's pod CIDRs (or one of
+    the workloads an admin set for it), none held by another node. Namespace labels in
+    the declaration are ignored: they are an admin's (``put_namespace``)."""
     lock(session)
-    keys = {endpoint.key: endpoint for endpoint in declared.endpoints}
-    addresses = {str(endpoint.ip): endpoint for endpoint in declared.endpoints}
+    row = get_node(session, node)
+    if len(declared.endpoints) > limit:
+        raise _too_many(node, len(declared.endpoints), limit)
+    workloads = _workloads(session, node)
+    ranges = _ranges(row)
+    shown = ", ".join(map(str, ranges)) or "none set"
+    outside = [
+        f"endpoint {endpoint.key}: IP {endpoint.ip} is outside the node's pod CIDRs ({shown})"
+        for endpoint in declared.endpoints
+        if not _vouched(endpoint, workloads) and not _inside(endpoint.ip, ranges)
+    ]
+    if outside:
+        raise Invalid(
+            f"node {node} may declare endpoints only inside its pod CIDRs ({shown})", outside
+        )
+    if workloads is None:
+        _refuse_held(session, node, declared.endpoints)
+    endpoints = [e.model_dump(mode="json", by_alias=True) for e in declared.endpoints]
+    stored = session.get(NodeEndpoints, node)
+    if stored is not None and stored.endpoints == endpoints:
+        return Changes()  # said again (an agent restart): nothing to recompute
+    stored = stored or NodeEndpoints(node=node)
+    stored.endpoints, stored.updated_at = endpoints, utcnow()
+    session.add(stored)
+    session.flush()
+    return sync(session)
+
+
+def _refuse_held(session: Session, node: str, endpoints: list[Endpoint]) -> None:
+    """Refuse endpoints, or IPs, that another node's entries hold."""
+    keys = {endpoint.key: endpoint for endpoint in endpoints}
+    addresses = {endpoint.ip: endpoint for endpoint in endpoints}
     problems = []
-    for other in session.exec(select(NodeEndpoints).where(NodeEndpoints.node != node)).all():
-        for item in other.endpoints:
-            theirs = Endpoint.model_validate(item)
-            if theirs.key in keys:
-                problems.append(f"endpoint {theirs.key} is on node {other.node}")
-            elif str(theirs.ip) in addresses:
-                problems.append(
-                    f"endpoint {addresses[str(theirs.ip)].key}: IP {theirs.ip} belongs to "
-                    f"{theirs.key} on node {other.node}"
-                )
+    for other, theirs in _sources(session).entries():
+        if other == node:
+            continue
+        if theirs.key in keys:
+            problems.append(f"endpoint {theirs.key} is on node {other}")
+        elif theirs.ip in addresses:
+            problems.append(
+                f"endpoint {addresses[theirs.ip].key}: IP {theirs.ip} belongs to "
+                f"{theirs.key} on node {other}"
+            )
     if problems:
         raise Conflict("endpoints held by other nodes", problems)
-    endpoints = [endpoint.model_dump(mode="json", by_alias=True) for endpoint in keys.values()]
-    namespaces = {name: dict(labels) for name, labels in sorted(declared.namespaces.items())}
-    row = session.get(NodeEndpoints, node)
-    if row is not None and row.endpoints == endpoints and row.namespaces == namespaces:
-        return Changes()  # said again (an agent restart): nothing to recompute
-    row = row or NodeEndpoints(node=node)
-    row.endpoints, row.namespaces, row.updated_at = endpoints, namespaces, utcnow()
+
+
+def set_pod_cidrs(session: Session, node: str, cidrs: list[Network]) -> tuple[Node, Changes]:
+    """Set the ranges a node's agent may declare endpoints in (a Kubernetes Node's
+    ``spec.podCIDRs``); declared endpoints outside them leave the topology."""
+    lock(session)
+    row = get_node(session, node)
+    row.pod_cidrs = [str(cidr) for cidr in cidrs]
+    session.add(row)
+    session.flush()
+    return row, sync(session)
+
+
+def set_workloads(session: Session, node: str, workloads: list[Workload], limit: int) -> Changes:
+    """Set what runs on a node (the operator sends the node's pods): from now on the
+    node's topology entries are exactly these; its agent only adds their interfaces."""
+    lock(session)
+    get_node(session, node)
+    if len(workloads) > limit:
+        raise _too_many(node, len(workloads), limit)
+    stored = [workload.model_dump(mode="json", by_alias=True) for workload in workloads]
+    row = session.get(NodeWorkloads, node)
+    if row is not None and row.workloads == stored:
+        return Changes()
+    row = row or NodeWorkloads(node=node)
+    row.workloads, row.updated_at = stored, utcnow()
     session.add(row)
     session.flush()
     return sync(session)
@@ -123,7 +242,7 @@ def put_endpoints(session: Session, node: str, declared: EndpointSet) -> Changes
 def forget_node(session: Session, node: str) -> None:
     """Drop a node's endpoints and policy state (the node itself is being deleted)."""
     lock(session)
-    for table in (NodeEndpoints, NodePolicyAssignment, NodePolicyStatus):
+    for table in (NodeEndpoints, NodeWorkloads, NodePolicyAssignment, NodePolicyStatus):
         row = session.get(table, node)
         if row is not None:
             session.delete(row)
@@ -132,40 +251,109 @@ def forget_node(session: Session, node: str) -> None:
     session.flush()
 
 
+# ----------------------------------------------------------------------- namespaces
+
+
+def namespaces(session: Session) -> list[Namespace]:
+    return list(session.exec(select(Namespace).order_by(col(Namespace.name))).all())
+
+
+def put_namespace(
+    session: Session, name: str, labels: Mapping[str, str]
+) -> tuple[Namespace, Changes]:
+    """Set a namespace's labels, which namespaceSelector peers match. The name label
+    (``kubernetes.io/metadata.name``) is the API's to set, as the API server's is."""
+    given = labels.get(models.NAMESPACE_NAME_LABEL)
+    if given is not None and given != name:
+        raise Invalid(
+            f"namespace {name}: the label {models.NAMESPACE_NAME_LABEL} is always the "
+            f"namespace's name, not {given!r}"
+        )
+    stored = {models.NAMESPACE_NAME_LABEL: name, **dict(sorted(labels.items()))}
+    lock(session)
+    row = session.get(Namespace, name)
+    if row is not None and row.labels == stored:
+        return row, Changes()
+    row = row or Namespace(name=name)
+    row.labels, row.updated_at = stored, utcnow()
+    session.add(row)
+    session.flush()
+    return row, sync(session)
+
+
+def delete_namespace(session: Session, name: str) -> Changes:
+    lock(session)
+    row = session.get(Namespace, name)
+    if row is None:
+        raise NotFound(f"namespace {name} has no labels set")
+    session.delete(row)
+    session.flush()
+    return sync(session)
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Every node's topology entries, read in three queries: an admin's workloads, and
+    for the other nodes the endpoints their agents declared inside their pod CIDRs."""
+
+    labels: dict[str, dict[str, str]]  # node labels, of every node
+    admin: dict[str, list[Workload]]
+    declared: dict[str, list[Endpoint]]
+
+    def entries(self) -> Iterator[tuple[str, Workload]]:
+        """(node, entry): an admin's first, then nodes by name."""
+        for source in (self.admin, self.declared):
+            for node in sorted(source):
+                for entry in source[node]:
+                    yield node, entry
+
+
+def _sources(session: Session) -> _Sources:
+    nodes = session.exec(select(Node.name, Node.labels, Node.pod_cidrs)).all()
+    labels = {name: dict(node_labels) for name, node_labels, _ in nodes}
+    ranges = {name: [ipaddress.ip_network(c) for c in cidrs or []] for name, _, cidrs in nodes}
+    admin = {
+        row.node: [Workload.model_validate(item) for item in row.workloads]
+        for row in session.exec(select(NodeWorkloads)).all()
+        if row.node in labels
+    }
+    declared = {
+        row.node: [
+            endpoint
+            for endpoint in map(Endpoint.model_validate, row.endpoints)
+            if _inside(endpoint.ip, ranges[row.node])  # declared before the ranges changed
+        ]
+        for row in session.exec(select(NodeEndpoints)).all()
+        if row.node in labels and row.node not in admin
+    }
+    return _Sources(labels, admin, declared)
+
+
 def fleet_topology(session: Session) -> models.Topology:
-    """Every endpoint with its node, the namespaces with labels, and the labels of the
-    nodes hosting endpoints. Built in a fixed order, so the same fleet state gives the
-    same document (and fingerprint)."""
-    labels = dict(session.exec(select(Node.name, Node.labels)).all())
+    """Every node's entries with their node, the namespaces with the labels an admin
+    set, and the labels of the nodes hosting entries. Where two nodes claim one pod or
+    IP, an admin's workloads come first, then nodes by name. Built in a fixed order, so
+    the same fleet state gives the same document (and fingerprint)."""
+    sources = _sources(session)
     pods: dict[str, models.Pod] = {}
-    owners: set[str] = set()
-    namespaces: dict[str, dict[str, str]] = {}
-    rows = session.exec(select(NodeEndpoints).order_by(col(NodeEndpoints.node))).all()
-    for row in rows:
-        if row.node not in labels:
-            continue
-        for name, namespace_labels in row.namespaces.items():
-            merged = namespaces.setdefault(name, {})
-            for key, value in namespace_labels.items():
-                merged.setdefault(key, value)  # nodes disagreeing: the first by name wins
-        for item in row.endpoints:
-            endpoint = Endpoint.model_validate(item)
-            if endpoint.key in pods or str(endpoint.ip) in owners:
-                continue  # put_endpoints refuses these; never let one break the topology
-            owners.add(str(endpoint.ip))
-            pods[endpoint.key] = models.Pod(
-                labels=dict(sorted(endpoint.labels.items())),
-                ip=endpoint.ip,
-                ports=tuple(endpoint.ports),
-                node=row.node,
-            )
-    for key in pods:
-        namespaces.setdefault(key.partition("/")[0], {})
+    owners: set[Address] = set()
+    for node, entry in sources.entries():
+        if entry.key in pods or entry.ip in owners:
+            continue  # held by an earlier source; never let one break the topology
+        owners.add(entry.ip)
+        pods[entry.key] = models.Pod(
+            labels=dict(sorted(entry.labels.items())),
+            ip=entry.ip,
+            ports=tuple(entry.ports),
+            node=node,
+        )
+    labelled = {row.name: dict(row.labels) for row in namespaces(session)}
+    names = set(labelled) | {key.partition("/")[0] for key in pods}
     hosts = sorted({pod.node for pod in pods.values() if pod.node is not None})
     return models.Topology(
-        namespaces={name: dict(sorted(namespaces[name].items())) for name in sorted(namespaces)},
+        namespaces={name: dict(sorted(labelled.get(name, {}).items())) for name in sorted(names)},
         pods=dict(sorted(pods.items())),
-        nodes={name: dict(sorted(dict(labels[name]).items())) for name in hosts},
+        nodes={name: dict(sorted(sources.labels[name].items())) for name in hosts},
     )
 
 
@@ -230,14 +418,14 @@ def sync(session: Session) -> Changes:
         targets = wanted.get(node)
         if not targets:
             if current is not None:
-                _bump(session, node)
+                bump_revision(session, node)
                 session.delete(current)
                 changes.nodes.add(node)
             continue
         fingerprint = _fingerprint(artifact, topology_digest, targets)
         if current is not None and current.fingerprint == fingerprint:
             continue
-        revision = _bump(session, node)
+        revision = bump_revision(session, node)
         current = current or NodePolicyAssignment(node=node, revision=revision, fingerprint="")
         current.revision, current.fingerprint = revision, fingerprint
         current.artifact = artifact.model_dump(mode="json", by_alias=True) if artifact else None

@@ -127,3 +127,54 @@ def decide(  # noqa: PLR0917 - the state, the strategy, the world, the clock
         )
     following = Progress(RolloutPhase.PROGRESSING, step + 1, updated, None)
     return decide(following, strategy, selected, outcomes, now, tick_seconds)
+
+
+# ------------------------------------------------------------------ for people
+
+
+@dataclass(frozen=True)
+class StepView:
+    label: str
+    target: int
+    state: str  # done, current or waiting
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    steps: tuple[StepView, ...]
+    bake_remaining_seconds: float | None
+    failures: int
+
+
+def describe(
+    strategy: RolloutStrategy,
+    progress: Progress,
+    selected: int,
+    outcomes: Mapping[str, ProgramState | None],
+    now: datetime,
+) -> ProgressView:
+    """A rollout as a person follows it: its steps (with the implicit last one when the
+    strategy stops short of every node), which is current, the bake left, and how many
+    updated nodes count against the failure budget."""
+    targets = step_targets(strategy.steps, selected)
+    labels = [*strategy.steps, "100%"][: len(targets)]
+    finished = progress.phase == RolloutPhase.SUCCEEDED
+    current = min(progress.step, len(targets) - 1)
+    steps = tuple(
+        StepView(
+            label,
+            target,
+            "done"
+            if finished or index < current
+            else "current"
+            if index == current and progress.phase not in FINAL_PHASES
+            else "waiting",
+        )
+        for index, (label, target) in enumerate(zip(labels, targets, strict=True))
+    )
+    remaining = None
+    if progress.phase == RolloutPhase.BAKING and progress.step_settled_at is not None:
+        elapsed = (now - progress.step_settled_at).total_seconds()
+        remaining = max(strategy.bake_seconds - elapsed, 0.0)
+    failures = sum(1 for node in progress.updated_nodes if outcomes.get(node) in FAILED_STATES)
+    return ProgressView(steps, remaining, failures)

@@ -1,16 +1,23 @@
-"""Bearer tokens: minted once, stored as digests, checked in constant time."""
+"""Bearer tokens and node keys: minted once, stored as digests, looked up by digest;
+revoked, expired or rotated; and the cache that spares agents' calls a lookup."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
 import secrets
 import threading
 import time
-from datetime import timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from bpfleet_api.models import Role, Token, aware, utcnow
+from bpfleet_api.changes import Invalid
+from bpfleet_api.models import Node, Role, Token, aware, utcnow
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "bpf_"  # noqa: S105 - a marker for secret scanners, not a secret
 
@@ -19,18 +26,54 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def mint(session: Session, name: str, role: Role, node: str | None = None) -> str:
-    """Create a token and return its secret; only its digest is stored."""
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(Token(name=name, role=role, digest=digest(secret), node=node))
-    return secret
+def new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def mint(
+    session: Session,
+    name: str,
+    role: Role,
+    node: str | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[str, Token]:
+    """Create a token; return its secret (shown once) and its row. Only the digest is kept."""
+    secret = new_secret()
+    row = Token(name=name, role=role, digest=digest(secret), node=node, expires_at=expires_at)
+    session.add(row)
+    return secret, row
+
+
+def expiry(at: datetime | None, in_seconds: int | None) -> datetime | None:
+    """When a token being minted expires (never: None); refuses a time already past."""
+    now = utcnow()
+    expires = now + timedelta(seconds=in_seconds) if in_seconds is not None else at
+    if expires is not None and expires <= now:
+        raise Invalid(f"expiresAt {expires.isoformat()} is in the past")
+    return expires
 
 
 def ensure(session: Session, name: str, role: Role, secret: str) -> None:
-    """Make a configured secret (e.g. the admin token from settings) valid, idempotently."""
+    """Make a configured secret (the admin or bootstrap token from settings) valid, and
+    revoke the earlier configured ones of that name: changing the setting rotates it.
+    A configured secret an admin revoked stays revoked."""
     wanted = digest(secret)
-    if session.exec(select(Token).where(Token.digest == wanted)).first() is None:
-        session.add(Token(name=name, role=role, digest=wanted))
+    current = session.exec(select(Token).where(Token.digest == wanted)).first()
+    if current is None:
+        session.add(Token(name=name, role=role, digest=wanted, configured=True))
+    elif current.revoked_at is not None:
+        log.error("the configured %s token was revoked; configure a new one", name)
+    previous = session.exec(
+        select(Token).where(
+            Token.name == name,
+            col(Token.configured).is_(True),
+            Token.digest != wanted,
+            col(Token.revoked_at).is_(None),
+        )
+    ).all()
+    for token in previous:
+        log.info("revoking the previous configured %s token (id %s)", name, token.id)
+        revoke(session, token)
 
 
 def lookup(session: Session, secret: str) -> Token | None:
@@ -53,7 +96,7 @@ def open_session(session: Session, origin: Token, ttl_seconds: float) -> tuple[s
     its own (for an HttpOnly cookie), expiring, and revoked with its originating token."""
     if origin.id is None:
         raise ValueError("a session needs a stored token")
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    secret = new_secret()
     expires = utcnow() + timedelta(seconds=ttl_seconds)
     if origin.expires_at is not None:
         expires = min(expires, aware(origin.expires_at))
@@ -74,32 +117,86 @@ def close_session(session: Session, token: Token) -> None:
         session.add(token)
 
 
+def revoke(session: Session, token: Token) -> list[Token]:
+    """Revoke a token and the browser sessions opened with it; return what was revoked."""
+    now = utcnow()
+    revoked = []
+    sessions = session.exec(
+        select(Token).where(Token.session_of == token.id, col(Token.revoked_at).is_(None))
+    ).all()
+    for row in (token, *sessions):
+        if row.revoked_at is None:
+            row.revoked_at = now
+            session.add(row)
+            revoked.append(row)
+    return revoked
+
+
 def revoke_node_tokens(session: Session, node: str) -> None:
-    for token in session.exec(select(Token).where(Token.node == node, Token.revoked_at == None)):  # noqa: E711
-        token.revoked_at = utcnow()
-        session.add(token)
+    for token in session.exec(
+        select(Token).where(Token.node == node, col(Token.revoked_at).is_(None))
+    ).all():
+        revoke(session, token)
+
+
+def list_tokens(
+    session: Session, role: Role | None, include_revoked: bool, limit: int
+) -> list[Token]:
+    query = select(Token).order_by(col(Token.id)).limit(limit)
+    if role is not None:
+        query = query.where(Token.role == role)
+    if not include_revoked:
+        query = query.where(col(Token.revoked_at).is_(None))
+    return list(session.exec(query).all())
+
+
+# ------------------------------------------------------------------------ node keys
+
+
+def proves_node(node: Node, key: str | None) -> bool:
+    """Does ``key`` match the node's key? (A node registered before keys has none.)"""
+    if key is None or node.key_digest is None:
+        return False
+    return hmac.compare_digest(digest(key), node.key_digest)
+
+
+# --------------------------------------------------------------------------- the cache
 
 
 class TokenCache:
-    """Secrets recently seen valid, for at most ``ttl_seconds``: the price is that a
-    revocation made in another API process takes up to that long to bite here."""
+    """Agent secrets recently seen valid, for at most ``ttl_seconds``, by their node. A
+    revocation evicts them here at once, and in other API processes when the revocation
+    reaches them (published on Redis); if that message is lost, within the TTL."""
 
-    def __init__(self, ttl_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl_seconds
+        self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, str]] = {}
+        self._next_purge = clock() + ttl_seconds
 
     def get(self, secret: str) -> str | None:
         with self._lock:
             entry = self._entries.get(digest(secret))
-        if entry is None or entry[0] < time.monotonic():
+        if entry is None or entry[0] < self._clock():
             return None
         return entry[1]
 
     def put(self, secret: str, node: str) -> None:
+        now = self._clock()
         with self._lock:
-            self._entries[digest(secret)] = (time.monotonic() + self.ttl, node)
+            # Expired entries go once per TTL: each costs a pass over the cache, so not on
+            # every put, and the cache never holds more than one TTL's worth of tokens.
+            if now >= self._next_purge:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] >= now}
+                self._next_purge = now + self.ttl
+            self._entries[digest(secret)] = (now + self.ttl, node)
 
-    def evict(self, node: str) -> None:
+    def evict(self, nodes: Iterable[str]) -> None:
+        gone = set(nodes)
         with self._lock:
-            self._entries = {k: v for k, v in self._entries.items() if v[1] != node}
+            self._entries = {k: v for k, v in self._entries.items() if v[1] not in gone}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

@@ -9,6 +9,12 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The built dashboard in a source checkout (`make ui` writes it); images set their own.
+BUILT_UI = Path(__file__).resolve().parents[2] / "ui" / "dist"
+
+# Configured tokens shorter than this are refused in production (the chart makes 48).
+MIN_TOKEN_LENGTH = 32
+
 
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BPFLEET_API_", extra="forbid")
@@ -51,8 +57,35 @@ class ApiSettings(BaseSettings):
         description="Mark session cookies Secure even when requests reach the API over plain "
         "HTTP (behind a TLS-terminating proxy); they always are over HTTPS.",
     )
+    ui_dir: Path = Field(
+        default=BUILT_UI, description="The built dashboard (ui/dist), served under /ui."
+    )
     rollout_tick_seconds: float = Field(
         default=0.5, gt=0, description="How often an active rollout re-checks its nodes."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body (JSON) any route reads; larger ones get 413.",
+    )
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest artifact upload (object, manifest and signature together).",
+    )
+    max_endpoints_per_node: int = Field(
+        default=1024,
+        ge=1,
+        description="Endpoints (workloads) one node may have in the policy topology.",
+    )
+    events_kept_per_program: int = Field(
+        default=1000, ge=1, description="A program's newest events kept; older ones go."
+    )
+    agent_token_cache_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long an agent token stays trusted without a database lookup; "
+        "revocations reach every API process at once through Redis, or within this.",
     )
 
     @field_validator("trust", mode="before")
@@ -67,6 +100,12 @@ class ApiSettings(BaseSettings):
         if self.environment == "production":
             if self.admin_token is None:
                 raise ValueError("production needs BPFLEET_API_ADMIN_TOKEN")
+            for name, token in (("ADMIN", self.admin_token), ("BOOTSTRAP", self.bootstrap_token)):
+                if token is not None and len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+                    raise ValueError(
+                        f"production needs BPFLEET_API_{name}_TOKEN of at least "
+                        f"{MIN_TOKEN_LENGTH} characters"
+                    )
             if not self.trust:
                 raise ValueError("production needs BPFLEET_API_TRUST (artifact signing keys)")
             if self.database_url.startswith("sqlite"):

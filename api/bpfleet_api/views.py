@@ -5,13 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
 
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.manifests import Manifest
-from bpfleet_core.protocol import Endpoint, PolicyReport
-from bpfleet_core.resources import BpfProgramSpec, Labels, LabelSelector
+from bpfleet_core.protocol import BoundedLabels, Endpoint, LinkReport, PolicyReport, ProgramStats
+from bpfleet_core.resources import (
+    BpfProgramSpec,
+    Condition,
+    GitSourceSpec,
+    GitSourceStatus,
+    LabelSelector,
+    SourceError,
+)
 
 
 class View(BaseModel):
@@ -20,7 +27,17 @@ class View(BaseModel):
 
 class NodeView(View):
     name: str
-    labels: dict[str, str]
+    labels: dict[str, str] = Field(
+        description="What node selectors see: agentLabels, with adminLabels over them."
+    )
+    agent_labels: dict[str, str] = Field(description="Declared by the agent at registration.")
+    admin_labels: dict[str, str] = Field(
+        description="Set by an admin (PUT /labels; the operator: the Kubernetes Node's)."
+    )
+    pod_cidrs: list[str] | None = Field(
+        alias="podCIDRs",
+        description="Where the agent may declare endpoints; null until an admin sets them.",
+    )
     kernel_release: str
     readiness: Literal["Ready", "NotReady", "Unknown"]
     last_heartbeat: datetime | None
@@ -36,8 +53,11 @@ class NodeProgramView(View):
     reason: str
     message: str
     updated_at: datetime
-    verifier_log: str | None = Field(
-        default=None, description="The verifier's log excerpt, when the load failed."
+    verifier_log: str | None = Field(default=None, description="Excerpt, on LoadFailed.")
+    hooks: list[LinkReport] = Field(default_factory=list, description="Where it is attached.")
+    stats: dict[str, ProgramStats] = Field(
+        default_factory=dict,
+        description="Run counts and run time per entry point, where the node reports them.",
     )
 
 
@@ -51,7 +71,18 @@ class NodeDetail(NodeView):
 
 
 class LabelsUpdate(View):
-    labels: Labels
+    labels: BoundedLabels
+
+
+class NamespaceView(View):
+    name: str
+    labels: dict[str, str]
+    updated_at: datetime
+
+
+class TombstoneView(View):
+    name: str = Field(description="A deleted node's name, refused at registration.")
+    deleted_at: datetime
 
 
 class SummaryView(View):
@@ -75,6 +106,19 @@ class RolloutView(View):
     updated_at: datetime
 
 
+class OriginView(View):
+    """The GitSource whose inventory holds an object, and its applied revision."""
+
+    namespace: str
+    name: str
+    revision: str
+    short_revision: str
+
+
+ProgramStatus = Literal["Ready", "Progressing", "Failed", "Killed"]
+PolicyStatus = Literal["Enforcing", "Pending", "Failed"]
+
+
 class ProgramView(View):
     name: str
     generation: int
@@ -82,6 +126,35 @@ class ProgramView(View):
     spec: dict[str, Any]
     summary: SummaryView
     rollout: RolloutView | None
+    status: ProgramStatus = Field(
+        default="Ready",
+        description="Killed; Failed (a node failed, or the rollout failed or rolled back); "
+        "Progressing (a rollout is active or nodes have not reported); else Ready.",
+    )
+    origin: OriginView | None = Field(
+        default=None, description="The GitSource it came from; null: set through the API."
+    )
+
+
+class RolloutStepView(View):
+    label: str = Field(description="As the strategy says it: '1', '25%'.")
+    target: int = Field(description="Nodes updated once this step is done (cumulative).")
+    state: Literal["done", "current", "waiting"]
+
+
+class RolloutProgressView(View):
+    """A program's latest rollout, as steps a person can follow."""
+
+    rollout: RolloutView
+    steps: list[RolloutStepView]
+    selected: int = Field(description="Nodes the new generation's selector picks.")
+    bake_seconds: float
+    bake_remaining_seconds: float | None = Field(
+        description="While baking: seconds left before the next step."
+    )
+    failures: int = Field(description="Updated nodes failing; Incompatible ones do not count.")
+    failure_budget: int
+    auto_rollback: bool
 
 
 class EventView(View):
@@ -130,15 +203,46 @@ class ValidateResult(View):
     problems: list[str]
 
 
+# Tokens live at most ten years; a date beyond that is a mistake, not a wish.
+MAX_TOKEN_SECONDS = 10 * 365 * 24 * 3600
+
+
 class TokenRequest(View):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-    role: Literal["admin", "ci", "viewer", "bootstrap"]
+    role: Literal["admin", "ci", "viewer", "proposer", "bootstrap"]
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="When the token stops working; never, if neither is set."
+    )
+    expires_in_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_TOKEN_SECONDS, description="Or: this long from now."
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> TokenRequest:
+        if self.expires_at is not None and self.expires_in_seconds is not None:
+            raise ValueError("give expiresAt or expiresInSeconds, not both")
+        return self
 
 
 class TokenResult(View):
+    id: int
     name: str
     role: str
     token: str
+    expires_at: datetime | None
+
+
+class TokenView(View):
+    """A token as listed: never its secret, nor its digest."""
+
+    id: int
+    name: str
+    role: str
+    node: str | None = Field(description="The node of an agent token.")
+    session_of: int | None = Field(description="For a browser session: the token it opened.")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
 
 
 class SessionRequest(View):
@@ -163,6 +267,15 @@ class PolicySummaryView(View):
     pending: int
 
 
+class CountersView(View):
+    """Packet counters of the nodes' datapaths. Nodes count per datapath, not per policy:
+    for a policy these are the sums over the nodes enforcing it."""
+
+    allowed: int = 0
+    denied: int = 0
+    audit_denied: int = 0
+
+
 class PolicyView(View):
     namespace: str
     name: str
@@ -170,6 +283,13 @@ class PolicyView(View):
     mode: Literal["enforce", "audit"]
     document: dict[str, Any] = Field(description="The policy as stored: validated, normalised.")
     summary: PolicySummaryView
+    status: PolicyStatus = Field(
+        default="Enforcing",
+        description="Failed (a node failed), Pending (a node does not enforce this "
+        "generation yet), else Enforcing.",
+    )
+    counters: CountersView = Field(default_factory=CountersView)
+    origin: OriginView | None = None
 
 
 class NodePolicyView(View):
@@ -182,3 +302,165 @@ class NodePolicyView(View):
     )
     message: str
     updated_at: datetime
+    counters: CountersView | None = Field(
+        default=None, description="The node's datapath counters (all its policies)."
+    )
+
+
+# ------------------------------------------------------------------------ dashboard
+
+
+class ReadinessCounts(View):
+    ready: int
+    not_ready: int
+    unknown: int
+
+
+class ProgramCounts(View):
+    total: int
+    by_status: dict[str, int] = Field(description="Programs per status (see ProgramView).")
+    nodes: SummaryView = Field(description="Node x program outcomes, summed.")
+
+
+class PolicyCounts(View):
+    total: int
+    by_status: dict[str, int] = Field(description="Policies per status (see PolicyView).")
+
+
+class SyncView(View):
+    """Sync in two stages, never one word: Git -> fleet, then fleet -> nodes."""
+
+    source: str | None = Field(description="namespace/name of the GitSource; null: the fleet.")
+    applied_revision: str
+    short_revision: str
+    applied_at: datetime | None
+    ready: Literal["True", "False", "Unknown"]
+    reason: str
+    nodes_ready: int = Field(
+        description="Programs attached (or incompatible) and policies "
+        "enforcing, over node x object pairs."
+    )
+    nodes_desired: int
+
+
+class OverviewView(View):
+    nodes: ReadinessCounts
+    programs: ProgramCounts
+    policies: PolicyCounts
+    sources: list[SyncView]
+    fleet: SyncView = Field(description="Every program and policy, from Git or not.")
+
+
+class GitSourceView(View):
+    namespace: str
+    name: str
+    spec: GitSourceSpec | None = Field(description="null when the spec itself is invalid.")
+    conditions: list[Condition]
+    state: Literal["Ready", "Reconciling", "Stalled", "Failed", "Unknown"]
+    reason: str
+    message: str
+    last_fetched_revision: str
+    last_attempted_revision: str
+    last_applied_revision: str
+    short_revision: str
+    applied_at: datetime | None
+    errors: list[SourceError]
+    reported_at: datetime
+    reconcile_requested_at: datetime | None
+    reconcile_pending: bool = Field(description="Requested, and no pass reported since.")
+
+
+class HistoryView(View):
+    revision: str
+    short_revision: str
+    time: datetime
+    result: Literal["Applied", "Rejected", "Failed"]
+    message: str
+    errors: list[SourceError] = Field(description="Rejected: each problem, located.")
+
+
+class InventoryItemView(View):
+    kind: Literal["BpfProgram", "NetworkPolicy"]
+    namespace: str | None
+    name: str
+    ready: int = Field(description="Nodes attached (or incompatible) / enforcing.")
+    desired: int
+    status: str = Field(description="The object's status in the fleet; Missing if absent.")
+
+
+class GitSourceDetail(GitSourceView):
+    history: list[HistoryView] = Field(description="Newest first.")
+    inventory: list[InventoryItemView]
+
+
+class GitSourceReport(View):
+    """What an operator reports at the end of each pass over a GitSource."""
+
+    spec: GitSourceSpec | None = None
+    status: GitSourceStatus
+
+    @model_validator(mode="after")
+    def _times_are_rfc3339(self) -> GitSourceReport:
+        for index, entry in enumerate(self.status.history):
+            if parse_time(entry.time) is None:
+                raise ValueError(f"status.history[{index}].time: {entry.time!r} is not RFC 3339")
+        return self
+
+
+def parse_time(text: str) -> datetime | None:
+    """An RFC 3339 time as the operator writes it; None when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+class ReconcileRequests(View):
+    cursor: int = Field(description="Pass it as `after` next time.")
+    sources: list[str] = Field(description="namespace/name of each source asked to reconcile.")
+
+
+class FeatureKeyView(View):
+    group: str
+    name: str
+
+
+class KernelRow(View):
+    node: str
+    kernel_release: str
+    readiness: Literal["Ready", "NotReady", "Unknown"]
+    reported: bool = Field(description="False: the node sent no feature report.")
+    values: list[bool] = Field(description="One per feature of the matrix, in its order.")
+
+
+class KernelMatrix(View):
+    """Nodes x the features on which they differ (of one page of nodes)."""
+
+    features: list[FeatureKeyView]
+    nodes: list[KernelRow]
+    same: int = Field(description="Features every node of the page agrees on.")
+    total: int = Field(description="Nodes matching the filter, over all pages.")
+
+
+class FeatureDiff(View):
+    group: str
+    only_a: list[str]
+    only_b: list[str]
+    same: int
+
+
+class KernelComparison(View):
+    a: str
+    b: str
+    kernel_release_a: str
+    kernel_release_b: str
+    groups: list[FeatureDiff]
+
+
+class ProgramFit(View):
+    program: str
+    artifact: str
+    selected: bool = Field(description="The program's node selector picks this node.")
+    compatible: bool
+    missing: list[str] = Field(description="Each missing feature, by name.")

@@ -9,7 +9,7 @@ import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bpfleet_core import analysing, artifacts, features, manifests, signing
+from bpfleet_core import analysing, artifacts, features, manifests, signing, yamlfiles
 
 app = typer.Typer(
     no_args_is_help=True, help="Build manifests for eBPF objects, sign and check them."
@@ -40,7 +40,7 @@ class CatalogEntry(BaseModel):
 def read_catalog(catalog_file: Path) -> dict[str, CatalogEntry]:
     """``catalog.yaml``, by program name; ``ValueError`` saying what is wrong."""
     try:
-        document = yaml.safe_load(catalog_file.read_text()) or {}
+        document = yamlfiles.load(yamlfiles.read(catalog_file), str(catalog_file)) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ValueError(f"cannot read {catalog_file}: {error}") from error
     if not isinstance(document, dict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the client and the API's views load when a command runs
     from bpfleet_api.views import NodeView, PreflightRequest, PreflightResult
 
     from bpfleet_cli.client import FleetClient
+    from bpfleet_core.netpol import models as netpol
 
 PathsArgument = Annotated[list[Path], typer.Argument(help="Manifest files or directories.")]
 
@@ -73,22 +74,41 @@ def validate(
     fleet: Annotated[
         bool, typer.Option("--fleet", help="Also check against the context's fleet API.")
     ] = False,
+    topology: Annotated[
+        Path | None,
+        typer.Option(
+            "--topology",
+            help="Run flow tests on this topology (JSON). Without it, flow tests run on the "
+            "fleet's live topology when a fleet is given, else on the endpoints each "
+            "flow-test file declares.",
+        ),
+    ] = None,
     context: ContextOption = None,
     output: CheckOutputOption = Output.TEXT,
     junit: JunitOption = None,
 ) -> None:
-    """Validate manifests as a GitSource would, before anything is applied; for CI.
-    Exit 1 when any manifest is invalid."""
+    """Validate manifests as a GitSource would, before anything is applied, and run the
+    flow tests (*.flows.yaml) beside them with every policy found; for CI. Exit 1 when
+    any manifest is invalid or any flow test fails."""
     from bpfleet_cli.client import FleetClient
 
     texts = inputs.manifest_texts(paths)
+    flow_texts = inputs.flow_test_texts(paths)
     client: FleetClient | None = None
     if api_url:
         client = FleetClient(api_url, token)
     elif fleet or context:
         client = connect(context)
+    world: netpol.Topology | None = None
     try:
         bundle = bundles.load(texts, fleet_check(client) if client else None)
+        if bundle.valid and flow_texts:
+            if topology is not None:
+                from bpfleet_cli.policy_commands import load_topology
+
+                world = load_topology(topology)
+            elif client is not None:
+                world = client.topology()
     finally:
         if client is not None:
             client.close()
@@ -97,6 +117,14 @@ def validate(
         cases[problem.file or ""].findings.append(problem_finding(problem))
     for warning in bundle.warnings:
         cases[warning.file or ""].findings.append(problem_finding(warning, "warning"))
+    flows = FlowTally()
+    if bundle.valid:
+        policies = [document.policy for document in bundle.policies]
+        for file, text in sorted(flow_texts.items()):
+            cases[file] = flow_case(file, text, policies, world, flows)
+    flow_summary = []
+    if flow_texts and bundle.valid and not flows.failed:
+        flow_summary = [f"{flows.passed} flow test(s) passed in {len(flow_texts)} file(s)"]
     report = Report("validate", list(cases.values()), fallback_path=str(paths[0]))
     summary = (
         f"{len(texts)} file(s) valid: {len(bundle.programs)} program(s), "
@@ -109,13 +137,15 @@ def validate(
         "policies": [item.policy.key for item in bundle.policies],
         "problems": [_problem_document(problem) for problem in bundle.problems],
         "warnings": [_problem_document(warning) for warning in bundle.warnings],
+        "flowTests": {"files": sorted(flow_texts), "passed": flows.passed, "failed": flows.failed},
     }
     notes = [f"warning: {warning}" for warning in bundle.warnings]
     notes += [str(problem) for problem in bundle.problems]
+    notes += flows.notes
     emit(
         report,
         output,
-        text=[summary] if bundle.valid else [],
+        text=[summary, *flow_summary] if bundle.valid else [],
         document=document,
         junit=junit,
         notes=notes,
@@ -124,6 +154,57 @@ def validate(
         raise CommandError(
             f"{len(bundle.problems)} problem(s) in {len(texts)} file(s)", ExitCode.FOUND
         )
+    if flows.failed:
+        raise CommandError(
+            f"{flows.failed} flow test problem(s) or failure(s); {flows.passed} passed",
+            ExitCode.FOUND,
+        )
+
+
+@dataclass
+class FlowTally:
+    """Flow tests judged so far, and what a person reads about the failures."""
+
+    passed: int = 0
+    failed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def flow_case(
+    file: str,
+    text: str,
+    policies: list[netpol.Policy],
+    world: netpol.Topology | None,
+    tally: FlowTally,
+) -> Case:
+    """One flow-test file judged with every policy of the revision: on ``world`` when
+    given, else on the endpoints the file declares; each failure is a finding on its row."""
+    from bpfleet_core.netpol import flowtests
+
+    tests = flowtests.parse(text, file)
+    case = Case(file, file)
+    for problem in tests.problems:
+        case.findings.append(Finding("error", problem.message, file, problem.line, "flow test"))
+        tally.notes.append(str(problem))
+    tally.failed += len(tests.problems)
+    on = world if world is not None else tests.topology
+    if on is None:
+        if tests.tests:
+            message = "declares no endpoints: give --topology, --fleet or --api-url"
+            case.findings.append(Finding("error", message, file, 1, "flow test"))
+            tally.notes.append(f"{file}: {message}")
+            tally.failed += 1
+        return case
+    for result in flowtests.run(tests.tests, policies, on):
+        if result.passed:
+            tally.passed += 1
+            continue
+        tally.failed += 1
+        verdict = result.error or ("allowed" if result.allowed else "denied")
+        message = f"{result.test.text}: {verdict}"
+        case.findings.append(Finding("error", message, file, result.test.line, "flow test"))
+        tally.notes.append(f"{file}:{result}")
+    return case
 
 
 # ------------------------------------------------------------------------- preflight

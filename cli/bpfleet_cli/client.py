@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
+from bpfleet_api.editor_views import TopologyPageView
 from bpfleet_api.views import (
     ArtifactView,
     EventView,
@@ -150,8 +151,30 @@ class FleetClient:
     def policy_nodes(self, namespace: str, name: str) -> list[NodePolicyView]:
         return self._get_list(NodePolicyView, _path("v1", "policies", namespace, name, "nodes"))
 
-    def topology(self) -> Topology:
-        return self._get(Topology, "/v1/topology")
+    def topology(self, page_size: int = 1000) -> Topology:
+        """The fleet's live topology, every page of it, as the simulator takes it."""
+        pods: dict[str, Any] = {}
+        namespaces: dict[str, dict[str, str]] = {}
+        nodes: dict[str, dict[str, str]] = {}
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size}
+            if cursor is not None:
+                params["continue"] = cursor
+            page = self._get(TopologyPageView, "/v1/topology", params=params)
+            namespaces, nodes = page.namespaces, page.nodes
+            for endpoint in page.endpoints:
+                pods[f"{endpoint.namespace}/{endpoint.name}"] = {
+                    "labels": endpoint.labels,
+                    "ip": endpoint.ip,
+                    "node": endpoint.node,
+                    "ports": [port.model_dump(mode="json") for port in endpoint.ports],
+                }
+            cursor = page.continue_
+            if not cursor:
+                return Topology.model_validate(
+                    {"namespaces": namespaces, "pods": pods, "nodes": nodes}
+                )
 
     # -- artifacts and checks
 

@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 import yaml
 
+from bpfleet_core import yamlfiles
+
 app = typer.Typer(no_args_is_help=True, help="The GitOps operator, in a cluster or standalone.")
 
 
@@ -47,11 +49,11 @@ def standalone(
     from bpfleet_operator.settings import OperatorSettings
 
     try:
-        document = GitSource.model_validate(yaml.safe_load(source.read_text()))
+        document = GitSource.model_validate(yamlfiles.load(yamlfiles.read(source), str(source)))
     except OSError as error:
         raise _fail(f"cannot read {source}: {error.strerror}") from None
     except (yaml.YAMLError, ValidationError) as error:
-        raise _fail(f"{source} is not a GitSource: {error}") from None
+        raise _fail(f"{source} is not a GitSource: {' '.join(str(error).split())}") from None
     _log_to_stderr()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

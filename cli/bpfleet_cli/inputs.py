@@ -11,22 +11,27 @@ import yaml
 from pydantic import ValidationError
 
 from bpfleet_cli.exits import CommandError, ExitCode
-from bpfleet_core import artifacts, bundles, manifests
+from bpfleet_core import artifacts, bundles, manifests, yamlfiles
+from bpfleet_core.netpol.validating import FLOW_TEST_SUFFIXES
 
 
 def read_yaml(text: str, source: str) -> Any:
     """The one place the CLI parses YAML of its own (not manifests: ``bundles`` does)."""
     try:
-        return yaml.safe_load(text)
+        return yamlfiles.load(text, source)
     except yaml.YAMLError as error:
         raise CommandError(
             f"{source} is not valid YAML: {' '.join(str(error).split())}", ExitCode.INVALID_INPUT
         ) from None
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, limit: int | None = None) -> str:
+    """A text file; with ``limit``, at most one byte past it (the YAML loader then
+    refuses the file as too large, naming it, without all of it in memory)."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            data = stream.read(-1 if limit is None else limit + 1)
+        return data.decode("utf-8")
     except OSError as error:
         raise CommandError(
             f"cannot read {path}: {error.strerror or error}", ExitCode.INVALID_INPUT
@@ -54,13 +59,23 @@ def _files_under(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
 def manifest_texts(paths: list[Path], *, required: bool = True) -> dict[str, str]:
     """Every ``*.yaml``/``*.yml`` manifest under ``paths``: file name -> text."""
     found = {
-        str(item): read_text(item)
+        str(item): read_text(item, yamlfiles.LIMITS.file_bytes)
         for path in paths
         for item in _files_under(path, bundles.MANIFEST_SUFFIXES)
+        if bundles.is_manifest(item.name)
     }
     if required and not found:
         raise CommandError("no *.yaml or *.yml manifests found", ExitCode.INVALID_INPUT)
     return found
+
+
+def flow_test_texts(paths: list[Path]) -> dict[str, str]:
+    """Every flow-test file (``*.flows.yaml``) under ``paths``: file name -> text."""
+    return {
+        str(item): read_text(item, yamlfiles.LIMITS.file_bytes)
+        for path in paths
+        for item in _files_under(path, FLOW_TEST_SUFFIXES)
+    }
 
 
 @dataclass(frozen=True)

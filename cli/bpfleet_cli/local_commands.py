@@ -41,6 +41,9 @@ NODE_LABELS = [
     {"zone": "b", "tier": "edge"},
     {"zone": "c", "tier": "core"},
 ]
+# Namespace labels, as the operator would copy them from Kubernetes; the example
+# policy (examples/fleet/policies/web.yaml) lives in shop.
+NAMESPACES = {"shop": {"team": "shop"}}
 
 
 def _step(message: str) -> None:
@@ -67,12 +70,6 @@ def _process(
         yield process
     finally:
         localfleet.stop_process(process)
-
-
-def _node_names(url: str, token: str) -> set[str]:
-    response = httpx.get(f"{url}/v1/nodes", headers={"Authorization": f"Bearer {token}"}, timeout=5)
-    response.raise_for_status()
-    return {str(node["name"]) for node in response.json()}
 
 
 def _upload_catalog(url: str, token: str, build: Path) -> int:
@@ -206,8 +203,7 @@ def _start_gitops(
     """Start the pipeline with its push receiver and hook; what to tell the user."""
     secret = secrets.token_urlsafe(24)
     secret_file = workdir / "webhook-secret"
-    secret_file.write_text(secret + "\n")
-    secret_file.chmod(0o600)
+    localfleet.write_secret(secret_file, secret + "\n")
     notify_url = (
         f"http://127.0.0.1:{WEBHOOK_PORT}/hooks/gitsources/"
         f"{fleetrepo.SOURCE_NAMESPACE}/{fleetrepo.SOURCE_NAME}"
@@ -337,28 +333,43 @@ def up(
         _step("Celery worker")
         uploaded = _upload_catalog(api_url, admin, catalog)
         _step(f"uploaded {uploaded} signed artifacts from {catalog}")
-        nodes = stack.enter_context(
-            localfleet.local_fleet(
-                api_url,
-                bootstrap,
-                network,
-                trust=trust.resolve(),
-                work=workdir / "nodes",
-                labels=NODE_LABELS,
+        try:
+            nodes = stack.enter_context(
+                localfleet.local_fleet(
+                    api_url,
+                    bootstrap,
+                    network,
+                    trust=trust.resolve(),
+                    work=workdir / "nodes",
+                    labels=NODE_LABELS,
+                    # Waits for every registration: the first revision then rolls out
+                    # over every node, not the first to register.
+                    admin_token=admin,
+                    namespaces=NAMESPACES,
+                )
             )
+        except TimeoutError as error:  # an agent never registered: its log says why
+            typer.echo(f"bpfleet: {error} (logs in {workdir}/nodes)", err=True)
+            raise typer.Exit(1) from error
+        _step(
+            "agents: "
+            + ", ".join(f"{n.name} ({n.netns}, {n.address}, pods {n.pod_cidr})" for n in nodes)
         )
-        _step("agents: " + ", ".join(f"{n.name} ({n.netns}, {n.address})" for n in nodes))
-        (workdir / "admin-token").write_text(admin + "\n")
-        # The first revision should roll out over every node, not the first to register.
-        names = {node.name for node in nodes}
-        _wait(lambda: names <= _node_names(api_url, admin), 60, "the agents' registration")
+        localfleet.write_secret(workdir / "admin-token", admin + "\n")
         gitops = _start_gitops(
             stack, source, repo=repo, created=created, api_url=api_url, admin=admin, workdir=workdir
         )
         typer.echo(
             f"""
-bpfleet is up: {api_url}  (OpenAPI: {api_url}/docs)
+bpfleet is up: {api_url}  (OpenAPI: {api_url}/openapi.json, with the token)
   admin token in {workdir}/admin-token
+
+Dashboard: {api_url}/ui/
+  Sign in with the admin token: paste the contents of {workdir}/admin-token
+  (it becomes a session cookie). For read-only people, mint a viewer token:
+    curl -s -X POST -H "Authorization: Bearer $(cat {workdir}/admin-token)" \\
+      -H 'Content-Type: application/json' {api_url}/v1/tokens \\
+      -d '{{"name": "me", "role": "viewer"}}'
 
 {gitops}
 
@@ -376,5 +387,8 @@ Try:
 Logs in {workdir}/logs. Ctrl-C stops everything and detaches what the agents attached.
 """
         )
-        stop.wait()
+        # Ctrl-C may land on another thread; Python runs the handler only in the main
+        # thread, which an untimed wait would keep asleep (seen with Python 3.11).
+        while not stop.wait(timeout=0.5):
+            pass
         typer.echo("stopping the local fleet...", err=True)

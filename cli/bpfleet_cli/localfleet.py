@@ -1,6 +1,7 @@
 """A local fleet on one host: node agents, each in its own network namespace with its
 own bpffs pins, reaching the API over a bridge. `make up` runs it; so do the
-end-to-end tests."""
+end-to-end tests. Given the admin token, it sets what the operator sets in a cluster:
+each node's pod CIDRs (node i: 10.<subnet>.<i+1>.0/24) and namespace labels."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bpfleet_agent import loading, mounts
+from bpfleet_core import files
 
 BPFFS = Path("/sys/fs/bpf")
 
@@ -43,6 +47,11 @@ def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
                 return
         time.sleep(0.1)
     raise TimeoutError(f"{what} did not come up within {timeout:.0f}s")
+
+
+def write_secret(path: Path, text: str) -> None:
+    """A secret file: readable by its owner only, from the moment it exists."""
+    files.write_atomically(path, text, mode=0o600)
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -83,6 +92,7 @@ class FleetNode:
     pin_root: Path
     state_dir: Path
     labels: dict[str, str]
+    pod_cidr: str = ""  # where its pods' addresses come from (the API checks endpoints)
     environment: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
@@ -126,6 +136,31 @@ def remove_pins(node: FleetNode) -> None:
         shutil.rmtree(node.pin_root, ignore_errors=True)
 
 
+def set_topology(
+    api_url: str,
+    admin_token: str,
+    nodes: list[FleetNode],
+    namespaces: dict[str, dict[str, str]],
+    timeout: float = 60,
+) -> None:
+    """Once the nodes registered, give each its pod CIDR and set namespace labels, as
+    the operator does from Kubernetes: the API takes endpoints only inside pod CIDRs,
+    and namespace labels only from an admin."""
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    with httpx.Client(base_url=api_url, headers=headers, timeout=10) as client:
+        for node in nodes:
+
+            def registered(name: str = node.name) -> bool:
+                return client.get(f"/v1/nodes/{name}").status_code == 200
+
+            wait_until(registered, timeout, f"node {node.name}'s registration")
+            client.put(
+                f"/v1/nodes/{node.name}/pod-cidrs", json={"podCIDRs": [node.pod_cidr]}
+            ).raise_for_status()
+        for name, labels in namespaces.items():
+            client.put(f"/v1/namespaces/{name}", json={"labels": labels}).raise_for_status()
+
+
 @contextlib.contextmanager
 def local_fleet(
     api_url: str,
@@ -136,9 +171,13 @@ def local_fleet(
     work: Path,
     labels: list[dict[str, str]],
     features: dict[int, dict[str, Any]] | None = None,
+    admin_token: str | None = None,
+    namespaces: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[list[FleetNode]]:
     """Start one agent per entry of ``labels``. ``features`` pre-seeds a node's cached
-    feature report, to stand for a node whose kernel is older than this one."""
+    feature report, to stand for a node whose kernel is older than this one. With
+    ``admin_token``, the nodes get their pod CIDRs and ``namespaces`` their labels once
+    the agents registered (without it, the API refuses every endpoint they declare)."""
     run = uuid.uuid4().hex[:6]
     work.mkdir(parents=True, exist_ok=True)
     nodes: list[FleetNode] = []
@@ -160,7 +199,13 @@ def local_fleet(
             state = work / name
             state.mkdir(parents=True)
             node = FleetNode(
-                name, netns, address, BPFFS / f"bpfleet-e2e-{run}-{index}", state, node_labels
+                name,
+                netns,
+                address,
+                BPFFS / f"bpfleet-e2e-{run}-{index}",
+                state,
+                node_labels,
+                pod_cidr=f"{network.prefix.rsplit('.', 1)[0]}.{index + 1}.0/24",
             )
             node.environment = {
                 **os.environ,
@@ -185,6 +230,8 @@ def local_fleet(
             nodes.append(node)
         for node in nodes:
             node.start()
+        if admin_token is not None:
+            set_topology(api_url, admin_token, nodes, namespaces or {})
         yield nodes
     finally:
         # Signal every agent first, then wait: they shut down in parallel.

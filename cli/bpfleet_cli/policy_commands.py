@@ -12,7 +12,8 @@ from bpfleet_core.netpol import models, simulating, validating
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Network policies: validate them, simulate a topology's matrix, explain a verdict.",
+    help="Network policies: validate and lint them, simulate a topology's matrix, explain a "
+    "verdict.",
 )
 
 PolicyPaths = Annotated[
@@ -139,3 +140,96 @@ def validate(*, policies: PolicyPaths = None) -> None:
     """Check policies as the Kubernetes API server would; exit 1 on any problem."""
     loaded = load_policy_files(policies, required=True)
     typer.echo(f"{len(loaded)} {'policy' if len(loaded) == 1 else 'policies'} valid")
+
+
+@app.command("lint")
+def lint(
+    *,
+    policies: PolicyPaths = None,
+    topology: Annotated[
+        Path | None,
+        typer.Option(
+            "--topology",
+            help="Topology JSON to judge against; without it, lints that need the real "
+            "endpoints are skipped and proofs use made-up ones.",
+        ),
+    ] = None,
+    fail_on: Annotated[
+        str,
+        typer.Option("--fail-on", help="Exit 1 on this severity or worse: error, warning, info."),
+    ] = "error",
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+) -> None:
+    """Lint policies (each finding proved by the simulator) and rate them; exit 1 on
+    problems of the --fail-on severity or worse (validation errors always)."""
+    from bpfleet_core.netpol import drafting, linting, rating
+
+    if fail_on not in linting.SEVERITIES:
+        _fail(f"--fail-on must be error, warning or info, not {fail_on!r}")
+    given = policies or []
+    if not given:
+        _fail("no policy files given")
+    missing = [str(path) for path in given if not path.exists()]
+    if missing:
+        _fail(f"no such file or directory: {', '.join(missing)}")
+    files = validating.policy_files(given)
+    if not files:
+        _fail(f"no *.yaml or *.yml files in {', '.join(str(path) for path in given)}")
+    drafts: dict[str, drafting.Draft] = {}
+    for path in files:
+        try:
+            drafts[str(path)] = drafting.read(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            _fail(f"cannot read {path}: {reason}")
+    world = (
+        load_topology(topology) if topology is not None else models.Topology(namespaces={}, pods={})
+    )
+    everything = [policy for draft in drafts.values() for policy in draft.policies]
+    worst = linting.SEVERITIES.index(fail_on)
+    failed = False
+    report: list[dict[str, object]] = []
+    for file, draft in drafts.items():
+        found: list[linting.Lint] = []
+        ratings: list[rating.Rating] = []
+        for item in draft.documents:
+            if item.policy is None:
+                continue
+            others = [policy for policy in everything if policy is not item.policy]
+            found += linting.lint(
+                item.policy, world, others=others, source=item.source, live=topology is not None
+            )
+            ratings.append(rating.rate(item.policy, world, source=item.source))
+        failed |= not draft.valid
+        failed |= any(linting.SEVERITIES.index(lint.severity) <= worst for lint in found)
+        if as_json:
+            report.append(
+                {
+                    "file": file,
+                    "problems": [problem.to_dict() for problem in draft.diagnostics],
+                    "lints": [lint.to_dict() for lint in found],
+                    "ratings": [result.to_dict() for result in ratings],
+                }
+            )
+            continue
+        for problem in draft.diagnostics:
+            where = f"{problem.path}: " if problem.loc else ""
+            typer.echo(
+                f"{file}:{problem.span.line}:{problem.span.column}: {problem.severity}: "
+                f"{where}{problem.message}"
+            )
+        for lint in found:
+            where = f"{lint.span.line}:{lint.span.column}" if lint.span else "?"
+            typer.echo(f"{file}:{where}: {lint.severity}: {lint.code}: {lint.path}: {lint.message}")
+            made_up = " (made-up endpoints)" if lint.proof.witnesses else ""
+            typer.echo(f"    proof: {lint.proof}{made_up}")
+            for fix in lint.fixes:
+                typer.echo(f"    fix: {fix.title}")
+        for result in ratings:
+            typer.echo(f"{file}: {result.policy}: grade {result.grade or '-'}")
+            typer.echo(f"    {result.ingress.summary}")
+            typer.echo(f"    {result.egress.summary}")
+    if as_json:
+        typer.echo(json.dumps({"files": report}, indent=2))
+    if failed:
+        raise typer.Exit(1)

@@ -1,6 +1,7 @@
 """One revision's manifests, every one validated before any is applied.
 
-``load(files)`` takes the text of each manifest file at one revision (path -> text) and
+``load(files)`` takes the content of each manifest file at one revision (path -> text or
+bytes, read within ``yamlfiles`` limits over the whole revision) and
 returns a ``Bundle``: the ``BpfProgram`` and ``NetworkPolicy`` documents it declares,
 or every problem found, each located by file, line and field. A bundle with problems
 is never applied, not even its valid part: a revision goes in whole or not at all.
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bpfleet_core import yamlfiles
 from bpfleet_core.netpol import models as netpol
 from bpfleet_core.netpol import validating
 from bpfleet_core.netpol.validating import Loc, Problem, SourceDocument
@@ -77,23 +79,31 @@ class Bundle:
         return tuple(sorted(entries, key=lambda entry: entry.key))
 
 
+def is_manifest(path: str) -> bool:
+    """A YAML file, but not a flow-test file (``*.flows.yaml``: tests beside a policy)."""
+    return path.endswith(MANIFEST_SUFFIXES) and not path.endswith(validating.FLOW_TEST_SUFFIXES)
+
+
 def manifest_files(paths: list[str], root: str = ".") -> list[str]:
     """The manifest files among repository paths, under ``root``, sorted."""
     prefix = "" if root in ("", ".") else root.strip("/") + "/"
-    return sorted(
-        path for path in paths if path.startswith(prefix) and path.endswith(MANIFEST_SUFFIXES)
-    )
+    return sorted(path for path in paths if path.startswith(prefix) and is_manifest(path))
 
 
-def load(files: Mapping[str, str], check_program: ProgramCheck | None = None) -> Bundle:
+def load(
+    files: Mapping[str, str | bytes],
+    check_program: ProgramCheck | None = None,
+    limits: yamlfiles.Limits = yamlfiles.LIMITS,
+) -> Bundle:
     """Parse and validate every document of every file; see the module docstring."""
+    budget = yamlfiles.Budget(limits)  # one for the revision: its files add up
     programs: list[ProgramDocument] = []
     policies: list[PolicyDocument] = []
     problems: list[Problem] = []
     warnings: list[Problem] = []
     for file in sorted(files):
         try:
-            sources = validating.parse_yaml(files[file], file)
+            sources = validating.parse_yaml(files[file], file, budget)
         except validating.PolicyValidationError as error:
             problems.extend(error.problems)
             continue

@@ -126,3 +126,55 @@ def check(requirements: Requirements, report: FeatureReport) -> list[Missing]:
 def summarize(missing: list[Missing]) -> str:
     """One line for a status message: 'kernel lacks program type tracing; ...'."""
     return "; ".join(item.describe() for item in missing)
+
+
+# The groups a report's features fall in, in the order people read them.
+FEATURE_GROUPS = (
+    "kernel",
+    "program type",
+    "map type",
+    "attach kind",
+    "helper",
+    "kfunc",
+)
+
+
+def flatten(report: FeatureReport) -> dict[tuple[str, str], bool]:
+    """Every feature the report speaks of, as (group, name) -> present. Helpers are
+    named ``program_type: helper``; a helper or kfunc the report does not list is
+    absent here, so compare only reports whose union you take (see ``differences``)."""
+    flat: dict[tuple[str, str], bool] = {
+        ("kernel", "BTF"): report.kernel_btf,
+        ("kernel", "JIT"): report.jit_enabled,
+        ("kernel", "bpffs"): report.bpffs,
+        ("kernel", "run-time statistics"): report.bpf_stats,
+        ("kernel", "global data"): report.global_data,
+    }
+    flat |= {("program type", name): ok for name, ok in report.program_types.items()}
+    flat |= {("map type", name): ok for name, ok in report.map_types.items()}
+    flat |= {("attach kind", kind.value): ok for kind, ok in report.attach_kinds.items()}
+    for program_type, helpers in report.helpers.items():
+        flat |= {("helper", f"{program_type}: {helper}"): True for helper in helpers}
+    flat |= {("kfunc", name): True for name in report.kfuncs}
+    return flat
+
+
+def differences(
+    reports: list[FeatureReport],
+) -> tuple[list[tuple[str, str]], list[dict[tuple[str, str], bool]], int]:
+    """Across ``reports``: the features on which they differ (grouped, sorted), each
+    report's value for every feature (unlisted helpers and kfuncs count as absent, and
+    helpers only for program types the other reports probed too), and how many
+    features they all agree on."""
+    flats = [flatten(report) for report in reports]
+    probed = [set(report.helpers) for report in reports]
+    common_probed = set.intersection(*probed) if probed else set()
+    keys: set[tuple[str, str]] = set().union(*flats) if flats else set()
+    # A helper of a program type some report did not probe is unknown there, not absent.
+    keys = {key for key in keys if key[0] != "helper" or key[1].partition(":")[0] in common_probed}
+    values = [{key: flat.get(key, False) for key in keys} for flat in flats]
+    differing = sorted(
+        (key for key in keys if len({value[key] for value in values}) > 1),
+        key=lambda key: (FEATURE_GROUPS.index(key[0]), key[1]),
+    )
+    return differing, values, len(keys) - len(differing)

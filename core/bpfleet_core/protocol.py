@@ -14,7 +14,16 @@ The agent protocol (JSON bodies, ``Authorization: Bearer <token>``):
     POST /v1/agent/status          node token; NodeReport -> 204
     POST /v1/agent/heartbeat       node token; Heartbeat -> 204
     PUT  /v1/agent/features        node token; FeatureReport -> 204 (kernel changed)
-    PUT  /v1/agent/endpoints       node token; EndpointSet -> 204 (this node's workloads)
+    PUT  /v1/agent/endpoints       node token; EndpointSet -> 204 (this node's workloads,
+                                   each IP inside the node's pod CIDRs)
+
+A node's first registration returns its token and its node key; registering that name
+again takes the node key (or the node's own token, or an admin), so the bootstrap token
+alone never takes over a registered node.
+
+Reports and declarations are bounded: strings a node writes for people (messages,
+verifier logs) are clipped to a length, lists have a largest size, and the API stores
+state only for programs the node was assigned.
 
 Revisions only grow, so an agent that lost its connection resumes with ``after`` set
 to the last revision it applied, and misses nothing.
@@ -32,9 +41,12 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     StringConstraints,
     field_serializer,
     model_validator,
@@ -42,7 +54,13 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from bpfleet_core.features import FeatureReport
-from bpfleet_core.netpol.models import Address, AnyPolicy, ContainerPort, Topology
+from bpfleet_core.netpol.models import (
+    Address,
+    AnyPolicy,
+    ContainerPort,
+    Network,
+    Topology,
+)
 from bpfleet_core.resources import (
     ArtifactRef,
     BpfProgramSpec,
@@ -54,6 +72,48 @@ from bpfleet_core.resources import (
 
 class _Message(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+# --- bounds: what one node may send --------------------------------------------------
+
+MAX_LABELS = 64  # per endpoint, workload or namespace
+MAX_LABEL_KEY = 317  # a DNS subdomain prefix (253), "/", a name (63)
+MAX_PORTS = 64  # per endpoint
+MAX_ENDPOINTS = 10_000  # per declaration; the API's own per-node limit is lower
+MAX_ITEMS = 1024  # links, maps, statistics, ... of one program's report
+MAX_PROGRAMS = 4096  # programs in one node's report
+SHORT_TEXT = 256  # names, reasons, hooks
+MESSAGE_TEXT = 4096  # messages for people
+VERIFIER_LOG_TEXT = 16384  # a verifier log excerpt: its end says why
+
+
+def clipped(limit: int, *, keep_end: bool = False) -> BeforeValidator:
+    """Cut a string longer than ``limit`` (marking the cut): a node's words are kept,
+    within bounds, rather than its whole report refused. ``keep_end`` keeps the tail."""
+
+    def clip(value: object) -> object:
+        if not isinstance(value, str) or len(value) <= limit:
+            return value
+        if keep_end:
+            return "…" + value[len(value) - limit + 1 :]
+        return value[: limit - 1] + "…"
+
+    return BeforeValidator(clip)
+
+
+ShortText = Annotated[str, clipped(SHORT_TEXT)]
+MessageText = Annotated[str, clipped(MESSAGE_TEXT)]
+
+
+def _bounded_label_keys(labels: dict[str, str]) -> dict[str, str]:
+    for key in labels:
+        if len(key) > MAX_LABEL_KEY:
+            raise ValueError(f"label key {key[:40]!r}… is longer than {MAX_LABEL_KEY}")
+    return labels
+
+
+# Kubernetes labels (syntax checked by ``Labels``), at most MAX_LABELS of them.
+BoundedLabels = Annotated[Labels, Field(max_length=MAX_LABELS), AfterValidator(_bounded_label_keys)]
 
 
 class ProgramAssignment(_Message):
@@ -84,22 +144,21 @@ ObjectName = Annotated[
 ]
 
 
-class Endpoint(_Message):
-    """One workload on a node (a pod, in Kubernetes terms), as the node declares it."""
+class Workload(_Message):
+    """One workload on a node (a pod, in Kubernetes terms): what the topology holds."""
 
     namespace: NamespaceName
     name: ObjectName
-    labels: Labels = Field(default_factory=dict)
+    labels: BoundedLabels = Field(default_factory=dict)
     ip: Address
-    interface: InterfaceName = Field(description="The host-side veth of this endpoint.")
-    ports: list[ContainerPort] = Field(default_factory=list)
+    ports: list[ContainerPort] = Field(default_factory=list, max_length=MAX_PORTS)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     @model_validator(mode="after")
-    def _unique_port_names(self) -> Endpoint:
+    def _unique_port_names(self) -> Workload:
         names = [port.name for port in self.ports if port.name is not None]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -107,22 +166,52 @@ class Endpoint(_Message):
         return self
 
 
-class EndpointSet(_Message):
-    """A node's endpoints, and labels of their namespaces (the endpoints file's form)."""
+class Endpoint(Workload):
+    """A workload as its node's agent declares it: with the host side of its veth."""
 
-    endpoints: list[Endpoint] = Field(default_factory=list)
-    namespaces: dict[NamespaceName, Labels] = Field(default_factory=dict)
+    interface: InterfaceName = Field(description="The host-side veth of this endpoint.")
+
+
+def _unique_workloads(workloads: list[Workload] | list[Endpoint]) -> None:
+    for what, values in (
+        ("endpoint", [workload.key for workload in workloads]),
+        ("IP", [str(workload.ip) for workload in workloads]),
+    ):
+        duplicates = sorted({value for value in values if values.count(value) > 1})
+        if duplicates:
+            raise ValueError(f"{what} listed twice: {', '.join(duplicates)}")
+
+
+class EndpointSet(_Message):
+    """A node's endpoints (the endpoints file's form). ``namespaces`` is read from the
+    file but ignored by the API: namespace labels come from an admin (``/v1/namespaces``)."""
+
+    endpoints: list[Endpoint] = Field(default_factory=list, max_length=MAX_ENDPOINTS)
+    namespaces: dict[NamespaceName, BoundedLabels] = Field(
+        default_factory=dict, max_length=MAX_ENDPOINTS
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> EndpointSet:
-        for what, values in (
-            ("endpoint", [endpoint.key for endpoint in self.endpoints]),
-            ("IP", [str(endpoint.ip) for endpoint in self.endpoints]),
-        ):
-            duplicates = sorted({value for value in values if values.count(value) > 1})
-            if duplicates:
-                raise ValueError(f"{what} listed twice: {', '.join(duplicates)}")
+        _unique_workloads(self.endpoints)
         return self
+
+
+class WorkloadSet(_Message):
+    """What runs on a node, as an admin (the operator, from Kubernetes) says."""
+
+    workloads: list[Workload] = Field(max_length=MAX_ENDPOINTS)
+
+    @model_validator(mode="after")
+    def _unique(self) -> WorkloadSet:
+        _unique_workloads(self.workloads)
+        return self
+
+
+class PodCidrs(_Message):
+    """The address ranges of a node's pods (a Kubernetes Node's ``spec.podCIDRs``)."""
+
+    pod_cidrs: list[Network] = Field(alias="podCIDRs", max_length=16)
 
 
 # "<namespace>/<name>@<generation>"; generations fit the API's 32-bit columns.
@@ -172,13 +261,22 @@ NodeName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9.-]{0,251
 
 class Registration(_Message):
     node: NodeName
-    labels: Labels = Field(default_factory=dict)
+    labels: BoundedLabels = Field(default_factory=dict)
     features: FeatureReport
+    node_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        max_length=256,
+        description="The node key a registration returned: registering a taken name needs it.",
+    )
 
 
 class RegistrationResult(_Message):
     node: str
     token: str = Field(description="This node's credential; shown once.")
+    node_key: str = Field(
+        description="The node key to keep (mode 0600) and send when registering again."
+    )
 
 
 class Assignments(DesiredState):
@@ -207,9 +305,9 @@ class ProgramState(StrEnum):
 
 
 class LinkReport(_Message):
-    name: str = Field(description="The pin name, e.g. 'xdp@eth0' or 'tc-ingress@eth0'.")
-    entry_point: str
-    hook: str = Field(description="Human form of the hook, e.g. 'xdp on eth0'.")
+    name: ShortText = Field(description="The pin name, e.g. 'xdp@eth0' or 'tc-ingress@eth0'.")
+    entry_point: ShortText
+    hook: ShortText = Field(description="Human form of the hook, e.g. 'xdp on eth0'.")
     link_id: int
     program_id: int
 
@@ -221,32 +319,34 @@ class ProgramStats(_Message):
 
 
 class MapReport(_Message):
-    name: str
+    name: ShortText
     map_id: int
-    type: str
+    type: ShortText
     max_entries: int
     entries: int | None = Field(default=None, description="Live entries, for hash-like maps.")
 
 
 class UnmanagedProgram(_Message):
-    hook: str
+    hook: ShortText
     program_id: int
-    program_name: str
+    program_name: ShortText
 
 
 class ProgramReport(_Message):
-    name: str
+    name: str = Field(max_length=253)
     state: ProgramState
-    reason: str = ""
-    message: str = ""
-    artifact: str = Field(default="", description="name@version")
-    digest: str = ""
-    verifier_log: str | None = Field(default=None, description="Excerpt, on LoadFailed.")
-    program_ids: dict[str, int] = Field(default_factory=dict)
-    links: list[LinkReport] = Field(default_factory=list)
-    stats: dict[str, ProgramStats] = Field(default_factory=dict)
-    maps: list[MapReport] = Field(default_factory=list)
-    unmanaged: list[UnmanagedProgram] = Field(default_factory=list)
+    reason: ShortText = ""
+    message: MessageText = ""
+    artifact: ShortText = Field(default="", description="name@version")
+    digest: ShortText = ""
+    verifier_log: Annotated[str, clipped(VERIFIER_LOG_TEXT, keep_end=True)] | None = Field(
+        default=None, description="Excerpt, on LoadFailed (its end, if long)."
+    )
+    program_ids: dict[ShortText, int] = Field(default_factory=dict, max_length=MAX_ITEMS)
+    links: list[LinkReport] = Field(default_factory=list, max_length=MAX_ITEMS)
+    stats: dict[ShortText, ProgramStats] = Field(default_factory=dict, max_length=MAX_ITEMS)
+    maps: list[MapReport] = Field(default_factory=list, max_length=MAX_ITEMS)
+    unmanaged: list[UnmanagedProgram] = Field(default_factory=list, max_length=MAX_ITEMS)
     updated_at: datetime
 
 
@@ -289,12 +389,14 @@ class PolicyReport(_Message):
     """What a node's policy datapath enforces now; counters since it was loaded."""
 
     state: PolicyState
-    message: str = ""
+    message: MessageText = ""
     revision: int | None = Field(
         default=None, ge=0, le=MAX_REVISION, description="The policy revision in force."
     )
     policies: list[PolicyRef] = Field(
-        default_factory=list, description="Enforced policies, as namespace/name@generation."
+        default_factory=list,
+        max_length=MAX_PROGRAMS,
+        description="Enforced policies, as namespace/name@generation.",
     )
     endpoints: int = Field(default=0, ge=0)
     rules: int = Field(default=0, ge=0)
@@ -335,11 +437,11 @@ def parse_policy_ref(ref: str) -> tuple[str, str, int]:
 
 
 class NodeReport(_Message):
-    node: str
+    node: str = Field(max_length=253)
     revision: int = Field(ge=0, le=MAX_REVISION)
-    programs: list[ProgramReport]
+    programs: list[ProgramReport] = Field(max_length=MAX_PROGRAMS)
     reported_at: datetime
-    error: str = Field(default="", description="Why the desired state could not be read.")
+    error: MessageText = Field(default="", description="Why the desired state could not be read.")
     policy: PolicyReport | None = Field(
         default=None, description="The policy datapath; None when the node enforces none."
     )

@@ -7,8 +7,10 @@ names follow Kubernetes conventions (camelCase on the wire, snake_case in Python
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -181,6 +183,80 @@ class LabelSelector(_Spec):
             requirement.matches(labels) for requirement in self.match_expressions
         )
 
+    def describe(self) -> str:
+        """The string form ``parse_selector`` reads back; empty when it selects all."""
+        parts = [f"{key}={value}" for key, value in self.match_labels.items()]
+        for requirement in self.match_expressions:
+            values = ",".join(requirement.values)
+            parts.append(
+                {
+                    "In": f"{requirement.key} in ({values})",
+                    "NotIn": f"{requirement.key} notin ({values})",
+                    "Exists": requirement.key,
+                    "DoesNotExist": f"!{requirement.key}",
+                }[requirement.operator]
+            )
+        return ",".join(parts)
+
+
+class SelectorSyntaxError(ValueError):
+    """A selector string that does not parse; the message says where and why."""
+
+
+# One requirement of a kubectl-style selector: `k=v`, `k==v`, `k!=v`, `k in (a,b)`,
+# `k notin (a,b)`, `k` (exists) or `!k` (does not exist).
+_REQUIREMENT = re.compile(
+    r"""\s*(?:
+        (?P<absent>!)\s*(?P<absent_key>[^\s=!(),]+)
+      | (?P<set_key>[^\s=!(),]+)\s+(?P<set_op>in|notin)\s*\((?P<values>[^()]*)\)
+      | (?P<key>[^\s=!(),]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[^\s=!(),]*))?
+    )\s*(?:,|$)""",
+    re.VERBOSE,
+)
+
+
+def parse_selector(text: str) -> LabelSelector:
+    """A label selector from the string form ``kubectl -l`` takes (``tier=edge,zone in
+    (a,b),!canary``): the same requirements a ``nodeSelector`` holds, typed on one line.
+    The empty string selects everything."""
+    labels: dict[str, str] = {}
+    requirements: list[LabelRequirement] = []
+    position, text = 0, text.strip()
+    while position < len(text):
+        match = _REQUIREMENT.match(text, position)
+        if match is None or match.end() == position:
+            raise SelectorSyntaxError(
+                f"selector {text!r}: cannot parse from column {position + 1}: "
+                f"{text[position : position + 20]!r}"
+            )
+        position = match.end()
+        try:
+            if match["absent"]:
+                requirements.append(
+                    LabelRequirement(key=match["absent_key"], operator="DoesNotExist")
+                )
+            elif match["set_key"]:
+                values = tuple(v.strip() for v in match["values"].split(",") if v.strip())
+                operator: Literal["In", "NotIn"] = "In" if match["set_op"] == "in" else "NotIn"
+                requirements.append(
+                    LabelRequirement(key=match["set_key"], operator=operator, values=values)
+                )
+            elif match["op"] in ("=", "=="):
+                _check_label(match["key"], match["value"])
+                if labels.get(match["key"], match["value"]) != match["value"]:
+                    raise ValueError(f"{match['key']} cannot equal two values")
+                labels[match["key"]] = match["value"]
+            elif match["op"] == "!=":
+                requirements.append(
+                    LabelRequirement(key=match["key"], operator="NotIn", values=(match["value"],))
+                )
+            else:
+                requirements.append(LabelRequirement(key=match["key"], operator="Exists"))
+        except ValueError as error:
+            reason = error.errors()[0]["msg"] if hasattr(error, "errors") else str(error)
+            raise SelectorSyntaxError(f"selector {text!r}: {reason}") from None
+    return LabelSelector(match_labels=labels, match_expressions=tuple(requirements))
+
 
 _STEP = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
 
@@ -294,10 +370,74 @@ class SecretRef(_Spec):
     name: ProgramName
 
 
+# Where a repository may be. Git reads a leading '-' as an option (--upload-pack runs a
+# command), '<helper>::' as a remote helper (ext:: runs one too), and plain http and
+# git:// as a fine way to send credentials and manifests in the clear: none of that is
+# an accepted form. Local forms are accepted here and refused by the operator unless it
+# allows local sources: that depends on where it runs, not on the document. The pattern
+# is also the CRD's, so the API server refuses the same (RE2, Rust and Python agree on it).
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+_USER = r"[A-Za-z0-9_][A-Za-z0-9._~-]*"
+_PORT = r"(?::[0-9]{1,5})?"
+GIT_URL_PATTERN = (
+    rf"^(?:https://{_HOST}{_PORT}(?:/\S*)?"
+    rf"|ssh://(?:{_USER}@)?{_HOST}{_PORT}/\S+"
+    rf"|{_USER}@{_HOST}:[^\s:]\S*"
+    r"|file:///\S+"
+    r"|/[^\x00-\x1f\x7f]*)$"
+)
+_GIT_URL = re.compile(GIT_URL_PATTERN)
+_SCP_LIKE = re.compile(rf"^{_USER}@(?P<host>{_HOST}):")
+GIT_URL_FORMS = (
+    "https://host/path, ssh://[user@]host[:port]/path or user@host:path "
+    "(file:///path and /path only where the operator allows local sources)"
+)
+
+
+@dataclass(frozen=True)
+class GitUrl:
+    """What a GitSource URL reaches: over which transport, on which host."""
+
+    transport: Literal["https", "ssh", "local"]
+    host: str | None  # lower case, without brackets; None for local repositories
+    path: str = ""  # local repositories only
+
+
+def parse_git_url(url: str) -> GitUrl:
+    """Sort a repository URL; ``ValueError`` saying why for anything but the accepted forms."""
+    if not url.isprintable() or _GIT_URL.fullmatch(url) is None:
+        if url.startswith("http://"):
+            reason = "plain http is refused (credentials and manifests would travel in clear)"
+        elif re.match(r"^https://[^/]*@", url):
+            reason = "credentials belong in the secretRef, never in the URL"
+        else:
+            reason = f"{url!r} is not an accepted form"
+        raise ValueError(f"url: {reason}; use {GIT_URL_FORMS}")
+    if url.startswith("/"):
+        return GitUrl("local", None, url)
+    if url.startswith("file://"):
+        return GitUrl("local", None, url.removeprefix("file://"))
+    if url.startswith(("https://", "ssh://")):
+        parts = urlsplit(url)
+        transport: Literal["https", "ssh"] = "https" if parts.scheme == "https" else "ssh"
+        return GitUrl(transport, parts.hostname)
+    scp = _SCP_LIKE.match(url)
+    assert scp is not None  # the pattern matched one of its forms
+    return GitUrl("ssh", scp["host"].strip("[]").lower())
+
+
+def _git_url(url: str) -> str:
+    parse_git_url(url)
+    return url
+
+
 class GitSourceSpec(_Spec):
-    url: str = Field(
-        min_length=1,
-        description="https://, ssh:// or file:// URL, or a local path, of the repository.",
+    url: Annotated[str, AfterValidator(_git_url)] = Field(
+        json_schema_extra={"pattern": GIT_URL_PATTERN},
+        description=(
+            "The repository: https://host/path, ssh://[user@]host/path or user@host:path; "
+            "file:///path or /path only where the operator allows local sources."
+        ),
     )
     ref: GitRef = Field(
         default_factory=lambda: GitRef(branch="main"),

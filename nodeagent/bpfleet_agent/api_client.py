@@ -200,8 +200,11 @@ class ApiClient:
         return response
 
     def register(self, bootstrap_token: str, registration: Registration) -> RegistrationResult:
+        body = registration.model_dump(mode="json", by_alias=True)
+        if registration.node_key is not None:  # a SecretStr dumps as stars
+            body["nodeKey"] = registration.node_key.get_secret_value()
         response = self._request(
-            "POST", "/v1/agent/register", bootstrap_token, content=_body(registration)
+            "POST", "/v1/agent/register", bootstrap_token, content=json.dumps(body).encode()
         )
         try:
             return RegistrationResult.model_validate_json(response.content)

@@ -6,12 +6,13 @@ when the API rejects it. The watcher, the reporter and the artifact downloads sh
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from bpfleet_agent.api_client import ApiClient
 from bpfleet_core import failures, files
@@ -47,21 +48,22 @@ class NodeCredential:
         self._on_registered = on_registered
         self._lock = threading.Lock()
         self._renewed_unconfirmed = False
-        self._token = self._load()
+        self._token, self._node_key = self._load()
         self.registrations = 0
 
-    def _load(self) -> str | None:
+    def _load(self) -> tuple[str | None, str | None]:
+        """The stored token and node key (either may be absent)."""
         try:
             stored = json.loads(self.path.read_bytes())
         except FileNotFoundError:
-            return None
+            return None, None
         except (OSError, ValueError) as error:
             log.warning("ignoring unreadable node credential %s: %s", self.path, error)
-            return None
-        if not isinstance(stored, dict) or not isinstance(stored.get("token"), str):
-            log.warning("ignoring node credential %s: no token in it", self.path)
-            return None
-        # A token belongs to one node name at one API; with either changed it is useless.
+            return None, None
+        if not isinstance(stored, dict):
+            log.warning("ignoring node credential %s: not a JSON object", self.path)
+            return None, None
+        # A credential belongs to one node name at one API; with either changed it is useless.
         if stored.get("node") != self.node or stored.get("apiUrl") != self.api_url:
             log.warning(
                 "node credential %s is for node %r at %s, not %r at %s; registering anew",
@@ -71,8 +73,21 @@ class NodeCredential:
                 self.node,
                 self.api_url,
             )
-            return None
-        return str(stored["token"])
+            return None, None
+        token, key = stored.get("token"), stored.get("nodeKey")
+        return (
+            token if isinstance(token, str) else None,
+            key if isinstance(key, str) else None,
+        )
+
+    def _store(self) -> None:
+        document = {
+            "node": self.node,
+            "apiUrl": self.api_url,
+            "token": self._token,
+            "nodeKey": self._node_key,
+        }
+        files.write_atomically(self.path, json.dumps(document), mode=0o600)
 
     def current(self) -> str | None:
         with self._lock:
@@ -89,6 +104,11 @@ class NodeCredential:
                     "to register with"
                 )
             registration = self._registration()
+            if self._node_key is not None:
+                # The proof that this name is ours: a taken name registers again only with it.
+                registration = registration.model_copy(
+                    update={"node_key": SecretStr(self._node_key)}
+                )
             try:
                 result = client.register(self._bootstrap_token, registration)
             except failures.Unauthorized as error:
@@ -96,9 +116,8 @@ class NodeCredential:
                 raise failures.PermanentFailure(
                     f"the API rejected the bootstrap token: {error}", status=error.status
                 ) from error
-            document = {"node": self.node, "apiUrl": self.api_url, "token": result.token}
-            files.write_atomically(self.path, json.dumps(document), mode=0o600)
-            self._token = result.token
+            self._token, self._node_key = result.token, result.node_key
+            self._store()
             self.registrations += 1
             log.info("registered node %s with the fleet API at %s", self.node, self.api_url)
             self._on_registered(registration)
@@ -128,8 +147,10 @@ class NodeCredential:
             )
             self._token = None
             self._renewed_unconfirmed = True
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            try:
+                self._store()  # the node key stays: it is what registers this name again
+            except OSError as error:
+                log.warning("cannot update the node credential %s: %s", self.path, error)
             return True
 
     def confirmed(self) -> None:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from bpfleet_agent.policyparts import PolicyPartReader
+from bpfleet_core import yamlfiles
 from bpfleet_core.protocol import (
     POLICY_PROGRAM,
     DesiredState,
@@ -51,7 +52,7 @@ def parse_desired(text: str, policy_reader: PolicyPartReader | None = None) -> P
     """Parse the document; entries that are invalid alone are returned by name with why,
     so one bad program never stops the others (nor the policy part)."""
     try:
-        document = yaml.safe_load(text) or {}
+        document = yamlfiles.load(text, "the desired-state file") or {}
     except yaml.YAMLError as error:
         raise DesiredStateError(f"not valid YAML: {error}") from error
     except RecursionError:
@@ -122,7 +123,7 @@ def parse_endpoints(text: str) -> EndpointSet:
     """The endpoints file: ``{endpoints: [...], namespaces: {name: labels}}``, or just
     the list of endpoints; YAML or JSON. Empty: no endpoints."""
     try:
-        document = yaml.safe_load(text)
+        document = yamlfiles.load(text, "the endpoints file")
     except yaml.YAMLError as error:
         raise EndpointsError(f"not valid YAML: {error}") from error
     except RecursionError:

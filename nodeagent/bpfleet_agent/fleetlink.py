@@ -290,9 +290,18 @@ class FleetLink:
                 self.settings.node_name,
             )
             return False
-        if received.revision <= after and after != 0:
-            log.warning("ignoring assignments revision %d, not after %d", received.revision, after)
+        if received.revision == after and after != 0:
+            log.warning("ignoring assignments revision %d, already applied", received.revision)
             return False
+        if received.revision < after:
+            # The API answers below our revision only when its own counter is lower: its
+            # database was restored. What it sends now is the whole desired state.
+            log.warning(
+                "the fleet API's revision went back from %d to %d (a restored database?); "
+                "taking its assignments as they are",
+                after,
+                received.revision,
+            )
         try:
             stamp = save_assignments(self.settings.assignments_file, received)
         except OSError as error:

@@ -4,6 +4,18 @@ Everything above this module sees Python values: file descriptors as ``int`` (ow
 the caller, closed with ``os.close``), ``bytes`` for keys and values, dataclasses for
 kernel object info. Every failure raises ``LibbpfError`` carrying errno and what was
 being done. Kernel constants are spelled by name and resolved through ``kernel_enums``.
+
+Supported: libbpf 1.1 (Debian 12) to 1.5 (Debian 13), and later 1.x. The ``*_opts``
+structures are declared as libbpf 1.1 lays them out, the oldest supported, and passed
+with ``sz`` set to their own size. libbpf versions these structures by ``sz``: it reads
+the fields that fit and takes every later one as zero, so a newer libbpf accepts them
+as they are (1.5's ``bpf_link_create_opts`` is 80 bytes, ours 64); an older one would
+refuse nonzero bytes past its own end. So a field a later libbpf added is declared only
+when the agent sets it, and then the oldest supported version rises to the one that has
+it. The kernel's info structures (``bpf_prog_info`` ...) follow the same rule with
+the kernel: it fills what fits. ``test_agent_units.py`` checks every declared field
+against the installed headers: same offset and size, and no structure longer than the
+headers' own.
 """
 
 from __future__ import annotations
@@ -675,7 +687,8 @@ def load_trivial_program(program_type: str) -> int:
 
 class _LinkCreateOptions(ctypes.Structure):
     # struct bpf_link_create_opts as of libbpf 1.1: 64 bytes, its largest union member
-    # (kprobe_multi: flags, cnt and three pointers) 32.
+    # (kprobe_multi: flags, cnt and three pointers) 32. Later versions grew the union
+    # (80 bytes in 1.5); we set only ``flags``, and libbpf takes the rest as zero.
     _fields_ = (
         ("sz", ctypes.c_size_t),
         ("flags", ctypes.c_uint32),

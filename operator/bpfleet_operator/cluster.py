@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from bpfleet_operator import handlers, kube, webhooks
+from bpfleet_operator import fleetapi, handlers, kube, webhooks
 from bpfleet_operator.context import Context
 from bpfleet_operator.fleetapi import FleetApi
 from bpfleet_operator.settings import OperatorSettings
@@ -46,16 +46,33 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
     context = Context(
         settings=_settings,
         api=FleetApi(_settings.api_url, _settings.api_token.get_secret_value()),
-        kube=kube.Kube(kube.connect(_settings.kube_url)),
+        kube=kube.Kube(kube.connect(_settings.kube_url), _settings.kube_timeout_seconds),
     )
     receiver = None
     if _settings.webhook_port:
         receiver = webhooks.Receiver(
-            _settings.webhook_host, _settings.webhook_port, context.webhook_secret, context.wake
+            _settings.receiver_host(standalone=False),
+            _settings.webhook_port,
+            context.webhook_secret,
+            context.wake,
+            connections=_settings.webhook_connections,
+            timeout=_settings.webhook_timeout_seconds,
         ).start()
         log.info(
             "push notifications: POST :%d%s<namespace>/<name>", receiver.port, webhooks.PATH_PREFIX
         )
+    # "Reconcile now" from the dashboard wakes the source's daemon, as a push does.
+    requests_stop = threading.Event()
+    threading.Thread(
+        target=fleetapi.follow_reconcile_requests,
+        args=(
+            FleetApi(_settings.api_url, _settings.api_token.get_secret_value()),
+            context.wake,
+            requests_stop,
+        ),
+        name="reconcile-requests",
+        daemon=True,
+    ).start()
     stop_flag: asyncio.Event | None = None
 
     async def main() -> None:
@@ -70,9 +87,18 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
         await kopf.operator(clusterwide=True, standalone=True, memo=context, stop_flag=stop_flag)
 
     _ = handlers  # imported for its decorators
+    resyncing = threading.Event()
+    threading.Thread(
+        target=context.mirror.run,
+        args=(resyncing, _settings.resync_seconds),
+        name="fleet-resync",
+        daemon=True,
+    ).start()
     try:
         asyncio.run(main())
     finally:
+        resyncing.set()
+        requests_stop.set()
         if receiver is not None:
             receiver.stop()
         context.api.close()

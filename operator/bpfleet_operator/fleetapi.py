@@ -1,28 +1,28 @@
-"""The fleet API as the operator uses it: put and delete desired state, read summaries.
+"""The fleet API as the operator uses it: put and delete desired state, read summaries,
+and mirror what Kubernetes knows (node labels and pod CIDRs, namespace labels, the
+workloads on each node).
 
 The API is the single writer of fleet state; the operator only hands it specs and
-reads back what the nodes report. Every failure is sorted into temporary (retry
-later: the API is unreachable or busy) and permanent (the request itself is wrong).
+reads back what the nodes report. Every failure is one of ``bpfleet_core.failures``:
+``TemporaryFailure`` (retry later: the API is unreachable or busy) or a
+``PermanentFailure`` (the request itself is wrong; ``NotFound`` among them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from bpfleet_core.resources import BpfProgramSpec
+from bpfleet_core import failures
+from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus
 
 TIMEOUT_SECONDS = 10.0
-
-
-class FleetApiError(Exception):
-    def __init__(self, message: str, *, permanent: bool, problems: list[str] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.permanent = permanent
-        self.problems = problems or []
+RECONCILE_WAIT_SECONDS = 30.0
+log = logging.getLogger(__name__)
 
 
 class FleetApi:
@@ -83,30 +83,81 @@ class FleetApi:
         found = self._json_or_none("PUT", f"/v1/nodes/{name}/labels", json={"labels": labels})
         return found is not None
 
+    def node_labels(self) -> dict[str, dict[str, str]]:
+        """Every node the fleet knows, with the labels it holds for it."""
+        return {node["name"]: dict(node["labels"]) for node in self._json("GET", "/v1/nodes")}
+
+    def set_pod_cidrs(self, name: str, cidrs: Sequence[str]) -> bool:
+        """The node's pod CIDRs (agents may declare endpoints inside them only); False
+        when the fleet does not know the node yet."""
+        body = {"podCIDRs": list(cidrs)}
+        return self._json_or_none("PUT", f"/v1/nodes/{name}/pod-cidrs", json=body) is not None
+
+    def set_workloads(self, name: str, workloads: Sequence[Mapping[str, Any]]) -> bool:
+        """The pods Kubernetes runs on the node: from now on its topology entries; False
+        when the fleet does not know the node yet."""
+        body = {"workloads": [dict(workload) for workload in workloads]}
+        return self._json_or_none("PUT", f"/v1/nodes/{name}/workloads", json=body) is not None
+
+    # -- namespaces
+
+    def set_namespace_labels(self, name: str, labels: Mapping[str, str]) -> None:
+        self._json("PUT", f"/v1/namespaces/{name}", json={"labels": dict(labels)})
+
+    def delete_namespace(self, name: str) -> None:
+        self._json_or_none("DELETE", f"/v1/namespaces/{name}")
+
+    # -- GitSources, for the dashboard (the operator stays their only Git client)
+
+    def report_source(
+        self, namespace: str, name: str, spec: GitSourceSpec | None, status: GitSourceStatus
+    ) -> None:
+        """Tell the fleet how a pass over a source ended, so the dashboard shows it."""
+        body = {
+            "spec": spec.model_dump(mode="json", by_alias=True) if spec is not None else None,
+            "status": status.model_dump(mode="json", by_alias=True),
+        }
+        self._json("PUT", f"/v1/gitsources/{namespace}/{name}/status", json=body)
+
+    def forget_source(self, namespace: str, name: str) -> None:
+        self._json_or_none("DELETE", f"/v1/gitsources/{namespace}/{name}")
+
+    def reconcile_requests(self, after: int | None, wait: float) -> tuple[int, list[str]]:
+        """Sources someone asked to reconcile since ``after`` (a long-poll of ``wait`` s);
+        returns the cursor to pass next and ``namespace/name`` of each."""
+        params: dict[str, Any] = {"wait": wait} if after is not None else {}
+        if after is not None:
+            params["after"] = after
+        found = self._json(
+            "GET",
+            "/v1/gitsources/reconcile-requests",
+            params=params,
+            timeout=wait + TIMEOUT_SECONDS,
+        )
+        return int(found["cursor"]), [str(source) for source in found["sources"]]
+
     # -- transport
 
     def _json_or_none(self, method: str, path: str, **kwargs: Any) -> Any:
+        """``_json``, with None for 404 (the thing, or the node it is about, is unknown)."""
         try:
             return self._json(method, path, **kwargs)
-        except FleetApiError as error:
-            if error.permanent and str(error).startswith("404 "):
-                return None
-            raise
+        except failures.NotFound:
+            return None
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as error:
-            raise FleetApiError(f"fleet API unreachable: {error}", permanent=False) from None
+            raise failures.TemporaryFailure(f"fleet API unreachable: {error}") from None
         if response.status_code == 204:
             return {}
         if response.is_success:
             return response.json()
         detail, problems = _problem(response)
-        # 408/429 and 5xx may pass on retry; any other 4xx will not, until the input changes.
-        permanent = response.status_code < 500 and response.status_code not in (408, 429)
         message = f"{response.status_code} {method} {path}: {detail}"
-        raise FleetApiError(message, permanent=permanent, problems=problems)
+        failure = failures.for_status(response.status_code, message, problems)
+        raise failure or failures.PermanentFailure(message, status=response.status_code)
 
 
 def _problem(response: httpx.Response) -> tuple[str, list[str]]:
@@ -123,3 +174,28 @@ def _problem(response: httpx.Response) -> tuple[str, list[str]]:
         return "; ".join(problems), problems
     problems = body.get("problems", []) if isinstance(body, dict) else []
     return str(detail or body), list(problems)
+
+
+def follow_reconcile_requests(
+    api: FleetApi,
+    wake: Callable[[str, str], None],
+    stop: threading.Event,
+    wait: float = RECONCILE_WAIT_SECONDS,
+) -> None:
+    """Until ``stop``: long-poll the fleet for "reconcile now" and wake each source named
+    (``wake(namespace, name)``). An unreachable fleet is retried with backoff."""
+    cursor: int | None = None
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            cursor, sources = api.reconcile_requests(cursor, wait)
+        except failures.Failure as error:
+            log.warning("reconcile requests: %s; retrying in %.0fs", error.message, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 60.0)
+            continue
+        delay = 1.0
+        for source in sources:
+            namespace, _, name = source.partition("/")
+            log.info("GitSource %s: reconcile requested", source)
+            wake(namespace, name)

@@ -1,14 +1,24 @@
 """The only module that talks to Git: fetch a ref, list and read files, verify signatures.
 
-It drives the ``git`` command, so every transport Git has works (HTTPS, SSH, file://,
-a local path) and signatures are checked by Git itself. Credentials never touch the
-repository's config: HTTPS credentials go in as a per-command header, an SSH key as a
-per-command ``GIT_SSH_COMMAND``.
+It drives the ``git`` command, so signatures are checked by Git itself. What Git may
+do is narrowed for every command, through the environment (never the command line,
+which any local user can read in ``/proc``):
+
+- transports: https and ssh only; ``file`` (local paths) only when the caller allows
+  local repositories, and never into ``state_dir``, where other sources' clones live;
+  ``ext`` and every other remote helper never. The URL comes after ``--``, so it is
+  never read as an option.
+- no system or user configuration and none of the host's ``GIT_*`` variables (no
+  ``insteadOf`` rewriting, no credential helpers, no ``GIT_SSL_NO_VERIFY``): a fetch
+  behaves the same on every machine.
+- HTTPS credentials come from a credential helper bound to ``https://<the URL's host>``
+  that reads them from the environment: Git offers them to that host alone, only over
+  TLS, and only when it asks. An SSH key goes in as a per-command ``GIT_SSH_COMMAND``
+  with strict host key checking. Credentials never touch the repository's config.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import subprocess
@@ -16,14 +26,30 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from bpfleet_core.resources import GitRef
+from bpfleet_core import bundles, yamlfiles
+from bpfleet_core.resources import GitRef, parse_git_url
 
 TIMEOUT_SECONDS = 120
 
 
 class GitError(Exception):
-    """A Git operation failed; the message says which and why (Git's own words)."""
+    """A Git operation failed; the message says which and why (Git's own words), and
+    ``file`` the file of the repository it concerns, if one."""
+
+    def __init__(self, message: str, *, file: str = "") -> None:
+        super().__init__(message)
+        self.file = file
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much of a revision is read: manifests only, and this many of them."""
+
+    files: int = 2_000
+    file_bytes: int = yamlfiles.LIMITS.file_bytes
+    total_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -32,6 +58,7 @@ class Credentials:
     password: str | None = None
     identity: str | None = None  # an SSH private key
     known_hosts: str | None = None
+    ca: str | None = None  # PEM certificates trusted for https instead of the system's
 
 
 @dataclass(frozen=True)
@@ -58,36 +85,116 @@ def _ref_name(ref: GitRef) -> str:
     return ref.commit or ref.tag or ref.branch or "main"
 
 
-class Checkout:
-    """A bare clone of one repository in ``directory``, fetched on demand."""
+# Git runs this with the action appended ("get", "store", "erase"): it answers "get"
+# from the environment and ignores the rest, so nothing is ever stored anywhere.
+_CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || exit 0; '
+    'printf \'username=%s\\npassword=%s\\n\' "$BPFLEET_GIT_USERNAME" "$BPFLEET_GIT_PASSWORD"; }; f'
+)
 
-    def __init__(self, url: str, directory: Path, credentials: Credentials | None = None) -> None:
+
+class Checkout:
+    """A bare clone of one repository in ``directory``, fetched on demand.
+
+    ``allow_local``: file:// URLs and local paths may be fetched (standalone mode and
+    the local fleet); even then never from under ``state_dir``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        directory: Path,
+        credentials: Credentials | None = None,
+        *,
+        allow_local: bool = False,
+        state_dir: Path | None = None,
+    ) -> None:
         self.url = url
         self.directory = directory
         self.credentials = credentials or Credentials()
+        self.allow_local = allow_local
+        self.state_dir = state_dir
 
     def fetch(self, ref: GitRef) -> Revision:
         """Bring ``ref`` from the remote; return the commit it points at."""
+        self._check_url()
         if not (self.directory / "HEAD").exists():
             self.directory.mkdir(parents=True, exist_ok=True)
             self._git("init", "--quiet", "--bare", ".")
         spec, local = _ref_spec(ref)
-        with self._transport() as (options, env):
-            self._git(*options, "fetch", "--quiet", "--force", "--no-tags", self.url, spec, env=env)
-        commit = self._git("rev-parse", "--verify", f"{local}^{{commit}}").strip()
-        return Revision(_ref_name(ref), commit)
+        with self._transport() as (config, env):
+            self._git(
+                "fetch", "--quiet", "--force", "--no-tags", "--", self.url, spec,
+                config=config, env=env,
+            )  # fmt: skip
+        commit = self._git("rev-parse", "--verify", "--end-of-options", f"{local}^{{commit}}")
+        return Revision(_ref_name(ref), commit.strip())
 
-    def files(self, commit: str, root: str = ".") -> dict[str, str]:
-        """Path -> text of every file under ``root`` at ``commit``."""
-        prefix = [] if root in ("", ".") else ["--", root.strip("/")]
-        listing = self._git("ls-tree", "-r", "-z", "--full-tree", commit, *prefix)
-        blobs: dict[str, str] = {}
+    def _check_url(self) -> None:
+        """The model refuses these already; the one module that runs Git checks again."""
+        try:
+            where = parse_git_url(self.url)
+        except ValueError as error:
+            raise GitError(str(error)) from None
+        if where.transport != "local":
+            return
+        if not self.allow_local:
+            raise GitError(
+                "local repositories are not allowed here (file:// URLs and paths): "
+                "the operator fetches from https and ssh remotes only"
+            )
+        if self.state_dir is not None:
+            target = Path(where.path).resolve()
+            if target.is_relative_to(self.state_dir.resolve()):
+                raise GitError("a local repository may not be one of the operator's own clones")
+
+    def manifests(
+        self, commit: str, root: str = ".", limits: ReadLimits | None = None
+    ) -> dict[str, bytes]:
+        """Path -> bytes of every manifest file under ``root`` at ``commit``.
+
+        Nothing else is read: sizes come from the tree listing, so a file over the
+        limits is refused before any of it is, and the blobs come from one
+        ``git cat-file --batch``. Symlinks and submodules are skipped (a symlink could
+        point out of the tree)."""
+        limits = limits or ReadLimits()
+        prefix = [] if root in ("", ".") else [root.strip("/")]  # after --end-of-options
+        listing = self._git(
+            "ls-tree", "-r", "-z", "-l", "--full-tree", "--end-of-options", commit, *prefix
+        )
+        blobs: dict[str, tuple[str, int]] = {}
         for entry in filter(None, listing.split("\0")):
             meta, _, path = entry.partition("\t")
-            mode, kind, sha = meta.split()
-            if kind == "blob" and mode != "120000":  # symlinks could point out of the tree
-                blobs[path] = sha
-        return {path: self._blob(sha, path) for path, sha in blobs.items()}
+            mode, kind, sha, length = meta.split()
+            if kind == "blob" and mode != "120000":
+                blobs[path] = (sha, int(length))
+        wanted = bundles.manifest_files(list(blobs), root)
+        if len(wanted) > limits.files:
+            raise GitError(f"more than {limits.files} manifest files under {root!r}")
+        for path in wanted:
+            if blobs[path][1] > limits.file_bytes:
+                raise GitError(
+                    f"{path} is {blobs[path][1]} bytes, more than the {limits.file_bytes} "
+                    "bytes a manifest may have",
+                    file=path,
+                )
+        if sum(blobs[path][1] for path in wanted) > limits.total_bytes:
+            raise GitError(
+                f"the manifests under {root!r} are more than {limits.total_bytes} bytes together"
+            )
+        if not wanted:
+            return {}
+        batch = "".join(f"{blobs[path][0]}\n" for path in wanted).encode()
+        output = self._git_bytes("cat-file", "--batch", stdin=batch)
+        found: dict[str, bytes] = {}
+        offset = 0
+        for path in wanted:
+            header_end = output.index(b"\n", offset)
+            size = int(output[offset:header_end].split()[2])  # "<sha> blob <size>"
+            start = header_end + 1
+            found[path] = output[start : start + size]
+            offset = start + size + 1  # the content is followed by a newline of its own
+        return found
 
     def verify(self, commit: str, trusted_keys: Sequence[str]) -> None:
         """Raise unless ``commit`` carries a valid SSH signature by one of ``trusted_keys``."""
@@ -97,63 +204,110 @@ class Checkout:
             signers.flush()
             try:
                 self._git(
-                    "-c",
-                    "gpg.format=ssh",
-                    "-c",
-                    f"gpg.ssh.allowedSignersFile={signers.name}",
                     "verify-commit",
+                    "--end-of-options",
                     commit,
+                    config=[("gpg.format", "ssh"), ("gpg.ssh.allowedSignersFile", signers.name)],
                 )
             except GitError as error:
                 raise GitError(f"commit {commit} is not signed by a trusted key: {error}") from None
 
-    def _blob(self, sha: str, path: str) -> str:
-        raw = self._git_bytes("cat-file", "blob", sha)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise GitError(f"{path} is not UTF-8 text") from None
-
     @contextlib.contextmanager
-    def _transport(self) -> Iterator[tuple[list[str], dict[str, str]]]:
-        options: list[str] = ["-c", "credential.helper="]
+    def _transport(self) -> Iterator[tuple[list[tuple[str, str]], dict[str, str]]]:
+        """Configuration and environment that carry the credentials to the remote."""
+        config: list[tuple[str, str]] = []
         env: dict[str, str] = {}
         creds = self.credentials
-        if creds.username is not None or creds.password is not None:
-            token = base64.b64encode(f"{creds.username or ''}:{creds.password or ''}".encode())
-            options += ["-c", f"http.extraHeader=Authorization: Basic {token.decode()}"]
-        if creds.identity is None:
-            yield options, env
-            return
-        with tempfile.TemporaryDirectory(prefix="bpfleet-ssh-") as scratch:
-            identity = Path(scratch) / "identity"
-            identity.write_text(creds.identity.rstrip("\n") + "\n")
-            identity.chmod(0o600)
-            known_hosts = Path(scratch) / "known_hosts"
-            known_hosts.write_text(creds.known_hosts or "")
-            # Host keys are checked strictly: a source without known_hosts fails to fetch
-            # rather than trusting whatever answers.
-            env["GIT_SSH_COMMAND"] = (
-                f"ssh -F /dev/null -i {identity} -o IdentitiesOnly=yes "
-                f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
-            )
-            yield options, env
+        with tempfile.TemporaryDirectory(prefix="bpfleet-git-") as scratch:
+            if creds.username is not None or creds.password is not None:
+                config.append((f"credential.{self._https_origin()}.helper", _CREDENTIAL_HELPER))
+                env["BPFLEET_GIT_USERNAME"] = _one_line(creds.username or "", "username")
+                env["BPFLEET_GIT_PASSWORD"] = _one_line(creds.password or "", "password")
+            if creds.ca is not None:
+                ca = Path(scratch) / "ca.crt"
+                ca.write_text(creds.ca)
+                env["GIT_SSL_CAINFO"] = str(ca)
+            if creds.identity is not None:
+                identity = Path(scratch) / "identity"
+                identity.write_text(creds.identity.rstrip("\n") + "\n")
+                identity.chmod(0o600)
+                known_hosts = Path(scratch) / "known_hosts"
+                known_hosts.write_text(creds.known_hosts or "")
+                # Host keys are checked strictly: a source without known_hosts fails to
+                # fetch rather than trusting whatever answers.
+                env["GIT_SSH_COMMAND"] = (
+                    f"ssh -F /dev/null -i {identity} -o IdentitiesOnly=yes "
+                    f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
+                )
+            yield config, env
 
-    def _git(self, *args: str, env: dict[str, str] | None = None) -> str:
-        return self._git_bytes(*args, env=env).decode("utf-8", "replace")
+    def _https_origin(self) -> str:
+        """``https://host[:port]`` of the URL: the only place a password may go."""
+        parts = urlsplit(self.url)
+        if parts.scheme != "https":
+            raise GitError(f"a username and password are sent over https only, not to {self.url}")
+        return f"https://{parts.netloc}"
 
-    def _git_bytes(self, *args: str, env: dict[str, str] | None = None) -> bytes:
+    def _protocols(self) -> list[tuple[str, str]]:
+        local = "always" if self.allow_local else "never"
+        return [
+            ("protocol.allow", "never"),
+            ("protocol.https.allow", "always"),
+            ("protocol.ssh.allow", "always"),
+            ("protocol.file.allow", local),
+            ("protocol.ext.allow", "never"),
+            ("credential.helper", ""),  # none of the host's helpers: ours or nothing
+        ]
+
+    def _git(
+        self,
+        *args: str,
+        config: Sequence[tuple[str, str]] = (),
+        env: dict[str, str] | None = None,
+    ) -> str:
+        return self._git_bytes(*args, config=config, env=env).decode("utf-8", "replace")
+
+    def _git_bytes(
+        self,
+        *args: str,
+        config: Sequence[tuple[str, str]] = (),
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
+    ) -> bytes:
         command = ["git", "-C", str(self.directory), *args]
-        full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+        settings = [*self._protocols(), *config]
+        full_env = {
+            # None of the host's GIT_* variables (GIT_SSL_NO_VERIFY, GIT_SSH_COMMAND, ...).
+            **{key: value for key, value in os.environ.items() if not key.startswith("GIT_")},
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_PROTOCOL_FROM_USER": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_CONFIG_COUNT": str(len(settings)),
+            **{f"GIT_CONFIG_KEY_{index}": key for index, (key, _) in enumerate(settings)},
+            **{f"GIT_CONFIG_VALUE_{index}": value for index, (_, value) in enumerate(settings)},
+            **(env or {}),
+        }
         try:
             done = subprocess.run(
-                command, capture_output=True, env=full_env, timeout=TIMEOUT_SECONDS, check=False
+                command,
+                input=stdin,
+                capture_output=True,
+                env=full_env,
+                timeout=TIMEOUT_SECONDS,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             raise GitError(f"git {args[0]} timed out after {TIMEOUT_SECONDS}s") from None
         if done.returncode != 0:
             raise GitError(_reason(done.stderr) or f"git {args[0]} failed")
         return done.stdout
+
+
+def _one_line(value: str, what: str) -> str:
+    if "\n" in value or "\0" in value:
+        raise GitError(f"the {what} must be one line")  # Git's credential protocol is lines
+    return value
 
 
 # Git's closing advice after any remote failure; it says nothing about the cause.

@@ -1,20 +1,30 @@
-"""One GitSource pass: fetch -> validate every manifest -> apply all, prune, or keep the
-last good revision.
+"""One GitSource pass: fetch -> verify -> validate -> apply and prune, or keep the last
+good revision.
 
 The same pass runs in a cluster (the target is the Kubernetes API: objects the
 handlers then hand to the fleet) and standalone (the target is the fleet API itself).
 A revision with any invalid manifest applies nothing; the last good revision stays in
 force and the status names each problem's file, line and field.
+
+Each step is a method of ``_Pass`` that returns what the next step needs or stops the
+pass with its result (Flux's source-controller runs its sub-reconcilers the same way).
+A ``Scope`` says where a source's documents may go: in a cluster, a GitSource outside
+the namespaces trusted with the whole cluster applies NetworkPolicies in its own
+namespace only, and no BpfProgram (they are cluster-scoped and load code on nodes).
+
+``follow`` is the loop around passes that the kopf daemon and the standalone runner
+share: every interval, sooner with backoff after a failure.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, NoReturn, Protocol
 
-from bpfleet_core import bundles
+from bpfleet_core import bundles, failures
 from bpfleet_core.netpol.validating import Problem
 from bpfleet_core.resources import (
     GitSourceSpec,
@@ -33,22 +43,49 @@ Document = bundles.ProgramDocument | bundles.PolicyDocument
 Outcome = Literal["Applied", "Rejected", "Failed", "Suspended"]
 
 
-class TargetError(Exception):
-    """Applying to the target failed; ``permanent`` when retrying cannot help."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
 class Target(Protocol):
-    """Where a revision's documents go."""
+    """Where a revision's documents go. Both methods raise ``failures.Failure``:
+    temporary (retry later) or permanent (the document or the cluster must change)."""
 
     def apply(self, document: Document, revision: str, source: str) -> bool:
         """Create or correct the object; True if anything changed."""
 
     def delete(self, entry: InventoryEntry, source: str) -> None:
-        """Delete it (absent already is fine)."""
+        """Delete it if ``source`` owns it (absent already is fine)."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a source's documents may go. ``namespace`` None: anywhere, cluster-scoped
+    BpfPrograms included; otherwise NetworkPolicies in that namespace only."""
+
+    namespace: str | None = None
+
+    def refusals(self, documents: tuple[Document, ...]) -> list[Problem]:
+        if self.namespace is None:
+            return []
+        found = []
+        for document in documents:
+            file, _, line = document.origin.rpartition(":")
+            if isinstance(document, bundles.ProgramDocument):
+                message = (
+                    f"BpfProgram {document.name} is cluster-scoped: a GitSource in namespace "
+                    f"{self.namespace} may apply NetworkPolicies of {self.namespace} only"
+                )
+                found.append(Problem(("kind",), message, file=file, line=int(line)))
+            elif document.policy.metadata.namespace != self.namespace:
+                message = (
+                    f"a GitSource in namespace {self.namespace} may apply NetworkPolicies of "
+                    f"{self.namespace} only, not of {document.policy.metadata.namespace}"
+                )
+                found.append(Problem(("metadata", "namespace"), message, file=file, line=int(line)))
+        return found
+
+    def allows(self, document: Document) -> bool:
+        return not self.refusals((document,))
+
+
+ANYWHERE = Scope()
 
 
 @dataclass(frozen=True)
@@ -68,7 +105,7 @@ def plan_prune(
     return [entry for entry in previous if entry.key not in keep]
 
 
-def source_errors(problems: tuple[Problem, ...]) -> tuple[SourceError, ...]:
+def source_errors(problems: tuple[Problem, ...] | list[Problem]) -> tuple[SourceError, ...]:
     return tuple(
         SourceError(
             file=p.file or "", line=p.line, field=p.path if p.loc else "", message=p.message
@@ -98,11 +135,140 @@ def reconcile(
     now: datetime,
     generation: int | None = None,
     check_program: bundles.ProgramCheck | None = None,
+    scope: Scope = ANYWHERE,
 ) -> Result:
-    """One pass; never raises for Git, validation or target failures (they are the result)."""
-    conditions = status.conditions
+    """One pass; never raises for Git, validation, fleet or target failures (they are the
+    result, and its status says which)."""
+    run = _Pass(spec, status, checkout, target, source, now, generation)
+    if spec.suspend:
+        return run.finish(
+            "Suspended", "suspended", ("False", "Suspended", "suspended: not fetching")
+        )
+    try:
+        revision = run.fetch()
+        run.verify(revision)
+        bundle = run.validate(revision, check_program, scope)
+        return run.apply(revision, bundle)
+    except _Stopped as stopped:
+        return stopped.result
+
+
+class _Stopped(Exception):
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
+@dataclass
+class _Pass:
+    """The state one pass carries from step to step."""
+
+    spec: GitSourceSpec
+    status: GitSourceStatus
+    checkout: git.Checkout
+    target: Target
+    source: str
+    now: datetime
+    generation: int | None
+
+    def fetch(self) -> git.Revision:
+        """Bring the ref from the remote; a failure leaves everything as it was."""
+        try:
+            return self.checkout.fetch(self.spec.ref)
+        except git.GitError as error:
+            message = f"fetch failed: {error}"
+            self._stop(self.finish("Failed", message, ("False", "FetchFailed", message)))
+
+    def verify(self, revision: git.Revision) -> None:
+        """With trusted keys set, only a commit signed by one of them goes further."""
+        if not self.spec.trusted_signing_keys:
+            return
+        try:
+            self.checkout.verify(revision.commit, self.spec.trusted_signing_keys)
+        except git.GitError as error:
+            self._reject(revision, "UntrustedRevision", str(error), self._error(error))
+
+    def validate(
+        self, revision: git.Revision, check_program: bundles.ProgramCheck | None, scope: Scope
+    ) -> bundles.Bundle:
+        """Read the manifests under the path (nothing else) and validate every one: the
+        model, the fleet's checks on programs, and the source's scope."""
+        try:
+            files = self.checkout.manifests(revision.commit, self.spec.path)
+        except git.GitError as error:
+            self._reject(revision, "ReadFailed", str(error), self._error(error))
+        # The revision in force passed the fleet's checks when it was applied; a pass
+        # that only corrects drift need not ask again.
+        name = str(revision)
+        checked = None if name == self.status.last_applied_revision else check_program
+        try:
+            bundle = bundles.load(files, checked)
+        except failures.Failure as error:  # the fleet could not be asked
+            message = f"checking {name} against the fleet failed: {error}"
+            self._stop(self.finish("Failed", message, ("False", "CheckFailed", message)))
+        if not bundle.valid:
+            count, first = len(bundle.problems), bundle.problems[0]
+            message = f"{count} invalid manifest field(s), first {first}"
+            self._reject(revision, "ValidationFailed", message, source_errors(bundle.problems))
+        refused = scope.refusals(bundle.documents())
+        if refused:
+            message = f"{len(refused)} document(s) outside the source's scope, first {refused[0]}"
+            self._reject(revision, "OutOfScope", message, source_errors(refused))
+        return bundle
+
+    def apply(self, revision: git.Revision, bundle: bundles.Bundle) -> Result:
+        """Apply every document, then prune what left Git (when prune is on)."""
+        name = str(revision)
+        changed = pruned = 0
+        previous = self.status.inventory
+        try:
+            for document in bundle.documents():
+                changed += self.target.apply(document, name, self.source)
+            if self.spec.prune:
+                for gone in plan_prune(previous, bundle.inventory()):
+                    self.target.delete(gone, self.source)
+                    pruned += 1
+        except failures.Failure as error:
+            message = f"applying {name} failed: {_described(error)}"
+            entry = HistoryEntry(
+                revision=name, time=timestamp(self.now), result="Failed", message=message
+            )
+            # Keep everything that may still exist in the inventory, so a later pass prunes it.
+            merged = {item.key: item for item in (*previous, *bundle.inventory())}
+            permanent = isinstance(error, failures.PermanentFailure)
+            return self.finish(
+                "Failed",
+                message,
+                ("False", "ApplyFailed", message),
+                stalled=("ApplyFailed", message) if permanent else None,
+                changes={
+                    **self._attempted(revision),
+                    "history": _history(self.status, entry),
+                    "inventory": tuple(merged[key] for key in sorted(merged)),
+                },
+            )
+        summary = (
+            f"applied {name}: {len(bundle.programs)} program(s), {len(bundle.policies)} policy(ies)"
+        )
+        entry = HistoryEntry(
+            revision=name, time=timestamp(self.now), result="Applied", message=summary
+        )
+        result = self.finish(
+            "Applied",
+            summary,
+            ("True", "Succeeded", summary),
+            changes={
+                **self._attempted(revision),
+                "errors": (),
+                "history": _history(self.status, entry),
+                "inventory": bundle.inventory(),
+                "last_applied_revision": name,
+            },
+        )
+        return Result(result.status, "Applied", summary, changed, pruned)
 
     def finish(
+        self,
         outcome: Outcome,
         message: str,
         ready: tuple[statuses.Truth, str, str],
@@ -110,98 +276,56 @@ def reconcile(
         stalled: tuple[str, str] | None = None,
         changes: dict[str, object] | None = None,
     ) -> Result:
-        found = statuses.conditions(conditions, now, generation, ready=ready, stalled=stalled)
-        updated = status.model_copy(
-            update={"conditions": found, "observed_generation": generation, **(changes or {})}
+        """The pass's result: conditions from ``ready`` and ``stalled``, plus ``changes``."""
+        found = statuses.conditions(
+            self.status.conditions, self.now, self.generation, ready=ready, stalled=stalled
+        )
+        updated = self.status.model_copy(
+            update={"conditions": found, "observed_generation": self.generation, **(changes or {})}
         )
         return Result(updated, outcome, message)
 
-    if spec.suspend:
-        return finish("Suspended", "suspended", ("False", "Suspended", "suspended: not fetching"))
-    try:
-        revision = checkout.fetch(spec.ref)
-    except git.GitError as error:
-        message = f"fetch failed: {error}"
-        return finish("Failed", message, ("False", "FetchFailed", message))
-    name = str(revision)
-    attempted: dict[str, object] = {
-        "last_fetched_revision": name,
-        "last_attempted_revision": name,
-    }
-
-    def rejected(reason: str, message: str, errors: tuple[SourceError, ...]) -> Result:
-        entry = HistoryEntry(revision=name, time=timestamp(now), result="Rejected", message=message)
-        kept = f"{message}; {status.last_applied_revision or 'nothing'} stays applied"
-        result = finish(
+    def _reject(
+        self,
+        revision: git.Revision,
+        reason: str,
+        message: str,
+        errors: tuple[SourceError, ...],
+    ) -> NoReturn:
+        """The revision is refused: nothing of it applies, and hand-made drift of the
+        last good one is put back."""
+        entry = HistoryEntry(
+            revision=str(revision), time=timestamp(self.now), result="Rejected", message=message
+        )
+        kept = f"{message}; {self.status.last_applied_revision or 'nothing'} stays applied"
+        result = self.finish(
             "Rejected",
             kept,
             ("False", reason, kept),
             stalled=(reason, kept),
-            changes={**attempted, "errors": errors, "history": _history(status, entry)},
-        )
-        _correct_drift(status, spec.path, checkout, target, source)
-        return result
-
-    try:
-        if spec.trusted_signing_keys:
-            checkout.verify(revision.commit, spec.trusted_signing_keys)
-        files = checkout.files(revision.commit, spec.path)
-    except git.GitError as error:
-        reason = "UntrustedRevision" if spec.trusted_signing_keys else "ReadFailed"
-        return rejected(reason, str(error), (SourceError(file="", message=str(error)),))
-    manifests = {path: files[path] for path in bundles.manifest_files(list(files), spec.path)}
-    # The revision in force passed the fleet's checks when it was applied; a pass that
-    # only corrects drift need not ask again.
-    checked = None if name == status.last_applied_revision else check_program
-    bundle = bundles.load(manifests, checked)
-    if not bundle.valid:
-        count = len(bundle.problems)
-        first = bundle.problems[0]
-        message = f"{count} invalid manifest field(s), first {first}"
-        return rejected("ValidationFailed", message, source_errors(bundle.problems))
-
-    changed = pruned = 0
-    previous = status.inventory
-    try:
-        for document in bundle.documents():
-            changed += target.apply(document, name, source)
-        if spec.prune:
-            for gone in plan_prune(previous, bundle.inventory()):
-                target.delete(gone, source)
-                pruned += 1
-    except TargetError as error:
-        message = f"applying {name} failed: {error}"
-        failed = HistoryEntry(revision=name, time=timestamp(now), result="Failed", message=message)
-        # Keep everything that may still exist in the inventory, so a later pass prunes it.
-        merged = {item.key: item for item in (*previous, *bundle.inventory())}
-        return finish(
-            "Failed",
-            message,
-            ("False", "ApplyFailed", message),
-            stalled=("ApplyFailed", message) if error.permanent else None,
             changes={
-                **attempted,
-                "history": _history(status, failed),
-                "inventory": tuple(merged[key] for key in sorted(merged)),
+                **self._attempted(revision),
+                "errors": errors,
+                "history": _history(self.status, entry),
             },
         )
-    summary = (
-        f"applied {name}: {len(bundle.programs)} program(s), {len(bundle.policies)} policy(ies)"
-    )
-    applied = HistoryEntry(revision=name, time=timestamp(now), result="Applied", message=summary)
-    result = finish(
-        "Applied",
-        summary,
-        ("True", "Succeeded", summary),
-        changes={
-            **attempted,
-            "errors": (),
-            "history": _history(status, applied),
-            "inventory": bundle.inventory(),
-            "last_applied_revision": name,
-        },
-    )
-    return Result(result.status, "Applied", summary, changed, pruned)
+        _correct_drift(self.status, self.spec.path, self.checkout, self.target, self.source)
+        self._stop(result)
+
+    def _attempted(self, revision: git.Revision) -> dict[str, object]:
+        return {"last_fetched_revision": str(revision), "last_attempted_revision": str(revision)}
+
+    @staticmethod
+    def _error(error: git.GitError) -> tuple[SourceError, ...]:
+        return (SourceError(file=error.file, message=str(error)),)
+
+    @staticmethod
+    def _stop(result: Result) -> NoReturn:
+        raise _Stopped(result)
+
+
+def _described(error: failures.Failure) -> str:
+    return error.message + (f" ({'; '.join(error.problems)})" if error.problems else "")
 
 
 def _correct_drift(
@@ -214,12 +338,50 @@ def _correct_drift(
         return
     commit = last.rpartition("@sha1:")[2]
     try:
-        files = checkout.files(commit, root)
+        files = checkout.manifests(commit, root)
     except git.GitError:
         return
-    bundle = bundles.load({p: files[p] for p in bundles.manifest_files(list(files), root)})
+    bundle = bundles.load(files)
     inventory = {entry.key for entry in status.inventory}
-    with contextlib.suppress(TargetError):
+    with contextlib.suppress(failures.Failure):
         for document in bundle.documents():
             if document.entry.key in inventory:
                 target.apply(document, last, source)
+
+
+# ---------------------------------------------------------------- pass after pass
+
+
+class Backoff:
+    """How long to wait before the next pass: the interval after a success; after a
+    failure ``first`` seconds, doubling with each failure in a row, never past the
+    interval."""
+
+    def __init__(self, first: float) -> None:
+        self.first = first
+        self._delay = first
+
+    def wait(self, failed: bool, interval: float) -> float:
+        if not failed:
+            self._delay = self.first
+            return interval
+        wait = min(self._delay, interval)
+        self._delay = min(self._delay * 2, interval)
+        return wait
+
+
+def follow(
+    one_pass: Callable[[], tuple[bool, float]],
+    *,
+    first_retry: float,
+    sleep: Callable[[float], None],
+    stopped: Callable[[], bool],
+) -> None:
+    """Pass after pass until ``stopped``: ``one_pass`` says whether it failed and the
+    interval to keep; ``sleep`` waits (and returns early when woken)."""
+    backoff = Backoff(first_retry)
+    while not stopped():
+        failed, interval = one_pass()
+        if stopped():
+            return
+        sleep(backoff.wait(failed, interval))

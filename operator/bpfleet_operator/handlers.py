@@ -5,11 +5,16 @@
 - ``BpfProgram`` and ``NetworkPolicy``: create/update/resume hand the spec to the
   fleet API; a timer keeps the summary status in step with the API; deletion waits
   (finalizer) until no node still runs the program or enforces the policy.
-- ``Node``: labels are copied to the fleet API, so selectors mean the same in both.
+- ``Node``, ``Namespace``, ``Pod``: what Kubernetes knows is mirrored to the fleet API
+  (``mirror``): node labels (so selectors mean the same in both) and pod CIDRs,
+  namespace labels, and each node's workloads (an index of running pods by node).
+  The mirror's own resync loop (started by ``cluster``) pushes again what the API
+  lacks: kopf timers on Nodes and Namespaces would put a finalizer on every one.
 
-Failures are explicit: ``kopf.TemporaryError`` (retried with a delay) when the API or
-the cluster is unreachable, ``kopf.PermanentError`` plus a ``Stalled`` condition when
-the object itself must change.
+Failures are the classes of ``bpfleet_core.failures`` and decide what happens:
+``kopf.TemporaryError`` (retried with a delay) for a ``TemporaryFailure`` (the API or
+the cluster is unreachable), ``kopf.PermanentError`` plus a ``Stalled`` condition for a
+``PermanentFailure`` (the object itself must change).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, TypeVar
 import kopf
 from pydantic import ValidationError
 
+from bpfleet_core import failures
 from bpfleet_core.netpol import validating
 from bpfleet_core.resources import (
     API_GROUP,
@@ -35,9 +41,8 @@ from bpfleet_core.resources import (
     NetworkPolicyStatus,
     parse_duration,
 )
-from bpfleet_operator import git, gitsource, kube, standalone, statuses
+from bpfleet_operator import git, gitsource, kube, standalone, statuses, workloads
 from bpfleet_operator.context import Context
-from bpfleet_operator.fleetapi import FleetApiError
 
 log = logging.getLogger(__name__)
 PROGRAMS = (API_GROUP, API_VERSION, "bpfprograms")
@@ -71,10 +76,10 @@ def _set_conditions(patch: kopf.Patch, conditions: tuple[Any, ...]) -> None:
 
 
 def _fleet_failure(
-    error: FleetApiError, patch: kopf.Patch, previous: Any, meta: kopf.Meta, retry: int
+    error: failures.Failure, patch: kopf.Patch, previous: Any, meta: kopf.Meta, retry: int
 ) -> Exception:
     """Sort an API failure: Stalled + PermanentError, or a retry with backoff."""
-    if not error.permanent:
+    if isinstance(error, failures.TemporaryFailure):
         return retry_later(error.message, retry)
     message = error.message + (f": {'; '.join(error.problems)}" if error.problems else "")
     _set_conditions(
@@ -117,7 +122,7 @@ def _hand_over(
         raise kopf.PermanentError(f"invalid spec: {error}") from None
     try:
         view = put(parsed)
-    except FleetApiError as error:
+    except failures.Failure as error:
         raise _fleet_failure(error, patch, previous, meta, retry) from None
     message = f"generation {view['generation']} handed to the fleet"
     _set_conditions(
@@ -141,7 +146,7 @@ def _follow(
         return
     try:
         view = get()
-    except FleetApiError as error:
+    except failures.Failure as error:
         log.warning("%s: status not refreshed: %s", kind, error.message)
         return  # the next tick tries again
     if view is None:
@@ -156,7 +161,7 @@ def _remove(
     try:
         delete()
         nodes = [row["node"] for row in remaining()]
-    except FleetApiError as error:
+    except failures.Failure as error:
         raise retry_later(error.message, retry) from None
     if nodes:
         raise kopf.TemporaryError(f"still on {', '.join(nodes)}", delay=1)
@@ -319,13 +324,17 @@ def source_deleted(
     """Like Flux: a deleted source with prune on takes what it applied with it."""
     key = f"{namespace or 'default'}/{name}"
     memo.sources.pop((namespace or "default", name), None)
+    try:
+        memo.api.forget_source(namespace or "default", name)
+    except failures.Failure as error:  # the dashboard keeps showing it; nothing else depends
+        log.warning("GitSource %s: not forgotten by the fleet: %s", key, error.message)
     if not spec.get("prune", True):
         return
     target = kube.KubeTarget(memo.kube)
     for entry in _known(GitSourceStatus, status).inventory:
         try:
             target.delete(entry, key)
-        except gitsource.TargetError as error:
+        except failures.Failure as error:
             raise retry_later(f"pruning {entry.key}: {error}", retry) from None
 
 
@@ -344,8 +353,9 @@ def source_daemon(
     key = f"{namespace}/{name}"
     wake = memo.waker(namespace, name)
     checkout: git.Checkout | None = None
-    delay = memo.settings.retry_seconds
-    while not stopped:
+
+    def one_pass() -> tuple[bool, float]:
+        nonlocal checkout
         generation = _generation(body.get("metadata", {}))
         status = _known(GitSourceStatus, body.get("status", {}))
         try:
@@ -357,58 +367,75 @@ def source_daemon(
             _write_source_status(
                 memo, namespace, name, status.model_copy(update={"conditions": found})
             )
-            _sleep(wake, stopped, 3600)
-            continue
+            return False, 3600.0  # until the spec changes (which wakes the daemon)
         memo.sources[(namespace, name)] = spec
+        interval = parse_duration(spec.interval)
         try:
             credentials = memo.credentials(namespace, spec)
-        except kube.KubeError as error:
+        except failures.Failure as error:
+            stalled = ("SecretFailed", str(error)) if not error.temporary else None
             found = statuses.conditions(
-                status.conditions, _now(), generation, ready=("False", "SecretFailed", str(error))
+                status.conditions,
+                _now(),
+                generation,
+                ready=("False", "SecretFailed", str(error)),
+                stalled=stalled,
             )
             _write_source_status(
-                memo, namespace, name, status.model_copy(update={"conditions": found})
+                memo, namespace, name, status.model_copy(update={"conditions": found}), spec
             )
-            _sleep(wake, stopped, delay)
-            delay = min(delay * 2, 300)
-            continue
+            return True, interval  # a Secret changes without waking anyone: look again
         if checkout is None or checkout.url != spec.url or checkout.credentials != credentials:
             checkout = git.Checkout(
-                spec.url, memo.settings.state_dir / namespace / name, credentials
+                spec.url,
+                memo.settings.state_dir / namespace / name,
+                credentials,
+                allow_local=memo.settings.allows_local_sources(standalone=False),
+                state_dir=memo.settings.state_dir,
             )
-        try:
-            result = gitsource.reconcile(
-                spec,
-                status,
-                checkout,
-                kube.KubeTarget(memo.kube),
-                source=key,
-                now=_now(),
-                generation=generation,
-                check_program=standalone.program_check(memo.api),
-            )
-        except gitsource.TargetError as error:
-            result = gitsource.Result(status, "Failed", str(error))
-        _write_source_status(memo, namespace, name, result.status)
+        result = gitsource.reconcile(
+            spec,
+            status,
+            checkout,
+            kube.KubeTarget(memo.kube),
+            source=key,
+            now=_now(),
+            generation=generation,
+            check_program=standalone.program_check(memo.api),
+            scope=memo.scope(namespace),
+        )
+        _write_source_status(memo, namespace, name, result.status, spec)
         if result.outcome != "Suspended" and result.message != memo.last_message.get(key):
             memo.last_message[key] = result.message
             kind = "Normal" if result.outcome == "Applied" else "Warning"
             kopf.event(body, type=kind, reason=result.outcome, message=result.message[:1000])
         log.info("GitSource %s: %s", key, result.message)
-        interval = parse_duration(spec.interval)
-        if result.outcome == "Failed":
-            _sleep(wake, stopped, min(delay, interval))
-            delay = min(delay * 2, interval)
-        else:
-            delay = memo.settings.retry_seconds
-            _sleep(wake, stopped, interval)
+        return result.outcome == "Failed", interval
+
+    gitsource.follow(
+        one_pass,
+        first_retry=memo.settings.retry_seconds,
+        sleep=lambda seconds: _sleep(wake, stopped, seconds),
+        stopped=lambda: bool(stopped),
+    )
 
 
-def _write_source_status(memo: Context, namespace: str, name: str, status: GitSourceStatus) -> None:
+def _write_source_status(
+    memo: Context,
+    namespace: str,
+    name: str,
+    status: GitSourceStatus,
+    spec: GitSourceSpec | None = None,
+) -> None:
+    """The pass's end: the status on the object, and to the fleet API for the dashboard."""
     try:
         memo.kube.patch_status("gitsources", namespace, name, _dump(status))
-    except kube.KubeError as error:
+    except failures.Failure as error:
         log.warning("GitSource %s/%s: %s", namespace, name, error)
+    try:
+        memo.api.report_source(namespace, name, spec, status)
+    except failures.Failure as error:
+        log.warning("GitSource %s/%s: status not reported: %s", namespace, name, error.message)
 
 
 def _sleep(wake: threading.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
@@ -419,20 +446,51 @@ def _sleep(wake: threading.Event, stopped: kopf.DaemonStopped, seconds: float) -
     wake.clear()
 
 
-# ----------------------------------------------------------------------------- Nodes
+# ----------------------------------------------- Kubernetes mirrored to the fleet API
+
+
+@kopf.index("", "v1", "pods")
+def workloads_by_node(*, body: kopf.Body, **_: Any) -> dict[str, workloads.Workload] | None:
+    """Running pods with an IP of their own, by the node they run on. kopf fills the
+    index from a full listing before any handler runs, so no node's list is ever pushed
+    half-known."""
+    found = workloads.workload(body)
+    return {found.node: found} if found is not None else None
+
+
+def _node_workloads(handler_kwargs: dict[str, Any], node: str) -> list[dict[str, Any]]:
+    """The node's workloads from the index kopf passes every handler by its name."""
+    index: kopf.Index[str, workloads.Workload] = handler_kwargs["workloads_by_node"]
+    return workloads.as_body(index.get(node, []))
+
+
+@kopf.on.event("", "v1", "pods")
+def pod_changed(*, body: kopf.Body, memo: Context, **kwargs: Any) -> None:
+    node = (body.get("spec") or {}).get("nodeName")
+    if node:
+        memo.mirror.node(node, workloads=_node_workloads(kwargs, node))
 
 
 @kopf.on.event("", "v1", "nodes")
-def node_labels(*, event: kopf.RawEvent, memo: Context, **_: Any) -> None:
-    if event["type"] == "DELETED":
-        return
+def node_changed(*, event: kopf.RawEvent, memo: Context, **kwargs: Any) -> None:
     node = event["object"]
     name = node["metadata"]["name"]
-    labels = dict(node["metadata"].get("labels") or {})
-    if memo.node_labels.get(name) == labels:
+    if event["type"] == "DELETED":
+        memo.mirror.node_gone(name)
         return
-    try:
-        if memo.api.set_node_labels(name, labels):
-            memo.node_labels[name] = labels
-    except FleetApiError as error:
-        log.warning("node %s: labels not synced: %s", name, error)
+    memo.mirror.node(
+        name,
+        labels=dict(node["metadata"].get("labels") or {}),
+        pod_cidrs=workloads.pod_cidrs(node),
+        workloads=_node_workloads(kwargs, name),
+    )
+
+
+@kopf.on.event("", "v1", "namespaces")
+def namespace_changed(*, event: kopf.RawEvent, memo: Context, **_: Any) -> None:
+    namespace = event["object"]
+    name = namespace["metadata"]["name"]
+    if event["type"] == "DELETED":
+        memo.mirror.namespace_gone(name)
+    else:
+        memo.mirror.namespace(name, namespace["metadata"].get("labels") or {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,8 +22,20 @@ class OperatorSettings(BaseSettings):
     state_dir: Path = Field(
         default=Path(".dev/operator"), description="Git clones, and standalone status files."
     )
-    webhook_host: str = Field(default="0.0.0.0", description="Where push notifications arrive.")  # noqa: S104 - a receiver for Git hosts
+    webhook_host: str | None = Field(
+        default=None,
+        description=(
+            "Where push notifications arrive. Unset: 127.0.0.1 standalone; every "
+            "interface in a cluster, where the chart's Service must reach the pod."
+        ),
+    )
     webhook_port: int = Field(default=9292, ge=0, le=65535, description="0: no receiver.")
+    webhook_connections: int = Field(
+        default=16, ge=1, description="Push notifications handled at once; more are refused."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a push notification may take to arrive."
+    )
     status_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often resource status follows the fleet API."
     )
@@ -31,5 +43,52 @@ class OperatorSettings(BaseSettings):
         default=5.0, gt=0, description="First retry delay after a temporary failure; doubles."
     )
     webhook_secret: SecretStr | None = Field(
-        default=None, description="Standalone: the shared secret of push notifications."
+        default=None,
+        description="Standalone: the shared secret of push notifications; unset: no receiver.",
     )
+    allow_local_sources: bool | None = Field(
+        default=None,
+        description=(
+            "GitSources may follow file:// URLs and local paths (never the operator's own "
+            "clones). Unset: on standalone, where the one source is the operator's own "
+            "file; off in a cluster, where anyone who may create a GitSource would read "
+            "the operator's disk."
+        ),
+    )
+
+    cluster_source_namespaces: list[str] | None = Field(
+        default=None,
+        description=(
+            "Namespaces whose GitSources may apply BpfPrograms (cluster-scoped: they load "
+            "code on nodes) and NetworkPolicies of any namespace; '*' for all. GitSources "
+            "elsewhere apply NetworkPolicies of their own namespace only. Unset: the "
+            "operator's own namespace (a single-tenant install keeps its sources there)."
+        ),
+    )
+    kube_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="How long a Kubernetes API call may take."
+    )
+    resync_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "How often node labels, pod CIDRs, workloads and namespace labels the fleet "
+            "API lacks (a node registered or re-registered since) are pushed again."
+        ),
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _not_empty(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and not secret.get_secret_value():
+            # An empty token would match an empty X-Gitlab-Token header: anyone's.
+            raise ValueError("must not be empty (leave it unset for no receiver)")
+        return secret
+
+    def allows_local_sources(self, *, standalone: bool) -> bool:
+        return standalone if self.allow_local_sources is None else self.allow_local_sources
+
+    def receiver_host(self, *, standalone: bool) -> str:
+        if self.webhook_host is not None:
+            return self.webhook_host
+        return "127.0.0.1" if standalone else "0.0.0.0"  # noqa: S104 - the Service reaches the pod

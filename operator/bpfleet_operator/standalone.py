@@ -12,7 +12,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 
-from bpfleet_core import bundles, files
+from bpfleet_core import bundles, failures, files
 from bpfleet_core.resources import (
     BpfProgramSpec,
     GitSource,
@@ -21,56 +21,46 @@ from bpfleet_core.resources import (
     parse_duration,
 )
 from bpfleet_operator import fleetapi, git, gitsource, webhooks
-from bpfleet_operator.fleetapi import FleetApi, FleetApiError
+from bpfleet_operator.fleetapi import FleetApi
 from bpfleet_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
 
 class ApiTarget:
-    """Applies documents to the fleet API; a no-op when the API already holds them."""
+    """Applies documents to the fleet API; a no-op when the API already holds them.
+    Failures are the fleet API client's (``bpfleet_core.failures``)."""
 
     def __init__(self, api: FleetApi) -> None:
         self.api = api
 
     def apply(self, document: gitsource.Document, revision: str, source: str) -> bool:
-        try:
-            if isinstance(document, bundles.ProgramDocument):
-                before = self.api.get_program(document.name)
-                after = self.api.put_program(document.name, document.spec)
-            else:
-                meta = document.policy.metadata
-                before = self.api.get_policy(meta.namespace, meta.name)
-                body = document.policy.model_dump(mode="json", by_alias=True, exclude_none=True)
-                after = self.api.put_policy(body)
-        except FleetApiError as error:
-            raise gitsource.TargetError(_describe(error), permanent=error.permanent) from None
+        if isinstance(document, bundles.ProgramDocument):
+            before = self.api.get_program(document.name)
+            after = self.api.put_program(document.name, document.spec)
+        else:
+            meta = document.policy.metadata
+            before = self.api.get_policy(meta.namespace, meta.name)
+            body = document.policy.model_dump(mode="json", by_alias=True, exclude_none=True)
+            after = self.api.put_policy(body)
         return before is None or before["generation"] != after["generation"]
 
     def delete(self, entry: InventoryEntry, source: str) -> None:
-        try:
-            if entry.kind == "BpfProgram":
-                self.api.delete_program(entry.name)
-            else:
-                self.api.delete_policy(entry.namespace or "default", entry.name)
-        except FleetApiError as error:
-            raise gitsource.TargetError(_describe(error), permanent=error.permanent) from None
-
-
-def _describe(error: FleetApiError) -> str:
-    return error.message + (f" ({'; '.join(error.problems)})" if error.problems else "")
+        if entry.kind == "BpfProgram":
+            self.api.delete_program(entry.name)
+        else:
+            self.api.delete_policy(entry.namespace or "default", entry.name)
 
 
 def program_check(api: FleetApi) -> bundles.ProgramCheck:
-    """Ask the fleet whether each program's artifact exists, is signed and fits."""
+    """Ask the fleet whether each program's artifact exists, is signed and fits. What it
+    refuses is a problem of the manifest; a temporary failure stops the pass."""
 
     def check(_: str, spec: BpfProgramSpec) -> list[str]:
         try:
             return api.validate_program(spec)
-        except FleetApiError as error:
-            if error.permanent:
-                return [error.message]
-            raise gitsource.TargetError(error.message) from None
+        except failures.PermanentFailure as error:
+            return [error.message]
 
     return check
 
@@ -84,7 +74,12 @@ class StandaloneSource:
         name = source.metadata.name
         self.directory = settings.state_dir / f"gitsource-{name}"
         self.status_file = settings.state_dir / f"gitsource-{name}.status.json"
-        self.checkout = git.Checkout(source.spec.url, self.directory / "repository")
+        self.checkout = git.Checkout(
+            source.spec.url,
+            self.directory / "repository",
+            allow_local=settings.allows_local_sources(standalone=True),
+            state_dir=settings.state_dir,
+        )
         self.retry_seconds = settings.retry_seconds
         self.wake = threading.Event()
 
@@ -98,37 +93,44 @@ class StandaloneSource:
         return GitSourceStatus.model_validate_json(self.status_file.read_text())
 
     def reconcile_once(self) -> gitsource.Result:
-        try:
-            result = gitsource.reconcile(
-                self.source.spec,
-                self.status(),
-                self.checkout,
-                ApiTarget(self.api),
-                source=self.key,
-                now=datetime.now(UTC),
-                check_program=program_check(self.api),
-            )
-        except gitsource.TargetError as error:  # the fleet API was unreachable mid-check
-            result = gitsource.Result(self.status(), "Failed", str(error))
+        result = gitsource.reconcile(
+            self.source.spec,
+            self.status(),
+            self.checkout,
+            ApiTarget(self.api),
+            source=self.key,
+            now=datetime.now(UTC),
+            check_program=program_check(self.api),
+        )
         files.write_atomically(
             self.status_file, result.status.model_dump_json(by_alias=True, indent=2)
         )
+        self.report(result.status)
         return result
+
+    def report(self, status: GitSourceStatus) -> None:
+        """The pass's outcome to the fleet API too, for the dashboard (best effort)."""
+        namespace = self.source.metadata.namespace or "default"
+        try:
+            self.api.report_source(namespace, self.source.metadata.name, self.source.spec, status)
+        except failures.Failure as error:
+            log.warning("gitsource %s: status not reported: %s", self.key, error.message)
 
     def run(self, stop: threading.Event) -> None:
         """Pass after pass until ``stop``: every interval, at once when woken, sooner
         (with backoff) after a failure."""
         interval = parse_duration(self.source.spec.interval)
-        delay = self.retry_seconds
-        while not stop.is_set():
+
+        def one_pass() -> tuple[bool, float]:
             result = self.reconcile_once()
             log.info("gitsource %s: %s", self.key, result.message)
-            if result.outcome == "Failed":
-                wait, delay = min(delay, interval), min(delay * 2, interval)
-            else:
-                wait, delay = interval, self.retry_seconds
-            self.wake.wait(wait)
+            return result.outcome == "Failed", interval
+
+        def sleep(seconds: float) -> None:
+            self.wake.wait(seconds)
             self.wake.clear()
+
+        gitsource.follow(one_pass, first_retry=self.retry_seconds, sleep=sleep, stopped=stop.is_set)
 
 
 def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) -> None:
@@ -144,13 +146,36 @@ def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) 
             return secret if (ns, name) == (namespace, source.metadata.name) else None
 
         receiver = webhooks.Receiver(
-            settings.webhook_host, settings.webhook_port, secret_for, lambda *_: runner.wake.set()
+            settings.receiver_host(standalone=True),
+            settings.webhook_port,
+            secret_for,
+            lambda *_: runner.wake.set(),
+            connections=settings.webhook_connections,
+            timeout=settings.webhook_timeout_seconds,
         ).start()
         log.info(
-            "push notifications: POST :%d%s%s", receiver.port, webhooks.PATH_PREFIX, runner.key
+            "push notifications: POST %s:%d%s%s",
+            receiver.host,
+            receiver.port,
+            webhooks.PATH_PREFIX,
+            runner.key,
         )
     worker = threading.Thread(target=runner.run, args=(stop,), name="gitsource", daemon=True)
     worker.start()
+    namespace = source.metadata.namespace or "default"
+
+    def requested(ns: str, name: str) -> None:
+        if (ns, name) == (namespace, source.metadata.name):
+            runner.wake.set()
+
+    follower_api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+    follower = threading.Thread(
+        target=fleetapi.follow_reconcile_requests,
+        args=(follower_api, requested, stop),
+        name="reconcile-requests",
+        daemon=True,
+    )
+    follower.start()
     try:
         stop.wait()
     finally:
@@ -159,3 +184,4 @@ def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) 
         if receiver is not None:
             receiver.stop()
         api.close()
+        follower_api.close()

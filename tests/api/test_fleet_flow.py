@@ -24,20 +24,26 @@ class ProtocolClient:
     agents are too): registers, long-polls, reports."""
 
     def __init__(
-        self, api: services.Api, name: str, labels: dict[str, str], features: FeatureReport
+        self,
+        api: services.Api,
+        name: str,
+        labels: dict[str, str],
+        features: FeatureReport,
+        node_key: str | None = None,
     ) -> None:
         self.api, self.name = api, name
+        body = {
+            "node": name,
+            "labels": labels,
+            "features": features.model_copy(update={"node": name}).model_dump(mode="json"),
+        }
+        if node_key is not None:  # registering a taken name again
+            body["nodeKey"] = node_key
         with api.client(api.bootstrap_token) as client:
-            response = client.post(
-                "/v1/agent/register",
-                json={
-                    "node": name,
-                    "labels": labels,
-                    "features": features.model_copy(update={"node": name}).model_dump(mode="json"),
-                },
-            )
+            response = client.post("/v1/agent/register", json=body)
         assert response.status_code == 200, response.text
         self.token = response.json()["token"]
+        self.node_key = response.json()["nodeKey"]
         self.revision = 0
 
     def poll(self, wait: float = 10) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Reads the CLI relies on: the fleet topology (``GET /v1/topology``), and the verifier's
+"""Reads the CLI relies on: the fleet topology (``GET /v1/topology``, every page), and the verifier's
 excerpt beside a program's state on each node."""
 
 from __future__ import annotations
@@ -35,17 +35,20 @@ def test_topology_is_what_the_nodes_declared(
         == 204
     )
     assert core.declare(endpoint(namespace, "web", "10.99.1.3", app="web")).status_code == 204
-    with api.client() as client:
-        topology = client.get("/v1/topology").json()
-    db, web = topology["pods"][f"{namespace}/db"], topology["pods"][f"{namespace}/web"]
-    assert (db["node"], db["ip"], db["labels"]) == (edge.name, "10.99.1.2", {"app": "db"})
-    assert db["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
-    assert web["node"] == core.name
-    assert topology["namespaces"][namespace] == {
+    from bpfleet_cli.client import FleetClient
+
+    # The CLI's client follows every page (one endpoint a page here) into one topology.
+    with FleetClient(api.url, api.admin_token) as client:
+        topology = client.topology(page_size=1)
+    db, web = topology.pods[f"{namespace}/db"], topology.pods[f"{namespace}/web"]
+    assert (db.node, str(db.ip), db.labels) == (edge.name, "10.99.1.2", {"app": "db"})
+    assert [(port.name, port.port, port.protocol) for port in db.ports] == [("http", 8080, "TCP")]
+    assert web.node == core.name
+    assert topology.namespaces[namespace] == {
         "kubernetes.io/metadata.name": namespace,
         "team": "a",
     }
-    assert topology["nodes"][edge.name] == {"tier": "edge"}
+    assert topology.nodes[edge.name] == {"tier": "edge"}
     # Readers may read it; a node's credential and no credential may not.
     with api.client() as admin:
         viewer = admin.post("/v1/tokens", json={"name": "v", "role": "viewer"}).json()["token"]

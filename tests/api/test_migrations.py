@@ -48,3 +48,33 @@ def test_upgrades_keep_data_and_match_the_models(database_url: str) -> None:
         db.migrate(engine)  # and back up again
     finally:
         engine.dispose()
+
+
+def test_the_proposer_role_comes_and_goes(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    insert = text(
+        "INSERT INTO token (name, role, digest, created_at) "
+        "VALUES (:name, :role, :digest, CURRENT_TIMESTAMP)"
+    )
+    try:
+        db.migrate(engine)
+        with engine.begin() as connection:
+            connection.execute(insert, {"name": "p", "role": "PROPOSER", "digest": "d-proposer"})
+            connection.execute(insert, {"name": "v", "role": "VIEWER", "digest": "d-viewer"})
+            proposer = connection.execute(text("SELECT id FROM token WHERE name = 'p'")).scalar()
+            connection.execute(
+                text(
+                    "INSERT INTO token (name, role, digest, created_at, session_of) "
+                    "VALUES ('p', 'PROPOSER', 'd-session', CURRENT_TIMESTAMP, :id)"
+                ),
+                {"id": proposer},
+            )
+        _run(engine, "downgrade", "0003")
+        with engine.connect() as connection:
+            names = connection.execute(text("SELECT name FROM token ORDER BY name")).scalars()
+            assert list(names) == ["v"]  # proposers and their sessions are gone, the rest kept
+        db.migrate(engine)
+        with engine.begin() as connection:
+            connection.execute(insert, {"name": "p", "role": "PROPOSER", "digest": "d-again"})
+    finally:
+        engine.dispose()

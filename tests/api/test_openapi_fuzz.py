@@ -42,6 +42,8 @@ def test_no_input_causes_a_server_error(api: services.Api, tmp_path: Path) -> No
             # Long-polls would make every generated request wait; keep them short.
             "--exclude-path",
             "/v1/agent/assignments",
+            "--exclude-path",
+            "/v1/gitsources/reconcile-requests",
             "--report-dir",
             str(tmp_path),
         ],

@@ -21,10 +21,14 @@ NOW = "2026-01-01T00:00:00Z"
 
 class Node:
     """A node speaking the agent protocol: registers, declares endpoints, long-polls,
-    reports what its policy datapath enforces."""
+    reports what its policy datapath enforces. An admin gives it its pod CIDRs first."""
 
     def __init__(
-        self, api: services.Api, features: FeatureReport, labels: dict[str, str] | None = None
+        self,
+        api: services.Api,
+        features: FeatureReport,
+        labels: dict[str, str] | None = None,
+        pod_cidrs: tuple[str, ...] | None = ("10.0.0.0/8",),
     ) -> None:
         self.api, self.name = api, f"pol-{uuid.uuid4().hex[:8]}"
         with api.client(api.bootstrap_token) as client:
@@ -41,6 +45,10 @@ class Node:
         assert response.status_code == 200, response.text
         self.token = response.json()["token"]
         self.revision = 0
+        if pod_cidrs is not None:
+            with api.client() as admin:
+                cidrs = admin.put(f"/v1/nodes/{self.name}/pod-cidrs", json={"podCIDRs": pod_cidrs})
+            assert cidrs.status_code == 200, cidrs.text
 
     def declare(self, *endpoints: dict[str, Any], namespaces: Any = None) -> Any:
         with self.api.client(self.token) as client:
@@ -111,10 +119,11 @@ def test_a_policy_reaches_the_nodes_whose_endpoints_it_selects(
 ) -> None:
     db_node, web_node = Node(api, recorded_features), Node(api, recorded_features)
     assert db_node.declare(endpoint(namespace, "db", "10.1.0.1", app="db")).status_code == 204
-    response = web_node.declare(
-        endpoint(namespace, "web", "10.1.0.2", app="web"), namespaces={namespace: {"team": "a"}}
-    )
+    response = web_node.declare(endpoint(namespace, "web", "10.1.0.2", app="web"))
     assert response.status_code == 204, response.text
+    with api.client() as client:
+        labelled = client.put(f"/v1/namespaces/{namespace}", json={"labels": {"team": "a"}})
+        assert labelled.status_code == 200, labelled.text
     document = policy(
         namespace,
         "db-ingress",
@@ -298,7 +307,17 @@ def test_summary_and_node_rows_follow_what_nodes_report(
             silent.name: ("Pending", None),
         }
         assert rows[failing.name]["message"] == "revision 7 not enforced: no room"
-        assert set(rows[enforcing.name]) == {"node", "generation", "state", "message", "updatedAt"}
+        assert set(rows[enforcing.name]) == {
+            "node",
+            "generation",
+            "state",
+            "message",
+            "updatedAt",
+            "counters",
+        }
+        # The node's datapath counters, as it reported them (none here).
+        assert rows[enforcing.name]["counters"] == {"allowed": 0, "denied": 0, "auditDenied": 0}
+        assert rows[silent.name]["counters"] is None
         detail = client.get(f"/v1/nodes/{enforcing.name}").json()
         assert detail["policy"]["policies"] == [f"{namespace}/api-deny@1"]
         assert detail["endpoints"][0]["name"] == "api0"

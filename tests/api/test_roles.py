@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+import yaml
 
 from bpfleet_core.features import FeatureReport
 from tests import services
@@ -14,8 +15,8 @@ from tests.conftest import SignedCatalog
 
 pytestmark = pytest.mark.services
 
-ROLES = ("admin", "ci", "viewer", "bootstrap", "agent")
-READ = {"admin", "ci", "viewer"}
+ROLES = ("admin", "ci", "viewer", "proposer", "bootstrap", "agent")
+READ = {"admin", "ci", "viewer", "proposer"}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def tokens(
     """A token per role, a registered node for the agent, an uploaded artifact."""
     minted: dict[str, Any] = {"admin": api.admin_token, "bootstrap": api.bootstrap_token}
     with api.client() as client:
-        for role in ("ci", "viewer"):
+        for role in ("ci", "viewer", "proposer"):
             minted[role] = client.post(
                 "/v1/tokens", json={"name": f"{role}-{uuid.uuid4().hex[:4]}", "role": role}
             ).json()["token"]
@@ -47,6 +48,11 @@ def tokens(
     minted["node"], minted["other_node"] = nodes[0][0], nodes[1][0]
     minted["other_agent"] = nodes[1][1]
     minted["artifact"] = upload(api, signed_catalog, "syscount")
+    newcomer = f"roles-new-{uuid.uuid4().hex[:6]}"
+    minted["registration"] = {
+        "node": newcomer,
+        "features": recorded_features.model_copy(update={"node": newcomer}).model_dump(mode="json"),
+    }
     return minted
 
 
@@ -63,10 +69,21 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         "metadata": {"namespace": "roles", "name": "role-check"},
         "spec": {"podSelector": {}},
     }
+    draft = yaml.safe_dump(policy)
     return [
         ("GET", "/v1/nodes", {}, READ),
         ("GET", f"/v1/nodes/{node}", {}, READ),
         ("PUT", f"/v1/nodes/{node}/labels", {"json": {"labels": {"zone": "a"}}}, {"admin"}),
+        ("PUT", f"/v1/nodes/{node}/pod-cidrs", {"json": {"podCIDRs": ["10.9.0.0/24"]}}, {"admin"}),
+        ("PUT", f"/v1/nodes/{node}/workloads", {"json": {"workloads": []}}, {"admin"}),
+        ("GET", "/v1/node-tombstones", {}, READ),
+        ("DELETE", "/v1/node-tombstones/nobody", {}, {"admin"}),
+        ("GET", "/v1/namespaces", {}, READ),
+        ("PUT", "/v1/namespaces/roles", {"json": {"labels": {"team": "a"}}}, {"admin"}),
+        ("DELETE", "/v1/namespaces/roles", {}, {"admin"}),
+        ("GET", "/openapi.json", {}, READ),
+        ("GET", "/docs", {}, READ),
+        ("GET", "/redoc", {}, READ),
         ("GET", "/v1/artifacts", {}, READ),
         ("GET", f"/v1/artifacts/{digest}", {}, READ),
         ("GET", f"/v1/artifacts/{digest}/object", {}, READ | {"agent"}),
@@ -88,6 +105,11 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("POST", "/v1/validate", {"json": {"spec": spec}}, {"admin", "ci"}),
         ("POST", "/v1/preflight", {"json": {"spec": spec}}, {"admin", "ci"}),
         ("POST", "/v1/tokens", {"json": {"name": "t", "role": "viewer"}}, {"admin"}),
+        ("GET", "/v1/tokens", {}, {"admin"}),
+        ("DELETE", "/v1/tokens/999999", {}, {"admin"}),
+        # A new name: an admin registers it; the bootstrap token then finds it taken
+        # (409, not a refusal of the role); an agent token registers only its own node.
+        ("POST", "/v1/agent/register", {"json": tokens["registration"]}, {"admin", "bootstrap"}),
         ("GET", "/metrics", {}, READ),
         ("GET", "/v1/agent/assignments", {"params": {"wait": 0}}, {"agent"}),
         ("POST", "/v1/agent/status", {"json": report}, {"agent"}),
@@ -97,8 +119,30 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("PUT", "/v1/policies/roles/role-check", {"json": policy}, {"admin"}),
         ("GET", "/v1/policies/roles/role-check", {}, READ),
         ("GET", "/v1/policies/roles/role-check/nodes", {}, READ),
+        ("GET", "/v1/policies/roles/role-check/yaml", {}, READ),
+        ("POST", "/v1/policies/validate", {"json": {"text": draft}}, READ),
+        ("POST", "/v1/policies/simulate", {"json": {"text": draft}}, READ),
+        (
+            "POST",
+            "/v1/policies/explain",
+            {"json": {"text": draft, "client": "10.9.0.1", "server": "10.9.0.2", "port": 80}},
+            READ,
+        ),
         ("GET", "/v1/topology", {}, READ),
+        ("POST", "/v1/topology/match", {"json": {"namespace": "roles"}}, READ),
+        ("GET", "/v1/topology/labels", {}, READ),
         ("DELETE", "/v1/policies/roles/role-check", {}, {"admin"}),
+        ("GET", "/v1/programs/role-check/progress", {}, READ),
+        ("GET", "/v1/overview", {}, READ),
+        ("GET", "/v1/kernels", {}, READ),
+        ("GET", "/v1/kernels/compare", {"params": {"a": node, "b": node}}, READ),
+        ("GET", f"/v1/nodes/{node}/preflight", {}, READ),
+        ("PUT", "/v1/gitsources/roles/role-check/status", {"json": {"status": {}}}, {"admin"}),
+        ("GET", "/v1/gitsources", {}, READ),
+        ("GET", "/v1/gitsources/roles/role-check", {}, READ),
+        ("POST", "/v1/gitsources/roles/role-check/reconcile", {}, {"admin"}),
+        ("GET", "/v1/gitsources/reconcile-requests", {}, {"admin"}),
+        ("DELETE", "/v1/gitsources/roles/role-check", {}, {"admin"}),
         ("DELETE", "/v1/programs/role-check", {}, {"admin"}),
     ]
 
@@ -118,11 +162,27 @@ def test_role_matrix(api: services.Api, tokens: dict[str, Any]) -> None:
     assert failures == []
 
 
-def test_only_health_is_open(api: services.Api) -> None:
+def test_only_health_sign_in_and_the_dashboards_files_are_open(api: services.Api) -> None:
     import httpx
 
     assert httpx.get(f"{api.url}/healthz").status_code == 200
-    for path in ("/v1/nodes", "/v1/programs", "/v1/policies", "/metrics", "/v1/agent/assignments"):
+    # The dashboard's page and scripts load without a token (they hold no fleet data)...
+    for path in ("/", "/ui", "/ui/", "/ui/nodes"):
+        assert httpx.get(f"{api.url}{path}").status_code != 401, path
+    # ...but only to be read.
+    assert httpx.post(f"{api.url}/ui/x", content=b"x" * 100).status_code == 401
+    for path in (
+        "/v1/nodes",
+        "/v1/programs",
+        "/v1/policies",
+        "/v1/tokens",
+        "/v1/namespaces",
+        "/metrics",
+        "/v1/agent/assignments",
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+    ):
         assert httpx.get(f"{api.url}{path}").status_code == 401, path
 
 

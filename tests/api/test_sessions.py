@@ -91,7 +91,7 @@ def test_sessions_die_with_their_token_and_their_time(tmp_path: Path) -> None:
     engine = db.make_engine(f"sqlite:///{tmp_path}/sessions.db")
     db.migrate(engine)
     with Session(engine) as session:
-        secret = security.mint(session, "alice", Role.VIEWER)
+        secret, _ = security.mint(session, "alice", Role.VIEWER)
         session.commit()
         origin = security.lookup(session, secret)
         assert origin is not None
@@ -124,3 +124,31 @@ def test_sessions_die_with_their_token_and_their_time(tmp_path: Path) -> None:
         assert short.expires_at is not None
         assert aware(short.expires_at) <= aware(expiring.expires_at)
     engine.dispose()
+
+
+def test_the_api_docs_are_for_readers_and_open_with_a_session(api: services.Api) -> None:
+    with _browser(api) as browser:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert browser.get(path).status_code == 401, path
+        _sign_in(browser, api.admin_token)
+        docs = browser.get("/docs")
+        assert docs.status_code == 200
+        assert "/openapi.json" in docs.text
+        assert browser.get("/openapi.json").json()["info"]["title"] == "bpfleet"
+
+
+def test_the_openapi_document_builds_in_process() -> None:
+    """The UI's build generates its client this way: no server, no settings, no tokens."""
+    from bpfleet_api.main import create_app
+
+    document = create_app().openapi()
+    paths = document["paths"]
+    for path in (
+        "/v1/tokens/{token_id}",
+        "/v1/namespaces/{name}",
+        "/v1/nodes/{name}/pod-cidrs",
+        "/v1/nodes/{name}/workloads",
+        "/v1/node-tombstones/{name}",
+    ):
+        assert path in paths, path
+    assert not {"/docs", "/redoc", "/openapi.json"} & set(paths)

@@ -66,15 +66,15 @@ def test_every_rendered_document_is_a_kubernetes_object(
 
 def test_defaults_wire_the_components_together(default: Rendered) -> None:
     api = default.find("Service", "-api")
-    url = f"http://{api['metadata']['name']}.bpfleet.svc:{api['spec']['ports'][0]['port']}"
+    url = f"https://{api['metadata']['name']}.bpfleet.svc:{api['spec']['ports'][0]['port']}"
     (agent,) = containers(default.find("DaemonSet", "-agent"))
     (operator,) = containers(default.find("Deployment", "-operator"))
     assert env_of(agent)["BPFLEET_AGENT_API_URL"]["value"] == url
     assert env_of(operator)["BPFLEET_OPERATOR_API_URL"]["value"] == url
-    tokens = default.find("Secret", "-tokens")
-    assert set(tokens["data"]) == {"admin-token", "bootstrap-token"}
+    admin = default.find("Secret", "-admin-token")
+    assert set(admin["data"]) == {"admin-token"}
     token_ref = env_of(operator)["BPFLEET_OPERATOR_API_TOKEN"]["valueFrom"]["secretKeyRef"]
-    assert token_ref == {"name": tokens["metadata"]["name"], "key": "admin-token"}
+    assert token_ref == {"name": admin["metadata"]["name"], "key": "admin-token"}
     (api_container,) = containers(default.find("Deployment", "-api"))
     database = env_of(api_container)["BPFLEET_API_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert database == {"name": "bpfleet-database", "key": "url"}
@@ -92,7 +92,10 @@ def test_override_values_take_effect(override: Rendered) -> None:
     assert env_of(api_container)["BPFLEET_API_TRUST"]["value"] == "/etc/bpfleet/trust"
     assert "valueFrom" in env_of(api_container)["BPFLEET_API_REDIS_URL"]
     assert override.find("Secret", "fleet-database")["stringData"]["url"].startswith("postgres")
-    assert not [s for s in override.all("Secret") if s["metadata"]["name"].endswith("-tokens")]
+    assert not [s for s in override.all("Secret") if s["metadata"]["name"].endswith("-token")]
+    (api_container,) = containers(api)
+    admin_ref = env_of(api_container)["BPFLEET_API_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert admin_ref["name"] == "fleet-admin-token"
     assert "release.pub" in override.find("ConfigMap", "fleet-trust")["data"]
     (agent,) = containers(override.find("DaemonSet", "fleet-agent"))
     assert agent["image"] == "registry.example.org/bpfleet/agent:1.2.3"

@@ -277,12 +277,13 @@ def test_get_and_describe_show_states_with_their_reasons(
         fleet.run("describe", "program", "nope"), ExitCode.NOT_FOUND, "program nope does not exist"
     )
 
-    # GitSources: this API has no such routes yet; said in one line.
-    one_line_error(fleet.run("get", "gitsources"), ExitCode.NOT_FOUND, "GET /v1/gitsources")
+    # No operator reports to this fleet: no GitSources, and none to reconcile.
+    listed = fleet.run("get", "gitsources")
+    assert (listed.returncode, listed.stdout.strip()) == (0, "No gitsources."), listed.stderr
     one_line_error(
         fleet.run("reconcile", "gitsource", "default/fleet"),
         ExitCode.NOT_FOUND,
-        "/v1/gitsources/default/fleet",
+        "default/fleet",
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bpfleet_cli.localfleet import free_port
 from tests import services
 from tests.api.conftest import upload
 from tests.conftest import SignedCatalog
@@ -67,6 +68,121 @@ def test_validate_against_the_fleet_checks_artifacts(
         assert done.returncode == 0, done.stderr
 
 
+DB_POLICY = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: pg}]
+"""
+FLOWS = """\
+flows:
+  - shop/web -> shop/db TCP/pg expect allow
+  - shop/batch -> shop/db TCP/5432 expect deny
+"""
+ENDPOINTS = """\
+endpoints:
+  shop/web: {labels: {app: web}}
+  shop/batch: {labels: {app: batch}}
+  shop/db: {labels: {app: db}, ports: [{name: pg, port: 5432}]}
+"""
+
+
+def test_validate_runs_the_flow_tests_beside_the_policies(tmp_path: Path) -> None:
+    (tmp_path / "db.yaml").write_text(DB_POLICY)
+    flows = tmp_path / "db.flows.yaml"
+    flows.write_text(FLOWS + ENDPOINTS)
+    done = bpfleet("validate", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "1 file(s) valid: 0 program(s), 1 network policy(ies)" in done.stdout
+    assert "2 flow test(s) passed in 1 file(s)" in done.stdout
+
+    flows.write_text(FLOWS + "  - shop/batch -> shop/db TCP/5432 expect allow\n" + ENDPOINTS)
+    done = bpfleet("validate", str(tmp_path))
+    assert done.returncode == 1
+    assert f"{flows}:4: FAIL: shop/batch -> shop/db TCP/5432 expect allow: denied" in done.stderr
+    assert "no ingress rule allows shop/batch on 5432/TCP" in done.stderr
+    assert "bpfleet: 1 flow test problem(s) or failure(s); 2 passed" in done.stderr
+
+
+def test_flow_tests_on_a_topology_file_or_none(tmp_path: Path) -> None:
+    (tmp_path / "db.yaml").write_text(DB_POLICY)
+    (tmp_path / "db.flows.yaml").write_text(FLOWS)
+    done = bpfleet("validate", str(tmp_path))
+    assert done.returncode == 1
+    assert "db.flows.yaml: declares no endpoints: give --topology, --fleet or --api-url" in (
+        done.stderr
+    )
+    topology = tmp_path / "topology.json"
+    topology.write_text(
+        '{"namespaces": {"shop": {}}, "pods": {'
+        '"shop/web": {"labels": {"app": "web"}, "ip": "10.0.0.1"},'
+        '"shop/batch": {"labels": {"app": "web"}, "ip": "10.0.0.2"},'
+        '"shop/db": {"labels": {"app": "db"}, "ip": "10.0.0.3",'
+        ' "ports": [{"name": "pg", "port": 5432}]}}}'
+    )
+    done = bpfleet("validate", str(tmp_path), "--topology", str(topology))
+    # In this topology batch is labelled app=web: let in, against the file's expectation.
+    assert done.returncode == 1
+    assert (
+        "db.flows.yaml:3: FAIL: shop/batch -> shop/db TCP/5432 expect deny: allowed" in done.stderr
+    )
+    (tmp_path / "db.flows.yaml").write_text("flows:\n  - shop/web => shop/db\n")
+    done = bpfleet("validate", str(tmp_path), "--topology", str(topology))
+    assert done.returncode == 1
+    assert "db.flows.yaml:2:5: not a flow" in done.stderr
+
+
+@pytest.mark.services
+def test_flow_tests_on_the_fleets_live_topology(
+    redis: services.Redis, signed_catalog: SignedCatalog, tmp_path: Path
+) -> None:
+    from bpfleet_core.features import FeatureReport
+
+    (tmp_path / "db.yaml").write_text(DB_POLICY)
+    (tmp_path / "db.flows.yaml").write_text(FLOWS + ENDPOINTS.replace("app: batch", "app: web"))
+    features = FeatureReport.model_validate_json(
+        (Path(__file__).parent / "feature-report.json").read_text()
+    )
+    with services.api_server(
+        f"sqlite:///{tmp_path}/bpfleet.db", redis.url, signed_catalog.trust, tmp_path
+    ) as api:
+        with api.client(api.bootstrap_token) as client:
+            node = client.post(
+                "/v1/agent/register",
+                json={
+                    "node": "n1",
+                    "features": features.model_copy(update={"node": "n1"}).model_dump(mode="json"),
+                },
+            ).json()
+        endpoints = [
+            {
+                "namespace": "shop",
+                "name": name,
+                "labels": {"app": app},
+                "ip": ip,
+                "interface": f"v{name}",
+                "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}] if app == "db" else [],
+            }
+            for name, app, ip in (
+                ("web", "web", "10.6.0.1"),
+                ("batch", "batch", "10.6.0.2"),
+                ("db", "db", "10.6.0.3"),
+            )
+        ]
+        with api.client(node["token"]) as client:
+            assert (
+                client.put("/v1/agent/endpoints", json={"endpoints": endpoints}).status_code == 204
+            )
+        # The file's own endpoints (batch as app=web) are not used: the fleet's are.
+        done = bpfleet("validate", str(tmp_path), "--api-url", api.url, "--token", api.admin_token)
+        assert done.returncode == 0, done.stderr
+        assert "2 flow test(s) passed" in done.stdout
+
+
 def test_standalone_refuses_what_is_not_a_git_source(tmp_path: Path) -> None:
     source = tmp_path / "source.yaml"
     source.write_text(PROGRAM)
@@ -76,3 +192,12 @@ def test_standalone_refuses_what_is_not_a_git_source(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     missing = bpfleet("operator", "standalone", str(tmp_path / "absent.yaml"))
     assert "cannot read" in missing.stderr
+
+
+def test_validate_says_so_when_the_fleet_cannot_be_asked(tmp_path: Path) -> None:
+    manifest = tmp_path / "execs.yaml"
+    manifest.write_text(PROGRAM)
+    done = bpfleet("validate", str(manifest), "--api-url", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode == 7  # the API is unreachable
+    assert "is unreachable" in done.stderr
+    assert "Traceback" not in done.stderr

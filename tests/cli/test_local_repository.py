@@ -93,14 +93,13 @@ def test_the_seeded_repository_as_the_pipeline_reads_it(
     repo = tmp_path / "fleet-repo"
     fleetrepo.seed(repo, EXAMPLES)
     source = GitSource.model_validate(fleetrepo.git_source(repo, "main", "2s"))
-    checkout = git.Checkout(source.spec.url, tmp_path / "clone")
+    checkout = git.Checkout(source.spec.url, tmp_path / "clone", allow_local=True)
     revision = checkout.fetch(GitRef(branch="main"))
-    files = checkout.files(revision.commit, source.spec.path)
-    manifest_files = bundles.manifest_files(list(files), source.spec.path)
-    assert "README.md" in files
-    assert "README.md" not in manifest_files
+    files = checkout.manifests(revision.commit, source.spec.path)
+    assert "README.md" in example_files()
+    assert "README.md" not in files  # only manifests are read
 
-    bundle = bundles.load({path: files[path] for path in manifest_files})
+    bundle = bundles.load(files)
     assert bundle.valid, bundle.problems
     assert {p.name for p in bundle.programs} == {"execsnoop", "syscount"}
     # What the fleet API checks before taking a spec: entry points, attach kinds, config.

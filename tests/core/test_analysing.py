@@ -14,7 +14,6 @@ import struct
 import subprocess
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from elftools.elf.elffile import ELFFile
 from bpfleet_core import analysing, kernel_enums
 from bpfleet_core.analysing import AnalysisError
 from bpfleet_core.manifests import AttachKind, ConfigVariable, Manifest, MapSpec
+from tests import bpfbuild
 
 PRELUDE = """\
 #include <linux/bpf.h>
@@ -32,50 +32,21 @@ PRELUDE = """\
 CompileBpf = Callable[..., Path]
 
 
-@dataclass(frozen=True)
-class Toolchain:
-    clang: str
-    include_flags: tuple[str, ...]
-
-
 def _first_tool(*names: str) -> str | None:
     return next((path for name in names if (path := shutil.which(name))), None)
 
 
-@pytest.fixture(scope="session")
-def toolchain() -> Toolchain:
-    clang = _first_tool("clang", "clang-14")
-    if clang is None:
-        pytest.skip("clang is not installed (scripts/install-system-deps.sh installs it)")
-    # <asm/types.h> lives in the multiarch include directory on Debian.
-    multiarch = subprocess.run(
-        [clang, "-print-multiarch"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return Toolchain(clang, ("-idirafter", f"/usr/include/{multiarch}"))
-
-
 @pytest.fixture
-def compile_bpf(tmp_path: Path, toolchain: Toolchain) -> CompileBpf:
+def compile_bpf(tmp_path: Path) -> CompileBpf:
     """Compile a BPF C source (the prelude prepended) into ``tmp_path/<name>.bpf.o``."""
 
     def compile_source(source: str, name: str = "prog", *, debug_info: bool = True) -> Path:
         source_path = tmp_path / f"{name}.bpf.c"
         object_path = tmp_path / f"{name}.bpf.o"
         source_path.write_text(PRELUDE + textwrap.dedent(source))
-        command = [
-            toolchain.clang,
-            *(["-g"] if debug_info else []),
-            "-O2",
-            "-target",
-            "bpf",
-            "-D__TARGET_ARCH_x86",
-            *toolchain.include_flags,
-            "-c",
-            str(source_path),
-            "-o",
-            str(object_path),
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        result = bpfbuild.compile_bpf(
+            source_path, object_path, debug_info=debug_info, flags=["-D__TARGET_ARCH_x86"]
+        )
         assert result.returncode == 0, f"clang failed:\n{result.stderr}"
         return object_path
 
@@ -188,7 +159,9 @@ def objdump_helper_calls(path: Path) -> dict[str, tuple[int, ...]]:
             raw = bytes.fromhex(instruction.group(1))
             if raw[0] == 0x85 and raw[1] >> 4 == 0:  # call, src_reg 0: a helper
                 helper_id = int.from_bytes(raw[4:8], "little", signed=True)
-                assert instruction.group(2) == f"call {helper_id}"
+                # LLVM 14 prints "call 8", LLVM 19 "call 0x8".
+                mnemonic, operand = instruction.group(2).split()
+                assert (mnemonic, int(operand, 0)) == ("call", helper_id)
                 calls[section].append(helper_id)
     return {name: tuple(ids) for name, ids in calls.items()}
 

@@ -47,6 +47,7 @@ from bpfleet_core.btf import (
     IntEncoding,
     VarLinkage,
 )
+from tests import bpfbuild
 
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
 
@@ -421,16 +422,10 @@ char LICENSE[] SEC("license") = "GPL";
 
 
 def test_object_btf_matches_bpftool(tmp_path: Path) -> None:
-    clang = shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang is not installed (scripts/install-system-deps.sh installs it)")
     source, obj = tmp_path / "types.bpf.c", tmp_path / "types.bpf.o"
     source.write_text(OBJECT_SOURCE)
-    multiarch = subprocess.run(
-        [clang, "-print-multiarch"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    flags = ["-g", "-O2", "-target", "bpf", "-idirafter", f"/usr/include/{multiarch}"]
-    subprocess.run([clang, *flags, "-c", str(source), "-o", str(obj)], check=True)
+    compiled = bpfbuild.compile_bpf(source, obj)
+    assert compiled.returncode == 0, f"clang failed:\n{compiled.stderr}"
     with obj.open("rb") as stream:
         parsed = btf.parse_btf(ELFFile(stream).get_section_by_name(".BTF").data())
     assert summary(parsed) == bpftool_types(obj)

@@ -90,3 +90,26 @@ def test_helpers_of_unprobed_program_types_are_unknown_not_missing() -> None:
     assert [m.describe() for m in features.check(needs, probed)] == [
         "kernel lacks helper bpf_ktime_get_ns for program type xdp"  # probed, and absent
     ]
+
+
+def test_differences_name_what_two_kernels_do_not_share() -> None:
+    base = report(kfuncs=("bpf_task_acquire", "bpf_task_release"))
+    older = base.model_copy(
+        update={
+            "node": "older",
+            "map_types": {**base.map_types, "ringbuf": False},
+            "kfuncs": base.kfuncs[1:],
+        }
+    )
+    differing, values, same = features.differences([base, older])
+    assert ("map type", "ringbuf") in differing
+    assert ("kfunc", base.kfuncs[0]) in differing
+    assert len(differing) == 2
+    assert [value[("map type", "ringbuf")] for value in values] == [True, False]
+    assert same == len(features.flatten(base)) - 2
+    assert features.differences([base, base])[0] == []
+    # Helpers of a program type one report did not probe are unknown there, not missing.
+    unprobed = base.model_copy(
+        update={"node": "unprobed", "helpers": {"xdp": ("bpf_map_lookup_elem",)}}
+    )
+    assert features.differences([base, unprobed])[0] == []

@@ -6,7 +6,8 @@ real TCP between pods on two nodes shows it enforced, changed and removed.
 
 The nodes route each other's pod addresses over the bridge, so web -> db is a flow
 between nodes, decided by node A's datapath with web's address taken from the fleet
-topology node B declared.
+topology node B declared. The local fleet sets each node's pod CIDRs (A 10.213.1.0/24,
+B 10.213.2.0/24) and the namespace's labels through the admin API, as the operator does.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def pods(
 
 
 def declare(node: FleetNode, endpoints: list[dict[str, Any]]) -> None:
-    document = {"endpoints": endpoints, "namespaces": {"shop": {"team": "shop"}}}
+    document = {"endpoints": endpoints}
     (node.state_dir / "endpoints.yaml").write_text(yaml.safe_dump(document))
 
 
@@ -172,6 +173,8 @@ def test_a_policy_is_enforced_on_the_node_of_the_endpoint_it_selects(
             work=tmp_path,
             labels=[{"zone": "a"}, {"zone": "b"}],
             features={0: features, 1: features},
+            admin_token=api.admin_token,
+            namespaces={"shop": {"team": "shop"}},
         ) as (node_a, node_b),
         pods(node_a, node_b, {DB: ("10.213.1.2", "vdb")}, "10.213.2.0/24") as on_a,
         pods(
@@ -201,6 +204,9 @@ def test_a_policy_is_enforced_on_the_node_of_the_endpoint_it_selects(
                 )
 
             wait_for(declared, what="both nodes to declare their endpoints")
+            assert (node_a.pod_cidr, node_b.pod_cidr) == ("10.213.1.0/24", "10.213.2.0/24")
+            labels = {row["name"]: row["labels"] for row in client.get("/v1/namespaces").json()}
+            assert labels["shop"] == {"kubernetes.io/metadata.name": "shop", "team": "shop"}
             assert allowed(everything) == EVERY_PAIR  # no policy: nothing isolated
 
             # Only db is selected: only node A gets the policy, and only web may reach db.

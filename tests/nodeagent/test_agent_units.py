@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -74,29 +75,100 @@ def test_only_complaints_after_the_call_mean_available() -> None:
     assert not libbpf.helper_accepted("0: R1=ctx() R10=fp0\n0: (85) call x#1\n")
 
 
-SIZES_PROGRAM = """
-#include <stdio.h>
-#include <bpf/bpf.h>
-int main(void) {
-    printf("%zu %zu %zu\\n", sizeof(struct bpf_link_create_opts),
-           sizeof(struct bpf_prog_load_opts), sizeof(struct bpf_link_update_opts));
-    return 0;
+# Every ctypes mirror of a C structure in libbpf.py: libbpf's option structures (its
+# headers) and the kernel's info structures (the UAPI headers), with where each lives.
+MIRRORS: dict[type[ctypes.Structure], tuple[str, str]] = {
+    libbpf._ProgLoadOptions: ("bpf/bpf.h", "bpf_prog_load_opts"),
+    libbpf._OpenOptions: ("bpf/libbpf.h", "bpf_object_open_opts"),
+    libbpf._LinkCreateOptions: ("bpf/bpf.h", "bpf_link_create_opts"),
+    libbpf._LinkUpdateOptions: ("bpf/bpf.h", "bpf_link_update_opts"),
+    libbpf._ProgQueryOptions: ("bpf/bpf.h", "bpf_prog_query_opts"),
+    libbpf._XdpQueryOptions: ("bpf/libbpf.h", "bpf_xdp_query_opts"),
+    libbpf._MapBatchOptions: ("bpf/bpf.h", "bpf_map_batch_opts"),
+    libbpf._MapCreateOptions: ("bpf/bpf.h", "bpf_map_create_opts"),
+    libbpf._TestRunOptions: ("bpf/bpf.h", "bpf_test_run_opts"),
+    libbpf._ProgramInfo: ("linux/bpf.h", "bpf_prog_info"),
+    libbpf._MapInfo: ("linux/bpf.h", "bpf_map_info"),
+    libbpf._LinkInfo: ("linux/bpf.h", "bpf_link_info"),
+    libbpf._PerfEventAttr: ("linux/perf_event.h", "perf_event_attr"),
 }
-"""
+# The kernel's structures: the kernel fills as much as it and we both know, so their
+# length is a matter between the mirror and the running kernel, not the headers.
+KERNEL_STRUCTS = {libbpf._ProgramInfo, libbpf._MapInfo, libbpf._LinkInfo, libbpf._PerfEventAttr}
+# Our fields that stand for an anonymous union: the C member that starts it. Fields
+# named ``_...`` stand for unnamed padding, and the ``flags`` words for bitfields:
+# neither has a name in C to check against.
+UNION_STARTS = {
+    (libbpf._LinkCreateOptions, "union"): "perf_event",
+    (libbpf._LinkInfo, "union"): "raw_tracepoint",
+}
+UNNAMED = {(libbpf._PerfEventAttr, "flags"), (libbpf._ProgramInfo, "flags")}
 
 
-def test_option_structs_match_the_installed_libbpf_headers(tmp_path: Path) -> None:
-    compiler = shutil.which("cc") or shutil.which("clang")
+def layout_assertions(
+    mirror: type[ctypes.Structure], mirrors: dict[type[ctypes.Structure], tuple[str, str]]
+) -> list[str]:
+    """C static assertions of the rule in libbpf.py's docstring, for one mirror: each
+    declared field where the header puts it, and an options structure no longer than
+    the header's (a newer header's may be longer: the ``sz`` we pass says what we know)."""
+    _, struct_name = mirrors[mirror]
+    checks = []
+    if mirror not in KERNEL_STRUCTS:
+        checks.append(f"sizeof(struct {struct_name}) >= {ctypes.sizeof(mirror)}")
+    for name, *_ in mirror._fields_:
+        field = getattr(mirror, name)
+        if name.startswith("_") or (mirror, name) in UNNAMED:
+            continue
+        member = UNION_STARTS.get((mirror, name), name)
+        checks.append(f"offsetof(struct {struct_name}, {member}) == {field.offset}")
+        if member == name:
+            checks.append(f"sizeof(((struct {struct_name} *)0)->{name}) == {field.size}")
+    where = mirror.__name__
+    # The message is marked, as compilers quote it in other ways.
+    return [f'_Static_assert({check}, "{{{{{where}: {check}}}}}");' for check in checks]
+
+
+def failed_assertions(
+    tmp_path: Path, mirrors: dict[type[ctypes.Structure], tuple[str, str]]
+) -> list[str]:
+    """Compile the mirrors' assertions against the installed headers; what failed."""
+    compiler = shutil.which("clang") or shutil.which("cc")
     if compiler is None or not Path("/usr/include/bpf/bpf.h").exists():
         pytest.skip("needs a C compiler and libbpf-dev's headers")
-    source, binary = tmp_path / "sizes.c", tmp_path / "sizes"
-    source.write_text(SIZES_PROGRAM)
-    subprocess.run([compiler, "-o", str(binary), str(source)], check=True)
-    output = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
-    link_create, prog_load, link_update = (int(size) for size in output.split())
-    assert ctypes.sizeof(libbpf._LinkCreateOptions) == link_create == 64
-    assert ctypes.sizeof(libbpf._ProgLoadOptions) == prog_load
-    assert ctypes.sizeof(libbpf._LinkUpdateOptions) == link_update
+    headers = sorted({header for header, _ in mirrors.values()})
+    source = tmp_path / "layouts.c"
+    source.write_text(
+        "#include <stddef.h>\n"
+        + "".join(f"#include <{header}>\n" for header in headers)
+        + "\n".join(line for mirror in mirrors for line in layout_assertions(mirror, mirrors))
+        + "\n"
+    )
+    result = subprocess.run(
+        [compiler, "-fsyntax-only", str(source)], capture_output=True, text=True, check=False
+    )
+    # Each message shows twice: in the error, and in the source line quoted under it.
+    failed = list(dict.fromkeys(re.findall(r"\{\{(.*?)\}\}", result.stderr)))
+    assert result.returncode == 0 or failed, result.stderr
+    return failed
+
+
+def test_every_mirror_fits_the_installed_headers_by_the_sz_rule(tmp_path: Path) -> None:
+    assert failed_assertions(tmp_path, MIRRORS) == []
+
+
+def test_the_rule_refuses_a_field_out_of_place_and_a_longer_struct(tmp_path: Path) -> None:
+    class Moved(ctypes.Structure):  # old_prog_fd is at 12, after flags
+        _fields_ = (("sz", ctypes.c_size_t), ("old_prog_fd", ctypes.c_uint32))
+
+    class Longer(ctypes.Structure):  # longer than any libbpf's bpf_link_update_opts
+        _fields_ = (("sz", ctypes.c_size_t), ("_future", ctypes.c_uint8 * 256))
+
+    update_opts = ("bpf/bpf.h", "bpf_link_update_opts")
+    failed = failed_assertions(tmp_path, {Moved: update_opts, Longer: update_opts})
+    assert failed == [
+        "Moved: offsetof(struct bpf_link_update_opts, old_prog_fd) == 8",
+        "Longer: sizeof(struct bpf_link_update_opts) >= 264",
+    ]
 
 
 def test_unknown_architecture_is_enosys_not_a_key_error(

@@ -356,8 +356,7 @@ def _link_settings(api: services.Api, state_dir: Path, node: str, **extra: Any) 
         bootstrap_token=api.bootstrap_token,
         artifact_dirs=[],
         heartbeat_interval=0.5,
-        long_poll_wait=10,
-        **extra,
+        **{"long_poll_wait": 10, **extra},
     )
 
 
@@ -528,7 +527,7 @@ def test_an_unknown_artifact_and_an_unreachable_api_are_told_apart(
 
 
 @pytest.mark.services
-def test_a_node_the_api_forgot_registers_again_once(
+def test_a_deleted_node_registers_again_once_an_admin_allows_it(
     fleet_api: services.Api, recorded_features: FeatureReport, tmp_path: Path
 ) -> None:
     node = _unique("forgot")
@@ -541,7 +540,13 @@ def test_a_node_the_api_forgot_registers_again_once(
         first = _eventually(link.credential.current, "registration")
         with fleet_api.client() as admin:
             assert admin.delete(f"/v1/nodes/{node}").status_code == 204
-            # The next heartbeat is refused (401); the agent registers anew and carries on.
+            # The next heartbeat is refused (401), and so is registering again while the
+            # deleted name's tombstone stands: the node stays out...
+            _eventually(lambda: link.credential.current() is None, "the token dropped")
+            time.sleep(3)
+            assert admin.get(f"/v1/nodes/{node}").status_code == 404
+            # ...until an admin lifts it; then the agent registers anew and carries on.
+            assert admin.delete(f"/v1/node-tombstones/{node}").status_code == 204
             _eventually(lambda: admin.get(f"/v1/nodes/{node}").status_code == 200, "re-register")
         second = link.credential.current()
         assert second not in (None, first)
@@ -728,3 +733,44 @@ def test_a_new_feature_report_is_sent_once_and_remembered(
     finally:
         link.close()
     assert link.credential.registrations == 0, "the stored credential was used"
+
+
+@pytest.mark.services
+def test_after_a_database_restore_the_agent_takes_what_the_api_has_now(
+    fleet_api: services.Api,
+    signed_catalog: SignedCatalog,
+    recorded_features: FeatureReport,
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    node, group = _unique("restore"), _unique("g")
+    settings = _link_settings(fleet_api, tmp_path, node, labels={"group": group}, long_poll_wait=1)
+    wake = threading.Event()
+    link = FleetLink(settings, features=lambda: _features_of(recorded_features, node), wake=wake)
+    link.start()
+    try:
+        _eventually(settings.credential_file.exists, "registration")
+        artifact = upload(fleet_api, signed_catalog, "execsnoop")
+        program = _unique("execs")
+        _put_program(fleet_api, program, artifact, group)
+        assert wake.wait(30), "new assignments wake the reconcile loop"
+        before = json.loads(settings.assignments_file.read_text())
+        assert [item["name"] for item in before["programs"]] == [program]
+        assert before["revision"] >= 1
+        # A backup from before the program: the node's counter is lower than what the
+        # agent applied, and the program is not assigned.
+        engine = create_engine(fleet_api.environment["BPFLEET_API_DATABASE_URL"])
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM assignment WHERE node = :n"), {"n": node})
+            connection.execute(
+                text("UPDATE node SET desired_revision = 0 WHERE name = :n"), {"n": node}
+            )
+        engine.dispose()
+        wake.clear()
+        assert wake.wait(30), "the restored assignments wake the reconcile loop"
+        after = json.loads(settings.assignments_file.read_text())
+        assert after["revision"] == 0
+        assert after["programs"] == []
+    finally:
+        link.close()

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import httpx
 import kmock
-from kmock._internal import rendering  # the request type the emulator's hook receives
+from kmock._internal import parsing, rendering  # the request type the emulator's hook receives
 
 from tests.crdschemas import crd_errors
 
@@ -30,6 +30,24 @@ CUSTOM_RESOURCES = {
     "bpfleet.io/v1alpha1/networkpolicies": dict(kind="NetworkPolicy", namespaced=True),
     "bpfleet.io/v1alpha1/gitsources": dict(kind="GitSource", namespaced=True),
 }
+
+
+_parse_path = parsing.parse_path
+
+
+def _parse_core_namespaces(path: str) -> parsing.ParsedPath:
+    """kmock 0.8 reads every ``/api/v1/namespaces/...`` path as a namespace prefix. In the
+    core group ``namespaces`` is itself a (cluster-scoped) resource unless a namespaced
+    resource follows, which is how the API server reads it: ``/api/v1/namespaces`` and
+    ``/api/v1/namespaces/<name>`` are the Namespace objects."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        name = parts[3] if len(parts) == 4 else None
+        return parsing.ParsedPath(group="", version="v1", plural="namespaces", name=name)
+    return _parse_path(path)
+
+
+parsing.parse_path = _parse_core_namespaces
 
 
 @attrs.define(kw_only=True)
@@ -137,7 +155,7 @@ class Cluster:
     def path(self, plural: str, name: str | None = None, namespace: str | None = None) -> str:
         base = (
             "/api/v1"
-            if plural in ("nodes", "secrets", "events", "namespaces")
+            if plural in ("nodes", "secrets", "events", "namespaces", "pods")
             else (f"/apis/{GROUP_VERSION}")
         )
         scope = f"/namespaces/{namespace}" if namespace else ""

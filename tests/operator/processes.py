@@ -37,12 +37,21 @@ def running(command: list[str], environment: dict[str, str], log: Path) -> Itera
 
 
 @contextlib.contextmanager
-def operator(api: services.Api, kube_url: str, work: Path, webhook_port: int = 0) -> Iterator[Path]:
+def operator(
+    api: services.Api,
+    kube_url: str,
+    work: Path,
+    webhook_port: int = 0,
+    resync_seconds: float = 60,
+) -> Iterator[Path]:
     """Run the kopf operator against ``kube_url``; yields its log file."""
     log = work / "operator.log"
     environment = {
         **operator_environment(api, work / "operator", webhook_port),
         "BPFLEET_OPERATOR_KUBE_URL": kube_url,
+        # The tests' repositories are local; a real cluster leaves this off.
+        "BPFLEET_OPERATOR_ALLOW_LOCAL_SOURCES": "true",
+        "BPFLEET_OPERATOR_RESYNC_SECONDS": str(resync_seconds),
     }
     with running([BPFLEET, "operator", "run"], environment, log):
         yield log

@@ -3,6 +3,7 @@ hand-over, summary status, explicit errors, finalizers, node labels."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -20,7 +21,7 @@ from tests import services
 from tests.api.conftest import recorded_features, upload
 from tests.api.test_fleet_flow import ProtocolClient
 from tests.conftest import SignedCatalog
-from tests.gitrepos import GitRepo
+from tests.gitrepos import GitRepo, SmartHttpServer
 from tests.operator.kubernetes import Cluster
 from tests.operator.processes import operator
 from tests.polling import wait_for
@@ -178,10 +179,106 @@ def test_node_labels_follow_kubernetes(
 
     def labels() -> dict[str, str] | None:
         with api.client() as client:
-            found = dict(client.get(f"/v1/nodes/{name}").json()["labels"])
-        return found if found == {"zone": "a"} else None
+            found = client.get(f"/v1/nodes/{name}").json()
+        return found if found["adminLabels"] == {"zone": "a"} else None
 
-    wait_for(labels, 30, "the node's labels to be synced")
+    found = wait_for(labels, 30, "the node's labels to be synced")
+    # Selectors see both, the operator's (Kubernetes') over the agent's.
+    assert found["labels"] == {"from": "agent", "zone": "a"}
+
+
+def test_node_labels_come_back_after_the_agent_registers_again(
+    api: services.Api,
+    cluster: Cluster,
+    recorded_features: FeatureReport,
+    tmp_path: Path,
+) -> None:
+    name = f"again-{uuid.uuid4().hex[:6]}"
+    agent = ProtocolClient(api, name, {}, recorded_features)
+    cluster.create(
+        "nodes",
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"zone": "b"}}},
+    )
+
+    def labels() -> dict[str, str]:
+        with api.client() as client:
+            return dict(client.get(f"/v1/nodes/{name}").json()["labels"])
+
+    with operator(api, cluster.url, tmp_path, resync_seconds=1):
+        wait_for(lambda: labels() == {"zone": "b"}, 30, "the node's labels to be synced")
+        # A lost token, a restored database: the agent registers again (with its node
+        # key), declaring labels of its own; the operator's stay.
+        ProtocolClient(api, name, {"from": "agent"}, recorded_features, node_key=agent.node_key)
+        assert labels() == {"from": "agent", "zone": "b"}
+        # An admin's labels wiped by hand (say, an API restored from an old backup) are
+        # pushed again by the operator's resync.
+        with api.client() as client:
+            assert client.put(f"/v1/nodes/{name}/labels", json={"labels": {}}).status_code == 200
+        wait_for(
+            lambda: labels() == {"from": "agent", "zone": "b"}, 30, "the labels to be synced again"
+        )
+
+
+def git_source(name: str, namespace: str, url: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "GitSource",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"url": url, "interval": "1h", **spec},
+    }
+
+
+def source_condition(cluster: Cluster, name: str, namespace: str, reason: str) -> Any:
+    def check() -> dict[str, Any] | None:
+        found = cluster.get("gitsources", name, namespace) or {}
+        for item in found.get("status", {}).get("conditions", []):
+            if item["type"] == "Ready" and item["reason"] == reason:
+                return dict(item)
+        return None
+
+    return check
+
+
+def test_a_source_outside_the_trusted_namespaces_applies_no_program(
+    cluster: Cluster, running_operator: Path, tmp_path: Path
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("one program", {"p.yaml": yaml.safe_dump(program("from-team", "nobody"))})
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}
+    cluster.create("namespaces", namespace)
+    cluster.create("gitsources", git_source("fleet", "team", str(repo.path)), namespace="team")
+    ready = wait_for(source_condition(cluster, "fleet", "team", "OutOfScope"), 30, "OutOfScope")
+    assert "cluster-scoped" in ready["message"]
+    assert cluster.get("bpfprograms", "from-team") is None
+
+
+def test_credentials_go_only_to_the_host_their_secret_names(
+    cluster: Cluster, running_operator: Path, tmp_path: Path
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("one program", {"p.yaml": yaml.safe_dump(program("with-creds", "nobody"))})
+    with SmartHttpServer(repo.path.parent, "ci", "t0ken") as server:
+        data = {"username": "ci", "password": "t0ken", "ca.crt": server.ca}
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "git"},
+            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+        }
+        cluster.create("secrets", secret, namespace="default")
+        source = git_source("creds", "default", server.url("repo"), secretRef={"name": "git"})
+        cluster.create("gitsources", source, namespace="default")
+        ready = wait_for(
+            source_condition(cluster, "creds", "default", "SecretFailed"), 30, "refused"
+        )
+        assert "bpfleet.io/git-host" in ready["message"]
+        assert not any(server.authorizations)  # nothing was sent anywhere
+
+        # The Secret's owner says where its credentials may go: now they are used.
+        annotations = {"bpfleet.io/git-host": "127.0.0.1"}
+        cluster.patch("secrets", "git", {"metadata": {"annotations": annotations}}, "default")
+        wait_for(lambda: cluster.get("bpfprograms", "with-creds"), 60, "the applied program")
+    assert any(server.authorizations)
 
 
 def test_deleting_a_source_with_prune_takes_its_objects_along(
@@ -202,6 +299,74 @@ def test_deleting_a_source_with_prune_takes_its_objects_along(
     cluster.delete("gitsources", "team", "default")
     wait_for(lambda: cluster.get("bpfprograms", "from-git") is None, 30, "the pruned program")
     wait_for(lambda: cluster.get("gitsources", "team", "default") is None, 30, "the source gone")
+
+
+def test_sources_reach_the_dashboard_and_reconcile_now_wakes_them(
+    api: services.Api, cluster: Cluster, running_operator: Path, tmp_path: Path
+) -> None:
+    """The operator reports each pass to the fleet API; "reconcile now" there runs a
+    pass at once though the interval is an hour."""
+    repo = GitRepo(tmp_path / "repo")
+    first = repo.commit("one program", {"p.yaml": yaml.safe_dump(program("shown", "nobody"))})
+    source = {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "GitSource",
+        "metadata": {"name": "shown", "namespace": "default"},
+        "spec": {"url": str(repo.path), "interval": "1h"},
+    }
+    cluster.create("gitsources", source, namespace="default")
+    with api.client() as client:
+
+        def reported(commit: str) -> Any:
+            def check() -> dict[str, Any] | None:
+                found = client.get("/v1/gitsources/default/shown")
+                if found.status_code != 200:
+                    return None
+                document = dict(found.json())
+                return document if document["lastAttemptedRevision"].endswith(commit) else None
+
+            return check
+
+        shown = wait_for(reported(first), 60, "the first pass reported to the fleet")
+        assert shown["state"] == "Ready"
+        assert shown["spec"]["interval"] == "1h"
+        # Each inventory object with its nodes, once handed over and rolled out (to none).
+        item = wait_for(
+            lambda: next(
+                (
+                    i
+                    for i in client.get("/v1/gitsources/default/shown").json()["inventory"]
+                    if i["status"] == "Ready"
+                ),
+                None,
+            ),
+            30,
+            "the program in the fleet",
+        )
+        assert item == {
+            "kind": "BpfProgram",
+            "namespace": None,
+            "name": "shown",
+            "ready": 0,
+            "desired": 0,
+            "status": "Ready",
+        }
+        assert client.get("/v1/programs/shown").json()["origin"]["name"] == "shown"
+
+        second = repo.commit("a broken one", {"q.yaml": "kind: BpfProgram\nspec: {}\n"})
+        assert client.post("/v1/gitsources/default/shown/reconcile").status_code == 202
+        rejected = wait_for(reported(second), 30, "the requested pass reported")
+        assert rejected["state"] in ("Stalled", "Failed")
+        assert rejected["reconcilePending"] is False
+        assert rejected["history"][0]["result"] == "Rejected"
+        assert rejected["history"][0]["errors"][0]["file"] == "q.yaml"
+    cluster.delete("gitsources", "shown", "default")
+    with api.client() as client:
+        wait_for(
+            lambda: client.get("/v1/gitsources/default/shown").status_code == 404,
+            30,
+            "the deleted source forgotten by the fleet",
+        )
 
 
 def test_an_unreachable_fleet_is_retried_with_backoff_not_stalled(
@@ -265,6 +430,10 @@ def test_a_network_policy_reaches_the_fleet_and_its_finalizer_waits_for_removal(
             }
         ]
     }
+    ip = endpoints["endpoints"][0]["ip"]
+    with api.client() as admin:  # agents declare endpoints only inside their pod CIDRs
+        cidrs = {"podCIDRs": [f"{ip}/32"]}
+        assert admin.put(f"/v1/nodes/{node.name}/pod-cidrs", json=cidrs).status_code == 200
     with api.client(node.token) as client:
         assert client.put("/v1/agent/endpoints", json=endpoints).status_code == 204
     policy = {

@@ -3,6 +3,7 @@ emulator: apply, prune, drift, the last good revision, signatures, suspension.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,11 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bpfleet_core import yamlfiles
 from bpfleet_core.resources import GitRef, GitSourceSpec, GitSourceStatus
 from bpfleet_operator import git, gitsource, kube
 from tests.gitrepos import GitRepo, SmartHttpServer, SshServer
 from tests.manifests import program_yaml
 from tests.operator.kubernetes import Cluster
+from tests.polling import wait_for
 
 POLICY = """\
 apiVersion: networking.k8s.io/v1
@@ -29,11 +32,22 @@ spec:
 class Source:
     """A GitSource's state between passes, as the daemon keeps it."""
 
-    def __init__(self, repo: GitRepo, cluster: Cluster, tmp_path: Path, **spec: object) -> None:
+    def __init__(
+        self,
+        repo: GitRepo,
+        cluster: Cluster,
+        tmp_path: Path,
+        *,
+        key: str = "default/fleet",
+        scope: gitsource.Scope = gitsource.ANYWHERE,
+        **spec: object,
+    ) -> None:
         self.spec = GitSourceSpec.model_validate({"url": str(repo.path), **spec})
         self.status = GitSourceStatus()
-        self.checkout = git.Checkout(self.spec.url, tmp_path / "clone")
+        self.checkout = git.Checkout(self.spec.url, tmp_path / "clones" / key, allow_local=True)
         self.target = kube.KubeTarget(kube.Kube(kube.connect(cluster.url)))
+        self.key = key
+        self.scope = scope
 
     def reconcile(self) -> gitsource.Result:
         result = gitsource.reconcile(
@@ -41,9 +55,10 @@ class Source:
             self.status,
             self.checkout,
             self.target,
-            source="default/fleet",
+            source=self.key,
             now=datetime.now(UTC),
             generation=1,
+            scope=self.scope,
         )
         self.status = result.status
         return result
@@ -226,12 +241,17 @@ def test_https_credentials_reach_the_remote(
     commit = repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
     with SmartHttpServer(repo.path.parent, "ci", "t0ken") as server:
         url = server.url(repo.path.name)
-        refused = git.Checkout(url, tmp_path / "anonymous")
-        with pytest.raises(git.GitError):
+        refused = git.Checkout(url, tmp_path / "anonymous", git.Credentials(ca=server.ca))
+        with pytest.raises(git.GitError, match="could not read Username"):
             refused.fetch(GitRef(branch="main"))
-        allowed = git.Checkout(url, tmp_path / "clone", git.Credentials("ci", "t0ken"))
+        untrusted = git.Checkout(url, tmp_path / "untrusted", git.Credentials("ci", "t0ken"))
+        with pytest.raises(git.GitError, match="certificate"):
+            untrusted.fetch(GitRef(branch="main"))
+        allowed = git.Checkout(
+            url, tmp_path / "clone", git.Credentials("ci", "t0ken", ca=server.ca)
+        )
         assert allowed.fetch(GitRef(branch="main")).commit == commit
-        assert list(allowed.files(commit)) == ["a.yaml"]
+        assert list(allowed.manifests(commit)) == ["a.yaml"]
 
 
 def test_ssh_keys_and_known_hosts_reach_the_remote(repo: GitRepo, tmp_path: Path) -> None:
@@ -245,3 +265,151 @@ def test_ssh_keys_and_known_hosts_reach_the_remote(repo: GitRepo, tmp_path: Path
         stranger = git.Credentials(identity=server.identity, known_hosts="")
         with pytest.raises(git.GitError, match="Host key verification failed"):
             git.Checkout(url, tmp_path / "other", stranger).fetch(GitRef(branch="main"))
+
+
+def test_files_that_are_not_manifests_are_never_read(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    repo.commit(
+        "a program, a logo and a large archive",
+        {
+            "a.yaml": program_yaml("alpha"),
+            "logo.png": b"\x89PNG\r\n\x1a\n\xff\xfe\x00",
+            "assets/archive.bin": os.urandom(3 << 20),
+        },
+    )
+    result = Source(repo, cluster, tmp_path).reconcile()
+    assert result.outcome == "Applied", result.message
+    assert cluster.get("bpfprograms", "alpha") is not None
+
+
+def test_a_manifest_too_large_or_not_text_rejects_the_revision_naming_it(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    first = repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
+    source = Source(repo, cluster, tmp_path)
+    assert source.reconcile().outcome == "Applied"
+
+    padding = "# padding\n" * (yamlfiles.LIMITS.file_bytes // 10 + 1)
+    repo.commit("too large", {"b.yaml": program_yaml("beta") + padding})
+    assert source.reconcile().outcome == "Rejected"
+    (error,) = source.status.errors
+    assert error.file == "b.yaml"
+    assert f"more than the {yamlfiles.LIMITS.file_bytes} bytes" in error.message
+
+    repo.commit("not text", {"b.yaml": b"kind: \xff\xfe\n"})
+    assert source.reconcile().outcome == "Rejected"
+    (error,) = source.status.errors
+    assert error.file == "b.yaml"
+    assert "not UTF-8" in error.message
+    assert cluster.get("bpfprograms", "beta") is None
+    assert source.status.last_applied_revision == f"main@sha1:{first}"
+
+
+def test_manifests_are_read_within_a_count_and_a_total_size(repo: GitRepo, tmp_path: Path) -> None:
+    commit = repo.commit(
+        "three programs", {f"{name}.yaml": program_yaml(name) for name in ("a", "b", "c")}
+    )
+    checkout = git.Checkout(str(repo.path), tmp_path / "clone", allow_local=True)
+    checkout.fetch(GitRef(branch="main"))
+    assert sorted(checkout.manifests(commit)) == ["a.yaml", "b.yaml", "c.yaml"]
+    with pytest.raises(git.GitError, match="more than 2 manifest files"):
+        checkout.manifests(commit, limits=git.ReadLimits(files=2))
+    size = len(program_yaml("a").encode())
+    with pytest.raises(git.GitError, match=f"more than {2 * size} bytes"):
+        checkout.manifests(commit, limits=git.ReadLimits(total_bytes=2 * size))
+
+
+def by_hand(name: str, labels: dict[str, str] | None = None) -> dict[str, object]:
+    return {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "BpfProgram",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": yaml.safe_load(program_yaml(name))["spec"],
+    }
+
+
+def test_objects_made_by_hand_are_never_adopted(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.create("bpfprograms", by_hand("alpha", {"team": "ops"}))
+    repo.commit("alpha", {"a.yaml": program_yaml("alpha", attach_type="raw_tracepoint")})
+    source = Source(repo, cluster, tmp_path)
+    result = source.reconcile()
+    assert result.outcome == "Failed"
+    assert "no GitSource made it" in result.message
+    alpha = cluster.get("bpfprograms", "alpha")
+    assert alpha is not None
+    assert alpha["metadata"]["labels"] == {"team": "ops"}  # not labelled as ours
+    assert alpha["spec"]["attach"][0]["type"] == "tracepoint"  # not changed
+
+
+def test_pruning_deletes_only_what_the_source_still_owns(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    repo.commit("alpha and beta", {"a.yaml": program_yaml("alpha"), "b.yaml": program_yaml("beta")})
+    source = Source(repo, cluster, tmp_path)
+    assert source.reconcile().outcome == "Applied"
+    # Since: beta was deleted and made again by hand; alpha given to another source.
+    cluster.delete("bpfprograms", "beta")
+    wait_for(lambda: cluster.get("bpfprograms", "beta") is None, 10, "beta to go")
+    cluster.create("bpfprograms", by_hand("beta"))
+    cluster.patch(
+        "bpfprograms", "alpha", {"metadata": {"labels": {"bpfleet.io/gitsource": "other.source"}}}
+    )
+    repo.commit("gone from Git", remove=("a.yaml", "b.yaml"))
+    assert source.reconcile().outcome == "Applied"
+    assert cluster.get("bpfprograms", "alpha") is not None
+    assert cluster.get("bpfprograms", "beta") is not None
+    assert source.status.inventory == ()
+
+
+POLICY_IN = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  podSelector: {{}}
+"""
+
+
+def test_a_source_outside_the_trusted_namespaces_applies_its_own_namespaces_policies_only(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    source = Source(repo, cluster, tmp_path, key="team-a/fleet", scope=gitsource.Scope("team-a"))
+    repo.commit(
+        "a program, and policies here and elsewhere",
+        {
+            "p.yaml": program_yaml("alpha"),
+            "mine.yaml": POLICY_IN.format(namespace="team-a"),
+            "theirs.yaml": POLICY_IN.format(namespace="prod").replace("name: web", "name: db"),
+        },
+    )
+    result = source.reconcile()
+    assert result.outcome == "Rejected"
+    assert source.status.conditions[0].reason == "OutOfScope"
+    errors = {(e.file, e.field): e.message for e in source.status.errors}
+    assert "cluster-scoped" in errors[("p.yaml", "kind")]
+    assert "not of prod" in errors[("theirs.yaml", "metadata.namespace")]
+    assert cluster.get("bpfprograms", "alpha") is None
+    assert cluster.get("networkpolicies", "web", "team-a") is None  # all or nothing
+
+    repo.commit("only its own", remove=("p.yaml", "theirs.yaml"))
+    assert source.reconcile().outcome == "Applied"
+    assert cluster.get("networkpolicies", "web", "team-a") is not None
+
+
+def test_passes_back_off_after_failures_and_never_wait_past_the_interval() -> None:
+    backoff = gitsource.Backoff(first=5)
+    waits = [backoff.wait(failed, 60) for failed in (True, True, True, True, True, False, True)]
+    assert waits == [5, 10, 20, 40, 60, 60, 5]
+
+    passes: list[int] = []
+    slept: list[float] = []
+
+    def one_pass() -> tuple[bool, float]:
+        passes.append(len(passes))
+        return len(passes) < 3, 30  # fails twice, then succeeds
+
+    gitsource.follow(one_pass, first_retry=2, sleep=slept.append, stopped=lambda: len(passes) >= 4)
+    assert slept == [2, 4, 30]

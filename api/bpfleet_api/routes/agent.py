@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from bpfleet_api import fleet, policies, security
+from bpfleet_api import fleet, policies
+from bpfleet_api.changes import get_node
 from bpfleet_api.db import get_engine
-from bpfleet_api.deps import Registrar, SessionDep, SettingsDep
-from bpfleet_api.models import Role, utcnow
-from bpfleet_api.routes._changes import wake
+from bpfleet_api.deps import CallerNode, Registrar, SessionDep, SettingsDep
+from bpfleet_api.models import utcnow
+from bpfleet_api.routes._changes import revoked, wake
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
     MAX_REVISION,
@@ -28,86 +28,35 @@ from bpfleet_core.protocol import (
 )
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
-# Agent calls are most of the API's traffic; their tokens are looked up once a minute.
-_node_tokens = security.TokenCache(ttl_seconds=60.0)
-_bearer = HTTPBearer(auto_error=False)
 # A long-poll re-reads the database this often even without a wake-up; wake-ups come
 # in-process or through Redis, so this only bounds the delay when both are lost.
 RECHECK_SECONDS = 30.0
 
 
-def _lookup_node(secret: str) -> str:
-    with Session(get_engine()) as session:
-        token = security.lookup(session, secret)
-    if token is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "unknown or revoked token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if token.role != Role.AGENT or token.node is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"role {token.role.value} may not do this; needs agent"
-        )
-    _node_tokens.put(secret, token.node)
-    return token.node
-
-
-def forget_node(node: str) -> None:
-    """Drop a node's cached credentials (after a revocation in this process)."""
-    _node_tokens.evict(node)
-
-
-async def node_of_caller(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The caller's node; on the event loop, reaching the database only on a cache miss."""
-    if credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    cached = _node_tokens.get(credentials.credentials)
-    if cached is not None:
-        return cached
-    return await run_in_threadpool(_lookup_node, credentials.credentials)
-
-
-CallerNode = Annotated[str, Depends(node_of_caller)]
-
-
-@router.post("/register")
+@router.post(
+    "/register",
+    responses={
+        403: {"description": "The name was deleted by an admin, or is another node's."},
+        409: {"description": "The name is registered, and the caller cannot prove it is it."},
+    },
+)
 def register(
-    registration: Registration, request: Request, session: SessionDep, _: Registrar
+    registration: Registration, request: Request, session: SessionDep, caller: Registrar
 ) -> RegistrationResult:
-    """Register (or re-register) a node; returns its credential, replacing any older one."""
-    # A node that declared endpoints may come back with other labels, which node
-    # selectors see: redistribute then (locking first, before the node row changes).
-    hosting = policies.hosts_endpoints(session, registration.node)
-    if hosting:
-        policies.lock(session)
-    security.revoke_node_tokens(session, registration.node)
-    changes = fleet.register_node(
-        session, registration.node, registration.labels, registration.features
-    )
-    if hosting:
-        changes.merge(policies.sync(session))
-    secret = security.mint(session, f"node:{registration.node}", Role.AGENT, node=registration.node)
+    """Register a node: a new name with the bootstrap token; a registered one again with
+    its node key (or its own token), or by an admin. Returns a new credential (older ones
+    are revoked) and the node key to keep."""
+    result, changes = fleet.register_node(session, caller, registration)
     session.commit()
     # After the commit: a lookup racing the transaction could cache an old token again.
-    forget_node(registration.node)
+    revoked(request, [registration.node])
     wake(request, changes)
-    return RegistrationResult(node=registration.node, token=secret)
+    return result
 
 
-def _assignments_after(node_name: str, after: int) -> Assignments | None:
+def _assignments_after(node: str, after: int) -> Assignments | None:
     with Session(get_engine()) as session:
-        node = fleet.get_node(session, node_name)
-        if node.desired_revision <= after:
-            return None
-        found = fleet.assignments_of(session, node)
-        return found.model_copy(update={"policy": policies.part_of(session, node_name)})
+        return fleet.assignments_after(session, node, after)
 
 
 @router.get("/assignments", responses={204: {"description": "No newer revision within the wait."}})
@@ -120,7 +69,8 @@ async def assignments(
     ] = 0,
     wait: Annotated[float, Query(ge=0, description="Seconds to wait for a newer revision.")] = 0,
 ) -> Response:
-    """This node's desired state once it is newer than ``after`` (long-poll)."""
+    """This node's desired state once its revision differs from ``after`` (long-poll):
+    newer, or older after the API's database was restored from a backup."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.long_poll_max_seconds)
     while True:
@@ -144,9 +94,12 @@ def _check_own(node: str, reported: str) -> None:
 
 
 @router.post("/status", status_code=204)
-def report_status(report: NodeReport, node: CallerNode, session: SessionDep) -> Response:
+def report_status(
+    report: NodeReport, node: CallerNode, session: SessionDep, settings: SettingsDep
+) -> Response:
     _check_own(node, report.node)
-    fleet.record_report(session, fleet.get_node(session, node), report)
+    row = get_node(session, node)
+    fleet.record_report(session, row, report, settings.events_kept_per_program)
     policies.record_report(session, node, report.policy)
     session.commit()
     return Response(status_code=204)
@@ -154,12 +107,17 @@ def report_status(report: NodeReport, node: CallerNode, session: SessionDep) -> 
 
 @router.put("/endpoints", status_code=204)
 def put_endpoints(
-    declared: EndpointSet, request: Request, node: CallerNode, session: SessionDep
+    declared: EndpointSet,
+    request: Request,
+    node: CallerNode,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> Response:
-    """This node's endpoints (its workloads) and their namespaces' labels, replacing what
-    it declared before; 409 when another node holds one of them or its IP."""
-    fleet.get_node(session, node)
-    changes = policies.put_endpoints(session, node, declared)
+    """This node's endpoints (its workloads), replacing what it declared before. Each
+    IP must lie inside the node's pod CIDRs (422 names the ones outside); 409 when
+    another node holds one of them or its IP. Namespace labels sent here are ignored:
+    they come from ``/v1/namespaces``."""
+    changes = policies.put_endpoints(session, node, declared, settings.max_endpoints_per_node)
     session.commit()
     wake(request, changes)
     return Response(status_code=204)
@@ -176,9 +134,6 @@ async def heartbeat(beat: Heartbeat, request: Request, node: CallerNode) -> Resp
 def update_features(report: FeatureReport, node: CallerNode, session: SessionDep) -> Response:
     """A node's kernel changed: keep its new feature report for preflights."""
     _check_own(node, report.node)
-    row = fleet.get_node(session, node)
-    row.kernel_release = report.kernel_release
-    session.add(row)
-    fleet.store_features(session, node, report)
+    fleet.update_features(session, node, report)
     session.commit()
     return Response(status_code=204)

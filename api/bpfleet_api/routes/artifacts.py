@@ -3,9 +3,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Request, Response
-from sqlmodel import col, select
 
 from bpfleet_api import fleet, policies
+from bpfleet_api.changes import Changes
 from bpfleet_api.deps import Admin, Downloader, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Artifact
 from bpfleet_api.routes._changes import wake
@@ -44,7 +44,7 @@ def upload(
     artifact = fleet.store_artifact(
         session, object, manifest, signature, signing.TrustStore.from_paths(settings.trust)
     )
-    changes = policies.sync(session) if artifact.name == POLICY_ARTIFACT else fleet.Changes()
+    changes = policies.sync(session) if artifact.name == POLICY_ARTIFACT else Changes()
     session.commit()
     wake(request, changes)
     return artifact_view(artifact)
@@ -52,20 +52,13 @@ def upload(
 
 @router.get("")
 def list_artifacts(session: SessionDep, _: Reader) -> list[ArtifactView]:
-    return [
-        artifact_view(a)
-        for a in session.exec(
-            select(Artifact).order_by(col(Artifact.name), col(Artifact.version))
-        ).all()
-    ]
+    """Every artifact's metadata and manifest (its files are downloads of their own)."""
+    return [artifact_view(artifact) for artifact in fleet.list_artifacts(session)]
 
 
 @router.get("/{digest}")
 def get_artifact(digest: Sha256Hex, session: SessionDep, _: Reader) -> ArtifactView:
-    artifact = session.get(Artifact, digest)
-    if artifact is None:
-        raise fleet.NotFound(f"no artifact with digest {digest}")
-    return artifact_view(artifact)
+    return artifact_view(fleet.artifact_by_digest(session, digest))
 
 
 @router.get(
@@ -80,10 +73,8 @@ def download(
     _: Downloader,
 ) -> Response:
     """The artifact's files byte for byte, for agents to verify themselves."""
-    artifact = session.get(Artifact, digest)
-    if artifact is None:
-        raise fleet.NotFound(f"no artifact with digest {digest}")
-    return Response(getattr(artifact, part), media_type="application/octet-stream")
+    content = fleet.artifact_file(session, digest, part)
+    return Response(content, media_type="application/octet-stream")
 
 
 @router.post("/gc")

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from pydantic import ValidationError
 
 from bpfleet_api import fleet
+from bpfleet_api.changes import FleetError, Invalid
 from bpfleet_api.deps import Checker, SessionDep
 from bpfleet_api.views import (
     NodeVerdict,
@@ -28,7 +29,7 @@ def validate(request: ValidateRequest, session: SessionDep, _: Checker) -> Valid
             f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
         ]
         return ValidateResult(valid=False, problems=problems)
-    except fleet.FleetError as error:
+    except FleetError as error:
         return ValidateResult(valid=False, problems=error.problems or [error.message])
     return ValidateResult(valid=True, problems=[])
 
@@ -43,7 +44,7 @@ def preflight(request: PreflightRequest, session: SessionDep, _: Checker) -> Pre
     elif request.manifest is not None:
         manifest, selector = request.manifest, request.node_selector
     else:
-        raise fleet.Invalid("preflight needs a spec or a manifest")
+        raise Invalid("preflight needs a spec or a manifest")
     verdicts = fleet.preflight(session, manifest, selector)
     nodes = [
         NodeVerdict(node=n, compatible=not missing, missing=[m.describe() for m in missing])

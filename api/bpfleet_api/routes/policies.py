@@ -3,16 +3,23 @@ reported back per node (see ``bpfleet_api.policies``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from sqlmodel import Session, col, select
 
-from bpfleet_api import policies
+from bpfleet_api import dashboard, policies
 from bpfleet_api.deps import Admin, Reader, SessionDep
 from bpfleet_api.models import Policy
 from bpfleet_api.routes._changes import wake
-from bpfleet_api.views import NodePolicyView, PolicySummaryView, PolicyView
+from bpfleet_api.routes._paging import TOTAL_RESPONSES, PagingDep
+from bpfleet_api.routes.programs import origin_view
+from bpfleet_api.views import (
+    CountersView,
+    NodePolicyView,
+    PolicySummaryView,
+    PolicyView,
+)
 from bpfleet_core.protocol import NamespaceName, ObjectName
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
@@ -42,29 +49,47 @@ PolicyDocument = Annotated[
 
 def policy_views(session: Session, rows: list[Policy]) -> list[PolicyView]:
     summaries = policies.summaries(session, rows)
-    return [
-        PolicyView(
-            namespace=row.namespace,
-            name=row.name,
-            generation=row.generation,
-            mode="audit" if row.mode == "audit" else "enforce",
-            document=row.document,
-            summary=PolicySummaryView.model_validate(summaries[(row.namespace, row.name)]),
+    counters = dashboard.policy_counters(session)
+    origins = dashboard.origins(session)
+    views = []
+    for row in rows:
+        key = (row.namespace, row.name)
+        summary = summaries[key]
+        views.append(
+            PolicyView(
+                namespace=row.namespace,
+                name=row.name,
+                generation=row.generation,
+                mode="audit" if row.mode == "audit" else "enforce",
+                document=row.document,
+                summary=PolicySummaryView.model_validate(summary),
+                status=dashboard.policy_status(summary),
+                counters=CountersView.model_validate(counters.get(key, dashboard.Counters())),
+                origin=origin_view(origins.get(("NetworkPolicy", row.namespace, row.name))),
+            )
         )
-        for row in rows
-    ]
+    return views
 
 
-@router.get("")
+@router.get("", responses=TOTAL_RESPONSES)
 def list_policies(
     session: SessionDep,
     _: Reader,
+    response: Response,
+    page: PagingDep,
     namespace: Annotated[NamespaceName | None, Query(description="Only this namespace.")] = None,
+    status: Annotated[
+        Literal["Enforcing", "Pending", "Failed"] | None,
+        Query(description="Only policies with this status."),
+    ] = None,
 ) -> list[PolicyView]:
     query = select(Policy).order_by(col(Policy.namespace), col(Policy.name))
     if namespace is not None:
         query = query.where(Policy.namespace == namespace)
-    return policy_views(session, list(session.exec(query).all()))
+    views = policy_views(session, list(session.exec(query).all()))
+    if status is not None:
+        views = [view for view in views if view.status == status]
+    return page.apply(views, response)
 
 
 @router.get("/{namespace}/{name}")
@@ -115,6 +140,8 @@ def policy_nodes(
 ) -> list[NodePolicyView]:
     """Per node: the generation it enforces and its state. Nodes that must enforce the
     policy, and, after a delete or a selector change, nodes that still do."""
+    rows = policies.node_rows(session, namespace, name)
+    counters = dashboard.node_counters(session, (row.node for row in rows))
     return [
         NodePolicyView(
             node=row.node,
@@ -122,6 +149,9 @@ def policy_nodes(
             state=row.state,
             message=row.message,
             updated_at=row.updated_at,
+            counters=CountersView.model_validate(counters[row.node])
+            if row.node in counters
+            else None,
         )
-        for row in policies.node_rows(session, namespace, name)
+        for row in rows
     ]

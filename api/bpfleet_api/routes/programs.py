@@ -1,47 +1,79 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session, col, select
 
-from bpfleet_api import fleet
+from bpfleet_api import changes, dashboard, fleet, gitsources, rollouts
 from bpfleet_api.deps import Admin, Reader, SessionDep
-from bpfleet_api.models import Event, NodeProgramStatus, Program
+from bpfleet_api.models import Event, NodeProgramStatus, Program, ProgramRevision, aware, utcnow
 from bpfleet_api.routes._changes import start_rollout, wake
-from bpfleet_api.views import EventView, NodeProgramView, ProgramView, RolloutView, SummaryView
+from bpfleet_api.routes._paging import TOTAL_RESPONSES, PagingDep
+from bpfleet_api.routes.nodes import program_on_node
+from bpfleet_api.views import (
+    EventView,
+    NodeProgramView,
+    OriginView,
+    ProgramView,
+    RolloutProgressView,
+    RolloutStepView,
+    RolloutView,
+    SummaryView,
+)
+from bpfleet_core.protocol import ProgramState
 from bpfleet_core.resources import BpfProgramSpec, ProgramName
 
 router = APIRouter(prefix="/v1/programs", tags=["programs"])
+Origins = dict[tuple[str, str | None, str], gitsources.Origin]
 
 
-def program_view(session: Session, program: Program) -> ProgramView:
-    summary = fleet.summarize(session, program)
-    rollout = fleet._latest_rollout(session, program.name)
+def origin_view(origin: gitsources.Origin | None) -> OriginView | None:
+    if origin is None:
+        return None
+    return OriginView(
+        namespace=origin.namespace,
+        name=origin.name,
+        revision=origin.revision,
+        short_revision=gitsources.short_revision(origin.revision),
+    )
+
+
+def row_view(row: dashboard.ProgramRow, origins: Origins) -> ProgramView:
+    program = row.program
     return ProgramView(
         name=program.name,
         generation=program.generation,
         killed=program.killed,
         spec=program.spec,
-        summary=SummaryView.model_validate(summary),
-        rollout=RolloutView.model_validate(rollout) if rollout else None,
+        summary=SummaryView.model_validate(row.summary),
+        rollout=RolloutView.model_validate(row.rollout) if row.rollout else None,
+        status=row.status,
+        origin=origin_view(origins.get(("BpfProgram", None, program.name))),
     )
 
 
-def node_program_view(row: NodeProgramStatus) -> NodeProgramView:
-    """What a node reports for a program, with the verifier's excerpt from its report."""
-    verifier_log = row.report.get("verifierLog")
-    return NodeProgramView.model_validate(row).model_copy(
-        update={"verifier_log": verifier_log if isinstance(verifier_log, str) else None}
-    )
+def program_view(session: Session, program: Program) -> ProgramView:
+    return row_view(dashboard.program_rows(session, [program])[0], dashboard.origins(session))
 
 
-@router.get("")
-def list_programs(session: SessionDep, _: Reader) -> list[ProgramView]:
-    return [
-        program_view(session, p)
-        for p in session.exec(select(Program).order_by(col(Program.name))).all()
-    ]
+@router.get("", responses=TOTAL_RESPONSES)
+def list_programs(
+    session: SessionDep,
+    _: Reader,
+    response: Response,
+    page: PagingDep,
+    status: Annotated[
+        Literal["Ready", "Progressing", "Failed", "Killed"] | None,
+        Query(description="Only programs with this status."),
+    ] = None,
+) -> list[ProgramView]:
+    """Programs by name, with their status and where they came from."""
+    rows = dashboard.program_rows(session, dashboard.all_programs(session))
+    if status is not None:
+        rows = [row for row in rows if row.status == status]
+    origins = dashboard.origins(session)
+    return [row_view(row, origins) for row in page.apply(rows, response)]
 
 
 @router.get("/{name}")
@@ -79,15 +111,68 @@ def kill_program(name: ProgramName, request: Request, session: SessionDep, _: Ad
     return program_view(session, fleet.get_program(session, name))
 
 
-@router.get("/{name}/nodes")
-def program_nodes(name: ProgramName, session: SessionDep, _: Reader) -> list[NodeProgramView]:
-    """Per-node detail: what each node reports for this program."""
+@router.get("/{name}/nodes", responses=TOTAL_RESPONSES)
+def program_nodes(
+    name: ProgramName, session: SessionDep, _: Reader, response: Response, page: PagingDep
+) -> list[NodeProgramView]:
+    """Per-node detail: what each node reports for this program (a LoadFailed node's
+    verifier excerpt, run counts and run time per entry point)."""
     rows = session.exec(
         select(NodeProgramStatus)
         .where(NodeProgramStatus.program == name)
         .order_by(col(NodeProgramStatus.node))
     ).all()
-    return [node_program_view(row) for row in rows]
+    return [program_on_node(row) for row in page.apply(rows, response)]
+
+
+@router.get("/{name}/progress", responses={404: {"description": "No rollout yet."}})
+def program_progress(name: ProgramName, session: SessionDep, _: Reader) -> RolloutProgressView:
+    """The latest rollout as steps: which is current, the bake left, the failure budget
+    used (Incompatible nodes do not count against it)."""
+    fleet.get_program(session, name)
+    rollout = fleet.latest_rollout(session, name)
+    if rollout is None:
+        raise changes.NotFound(f"program {name} has had no rollout")
+    revision = session.get(ProgramRevision, (name, rollout.to_generation))
+    if revision is None:
+        raise changes.NotFound(f"program {name} generation {rollout.to_generation} is gone")
+    strategy = BpfProgramSpec.model_validate(revision.spec).rollout
+    selected = fleet.selected_nodes(
+        session, BpfProgramSpec.model_validate(revision.spec).node_selector
+    )
+    statuses = session.exec(
+        select(NodeProgramStatus).where(NodeProgramStatus.program == name)
+    ).all()
+    outcomes = {
+        row.node: ProgramState(row.state)
+        for row in statuses
+        if row.generation == rollout.to_generation
+    }
+    progress = rollouts.describe(
+        strategy,
+        rollouts.Progress(
+            rollout.phase,
+            rollout.step,
+            tuple(rollout.updated_nodes),
+            aware(rollout.step_settled_at) if rollout.step_settled_at else None,
+        ),
+        len(selected),
+        outcomes,
+        utcnow(),
+    )
+    return RolloutProgressView(
+        rollout=RolloutView.model_validate(rollout),
+        steps=[
+            RolloutStepView(label=step.label, target=step.target, state=step.state)
+            for step in progress.steps
+        ],
+        selected=len(selected),
+        bake_seconds=strategy.bake_seconds,
+        bake_remaining_seconds=progress.bake_remaining_seconds,
+        failures=progress.failures,
+        failure_budget=strategy.failure_budget,
+        auto_rollback=strategy.auto_rollback,
+    )
 
 
 @router.get("/{name}/events")

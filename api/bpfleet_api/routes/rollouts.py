@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, Request
 from sqlmodel import col, select
 
 from bpfleet_api import fleet
+from bpfleet_api.changes import NotFound
 from bpfleet_api.deps import Admin, Reader, SessionDep
 from bpfleet_api.models import Rollout
 from bpfleet_api.routes._changes import start_rollout, wake
@@ -27,7 +28,7 @@ def list_rollouts(session: SessionDep, _: Reader, program: str | None = None) ->
 def get_rollout(rollout_id: RolloutId, session: SessionDep, _: Reader) -> RolloutView:
     rollout = session.get(Rollout, rollout_id)
     if rollout is None:
-        raise fleet.NotFound(f"rollout {rollout_id} does not exist")
+        raise NotFound(f"rollout {rollout_id} does not exist")
     return RolloutView.model_validate(rollout)
 
 

@@ -12,7 +12,7 @@ from bpfleet_api.views import SessionRequest, SessionView
 router = APIRouter(prefix="/v1/session", tags=["session"])
 
 # Node credentials never open browser sessions: a person signs in with a person's token.
-PERSON_ROLES = frozenset({Role.ADMIN, Role.CI, Role.VIEWER})
+PERSON_ROLES = frozenset({Role.ADMIN, Role.CI, Role.VIEWER, Role.PROPOSER})
 
 
 def _view(token: Token) -> SessionView:

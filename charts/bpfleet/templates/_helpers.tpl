@@ -82,14 +82,123 @@ imagePullSecrets:
 {{- if $override -}}
 {{- $override -}}
 {{- else if $root.Values.api.enabled -}}
-{{- printf "http://%s.%s.svc:%d" (include "bpfleet.componentName" (list $root "api")) $root.Release.Namespace (int $root.Values.api.port) -}}
+{{- printf "%s://%s.%s.svc:%d" (ternary "https" "http" $root.Values.api.tls.enabled) (include "bpfleet.componentName" (list $root "api")) $root.Release.Namespace (int $root.Values.api.port) -}}
 {{- else -}}
 {{- fail "api.enabled is false: set agent.apiUrl and operator.apiUrl to the fleet API's URL" -}}
 {{- end -}}
 {{- end -}}
 
-{{- define "bpfleet.tokensSecret" -}}
-{{- default (include "bpfleet.componentName" (list . "tokens")) .Values.tokens.existingSecret -}}
+{{/* Each token in a Secret of its own: agents reference the bootstrap token's only. */}}
+{{- define "bpfleet.adminTokenSecret" -}}
+{{- default (include "bpfleet.componentName" (list . "admin-token")) .Values.tokens.admin.existingSecret -}}
+{{- end -}}
+
+{{- define "bpfleet.bootstrapTokenSecret" -}}
+{{- default (include "bpfleet.componentName" (list . "bootstrap-token")) .Values.tokens.bootstrap.existingSecret -}}
+{{- end -}}
+
+{{/* A token kept across upgrades: from its own Secret, else from the Secret that
+held both tokens before they were split, else new. Call with (list $ "admin-token"). */}}
+{{- define "bpfleet.keptToken" -}}
+{{- $root := index . 0 -}}
+{{- $key := index . 1 -}}
+{{- $own := (lookup "v1" "Secret" $root.Release.Namespace (include "bpfleet.componentName" (list $root $key))).data | default dict -}}
+{{- $both := (lookup "v1" "Secret" $root.Release.Namespace (include "bpfleet.componentName" (list $root "tokens"))).data | default dict -}}
+{{- index $own $key | default (index $both $key) | default (randAlphaNum 48 | b64enc) -}}
+{{- end -}}
+
+{{/* TLS of the API: "existing" (a Secret), "certManager", "generated", or "" (off). */}}
+{{- define "bpfleet.tlsMode" -}}
+{{- $tls := .Values.api.tls -}}
+{{- if $tls.enabled -}}
+{{- if $tls.existingSecret -}}existing
+{{- else if $tls.certManager.enabled -}}certManager
+{{- else -}}generated
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bpfleet.tlsSecret" -}}
+{{- default (include "bpfleet.componentName" (list . "api-tls")) .Values.api.tls.existingSecret -}}
+{{- end -}}
+
+{{/* The ConfigMap with the API's CA (ca.crt) that agents and the operator mount, or
+"" when they have none to mount. A certificate the chart did not make needs its CA. */}}
+{{- define "bpfleet.apiCaConfigMap" -}}
+{{- $tls := .Values.api.tls -}}
+{{- $mode := include "bpfleet.tlsMode" . -}}
+{{- if $mode -}}
+{{- if $tls.existingCaConfigMap -}}
+{{- $tls.existingCaConfigMap -}}
+{{- else if or $tls.ca (and (eq $mode "generated") .Values.api.enabled) -}}
+{{- include "bpfleet.componentName" (list . "api-ca") -}}
+{{- else if .Values.api.enabled -}}
+{{- fail "api.tls: agents and the operator must verify the API's certificate: set api.tls.ca (PEM) or api.tls.existingCaConfigMap" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bpfleet.apiCaPath" -}}/etc/bpfleet/api-ca/ca.crt{{- end -}}
+
+{{/* The chart's own CA and certificate for the API ({"crt", "key", "ca"}, base64):
+kept from the cluster's Secret when it has one, else made once per render and
+remembered, so every template that asks gets the same ones. */}}
+{{- define "bpfleet.generatedTls" -}}
+{{- $memo := .Values.api.tls.generated -}}
+{{- if not (hasKey $memo "_made") -}}
+{{- $service := include "bpfleet.componentName" (list . "api") -}}
+{{- $names := list $service (printf "%s.%s" $service .Release.Namespace) (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace) -}}
+{{- $kept := (lookup "v1" "Secret" .Release.Namespace (include "bpfleet.tlsSecret" .)).data | default dict -}}
+{{- $made := dict "crt" (index $kept "tls.crt") "key" (index $kept "tls.key") "ca" (index $kept "ca.crt") -}}
+{{- if not (and $made.crt $made.key $made.ca) -}}
+{{- $days := int $memo.validityDays -}}
+{{- $authority := genCA (printf "%s API CA" (include "bpfleet.fullname" .)) $days -}}
+{{- $certificate := genSignedCert $service nil $names $days $authority -}}
+{{- $made = dict "crt" ($certificate.Cert | b64enc) "key" ($certificate.Key | b64enc) "ca" ($authority.Cert | b64enc) -}}
+{{- end -}}
+{{- $_ := set $memo "_made" $made -}}
+{{- end -}}
+{{- toJson $memo._made -}}
+{{- end -}}
+
+{{/* The DNS names the API's certificate must carry: its Service's. */}}
+{{- define "bpfleet.apiDnsNames" -}}
+{{- $service := include "bpfleet.componentName" (list . "api") -}}
+{{- toJson (list $service (printf "%s.%s" $service .Release.Namespace) (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace)) -}}
+{{- end -}}
+
+{{/* The API's CA as agents get it (PEM), for their checksum annotation. */}}
+{{- define "bpfleet.apiCa" -}}
+{{- $tls := .Values.api.tls -}}
+{{- if $tls.existingCaConfigMap -}}
+{{- (lookup "v1" "ConfigMap" .Release.Namespace $tls.existingCaConfigMap).data | default dict | toJson -}}
+{{- else if $tls.ca -}}
+{{- $tls.ca -}}
+{{- else if eq (include "bpfleet.tlsMode" .) "generated" -}}
+{{- (include "bpfleet.generatedTls" . | fromJson).ca | b64dec -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The trust keys the chart renders (trust.keys), as the ConfigMap's data. */}}
+{{- define "bpfleet.trustData" -}}
+{{- $data := dict -}}
+{{- range $file, $pem := .Values.trust.keys -}}
+{{- if not (hasSuffix ".pub" $file) -}}
+{{- fail (printf "trust.keys: %q must end in .pub (the trust store reads only *.pub files)" $file) -}}
+{{- end -}}
+{{- $_ := set $data $file $pem -}}
+{{- end -}}
+{{- toJson $data -}}
+{{- end -}}
+
+{{/* A hash of the trust keys' content: pods that read them at start restart when it
+changes. An existing ConfigMap is read from the cluster when there is one to ask. */}}
+{{- define "bpfleet.trustChecksum" -}}
+{{- if .Values.trust.existingConfigMap -}}
+{{- (lookup "v1" "ConfigMap" .Release.Namespace .Values.trust.existingConfigMap).data | default dict | toJson | sha256sum | trunc 16 -}}
+{{- else -}}
+{{- include "bpfleet.trustData" . | sha256sum | trunc 16 -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "bpfleet.trustConfigMap" -}}
@@ -136,12 +245,12 @@ Call with (list "BPFLEET_API_" .Values.api.settings). */}}
 - name: BPFLEET_API_ADMIN_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ include "bpfleet.tokensSecret" . }}
+      name: {{ include "bpfleet.adminTokenSecret" . }}
       key: admin-token
 - name: BPFLEET_API_BOOTSTRAP_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ include "bpfleet.tokensSecret" . }}
+      name: {{ include "bpfleet.bootstrapTokenSecret" . }}
       key: bootstrap-token
 {{- if include "bpfleet.hasTrust" . }}
 - name: BPFLEET_API_TRUST

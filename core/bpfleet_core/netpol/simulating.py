@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-from bpfleet_core.netpol import models
+from bpfleet_core.netpol import connectivity, models
 from bpfleet_core.netpol.models import Address, Direction, Protocol
 
 View = Literal["enforce", "audit"]
@@ -170,12 +170,13 @@ def _in_view(policy: models.Policy, view: View) -> bool:
     return view == "audit" or policy.mode == "enforce"
 
 
-def _peer_matches(
+def peer_matches(
     peer: models.NetworkPolicyPeer,
     policy: models.Policy,
     topology: models.Topology,
     other: Endpoint,
 ) -> bool:
+    """Whether one peer of ``policy`` matches ``other``, the far side of a flow."""
     if peer.ip_block is not None:
         return peer.ip_block.contains(other.address)
     if other.pod is None:
@@ -189,9 +190,11 @@ def _peer_matches(
     return peer.pod_selector is None or peer.pod_selector.matches(other.pod.labels)
 
 
-def _port_matches(
+def port_matches(
     rule_port: models.NetworkPolicyPort, server: Endpoint, protocol: Protocol, port: int
 ) -> bool:
+    """Whether one port entry of a rule matches a flow to ``server`` (named ports resolve
+    against the server's container ports)."""
     if rule_port.protocol != protocol:
         return False
     if rule_port.port is None:
@@ -220,11 +223,11 @@ def _rule_matches(
     flow: _Flow,
 ) -> bool:
     if rule.ports and not any(
-        _port_matches(item, flow.server, flow.protocol, flow.port) for item in rule.ports
+        port_matches(item, flow.server, flow.protocol, flow.port) for item in rule.ports
     ):
         return False
     peers = rule.peers
-    return not peers or any(_peer_matches(peer, policy, topology, other) for peer in peers)
+    return not peers or any(peer_matches(peer, policy, topology, other) for peer in peers)
 
 
 def _judge(
@@ -376,22 +379,17 @@ def matrix(
     """``{"protocol", "port", "allowed": {client: {server: bool}}}`` for every pod pair.
 
     Pods come in the topology's order; a pod to itself is always True (not judged).
+    Computed all at once (``connectivity``), with the same verdicts as ``explain``.
     """
     checked = _check_flow(protocol, port)
-    items = list(policies)
-    order = topology.pod_order()
-    ends = {name: endpoint(topology, name) for name in order}
-    table: dict[str, dict[str, bool]] = {}
-    for client in order:
-        row: dict[str, bool] = {}
-        for server in order:
-            if client == server:
-                row[server] = True
-                continue
-            flow = _Flow(ends[client], ends[server], checked, port)
-            egress, ingress = _verdicts(items, topology, flow, view)
-            row[server] = egress.allowed and ingress.allowed
-        table[client] = row
+    index = connectivity.Index(topology)
+    rows = connectivity.judge(index, policies, checked, port, view=view).rows()
+    table = {
+        client: {
+            server: bool(rows[position] >> column & 1) for column, server in enumerate(index.names)
+        }
+        for position, client in enumerate(index.names)
+    }
     return {"protocol": checked, "port": port, "allowed": table}
 
 

@@ -20,19 +20,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from bpfleet_core.netpol import models
+from bpfleet_core import yamlfiles
+from bpfleet_core.netpol import locating, models
 
-Loc = tuple[str | int, ...]
+Loc = locating.Loc
 
 API_VERSIONS: dict[str, type[models.NetworkPolicy] | type[models.BpfleetNetworkPolicy]] = {
     models.KUBERNETES_API_VERSION: models.NetworkPolicy,
     models.BPFLEET_API_VERSION: models.BpfleetNetworkPolicy,
 }
 YAML_SUFFIXES = (".yaml", ".yml")
+FLOW_TEST_SUFFIXES = (".flows.yaml", ".flows.yml")  # beside policies, never policies (flowtests)
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
@@ -505,61 +506,33 @@ class SourceDocument:
         )
 
 
-def _field_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            here = (*loc, key)
-            if key in seen:
-                problems.append(Problem(here, "duplicate key", line=key_node.start_mark.line + 1))
-            seen.add(key)
-            lines[here] = key_node.start_mark.line + 1
-            _field_lines(value_node, here, lines, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            here = (*loc, index)
-            lines[here] = item.start_mark.line + 1
-            _field_lines(item, here, lines, problems)
-
-
-def parse_yaml(text: str, file: str) -> list[SourceDocument]:
+def parse_yaml(
+    text: str | bytes, file: str, budget: yamlfiles.Budget | None = None
+) -> list[SourceDocument]:
     """Every non-empty document of a YAML stream, with field lines.
 
-    Raises ``PolicyValidationError`` for YAML syntax errors and duplicate keys.
+    Raises ``PolicyValidationError`` for YAML syntax errors, duplicate keys, aliases,
+    nesting too deep, text that is not UTF-8, and anything past the ``yamlfiles`` limits
+    (with ``budget`` shared by the files read together); ``locating`` says which.
     """
-    documents: list[tuple[int, int, Any, dict[Loc, int]]] = []
-    problems: list[Problem] = []
-    loader = yaml.SafeLoader(text)
-    index = 0
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                break
-            lines: dict[Loc, int] = {}
-            found: list[Problem] = []
-            _field_lines(node, (), lines, found)
-            problems.extend(replace(problem, file=file) for problem in found)
-            content = loader.construct_document(node)
-            if content is not None:
-                documents.append((index, node.start_mark.line + 1, content, lines))
-            index += 1
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        reason = getattr(error, "problem", None) or str(error)
-        context = getattr(error, "context", None)
-        message = f"invalid YAML: {context + ', ' if context else ''}{reason}"
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyValidationError([Problem((), message, file=file, line=line)]) from None
-    finally:
-        loader.dispose()
-    count = index
-    if problems:
-        raise PolicyValidationError([replace(problem, document=None) for problem in problems])
+    located = locating.parse(text, file, budget)
+    if located.problems:
+        raise PolicyValidationError(
+            [
+                Problem(item.loc, item.message, file=file, line=item.line)
+                for item in located.problems
+            ]
+        )
     return [
-        SourceDocument(file, position, count, line, content, lines)
-        for position, line, content, lines in documents
+        SourceDocument(
+            file,
+            document.index,
+            located.count,
+            document.line,
+            document.content,
+            {loc: span.line for loc, span in document.spans.items()},
+        )
+        for document in located.documents
     ]
 
 
@@ -577,7 +550,8 @@ def validate_source(source: SourceDocument) -> ValidatedPolicy:
 
 
 def policy_files(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; directories expand to their ``*.yaml``/``*.yml`` files, sorted."""
+    """Files as given; directories expand to their ``*.yaml``/``*.yml`` files, sorted,
+    flow-test files (``*.flows.yaml``) left out."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -585,7 +559,9 @@ def policy_files(paths: Iterable[Path]) -> list[Path]:
                 sorted(
                     item
                     for item in path.rglob("*")
-                    if item.is_file() and item.suffix in YAML_SUFFIXES
+                    if item.is_file()
+                    and item.suffix in YAML_SUFFIXES
+                    and not item.name.endswith(FLOW_TEST_SUFFIXES)
                 )
             )
         else:
@@ -603,15 +579,15 @@ def load_policies(paths: Iterable[Path]) -> list[ValidatedPolicy]:
     warnings: list[Problem] = []
     policies: list[ValidatedPolicy] = []
     defined: dict[str, str] = {}
+    budget = yamlfiles.Budget()  # one for all the files: together they are bounded too
     for path in policy_files(paths):
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            reason = error.strerror if isinstance(error, OSError) else str(error)
-            problems.append(Problem((), f"cannot read: {reason}", file=str(path)))
+            text = yamlfiles.read(path)
+        except OSError as error:
+            problems.append(Problem((), f"cannot read: {error.strerror}", file=str(path)))
             continue
         try:
-            sources = parse_yaml(text, str(path))
+            sources = parse_yaml(text, str(path), budget)
         except PolicyValidationError as error:
             problems.extend(error.problems)
             continue

@@ -284,3 +284,76 @@ def test_bad_input_is_one_clear_line(
         message.format(**places)
     )
     assert len(stderr.splitlines()) == 1
+
+
+# --- lint ---------------------------------------------------------------------------------
+
+SPLIT_PORTS = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {pod: b}}}]
+  - ports: [{port: 80}]
+"""
+
+
+def test_lint_prints_each_finding_with_its_proof_and_the_rating(tmp_path: Path) -> None:
+    path = tmp_path / "db.yaml"
+    path.write_text(SPLIT_PORTS)
+    (tmp_path / "db.flows.yaml").write_text("flows: []\n")  # beside it, never linted
+    result = bpfleet("lint", tmp_path)
+    assert result.exit_code == 0, result.output  # warnings only
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{path}:8:5: warning: split-ports: spec.ingress[1].ports: ")
+    assert lines[1] == "    proof: 203.0.113.10 -> x/selected-1 TCP/80: allowed (made-up endpoints)"
+    assert lines[2].startswith("    fix: Make them one rule")
+    assert f"{path}: x/db: grade D" in lines
+    assert "    egress: not restricted by this policy" in lines
+    failing = bpfleet("lint", "--fail-on", "warning", path)
+    assert failing.exit_code == 1
+    assert failing.stdout == result.stdout
+
+
+def test_lint_with_a_topology_judges_the_real_endpoints(
+    tmp_path: Path, topology_file: Path
+) -> None:
+    path = tmp_path / "nothing.yaml"
+    path.write_text(SPLIT_PORTS.replace("pod: a}}\n  ingress", "pod: zz}}\n  ingress"))
+    result = bpfleet("lint", "--topology", topology_file, "--json", path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["files"][0]
+    assert {lint["code"] for lint in report["lints"]} == {"selects-nothing", "split-ports"}
+    assert report["ratings"][0]["ingress"]["pairsTotal"] == 0
+    alone = json.loads(bpfleet("lint", "--json", path).stdout)["files"][0]
+    assert {lint["code"] for lint in alone["lints"]} == {"split-ports"}
+
+
+def test_lint_fails_on_invalid_policies_with_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(SPLIT_PORTS.replace("port: 80", "port: 0"))
+    result = bpfleet("lint", path)
+    assert result.exit_code == 1
+    assert (
+        f"{path}:8:14: error: spec.ingress[1].ports[0].port: Invalid value: 0: "
+        "must be between 1 and 65535, inclusive"
+    ) in result.stdout
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [\n")
+    assert "broken.yaml:2:1: error: invalid YAML" in bpfleet("lint", broken).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ((), "no policy files given"),
+        (("nope.yaml",), "no such file or directory"),
+        (("--fail-on", "never", "x.yaml"), "--fail-on must be error, warning or info"),
+    ],
+)
+def test_lint_refuses_bad_input(tmp_path: Path, args: tuple[str, ...], words: str) -> None:
+    (tmp_path / "x.yaml").write_text(SPLIT_PORTS)
+    arguments = [arg if not arg.endswith(".yaml") else str(tmp_path / arg) for arg in args]
+    assert words in refused(bpfleet("lint", *arguments))

@@ -1,0 +1,62 @@
+"""What a change to fleet state returns: the nodes to wake after the commit (``Changes``),
+or why it was refused (``FleetError`` and its kinds, each an HTTP status); and the one way
+a node's assignment revision grows. Shared by ``fleet`` and ``policies``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlmodel import Session
+
+from bpfleet_api.models import Node
+
+
+class FleetError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = problems or []
+
+
+class NotFound(FleetError):
+    status_code = 404
+
+
+class Forbidden(FleetError):
+    status_code = 403
+
+
+class Invalid(FleetError):
+    status_code = 422
+
+
+class Conflict(FleetError):
+    status_code = 409
+
+
+@dataclass
+class Changes:
+    """Nodes whose assignments changed: to be woken after the commit."""
+
+    nodes: set[str] = field(default_factory=set)
+
+    def merge(self, other: Changes) -> Changes:
+        self.nodes |= other.nodes
+        return self
+
+
+def get_node(session: Session, name: str) -> Node:
+    node = session.get(Node, name)
+    if node is None:
+        raise NotFound(f"node {name} is not registered")
+    return node
+
+
+def bump_revision(session: Session, node_name: str) -> int:
+    """A node's assignments changed: its revision grows, so its agent sees a newer one."""
+    node = get_node(session, node_name)
+    node.desired_revision += 1
+    session.add(node)
+    return node.desired_revision
