@@ -2,12 +2,19 @@
 what each node reports enforcing. Like ``fleet``, these functions never commit.
 
 Distribution: a node's policy part holds every policy that selects one of its endpoints
-(node selectors honoured), the fleet topology the compiler resolves peers against, and
-the newest ``netpol`` artifact. ``sync`` recomputes every node's part after any change
-that can alter one (a policy, a node's endpoints, workloads or pod CIDRs, namespace or
-node labels, a new ``netpol`` upload) and
-bumps the revision of exactly the nodes whose part differs. Policies reach all selected
-nodes at once: there are no rollout steps, as in Kubernetes.
+(node selectors honoured), the newest ``netpol`` artifact, and the topology narrowed to
+what those policies can reach: the node's own pods, the pods their rules can resolve
+to, those pods' namespaces and the node's own labels (``bpfleet_core.netpol.narrowing``;
+the rest of the fleet changes nothing the node enforces). After any change that can
+alter a part (a policy, a node's endpoints, workloads or pod CIDRs, namespace or node
+labels, a new ``netpol`` upload), ``sync`` asks ``policyindex`` which nodes it can
+concern and bumps the revision of exactly those whose part's fingerprint differs: an
+endpoint change reaches the nodes whose policies can select it, and its own node.
+Policies reach all selected nodes at once: there are no rollout steps, as in Kubernetes.
+
+Counters: each node reports, per policy, flows per rule and what it denied; they are
+kept per node and policy (``NodePolicy.counters``), for the generation the node
+enforces, and summed over the fleet in the policy's views.
 
 Concurrency: every such change first updates the one ``PolicyEpoch`` row (``lock``).
 On PostgreSQL that row lock queues the changes, and each one's reads then see what the
@@ -18,17 +25,15 @@ keep a stale part without a revision to tell it otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from bpfleet_api import policyindex
 from bpfleet_api.changes import Changes, Conflict, Invalid, NotFound, bump_revision, get_node
 from bpfleet_api.models import (
     Artifact,
@@ -58,8 +63,8 @@ from bpfleet_core.protocol import (
 )
 from bpfleet_core.resources import ArtifactRef
 
-_POLICY = TypeAdapter[models.Policy](models.AnyPolicy)
 _LOCKED = "bpfleet.policy-lock"
+_IN_CHUNK = 500  # values in one IN (...): SQLite limits the parameters of a statement
 
 ENFORCING, PENDING, FAILED, REMOVING = "Enforcing", "Pending", "Failed", "Removing"
 
@@ -372,57 +377,35 @@ def netpol_artifact(session: Session) -> ArtifactRef | None:
 # ----------------------------------------------------------------------- distribution
 
 
-def _parsed(row: Policy) -> models.Policy:
-    return _POLICY.validate_python(row.document)
-
-
-def _fingerprint(
-    artifact: ArtifactRef | None, topology_digest: str, policies: Mapping[tuple[str, str], int]
-) -> str:
-    lines = [
-        artifact.digest or "" if artifact else "",
-        topology_digest,
-        *(f"{ns}/{name}@{generation}" for (ns, name), generation in sorted(policies.items())),
-    ]
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
 def sync(session: Session) -> Changes:
-    """Recompute every node's policy part; bump and report the nodes whose part changed."""
+    """Bring the policy parts of the nodes a change touched up to date: bump and report
+    those whose part's fingerprint changed (``policyindex`` says which nodes to look at
+    and what each one's part is made of)."""
     lock(session)
-    rows = session.exec(select(Policy)).all()
-    assigned = {row.node: row for row in session.exec(select(NodePolicyAssignment)).all()}
-    marks = session.exec(select(NodePolicy)).all()
-    if not rows and not assigned and not marks:
-        return Changes()  # no policies anywhere: nothing to compute (most fleets, often)
-    wanted: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
-    artifact, topology_digest = None, ""
-    if rows:
-        topology = fleet_topology(session)
-        by_namespace: dict[str, list[str]] = defaultdict(list)
-        for key in topology.pods:
-            by_namespace[topology.namespace_of(key)].append(key)
-        for row in rows:
-            policy = _parsed(row)
-            for key in by_namespace.get(row.namespace, ()):
-                node = topology.pods[key].node
-                if node is not None and models.selects(policy, topology, key):
-                    wanted[node][(row.namespace, row.name)] = row.generation
-        artifact = netpol_artifact(session)
-        dumped = topology.model_dump_json(by_alias=True).encode()
-        topology_digest = hashlib.sha256(dumped).hexdigest()
+    index = policyindex.current(session)
+    with index.lock:
+        seen = index.take_changes()
+        assigned = {row.node: row for row in session.exec(select(NodePolicyAssignment)).all()}
+        candidates = seen.candidates(index)
+        if seen.artifact:
+            candidates |= assigned.keys()
+        registered = set(session.exec(select(Node.name)).all()) if candidates else set()
+        wanted: dict[str, dict[tuple[str, str], int]] = {}
+        fingerprints: dict[str, str | None] = {}
+        for node in sorted(candidates & registered):
+            fingerprints[node] = index.fingerprint(node)
+            wanted[node] = {key: index.policies[key].generation for key in index.policies_of(node)}
+        artifact = index.artifact
     changes = Changes()
     # Sorted, so concurrent writers of several node rows always take them in one order.
-    for node in sorted(set(wanted) | set(assigned)):
+    for node, fingerprint in fingerprints.items():
         current = assigned.get(node)
-        targets = wanted.get(node)
-        if not targets:
+        if fingerprint is None:
             if current is not None:
                 bump_revision(session, node)
                 session.delete(current)
                 changes.nodes.add(node)
             continue
-        fingerprint = _fingerprint(artifact, topology_digest, targets)
         if current is not None and current.fingerprint == fingerprint:
             continue
         revision = bump_revision(session, node)
@@ -431,19 +414,26 @@ def sync(session: Session) -> Changes:
         current.artifact = artifact.model_dump(mode="json", by_alias=True) if artifact else None
         session.add(current)
         changes.nodes.add(node)
-    _mark_desired(session, marks, wanted)
+    _mark_desired(session, wanted)
     session.flush()
     return changes
 
 
-def _mark_desired(
-    session: Session,
-    marks: Iterable[NodePolicy],
-    wanted: Mapping[str, Mapping[tuple[str, str], int]],
-) -> None:
+def _marks_of(session: Session, nodes: Iterable[str]) -> list[NodePolicy]:
+    wanted = sorted(set(nodes))
+    marks: list[NodePolicy] = []
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        marks.extend(session.exec(select(NodePolicy).where(col(NodePolicy.node).in_(chunk))).all())
+    return marks
+
+
+def _mark_desired(session: Session, wanted: Mapping[str, Mapping[tuple[str, str], int]]) -> None:
+    """The desired generation of each policy on each of these nodes (None: not wanted
+    there any more; a row nothing enforces nor wants goes)."""
     seen = set()
-    for mark in marks:
-        generation = wanted.get(mark.node, {}).get((mark.namespace, mark.name))
+    for mark in _marks_of(session, wanted):
+        generation = wanted[mark.node].get((mark.namespace, mark.name))
         seen.add((mark.node, mark.namespace, mark.name))
         if mark.desired_generation == generation:
             continue
@@ -463,7 +453,9 @@ def _mark_desired(
 
 
 def part_of(session: Session, node: str) -> PolicyAssignment | None:
-    """The policy part of a node's assignments (None: no policy selects its endpoints)."""
+    """The policy part of a node's assignments (None: no policy selects its endpoints):
+    the policies that select them, and the topology narrowed to what those need
+    (``bpfleet_core.netpol.narrowing``)."""
     row = session.get(NodePolicyAssignment, node)
     if row is None:
         return None
@@ -472,16 +464,22 @@ def part_of(session: Session, node: str) -> PolicyAssignment | None:
         .where(NodePolicy.node == node, col(NodePolicy.desired_generation).is_not(None))
         .order_by(col(NodePolicy.namespace), col(NodePolicy.name))
     ).all()
-    policies = []
-    for mark in marks:
-        policy = session.get(Policy, (mark.namespace, mark.name))
-        if policy is not None:
-            policies.append(AssignedPolicy(generation=policy.generation, document=_parsed(policy)))
+    index = policyindex.current(session)
+    with index.lock:
+        policies = []
+        for mark in marks:
+            key = (mark.namespace, mark.name)
+            record = index.policies.get(key)
+            if record is not None:
+                policies.append(
+                    AssignedPolicy(generation=record.generation, document=record.policy)
+                )
+        topology = index.part_topology(node, [(m.namespace, m.name) for m in marks])
     return PolicyAssignment(
         revision=row.revision,
         artifact=ArtifactRef.model_validate(row.artifact) if row.artifact else None,
         policies=policies,
-        topology=fleet_topology(session),
+        topology=topology,
     )
 
 

@@ -148,15 +148,17 @@ def test_a_policy_reaches_the_nodes_whose_endpoints_it_selects(
         assert [(p["generation"], p["document"]["metadata"]["name"]) for p in part["policies"]] == [
             (1, "db-ingress")
         ]
+        # Narrowed: its own pod, and the peers the policy can select (where they run is
+        # not the node's business); nothing else of the fleet.
         topology = part["topology"]
+        assert set(topology["pods"]) == {f"{namespace}/db", f"{namespace}/web"}
         assert topology["pods"][f"{namespace}/db"]["node"] == db_node.name
-        assert topology["pods"][f"{namespace}/web"]["node"] == web_node.name
+        assert topology["pods"][f"{namespace}/web"].get("node") is None
         assert topology["pods"][f"{namespace}/web"]["ip"] == "10.1.0.2"
-        assert topology["namespaces"][namespace] == {
-            "kubernetes.io/metadata.name": namespace,
-            "team": "a",
+        assert topology["namespaces"] == {
+            namespace: {"kubernetes.io/metadata.name": namespace, "team": "a"}
         }
-        assert set(topology["nodes"]) >= {db_node.name, web_node.name}
+        assert set(topology["nodes"]) == {db_node.name}
         # The web node's endpoint is a peer, not selected: it gets no policy part.
         assert web_node.poll(wait=0.3) is None
 
@@ -182,11 +184,25 @@ def test_a_policy_reaches_the_nodes_whose_endpoints_it_selects(
         assert part["policies"][0]["document"]["spec"]["ingress"][0]["ports"][0]["port"] == 9090
         assert part["revision"] == db_node.revision
 
-        # A new endpoint elsewhere in the fleet changes the topology the node compiles.
+        # A new endpoint the policy can select changes the topology the node compiles;
+        # one it cannot select concerns the node in nothing: no new revision.
         other = Node(api, recorded_features)
         assert other.declare(endpoint(namespace, "web2", "10.1.0.3", app="web")).status_code == 204
         part = (db_node.poll() or {})["policy"]
-        assert part["topology"]["pods"][f"{namespace}/web2"]["node"] == other.name
+        assert part["topology"]["pods"][f"{namespace}/web2"]["ip"] == "10.1.0.3"
+        assert (
+            other.declare(
+                endpoint(namespace, "web2", "10.1.0.3", app="web"),
+                endpoint(namespace, "cache", "10.1.0.4", app="cache"),
+            ).status_code
+            == 204
+        )
+        assert db_node.poll(wait=0.5) is None
+        assert (
+            other.declare(endpoint(namespace, "web2", "10.1.0.3", app="cache")).status_code == 204
+        )
+        part = (db_node.poll() or {})["policy"]
+        assert f"{namespace}/web2" not in part["topology"]["pods"]
         listed = client.get("/v1/policies", params={"namespace": namespace}).json()
         assert [(p["name"], p["generation"]) for p in listed] == [("db-ingress", 2)]
 
