@@ -26,6 +26,7 @@ keep a stale part without a revision to tell it otherwise.
 from __future__ import annotations
 
 import ipaddress
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -662,7 +663,8 @@ def record_report(session: Session, node: str, report: PolicyReport | None) -> N
         status = status or NodePolicyStatus(node=node, state=report.state.value)
         status.state, status.message = report.state.value, report.message
         status.revision = report.revision
-        status.report = report.model_dump(mode="json", by_alias=True)
+        # Counters are kept per policy (below), not with the node's report.
+        status.report = report.model_dump(mode="json", by_alias=True, exclude={"counters"})
         status.updated_at = utcnow()
         session.add(status)
         for ref in report.policies:
@@ -672,19 +674,142 @@ def record_report(session: Session, node: str, report: PolicyReport | None) -> N
         (mark.namespace, mark.name): mark
         for mark in session.exec(select(NodePolicy).where(NodePolicy.node == node)).all()
     }
-    for key, mark in marks.items():
+    for key, mark in list(marks.items()):
         now_enforced = enforced.get(key)
         if mark.enforced_generation == now_enforced:
             continue
         if now_enforced is None and mark.desired_generation is None:
             session.delete(mark)
+            del marks[key]
             continue
         mark.enforced_generation, mark.updated_at = now_enforced, utcnow()
         session.add(mark)
     for (namespace, name), generation in enforced.items():
         if (namespace, name) not in marks:
-            session.add(
-                NodePolicy(
-                    node=node, namespace=namespace, name=name, enforced_generation=generation
-                )
+            marks[(namespace, name)] = NodePolicy(
+                node=node, namespace=namespace, name=name, enforced_generation=generation
             )
+            session.add(marks[(namespace, name)])
+    if report is not None and report.counters_since is not None:
+        _record_counters(session, report, marks)
+
+
+# ----------------------------------------------------------------------------- counters
+#
+# NodePolicy.counters, per node and policy: {"generation": G, "since": S, "denied": [T, L],
+# "auditDenied": [T, L], "rules": {"ingress/0": [T, L], ...}}. T is the total for the
+# generation G the node enforces; L the last cumulative value the node reported in its
+# counters' life S. A datapath counts per rule across generations (a rule keeps its
+# place's key), so a new generation starts its totals at 0 from the values it found; a
+# new life (the datapath loaded anew) starts the values at 0 and keeps the totals.
+
+
+def _rule_counts(document: Mapping[str, Any]) -> dict[str, int]:
+    spec = document.get("spec") or {}
+    return {direction: len(spec.get(direction) or ()) for direction in ("ingress", "egress")}
+
+
+def _advance(pair: list[int] | None, value: int) -> list[int]:
+    total, last = pair if pair is not None else (0, 0)
+    # Counters only grow within a life; less than before is a count started again.
+    return [total + (value - last if value >= last else value), value]
+
+
+def _record_counters(
+    session: Session, report: PolicyReport, marks: Mapping[tuple[str, str], NodePolicy]
+) -> None:
+    """Add a report's counters to the policies the node enforces. Counters of policies
+    it does not enforce, and of rules the policy does not have, are not kept (a node's
+    word names only what it was given)."""
+    for counted in report.counters:
+        namespace, _, name = counted.policy.partition("/")
+        mark = marks.get((namespace, name))
+        policy = session.get(Policy, (namespace, name))
+        if mark is None or mark.enforced_generation is None or policy is None:
+            continue
+        stored = dict(mark.counters or {})
+        if stored.get("since") != report.counters_since:
+            stored = {
+                **stored,
+                "since": report.counters_since,
+                "denied": [(stored.get("denied") or [0, 0])[0], 0],
+                "auditDenied": [(stored.get("auditDenied") or [0, 0])[0], 0],
+                "rules": {k: [v[0], 0] for k, v in (stored.get("rules") or {}).items()},
+            }
+        if stored.get("generation") != mark.enforced_generation:
+            stored = {
+                "generation": mark.enforced_generation,
+                "since": report.counters_since,
+                "denied": [0, (stored.get("denied") or [0, 0])[1]],
+                "auditDenied": [0, (stored.get("auditDenied") or [0, 0])[1]],
+                "rules": {k: [0, v[1]] for k, v in (stored.get("rules") or {}).items()},
+            }
+        stored["denied"] = _advance(stored.get("denied"), counted.denied)
+        stored["auditDenied"] = _advance(stored.get("auditDenied"), counted.audit_denied)
+        rules = dict(stored.get("rules") or {})
+        limits = _rule_counts(policy.document)
+        for rule in counted.rules:
+            if rule.index < limits[rule.direction]:
+                key = f"{rule.direction}/{rule.index}"
+                rules[key] = _advance(rules.get(key), rule.flows)
+        stored["rules"] = rules
+        mark.counters = stored
+        session.add(mark)
+
+
+@dataclass(frozen=True)
+class PolicyCounts:
+    """What a policy did, summed: flows per rule (every rule of its document, in order),
+    packets denied at endpoints it isolates, flows it would deny (audit mode)."""
+
+    rules: list[tuple[str, int, int]]  # (direction, index, flows)
+    denied: int = 0
+    audit_denied: int = 0
+
+
+def _counts(document: Mapping[str, Any], stored: Iterable[Mapping[str, Any]]) -> PolicyCounts:
+    flows: dict[str, int] = defaultdict(int)
+    denied = audit_denied = 0
+    for counters in stored:
+        for key, (total, _) in (counters.get("rules") or {}).items():
+            flows[key] += total
+        denied += (counters.get("denied") or [0])[0]
+        audit_denied += (counters.get("auditDenied") or [0])[0]
+    limits = _rule_counts(document)
+    return PolicyCounts(
+        rules=[
+            (direction, index, flows.get(f"{direction}/{index}", 0))
+            for direction in ("ingress", "egress")
+            for index in range(limits[direction])
+        ],
+        denied=denied,
+        audit_denied=audit_denied,
+    )
+
+
+def policy_counts(session: Session, rows: Iterable[Policy]) -> dict[tuple[str, str], PolicyCounts]:
+    """Per policy, what the fleet counted for its current generation, summed."""
+    policies = {(row.namespace, row.name): row for row in rows}
+    query = select(NodePolicy).where(col(NodePolicy.counters).is_not(None))
+    if len(policies) == 1:
+        ((namespace, name),) = policies
+        query = query.where(NodePolicy.namespace == namespace, NodePolicy.name == name)
+    found: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for mark in session.exec(query).all():
+        row = policies.get((mark.namespace, mark.name))
+        counters = mark.counters or {}
+        if row is not None and counters.get("generation") == row.generation:
+            found[(mark.namespace, mark.name)].append(counters)
+    return {key: _counts(row.document, found.get(key, ())) for key, row in policies.items()}
+
+
+def node_counts(session: Session, policy: Policy) -> dict[str, PolicyCounts]:
+    """Per node, what it counted for ``policy`` (the generation it enforces)."""
+    marks = session.exec(
+        select(NodePolicy).where(
+            NodePolicy.namespace == policy.namespace,
+            NodePolicy.name == policy.name,
+            col(NodePolicy.counters).is_not(None),
+        )
+    ).all()
+    return {mark.node: _counts(policy.document, [mark.counters or {}]) for mark in marks}

@@ -330,6 +330,7 @@ def test_summary_and_node_rows_follow_what_nodes_report(
             "message",
             "updatedAt",
             "counters",
+            "policyCounters",
         }
         # The node's datapath counters, as it reported them (none here).
         assert rows[enforcing.name]["counters"] == {"allowed": 0, "denied": 0, "auditDenied": 0}
@@ -408,3 +409,139 @@ def test_endpoint_declarations_are_checked(
         detail = client.get(f"/v1/nodes/{second.name}").json()
         assert [e["name"] for e in detail["endpoints"]] == ["one"]
         assert client.get(f"/v1/nodes/{first.name}").json()["endpoints"] == []
+
+
+def _counters_report(
+    node: Node, namespace: str, generation: int, since: int, *counted: dict[str, Any]
+) -> None:
+    node.report(
+        {
+            "state": "Enforcing",
+            "revision": node.revision,
+            "policies": [f"{namespace}/two-rules@{generation}"],
+            "countersSince": since,
+            "counters": list(counted),
+        }
+    )
+
+
+def _rules(view: dict[str, Any]) -> list[tuple[str, int, int]]:
+    return [(r["direction"], r["index"], r["flows"]) for r in view["policyCounters"]["rules"]]
+
+
+def test_counters_per_rule_are_kept_per_node_and_summed_per_policy(
+    api: services.Api, recorded_features: FeatureReport, namespace: str
+) -> None:
+    first, second = Node(api, recorded_features), Node(api, recorded_features)
+    for index, node in enumerate((first, second)):
+        declared = node.declare(endpoint(namespace, f"db{index}", f"10.3.0.{index + 1}", app="db"))
+        assert declared.status_code == 204, declared.text
+    path = f"/v1/policies/{namespace}/two-rules"
+    document = policy(
+        namespace,
+        "two-rules",
+        podSelector=selecting(app="db"),
+        ingress=[
+            {"from": [{"podSelector": selecting(app="web")}], "ports": [{"port": 5432}]},
+            {"from": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]},
+        ],
+    )
+    with api.client() as client:
+        assert client.put(path, json=document).status_code == 200
+        for node in (first, second):
+            assert (node.poll() or {})["policy"]["policies"][0]["generation"] == 1
+        rule = {"direction": "ingress"}
+        _counters_report(
+            first,
+            namespace,
+            1,
+            7,
+            {
+                "policy": f"{namespace}/two-rules",
+                "denied": 3,
+                "rules": [
+                    {**rule, "index": 0, "flows": 5},
+                    {**rule, "index": 1, "flows": 2},
+                    # A rule the policy does not have: not kept, whatever the node says.
+                    {**rule, "index": 9, "flows": 100},
+                ],
+            },
+            # A policy the node does not enforce: not kept either.
+            {"policy": f"{namespace}/other", "denied": 50},
+        )
+        _counters_report(
+            second,
+            namespace,
+            1,
+            3,
+            {"policy": f"{namespace}/two-rules", "rules": [{**rule, "index": 0, "flows": 1}]},
+        )
+        view = client.get(path).json()
+        assert _rules(view) == [("ingress", 0, 6), ("ingress", 1, 2)]
+        assert view["policyCounters"]["denied"] == 3
+        assert view["policyCounters"]["auditDenied"] == 0
+
+        # Cumulative values: what grew counts; rules left out of a report keep theirs.
+        _counters_report(
+            first,
+            namespace,
+            1,
+            7,
+            {
+                "policy": f"{namespace}/two-rules",
+                "denied": 3,
+                "rules": [{**rule, "index": 0, "flows": 8}],
+            },
+        )
+        # The datapath loaded anew (another life): its counts start from zero again.
+        _counters_report(
+            second,
+            namespace,
+            1,
+            4,
+            {"policy": f"{namespace}/two-rules", "rules": [{**rule, "index": 0, "flows": 2}]},
+        )
+        rows = {row["node"]: row for row in client.get(f"{path}/nodes").json()}
+        assert _rules(rows[first.name]) == [("ingress", 0, 8), ("ingress", 1, 2)]
+        assert _rules(rows[second.name]) == [("ingress", 0, 3), ("ingress", 1, 0)]
+        assert _rules(client.get(path).json()) == [("ingress", 0, 11), ("ingress", 1, 2)]
+
+        # A new generation counts afresh: from the values a node had when it took it.
+        document["spec"]["ingress"].append({"ports": [{"port": 22}]})
+        assert client.put(path, json=document).json()["generation"] == 2
+        assert (first.poll() or {})["policy"]["policies"][0]["generation"] == 2
+        _counters_report(
+            first,
+            namespace,
+            2,
+            7,
+            {
+                "policy": f"{namespace}/two-rules",
+                "rules": [{**rule, "index": 0, "flows": 9}, {**rule, "index": 2, "flows": 4}],
+            },
+        )
+        view = client.get(path).json()  # the second node still enforces generation 1
+        assert _rules(view) == [("ingress", 0, 1), ("ingress", 1, 0), ("ingress", 2, 4)]
+        assert view["policyCounters"]["denied"] == 0
+
+        # Bounded: a report with more rule counters than a report may carry is refused.
+        too_many = {
+            "policy": f"{namespace}/two-rules",
+            "rules": [{**rule, "index": i, "flows": 1} for i in range(513)],
+        }
+        body = {
+            "node": first.name,
+            "revision": first.revision,
+            "programs": [],
+            "reportedAt": NOW,
+            "policy": {
+                "state": "Enforcing",
+                "updatedAt": NOW,
+                "countersSince": 7,
+                "counters": [too_many],
+            },
+        }
+        with api.client(first.token) as agent:
+            refused = agent.post("/v1/agent/status", json=body)
+        assert refused.status_code == 422, refused.text
+        assert "512" in refused.text
