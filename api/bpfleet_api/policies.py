@@ -199,19 +199,21 @@ def put_endpoints(session: Session, node: str, declared: EndpointSet, limit: int
 
 def _refuse_held(session: Session, node: str, endpoints: list[Endpoint]) -> None:
     """Refuse endpoints, or IPs, that another node's entries hold."""
-    keys = {endpoint.key: endpoint for endpoint in endpoints}
-    addresses = {endpoint.ip: endpoint for endpoint in endpoints}
+    index = policyindex.current(session)
     problems = []
-    for other, theirs in _sources(session).entries():
-        if other == node:
-            continue
-        if theirs.key in keys:
-            problems.append(f"endpoint {theirs.key} is on node {other}")
-        elif theirs.ip in addresses:
-            problems.append(
-                f"endpoint {addresses[theirs.ip].key}: IP {theirs.ip} belongs to "
-                f"{theirs.key} on node {other}"
-            )
+    with index.lock:
+        for endpoint in endpoints:
+            by_key, by_ip = index.claimants(endpoint.key, endpoint.ip)
+            if others := sorted(by_key - {node}):
+                problems.append(f"endpoint {endpoint.key} is on node {others[0]}")
+            elif others := sorted(by_ip - {node}):
+                holder = next(
+                    entry.key for _, entry in index.claims_of(others[0]) if entry.ip == endpoint.ip
+                )
+                problems.append(
+                    f"endpoint {endpoint.key}: IP {endpoint.ip} belongs to {holder} on node "
+                    f"{others[0]}"
+                )
     if problems:
         raise Conflict("endpoints held by other nodes", problems)
 

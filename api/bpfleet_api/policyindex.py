@@ -130,6 +130,9 @@ class PolicyIndex:
         self.artifact: ArtifactRef | None = None
         self._rows: dict[str, _NodeRows] = {}
         self._claims: dict[str, list[tuple[bool, Workload]]] = {}  # node -> (admin?, entry)
+        # Who claims each pod key and each IP (a clash: more than one node).
+        self._key_claims: dict[str, set[str]] = defaultdict(set)
+        self._ip_claims: dict[Address, set[str]] = defaultdict(set)
         self._by_namespace: dict[str, set[str]] = defaultdict(set)
         self._by_node: dict[str, set[str]] = defaultdict(set)
         self._postings: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(dict)
@@ -201,6 +204,23 @@ class PolicyIndex:
         changes, self.changes = self.changes, IndexChanges()
         return changes
 
+    def claims_of(self, node: str) -> list[tuple[bool, Workload]]:
+        return self._claims.get(node, [])
+
+    def claimants(self, key: str, ip: Address) -> tuple[set[str], set[str]]:
+        """The nodes claiming this pod key, and those claiming this IP."""
+        return set(self._key_claims.get(key, ())), set(self._ip_claims.get(ip, ()))
+
+    def _set_claims(self, node: str, claims: list[tuple[bool, Workload]] | None) -> None:
+        for _, entry in self._claims.pop(node, []):
+            self._key_claims[entry.key].discard(node)
+            self._ip_claims[entry.ip].discard(node)
+        if claims is not None:
+            self._claims[node] = claims
+            for _, entry in claims:
+                self._key_claims[entry.key].add(node)
+                self._ip_claims[entry.ip].add(node)
+
     # ---------------------------------------------------------------- refreshing
 
     def refresh(self, session: Session) -> None:
@@ -271,7 +291,7 @@ class PolicyIndex:
         changed: set[str] = set()
         for name in self._rows.keys() - nodes.keys():
             del self._rows[name]
-            self._claims.pop(name, None)
+            self._set_claims(name, None)
             self._set_node_labels(name, None)
             changed.add(name)
         for name, (labels, cidrs) in nodes.items():
@@ -287,7 +307,7 @@ class PolicyIndex:
                 seen.workloads,
                 seen.endpoints,
             ):
-                self._claims[name] = _claims(session, name, cidrs, seen.workloads is not None)
+                self._set_claims(name, _claims(session, name, cidrs, seen.workloads is not None))
                 changed.add(name)
         return changed
 
@@ -314,17 +334,14 @@ class PolicyIndex:
         """The pod keys the changed nodes' claims touch, and who holds each now: an
         admin's claim first, then nodes by name; a claim whose key or IP an earlier one
         holds is left out. Claims that clash with no other are settled alone."""
-        touched = {key for key, record in self.pods.items() if record.node in changed}
+        touched = {key for node in changed for key in self._by_node.get(node, ())}
         touched |= {entry.key for node in changed for _, entry in self._claims.get(node, ())}
-        keys: dict[str, int] = defaultdict(int)
-        addresses: dict[Address, int] = defaultdict(int)
-        for claims in self._claims.values():
-            for _, entry in claims:
-                keys[entry.key] += 1
-                addresses[entry.ip] += 1
-        if all(count == 1 for count in keys.values()) and all(
-            count == 1 for count in addresses.values()
-        ):
+        clash = any(
+            len(self._key_claims[entry.key]) > 1 or len(self._ip_claims[entry.ip]) > 1
+            for node in changed
+            for _, entry in self._claims.get(node, ())
+        )
+        if not clash and not any(len(self._key_claims.get(key, ())) > 1 for key in touched):
             winners = {
                 entry.key: (node, entry)
                 for node in changed

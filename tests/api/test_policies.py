@@ -434,7 +434,7 @@ def test_counters_per_rule_are_kept_per_node_and_summed_per_policy(
 ) -> None:
     first, second = Node(api, recorded_features), Node(api, recorded_features)
     for index, node in enumerate((first, second)):
-        declared = node.declare(endpoint(namespace, f"db{index}", f"10.3.0.{index + 1}", app="db"))
+        declared = node.declare(endpoint(namespace, f"db{index}", f"10.9.0.{index + 1}", app="db"))
         assert declared.status_code == 204, declared.text
     path = f"/v1/policies/{namespace}/two-rules"
     document = policy(
