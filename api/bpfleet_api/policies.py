@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from bpfleet_api import policyindex
@@ -199,7 +199,7 @@ def put_endpoints(session: Session, node: str, declared: EndpointSet, limit: int
 
 def _refuse_held(session: Session, node: str, endpoints: list[Endpoint]) -> None:
     """Refuse endpoints, or IPs, that another node's entries hold."""
-    index = policyindex.current(session)
+    index = policyindex.current(session, writing=True)
     problems = []
     with index.lock:
         for endpoint in endpoints:
@@ -385,7 +385,7 @@ def sync(session: Session) -> Changes:
     those whose part's fingerprint changed (``policyindex`` says which nodes to look at
     and what each one's part is made of)."""
     lock(session)
-    index = policyindex.current(session)
+    index = policyindex.current(session, writing=True)
     with index.lock:
         seen = index.take_changes()
         assigned = {row.node: row for row in session.exec(select(NodePolicyAssignment)).all()}
@@ -445,14 +445,20 @@ def _mark_desired(session: Session, wanted: Mapping[str, Mapping[tuple[str, str]
             continue
         mark.desired_generation, mark.updated_at = generation, utcnow()
         session.add(mark)
-    for node, targets in wanted.items():
-        for (namespace, name), generation in targets.items():
-            if (node, namespace, name) not in seen:
-                session.add(
-                    NodePolicy(
-                        node=node, namespace=namespace, name=name, desired_generation=generation
-                    )
-                )
+    fresh = [
+        {
+            "node": node,
+            "namespace": namespace,
+            "name": name,
+            "desired_generation": generation,
+            "updated_at": utcnow(),
+        }
+        for node, targets in wanted.items()
+        for (namespace, name), generation in targets.items()
+        if (node, namespace, name) not in seen
+    ]
+    if fresh:  # one statement: a first sync writes a row per node and policy
+        session.execute(insert(NodePolicy), fresh)
 
 
 def part_of(session: Session, node: str) -> PolicyAssignment | None:

@@ -32,7 +32,7 @@ import ipaddress
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,10 +47,11 @@ from bpfleet_api.models import (
     NodeEndpoints,
     NodeWorkloads,
     Policy,
+    PolicyEpoch,
 )
 from bpfleet_core.netpol import models, narrowing
 from bpfleet_core.netpol.models import Address, Network
-from bpfleet_core.protocol import POLICY_ARTIFACT, Endpoint, Workload
+from bpfleet_core.protocol import POLICY_ARTIFACT, Workload
 from bpfleet_core.resources import ArtifactRef
 
 _POLICY = TypeAdapter[models.Policy](models.AnyPolicy)
@@ -58,6 +59,7 @@ _MASK = (1 << 64) - 1
 # Beyond this many changed pods, policies are evaluated against the postings rather
 # than each changed pod against every policy.
 _BULK = 256
+_IN_CHUNK = 500  # values in one IN (...): SQLite limits the parameters of a statement
 
 PolicyKey = tuple[str, str]
 
@@ -140,6 +142,7 @@ class PolicyIndex:
         self._targeted_by: dict[str, set[PolicyKey]] = defaultdict(set)
         self._needed_by: dict[str, set[PolicyKey]] = defaultdict(set)
         self.changes = IndexChanges()
+        self._epoch: int | None = None  # of the last refresh that read committed state
 
     # ------------------------------------------------------------------ reading
 
@@ -223,9 +226,16 @@ class PolicyIndex:
 
     # ---------------------------------------------------------------- refreshing
 
-    def refresh(self, session: Session) -> None:
-        """Read what changed in the database since the last refresh."""
+    def refresh(self, session: Session, *, writing: bool = False) -> None:
+        """Read what changed in the database since the last refresh. Every change takes
+        the policy lock, which counts (``PolicyEpoch``): an epoch already read means
+        nothing changed, and costs one query. ``writing``: the session holds the lock
+        and has changed rows it may yet roll back, so its epoch proves nothing later."""
         with self.lock:
+            epoch = session.exec(select(PolicyEpoch.epoch).where(col(PolicyEpoch.id) == 1)).first()
+            if not writing and epoch is not None and epoch == self._epoch:
+                return
+            self._epoch = None if writing else epoch
             self._refresh_namespaces(session)
             changed = self._refresh_nodes(session)
             if changed:
@@ -294,6 +304,7 @@ class PolicyIndex:
             self._set_claims(name, None)
             self._set_node_labels(name, None)
             changed.add(name)
+        reread: list[str] = []
         for name, (labels, cidrs) in nodes.items():
             seen = _NodeRows(labels, cidrs, workloads.get(name), endpoints.get(name))
             before = self._rows.get(name)
@@ -307,8 +318,10 @@ class PolicyIndex:
                 seen.workloads,
                 seen.endpoints,
             ):
-                self._set_claims(name, _claims(session, name, cidrs, seen.workloads is not None))
-                changed.add(name)
+                reread.append(name)
+        for name, claims in _claims(session, reread, {n: nodes[n][1] for n in reread}):
+            self._set_claims(name, claims)
+            changed.add(name)
         return changed
 
     def _refresh_policies(self, session: Session) -> None:
@@ -320,13 +333,25 @@ class PolicyIndex:
         }
         for key in self.policies.keys() - stored.keys():
             self._drop_policy(key)
-        for key, generation in stored.items():
-            record = self.policies.get(key)
-            if record is not None and record.generation == generation:
-                continue
-            row = session.get(Policy, key)
-            if row is not None:
-                self._set_policy(key, generation, _POLICY.validate_python(row.document))
+        reread = [
+            key
+            for key, generation in stored.items()
+            if key not in self.policies or self.policies[key].generation != generation
+        ]
+        for start in range(0, len(reread), _IN_CHUNK):
+            wanted = set(reread[start : start + _IN_CHUNK])
+            namespaces = {namespace for namespace, _ in wanted}
+            with session.no_autoflush:
+                rows = session.exec(
+                    select(Policy).where(col(Policy.namespace).in_(namespaces))
+                ).all()
+            for row in rows:
+                if (row.namespace, row.name) in wanted:
+                    self._set_policy(
+                        (row.namespace, row.name),
+                        row.generation,
+                        _POLICY.validate_python(row.document),
+                    )
 
     # -------------------------------------------------------------------- pods
 
@@ -602,26 +627,40 @@ class PolicyIndex:
 
 
 def _claims(
-    session: Session, node: str, cidrs: list[str] | None, admin: bool
-) -> list[tuple[bool, Workload]]:
-    """A node's claims to pods: an admin's workloads if set, else the endpoints its
-    agent declared inside its pod CIDRs (as ``policies.entries_of`` says)."""
-    if admin:
-        row = session.get(NodeWorkloads, node)
-        if row is not None:
-            return [(True, Workload.model_validate(item)) for item in row.workloads]
-    declared = session.get(NodeEndpoints, node)
-    if declared is None:
-        return []
-    ranges: list[Network] = [ipaddress.ip_network(cidr) for cidr in cidrs or []]
-    claims = []
-    for item in declared.endpoints:
-        endpoint = Endpoint.model_validate(item)
-        if any(endpoint.ip in network for network in ranges):
-            claims.append(
-                (False, Workload.model_validate(endpoint.model_dump(exclude={"interface"})))
-            )
-    return claims
+    session: Session, nodes: list[str], cidrs: Mapping[str, list[str] | None]
+) -> Iterator[tuple[str, list[tuple[bool, Workload]]]]:
+    """Each node's claims to pods: an admin's workloads if set, else the endpoints its
+    agent declared inside its pod CIDRs (as ``policies.entries_of`` says). Read in
+    batches: a first refresh reads every node."""
+    for start in range(0, len(nodes), _IN_CHUNK):
+        chunk = nodes[start : start + _IN_CHUNK]
+        with session.no_autoflush:
+            admin = {
+                row.node: row.workloads
+                for row in session.exec(
+                    select(NodeWorkloads).where(col(NodeWorkloads.node).in_(chunk))
+                ).all()
+            }
+            declared = {
+                row.node: row.endpoints
+                for row in session.exec(
+                    select(NodeEndpoints).where(col(NodeEndpoints.node).in_(chunk))
+                ).all()
+            }
+        for node in chunk:
+            if node in admin:
+                yield node, [(True, Workload.model_validate(item)) for item in admin[node]]
+                continue
+            ranges: list[Network] = [ipaddress.ip_network(c) for c in cidrs.get(node) or []]
+            claims = []
+            for item in declared.get(node, ()):
+                # Stored as the API validated it: only the interface is not the topology's.
+                workload = Workload.model_validate(
+                    {key: value for key, value in item.items() if key != "interface"}
+                )
+                if any(workload.ip in network for network in ranges):
+                    claims.append((False, workload))
+            yield node, claims
 
 
 # One index per database this process uses (tests run several).
@@ -629,13 +668,13 @@ _INDEXES: weakref.WeakKeyDictionary[Any, PolicyIndex] = weakref.WeakKeyDictionar
 _INDEXES_LOCK = threading.Lock()
 
 
-def current(session: Session) -> PolicyIndex:
+def current(session: Session, *, writing: bool = False) -> PolicyIndex:
     """This process's index of ``session``'s database, brought up to what the session
-    sees. Hold its ``lock`` while reading it."""
+    sees (see ``PolicyIndex.refresh``). Hold its ``lock`` while reading it."""
     engine = session.get_bind()
     with _INDEXES_LOCK:
         index = _INDEXES.get(engine)
         if index is None:
             index = _INDEXES[engine] = PolicyIndex()
-    index.refresh(session)
+    index.refresh(session, writing=writing)
     return index
