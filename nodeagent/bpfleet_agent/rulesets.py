@@ -672,6 +672,8 @@ class RuleSetBuilder:
         a nesting prefix, or a prefix more than one rule owns."""
         flat = state.flat
         assert flat is not None
+        if len(changed) > max(_SMALL_CHANGE, len(state.rules) // 8):
+            return False  # most of it: compiling the scope whole is quicker
         moved = _moved_prefixes(state.rules, rules, changed)
         if moved is None:
             return False

@@ -101,7 +101,8 @@ class CompileCache:
         self._retired: list[object] = []
 
     def block(self, ip_block: models.IPBlock) -> PeerBlock:
-        number = id(ip_block)
+        # Objects sit at multiples of 16: the low bits of an id would only collide.
+        number = id(ip_block) >> 4
         found = self._next_blocks.get(number) or self._blocks.get(number)
         if found is None or found[0] is not ip_block:
             found = (ip_block, _block(ip_block))
