@@ -35,7 +35,14 @@ from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from bpfleet_api import policyindex
-from bpfleet_api.changes import Changes, Conflict, Invalid, NotFound, bump_revision, get_node
+from bpfleet_api.changes import (
+    Changes,
+    Conflict,
+    Invalid,
+    NotFound,
+    bump_revisions,
+    get_node,
+)
 from bpfleet_api.models import (
     Artifact,
     Namespace,
@@ -388,46 +395,56 @@ def sync(session: Session) -> Changes:
     index = policyindex.current(session, writing=True)
     with index.lock:
         seen = index.take_changes()
-        assigned = {row.node: row for row in session.exec(select(NodePolicyAssignment)).all()}
         candidates = seen.candidates(index)
-        if seen.artifact:
-            candidates |= assigned.keys()
-        registered = set(session.exec(select(Node.name)).all()) if candidates else set()
-        wanted: dict[str, dict[tuple[str, str], int]] = {}
-        fingerprints: dict[str, str | None] = {}
-        for node in sorted(candidates & registered):
-            fingerprints[node] = index.fingerprint(node)
-            wanted[node] = {key: index.policies[key].generation for key in index.policies_of(node)}
+        reassigning = seen.reassigning(index)
+        with session.no_autoflush:
+            if seen.artifact:
+                candidates |= set(session.exec(select(NodePolicyAssignment.node)).all())
+            assigned = {
+                row.node: row for row in _rows_of(session, NodePolicyAssignment, candidates)
+            }
+            registered = {row.name for row in _rows_of(session, Node, candidates, column="name")}
+        fingerprints = {node: index.fingerprint(node) for node in sorted(candidates & registered)}
+        wanted = {
+            node: {key: index.policies[key].generation for key in index.policies_of(node)}
+            for node in sorted(reassigning & registered)
+        }
         artifact = index.artifact
-    changes = Changes()
-    # Sorted, so concurrent writers of several node rows always take them in one order.
-    for node, fingerprint in fingerprints.items():
-        current = assigned.get(node)
+    changed = [
+        node
+        for node, fingerprint in fingerprints.items()
+        if (assigned[node].fingerprint if node in assigned else None) != fingerprint
+    ]
+    revisions = bump_revisions(session, changed)
+    for node in changed:
+        fingerprint, current = fingerprints[node], assigned.get(node)
         if fingerprint is None:
-            if current is not None:
-                bump_revision(session, node)
-                session.delete(current)
-                changes.nodes.add(node)
+            assert current is not None
+            session.delete(current)
             continue
-        if current is not None and current.fingerprint == fingerprint:
-            continue
-        revision = bump_revision(session, node)
-        current = current or NodePolicyAssignment(node=node, revision=revision, fingerprint="")
-        current.revision, current.fingerprint = revision, fingerprint
+        current = current or NodePolicyAssignment(node=node, revision=0, fingerprint="")
+        current.revision, current.fingerprint = revisions[node], fingerprint
         current.artifact = artifact.model_dump(mode="json", by_alias=True) if artifact else None
         session.add(current)
-        changes.nodes.add(node)
     _mark_desired(session, wanted)
     session.flush()
-    return changes
+    return Changes(set(changed))
+
+
+def _rows_of(
+    session: Session, table: Any, nodes: Iterable[str], *, column: str = "node"
+) -> list[Any]:
+    """The rows of ``table`` whose ``column`` is one of ``nodes``, read in chunks."""
+    wanted = sorted(set(nodes))
+    rows: list[Any] = []
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        rows.extend(session.exec(select(table).where(col(getattr(table, column)).in_(chunk))).all())
+    return rows
 
 
 def _marks_of(session: Session, nodes: Iterable[str]) -> list[NodePolicy]:
-    wanted = sorted(set(nodes))
-    marks: list[NodePolicy] = []
-    for start in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[start : start + _IN_CHUNK]
-        marks.extend(session.exec(select(NodePolicy).where(col(NodePolicy.node).in_(chunk))).all())
+    marks: list[NodePolicy] = _rows_of(session, NodePolicy, nodes)
     return marks
 
 

@@ -101,12 +101,23 @@ class IndexChanges:
 
     nodes: set[str] = field(default_factory=set)
     policies: dict[PolicyKey, set[str]] = field(default_factory=dict)
+    # Of those, the policies new, gone, changed or evaluated anew: which of their
+    # nodes must enforce what may differ (when one pod's targeting changes, only its
+    # own nodes' policies do, and they are in ``nodes``).
+    reassigned: set[PolicyKey] = field(default_factory=set)
     artifact: bool = False
 
     def candidates(self, index: PolicyIndex) -> set[str]:
         found = set(self.nodes)
         for key, before in self.policies.items():
             found |= before | index.nodes_of(key)
+        return found
+
+    def reassigning(self, index: PolicyIndex) -> set[str]:
+        """The nodes whose set of policies (or their generations) may have changed."""
+        found = set(self.nodes)
+        for key in self.reassigned:
+            found |= self.policies.get(key, set()) | index.nodes_of(key)
         return found
 
 
@@ -491,6 +502,7 @@ class PolicyIndex:
             if was_target != is_target or (
                 old is not None and new is not None and old.node != new.node
             ):
+                # Only this pod's nodes enforce other policies for it (changes.nodes).
                 self._note_policy(record, before_change=True)
             if is_target:
                 record.targets.add(key)
@@ -536,6 +548,7 @@ class PolicyIndex:
     def _drop_policy(self, key: PolicyKey) -> None:
         record = self.policies[key]
         self._note_policy(record, before_change=True)
+        self.changes.reassigned.add(key)
         for pod in record.targets:
             self._targeted_by[pod].discard(key)
         for pod in record.needed:
@@ -557,6 +570,7 @@ class PolicyIndex:
             self.changes.policies[key] = (
                 before if before is not None else self.nodes_of(key) if old else set()
             )
+        self.changes.reassigned.add(key)
         if old is not None:
             for pod in old.targets:
                 self._targeted_by[pod].discard(key)
