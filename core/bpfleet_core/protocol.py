@@ -29,9 +29,11 @@ Revisions only grow, so an agent that lost its connection resumes with ``after``
 to the last revision it applied, and misses nothing.
 
 Network policies travel in the same assignments: ``policy`` holds the policies that
-select this node's endpoints, the topology they are compiled against and the signed
-``netpol`` datapath that enforces them; ``NodeReport.policy`` says what the node
-enforces. A node whose endpoints no policy selects gets no ``policy`` part at all.
+select this node's endpoints, the topology they are compiled against (narrowed to what
+they can reach: ``bpfleet_core.netpol.narrowing``) and the signed ``netpol`` datapath
+that enforces them; ``NodeReport.policy`` says what the node enforces, with counters
+per policy and rule (only those that changed, a bounded number per report). A node
+whose endpoints no policy selects gets no ``policy`` part at all.
 """
 
 from __future__ import annotations
