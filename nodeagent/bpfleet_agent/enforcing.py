@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -363,31 +363,39 @@ class PolicyEnforcer:
                 self._reported, self._reported_epoch, self._pending = {}, epoch, []
             self._reported = {k: v for k, v in self._reported.items() if k in current}
             reported = dict(self._reported)
-        changed = sorted(
-            (key for key, value in current.items() if reported.get(key, 0) != value),
-            key=lambda key: current[key] - reported.get(key, 0),
-            reverse=True,
-        )
-        by_policy: dict[str, PolicyCounters] = {}
-        values: dict[CounterKey, int] = {}
-        rules = 0
-        for key in changed:
-            policy, kind, index = key
-            counters = by_policy.get(policy)
-            if counters is None:
-                if len(by_policy) == MAX_REPORTED_POLICIES:
-                    continue
-                counters = by_policy[policy] = PolicyCounters(policy=policy)
-            if kind in ("ingress", "egress"):
-                if rules == MAX_REPORTED_RULES:
-                    continue
-                counters.rules.append(RuleCounter(direction=kind, index=index, flows=current[key]))
-                rules += 1
-            values[key] = current[key]
-        # A policy listed says its totals, whether they changed or not.
-        for policy, counters in by_policy.items():
-            counters.denied = current.get((policy, "denied", 0), 0)
-            counters.audit_denied = current.get((policy, "audit_denied", 0), 0)
-            values[(policy, "denied", 0)] = counters.denied
-            values[(policy, "audit_denied", 0)] = counters.audit_denied
-        return sorted(by_policy.values(), key=lambda item: item.policy), values
+        return counters_to_report(current, reported)
+
+
+def counters_to_report(
+    current: Mapping[CounterKey, int], reported: Mapping[CounterKey, int]
+) -> tuple[list[PolicyCounters], dict[CounterKey, int]]:
+    """The counters of ``current`` that differ from what the API has (``reported``),
+    the largest changes first, within a report's bounds (rules, policies); and the
+    values included. A policy listed carries its totals, changed or not."""
+    changed = sorted(
+        (key for key, value in current.items() if reported.get(key, 0) != value),
+        key=lambda key: current[key] - reported.get(key, 0),
+        reverse=True,
+    )
+    by_policy: dict[str, PolicyCounters] = {}
+    values: dict[CounterKey, int] = {}
+    rules = 0
+    for key in changed:
+        policy, kind, index = key
+        counters = by_policy.get(policy)
+        if counters is None:
+            if len(by_policy) == MAX_REPORTED_POLICIES:
+                continue
+            counters = by_policy[policy] = PolicyCounters(policy=policy)
+        if kind in ("ingress", "egress"):
+            if rules == MAX_REPORTED_RULES:
+                continue
+            counters.rules.append(RuleCounter(direction=kind, index=index, flows=current[key]))
+            rules += 1
+        values[key] = current[key]
+    for policy, counters in by_policy.items():
+        counters.denied = current.get((policy, "denied", 0), 0)
+        counters.audit_denied = current.get((policy, "audit_denied", 0), 0)
+        values[(policy, "denied", 0)] = counters.denied
+        values[(policy, "audit_denied", 0)] = counters.audit_denied
+    return sorted(by_policy.values(), key=lambda item: item.policy), values
