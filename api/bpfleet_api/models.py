@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary
+from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -313,6 +313,20 @@ class GitSourceRecord(SQLModel, table=True):
     history: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     reported_at: datetime = _timestamp(default_factory=utcnow)
     reconcile_requested_at: datetime | None = _timestamp(default=None)
+
+
+class GitSourceFile(SQLModel, table=True):
+    """A manifest file's text at a revision of a GitSource, as its operator shipped it:
+    what the policy editor opens. Kept for the applied revision and the rejected ones
+    the history still lists."""
+
+    __tablename__ = "gitsource_file"
+
+    namespace: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    revision: str = Field(primary_key=True)
+    path: str = Field(primary_key=True)
+    text: str = Field(sa_type=Text)
 
 
 class ReconcileRequest(SQLModel, table=True):

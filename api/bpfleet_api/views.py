@@ -5,19 +5,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.manifests import Manifest
 from bpfleet_core.protocol import BoundedLabels, Endpoint, LinkReport, PolicyReport, ProgramStats
 from bpfleet_core.resources import (
+    SOURCE_FILES_MAX,
+    SOURCE_FILES_MAX_BYTES,
     BpfProgramSpec,
     Condition,
     GitSourceSpec,
     GitSourceStatus,
     LabelSelector,
     SourceError,
+    SourceFile,
 )
 
 
@@ -411,6 +422,25 @@ class HistoryView(View):
     errors: list[SourceError] = Field(description="Rejected: each problem, located.")
 
 
+class SourceFileView(View):
+    """A file of a GitSource at a revision, and what was wrong with it there."""
+
+    namespace: str = Field(description="The GitSource's.")
+    name: str = Field(description="The GitSource's.")
+    revision: str
+    short_revision: str
+    applied: bool = Field(description="The revision is the one in force.")
+    path: str
+    text: str
+    errors: list[SourceError] = Field(description="The rejection's problems in this file.")
+
+
+class PolicySourceView(SourceFileView):
+    """Where a policy in force is written in Git: its file at the applied revision."""
+
+    line: int = Field(description="Where the policy's document starts.")
+
+
 class InventoryItemView(View):
     kind: Literal["BpfProgram", "NetworkPolicy"]
     namespace: str | None
@@ -430,6 +460,20 @@ class GitSourceReport(View):
 
     spec: GitSourceSpec | None = None
     status: GitSourceStatus
+    files: list[SourceFile] = Field(
+        default_factory=list,
+        max_length=SOURCE_FILES_MAX,
+        description="The text of the files the policy editor opens: those holding policies "
+        "of the applied revision, those a rejected revision's errors name.",
+    )
+
+    @field_validator("files")
+    @classmethod
+    def _files_are_small(cls, files: list[SourceFile]) -> list[SourceFile]:
+        size = sum(len(item.text.encode()) for item in files)
+        if size > SOURCE_FILES_MAX_BYTES:
+            raise ValueError(f"{size} bytes of file text, more than {SOURCE_FILES_MAX_BYTES}")
+        return files
 
     @model_validator(mode="after")
     def _times_are_rfc3339(self) -> GitSourceReport:

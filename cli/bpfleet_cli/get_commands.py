@@ -15,16 +15,15 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from bpfleet_cli import selectors
 from bpfleet_cli.exits import CommandError, ExitCode
-from bpfleet_cli.options import ContextOption, connect, seconds
-from bpfleet_cli.tables import age, labels_text, short_revision, table
+from bpfleet_cli.options import ContextOption, connect, label_selector, seconds
+from bpfleet_cli.tables import age, labels_text, selector_text, short_revision, table
 from bpfleet_core.resources import BpfProgramSpec, LabelSelector
 
 if TYPE_CHECKING:  # the client and the API's views load when a command runs
-    from bpfleet_api.views import NodeView, PolicyView, ProgramView, RolloutView
+    from bpfleet_api.views import GitSourceView, NodeView, PolicyView, ProgramView, RolloutView
 
-    from bpfleet_cli.client import FleetClient, GitSourceView
+    from bpfleet_cli.client import FleetClient
 
 VERIFIER_LINES = 12
 EVENTS_SHOWN = 15
@@ -81,7 +80,7 @@ def _program_row(program: ProgramView, wide: bool) -> list[str]:
         state,
     ]
     if wide:
-        cells += [selectors.describe(spec.node_selector), (spec.artifact.digest or "-")[:12]]
+        cells += [selector_text(spec.node_selector), (spec.artifact.digest or "-")[:12]]
     return cells
 
 
@@ -118,23 +117,16 @@ def _rollout_row(rollout: RolloutView, wide: bool) -> list[str]:
     return [*cells, rollout.message] if wide else cells
 
 
-def ready_condition(source: GitSourceView) -> tuple[str, str]:
-    for condition in source.status.conditions:
-        if condition.type == "Ready":
-            return condition.status, condition.message
-    return "Unknown", ""
-
-
 def _gitsource_row(source: GitSourceView, wide: bool) -> list[str]:
-    ready, message = ready_condition(source)
     cells = [
         source.namespace,
         source.name,
-        ready,
-        short_revision(source.status.last_applied_revision),
-        short_revision(source.status.last_attempted_revision),
+        source.state + (" (reconcile requested)" if source.reconcile_pending else ""),
+        short_revision(source.last_applied_revision),
+        short_revision(source.last_attempted_revision),
+        age(source.reported_at),
     ]
-    return [*cells, message] if wide else cells
+    return [*cells, source.message] if wide else cells
 
 
 def _gitsources(client: FleetClient) -> list[GitSourceView]:
@@ -185,7 +177,7 @@ KINDS = {
             "gitsources",
             _gitsources,
             lambda source: f"{source.namespace}/{source.name}",
-            ("NAMESPACE", "NAME", "READY", "APPLIED", "ATTEMPTED"),
+            ("NAMESPACE", "NAME", "STATE", "APPLIED", "ATTEMPTED", "REPORTED"),
             _gitsource_row,
         ),
     )
@@ -253,7 +245,7 @@ def get(
 ) -> None:
     """List fleet objects."""
     found = kind_of(kind)
-    parsed = selectors.parse(selector) if selector else None
+    parsed = label_selector(selector) if selector else None
     every = seconds(interval, "--interval") if watch else 0.0
     if watch and output not in (GetOutput.TABLE, GetOutput.WIDE):
         raise CommandError("--watch prints tables: use -o table or -o wide", ExitCode.USAGE)
@@ -403,7 +395,7 @@ def describe_program(client: FleetClient, name: str) -> list[str]:
         f"Generation:    {program.generation}" + (" (killed)" if program.killed else ""),
         f"Artifact:      {spec.artifact.name}@{spec.artifact.version} "
         f"sha256:{spec.artifact.digest or '-'}",
-        f"Node selector: {selectors.describe(spec.node_selector)}",
+        f"Node selector: {selector_text(spec.node_selector)}",
         "Attach:        "
         + "; ".join(
             f"{point.entry_point} {point.type}"

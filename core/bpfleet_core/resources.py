@@ -183,6 +183,23 @@ class LabelSelector(_Spec):
             requirement.matches(labels) for requirement in self.match_expressions
         )
 
+    def narrowed(self, extra: LabelSelector) -> LabelSelector:
+        """What both select: ``extra``'s terms added as requirements (so ``tier=edge``
+        narrowing ``tier=core`` selects nothing, rather than replacing it)."""
+        equalities = tuple(
+            LabelRequirement(key=key, operator="In", values=(value,))
+            for key, value in extra.match_labels.items()
+        )
+        return self.model_copy(
+            update={
+                "match_expressions": (
+                    *self.match_expressions,
+                    *equalities,
+                    *extra.match_expressions,
+                )
+            }
+        )
+
     def describe(self) -> str:
         """The string form ``parse_selector`` reads back; empty when it selects all."""
         parts = [f"{key}={value}" for key, value in self.match_labels.items()]
@@ -551,6 +568,20 @@ class SourceError(_Spec):
     line: int | None = None
     field: str = ""
     message: str
+
+
+class SourceFile(_Spec):
+    """A manifest file's text at a revision, as the operator read it: what the policy
+    editor opens (the files holding policies of an applied revision, and the files a
+    rejected revision's errors name)."""
+
+    revision: str
+    path: str
+    text: str
+
+
+SOURCE_FILES_MAX_BYTES = 512 * 1024  # of text in one report: small beside the body cap
+SOURCE_FILES_MAX = 200  # files in one report
 
 
 class InventoryEntry(_Spec):

@@ -45,7 +45,7 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
     _settings = settings or OperatorSettings()
     context = Context(
         settings=_settings,
-        api=FleetApi(_settings.api_url, _settings.api_token.get_secret_value()),
+        api=FleetApi.from_settings(_settings),
         kube=kube.Kube(kube.connect(_settings.kube_url), _settings.kube_timeout_seconds),
     )
     receiver = None
@@ -66,7 +66,7 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
     threading.Thread(
         target=fleetapi.follow_reconcile_requests,
         args=(
-            FleetApi(_settings.api_url, _settings.api_token.get_secret_value()),
+            FleetApi.from_settings(_settings),
             context.wake,
             requests_stop,
         ),

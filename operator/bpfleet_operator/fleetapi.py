@@ -11,14 +11,17 @@ reads back what the nodes report. Every failure is one of ``bpfleet_core.failure
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bpfleet_core import failures
-from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus
+from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus, SourceFile
+from bpfleet_operator.settings import OperatorSettings
 
 TIMEOUT_SECONDS = 10.0
 RECONCILE_WAIT_SECONDS = 30.0
@@ -26,13 +29,30 @@ log = logging.getLogger(__name__)
 
 
 class FleetApi:
-    def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        ca: Path | None = None,
+    ) -> None:
+        """``ca``: the CA bundle that vouches for an https API (only it); the system's
+        trust store when None."""
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca)) if ca is not None else True
+        )
         self._client = httpx.Client(
             base_url=url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=TIMEOUT_SECONDS,
             transport=transport,
+            verify=verify,
         )
+
+    @classmethod
+    def from_settings(cls, settings: OperatorSettings) -> FleetApi:
+        return cls(settings.api_url, settings.api_token.get_secret_value(), ca=settings.api_ca)
 
     def close(self) -> None:
         self._client.close()
@@ -110,12 +130,19 @@ class FleetApi:
     # -- GitSources, for the dashboard (the operator stays their only Git client)
 
     def report_source(
-        self, namespace: str, name: str, spec: GitSourceSpec | None, status: GitSourceStatus
+        self,
+        namespace: str,
+        name: str,
+        spec: GitSourceSpec | None,
+        status: GitSourceStatus,
+        files: Sequence[SourceFile] = (),
     ) -> None:
-        """Tell the fleet how a pass over a source ended, so the dashboard shows it."""
+        """Tell the fleet how a pass over a source ended, so the dashboard shows it, with
+        the text of the files the policy editor opens."""
         body = {
             "spec": spec.model_dump(mode="json", by_alias=True) if spec is not None else None,
             "status": status.model_dump(mode="json", by_alias=True),
+            "files": [item.model_dump(mode="json", by_alias=True) for item in files],
         }
         self._json("PUT", f"/v1/gitsources/{namespace}/{name}/status", json=body)
 

@@ -39,6 +39,7 @@ from bpfleet_core.resources import (
     GitSourceSpec,
     GitSourceStatus,
     NetworkPolicyStatus,
+    SourceFile,
     parse_duration,
 )
 from bpfleet_operator import git, gitsource, kube, standalone, statuses, workloads
@@ -404,7 +405,7 @@ def source_daemon(
             check_program=standalone.program_check(memo.api),
             scope=memo.scope(namespace),
         )
-        _write_source_status(memo, namespace, name, result.status, spec)
+        _write_source_status(memo, namespace, name, result.status, spec, texts=result.files)
         if result.outcome != "Suspended" and result.message != memo.last_message.get(key):
             memo.last_message[key] = result.message
             kind = "Normal" if result.outcome == "Applied" else "Warning"
@@ -426,14 +427,17 @@ def _write_source_status(
     name: str,
     status: GitSourceStatus,
     spec: GitSourceSpec | None = None,
+    *,
+    texts: tuple[SourceFile, ...] = (),
 ) -> None:
-    """The pass's end: the status on the object, and to the fleet API for the dashboard."""
+    """The pass's end: the status on the object, and to the fleet API for the dashboard
+    (with the files the policy editor opens)."""
     try:
         memo.kube.patch_status("gitsources", namespace, name, _dump(status))
     except failures.Failure as error:
         log.warning("GitSource %s/%s: %s", namespace, name, error)
     try:
-        memo.api.report_source(namespace, name, spec, status)
+        memo.api.report_source(namespace, name, spec, status, texts)
     except failures.Failure as error:
         log.warning("GitSource %s/%s: status not reported: %s", namespace, name, error.message)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -14,6 +15,11 @@ class OperatorSettings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8080", description="The fleet API.")
     api_token: SecretStr = Field(
         default=SecretStr(""), description="An admin token of the fleet API."
+    )
+    api_ca: Path | None = Field(
+        default=None,
+        description="CA bundle for an https API_URL (a private CA, as the chart's); the "
+        "system's when unset. Only the API's client uses it: Git and Kubernetes keep theirs.",
     )
     kube_url: str | None = Field(
         default=None,
@@ -76,6 +82,17 @@ class OperatorSettings(BaseSettings):
             "API lacks (a node registered or re-registered since) are pushed again."
         ),
     )
+
+    @field_validator("api_ca")
+    @classmethod
+    def _api_ca_is_a_ca_bundle(cls, value: Path | None) -> Path | None:
+        # Read here, so a wrong path fails at start, not at the first call to the API.
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (OSError, ssl.SSLError) as error:
+                raise ValueError(f"api_ca {value}: not a readable CA bundle ({error})") from error
+        return value
 
     @field_validator("webhook_secret")
     @classmethod

@@ -18,6 +18,7 @@ from bpfleet_core.resources import (
     GitSource,
     GitSourceStatus,
     InventoryEntry,
+    SourceFile,
     parse_duration,
 )
 from bpfleet_operator import fleetapi, git, gitsource, webhooks
@@ -105,14 +106,17 @@ class StandaloneSource:
         files.write_atomically(
             self.status_file, result.status.model_dump_json(by_alias=True, indent=2)
         )
-        self.report(result.status)
+        self.report(result.status, result.files)
         return result
 
-    def report(self, status: GitSourceStatus) -> None:
-        """The pass's outcome to the fleet API too, for the dashboard (best effort)."""
+    def report(self, status: GitSourceStatus, texts: tuple[SourceFile, ...] = ()) -> None:
+        """The pass's outcome to the fleet API too, for the dashboard and the policy
+        editor (best effort)."""
         namespace = self.source.metadata.namespace or "default"
         try:
-            self.api.report_source(namespace, self.source.metadata.name, self.source.spec, status)
+            self.api.report_source(
+                namespace, self.source.metadata.name, self.source.spec, status, texts
+            )
         except failures.Failure as error:
             log.warning("gitsource %s: status not reported: %s", self.key, error.message)
 
@@ -135,7 +139,7 @@ class StandaloneSource:
 
 def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) -> None:
     """Run one standalone source, with its push receiver, until ``stop`` is set."""
-    api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+    api = fleetapi.FleetApi.from_settings(settings)
     runner = StandaloneSource(source, settings, api)
     receiver = None
     if settings.webhook_port and settings.webhook_secret is not None:
@@ -168,7 +172,7 @@ def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) 
         if (ns, name) == (namespace, source.metadata.name):
             runner.wake.set()
 
-    follower_api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+    follower_api = fleetapi.FleetApi.from_settings(settings)
     follower = threading.Thread(
         target=fleetapi.follow_reconcile_requests,
         args=(follower_api, requested, stop),

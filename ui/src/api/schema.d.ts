@@ -288,6 +288,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/gitsources/{namespace}/{name}/file": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Source File
+         * @description A file's text at a revision (the applied one, or a rejected one the history
+         *     lists), as the operator read it, with the problems a rejection found in it: what the
+         *     policy editor opens. Only files holding policies, or named by errors, are kept.
+         */
+        get: operations["source_file_v1_gitsources__namespace___name__file_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/gitsources/{namespace}/{name}/reconcile": {
         parameters: {
             query?: never;
@@ -689,6 +711,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/policies/{namespace}/{name}/source": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Policy Source
+         * @description Where a policy in force is written in Git: its GitSource, the applied revision,
+         *     the file and the line its document starts on, with the file's text (404 for a
+         *     policy set through the API).
+         */
+        get: operations["policy_source_v1_policies__namespace___name__source_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies/{namespace}/{name}/yaml": {
         parameters: {
             query?: never;
@@ -730,6 +774,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/policies/lessons": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Tutorial
+         * @description The tutorial: lessons on a demo topology. A lesson is done when its flow tests
+         *     pass: simulate its policy with ``topology`` set to this one and its flows.
+         */
+        get: operations["tutorial_v1_policies_lessons_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies/simulate": {
         parameters: {
             query?: never;
@@ -747,6 +812,28 @@ export interface paths {
          *     ports), lints with their proving flows, ratings, and flow tests if given.
          */
         post: operations["simulate_v1_policies_simulate_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/policies/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Policy Templates
+         * @description Policies to start from (default-deny ingress, default-deny egress with DNS, same
+         *     namespace only, from one namespace, the Internet but private ranges), written for
+         *     ``namespace``.
+         */
+        get: operations["policy_templates_v1_policies_templates_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1427,6 +1514,100 @@ export interface components {
              */
             denied: number;
         };
+        /** DiagramBoxView */
+        DiagramBoxView: {
+            /**
+             * Actions
+             * @description Edits that would allow it.
+             */
+            actions: components["schemas"]["FixView"][];
+            /**
+             * Direction
+             * @enum {string}
+             */
+            direction: "ingress" | "egress";
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "namespace" | "other-namespaces" | "outside" | "dns";
+            /**
+             * Rules
+             * @description The rules of this direction admitting it.
+             */
+            rules: number[];
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "unrestricted" | "allowed" | "denied";
+            /** Summary */
+            summary: string;
+            /** Title */
+            title: string;
+        };
+        /** DiagramPeerView */
+        DiagramPeerView: {
+            /** Description */
+            description: string;
+            /** Line */
+            line: number | null;
+            /** Path */
+            path: (string | number)[];
+            /** Pathtext */
+            pathText: string;
+        };
+        /** DiagramRuleView */
+        DiagramRuleView: {
+            /** Boxes */
+            boxes: ("namespace" | "other-namespaces" | "outside" | "dns")[];
+            /**
+             * Direction
+             * @enum {string}
+             */
+            direction: "ingress" | "egress";
+            /** Endline */
+            endLine: number | null;
+            /** Index */
+            index: number;
+            /** Line */
+            line: number | null;
+            /** Path */
+            path: (string | number)[];
+            /** Pathtext */
+            pathText: string;
+            /**
+             * Peers
+             * @description Empty: every peer (no from/to).
+             */
+            peers: components["schemas"]["DiagramPeerView"][];
+            /** Ports */
+            ports: string;
+        };
+        /** DiagramView */
+        DiagramView: {
+            /** Boxes */
+            boxes: components["schemas"]["DiagramBoxView"][];
+            /** Document */
+            document: number | null;
+            /** Egressisolated */
+            egressIsolated: boolean;
+            /** Ingressisolated */
+            ingressIsolated: boolean;
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "enforce" | "audit";
+            /** Modechanges */
+            modeChanges: components["schemas"]["ModeChangeView"][];
+            /** Namespace */
+            namespace: string;
+            /** Policy */
+            policy: string;
+            /** Rules */
+            rules: components["schemas"]["DiagramRuleView"][];
+        };
         /** DiffView */
         DiffView: {
             /**
@@ -1696,6 +1877,8 @@ export interface components {
              * @default false
              */
             thisPolicyOnly: boolean;
+            /** @description A topology to judge the draft on instead of the fleet's (the tutorial's demo, say): no stored policy takes part then. */
+            topology?: components["schemas"]["Topology"] | null;
         };
         /** ExplanationView */
         ExplanationView: {
@@ -1930,6 +2113,11 @@ export interface components {
          * @description What an operator reports at the end of each pass over a GitSource.
          */
         GitSourceReport: {
+            /**
+             * Files
+             * @description The text of the files the policy editor opens: those holding policies of the applied revision, those a rejected revision's errors name.
+             */
+            files?: components["schemas"]["SourceFile"][];
             spec?: components["schemas"]["GitSourceSpec"] | null;
             status: components["schemas"]["GitSourceStatus"];
         };
@@ -2268,6 +2456,27 @@ export interface components {
                 [key: string]: string;
             };
         };
+        /** LessonView */
+        LessonView: {
+            /**
+             * Flows
+             * @description Its flow tests: the lesson is done when they pass.
+             */
+            flows: string;
+            /** Goal */
+            goal: string;
+            /** Id */
+            id: string;
+            /** Solution */
+            solution: string;
+            /**
+             * Start
+             * @description The policy the lesson opens with.
+             */
+            start: string;
+            /** Title */
+            title: string;
+        };
         /** LinkReport */
         LinkReport: {
             /** Entrypoint */
@@ -2451,6 +2660,15 @@ export interface components {
             relevant: number;
             /** Truncated */
             truncated: boolean;
+        };
+        /** ModeChangeView */
+        ModeChangeView: {
+            fix: components["schemas"]["FixView"];
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "enforce" | "audit";
         };
         /** NamedPortView */
         NamedPortView: {
@@ -2722,6 +2940,25 @@ export interface components {
             /** Reach */
             reach: string;
         };
+        /** Pod */
+        Pod: {
+            /** Ip */
+            ip: string;
+            /** Labels */
+            labels?: {
+                [key: string]: string;
+            };
+            /**
+             * Node
+             * @description The node the pod runs on, if known.
+             */
+            node?: string | null;
+            /**
+             * Ports
+             * @default []
+             */
+            ports: components["schemas"]["ContainerPort"][];
+        };
         /**
          * PodCidrs
          * @description The address ranges of a node's pods (a Kubernetes Node's ``spec.podCIDRs``).
@@ -2801,6 +3038,45 @@ export interface components {
              * Format: date-time
              */
             updatedAt: string;
+        };
+        /**
+         * PolicySourceView
+         * @description Where a policy in force is written in Git: its file at the applied revision.
+         */
+        PolicySourceView: {
+            /**
+             * Applied
+             * @description The revision is the one in force.
+             */
+            applied: boolean;
+            /**
+             * Errors
+             * @description The rejection's problems in this file.
+             */
+            errors: components["schemas"]["SourceError"][];
+            /**
+             * Line
+             * @description Where the policy's document starts.
+             */
+            line: number;
+            /**
+             * Name
+             * @description The GitSource's.
+             */
+            name: string;
+            /**
+             * Namespace
+             * @description The GitSource's.
+             */
+            namespace: string;
+            /** Path */
+            path: string;
+            /** Revision */
+            revision: string;
+            /** Shortrevision */
+            shortRevision: string;
+            /** Text */
+            text: string;
         };
         /**
          * PolicyState
@@ -3357,9 +3633,13 @@ export interface components {
              * @default false
              */
             thisPolicyOnly: boolean;
+            /** @description A topology to judge the draft on instead of the fleet's (the tutorial's demo, say): no stored policy takes part then. */
+            topology?: components["schemas"]["Topology"] | null;
         };
         /** SimulationView */
         SimulationView: {
+            /** Diagrams */
+            diagrams: components["schemas"]["DiagramView"][];
             diff: components["schemas"]["DiffView"] | null;
             /** Documents */
             documents: components["schemas"]["DocumentView"][];
@@ -3406,6 +3686,54 @@ export interface components {
             /** Message */
             message: string;
         };
+        /**
+         * SourceFile
+         * @description A manifest file's text at a revision, as the operator read it: what the policy
+         *     editor opens (the files holding policies of an applied revision, and the files a
+         *     rejected revision's errors name).
+         */
+        SourceFile: {
+            /** Path */
+            path: string;
+            /** Revision */
+            revision: string;
+            /** Text */
+            text: string;
+        };
+        /**
+         * SourceFileView
+         * @description A file of a GitSource at a revision, and what was wrong with it there.
+         */
+        SourceFileView: {
+            /**
+             * Applied
+             * @description The revision is the one in force.
+             */
+            applied: boolean;
+            /**
+             * Errors
+             * @description The rejection's problems in this file.
+             */
+            errors: components["schemas"]["SourceError"][];
+            /**
+             * Name
+             * @description The GitSource's.
+             */
+            name: string;
+            /**
+             * Namespace
+             * @description The GitSource's.
+             */
+            namespace: string;
+            /** Path */
+            path: string;
+            /** Revision */
+            revision: string;
+            /** Shortrevision */
+            shortRevision: string;
+            /** Text */
+            text: string;
+        };
         /** SummaryView */
         SummaryView: {
             /** Attached */
@@ -3449,6 +3777,17 @@ export interface components {
              * @description namespace/name of the GitSource; null: the fleet.
              */
             source: string | null;
+        };
+        /** TemplateView */
+        TemplateView: {
+            /** Description */
+            description: string;
+            /** Id */
+            id: string;
+            /** Text */
+            text: string;
+            /** Title */
+            title: string;
         };
         /** TextProblemView */
         TextProblemView: {
@@ -3559,6 +3898,39 @@ export interface components {
              */
             name: string;
         };
+        /**
+         * Topology
+         * @description Namespaces (with labels) and pods ``"<namespace>/<name>"`` (labels, IP, ports).
+         *
+         *     ``order`` fixes the order of the matrix (default: the order of ``pods``); ``nodes``
+         *     gives node labels, for policies with a ``nodeSelector``. Every namespace carries the
+         *     ``kubernetes.io/metadata.name`` label, as the API server guarantees.
+         */
+        Topology: {
+            /**
+             * Loopback
+             * @description A note; loopback is never judged.
+             */
+            loopback?: string | null;
+            /** Namespaces */
+            namespaces: {
+                [key: string]: {
+                    [key: string]: string;
+                };
+            };
+            /** Nodes */
+            nodes?: {
+                [key: string]: {
+                    [key: string]: string;
+                };
+            };
+            /** Order */
+            order?: string[] | null;
+            /** Pods */
+            pods: {
+                [key: string]: components["schemas"]["Pod"];
+            };
+        };
         /** TopologyPageView */
         TopologyPageView: {
             /**
@@ -3591,6 +3963,13 @@ export interface components {
              * @description Endpoints in the fleet.
              */
             total: number;
+        };
+        /** TutorialView */
+        TutorialView: {
+            /** Lessons */
+            lessons: components["schemas"]["LessonView"][];
+            /** @description The demo topology every lesson runs on. */
+            topology: components["schemas"]["Topology"];
         };
         /** UnmanagedProgram */
         UnmanagedProgram: {
@@ -4173,6 +4552,43 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    source_file_v1_gitsources__namespace___name__file_get: {
+        parameters: {
+            query: {
+                /** @description The file, from the repository's root. */
+                path: string;
+                /** @description Absent: the applied revision. */
+                revision?: string | null;
+            };
+            header?: never;
+            path: {
+                name: string;
+                namespace: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SourceFileView"];
+                };
             };
             /** @description Validation Error */
             422: {
@@ -4914,6 +5330,38 @@ export interface operations {
             };
         };
     };
+    policy_source_v1_policies__namespace___name__source_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+                namespace: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicySourceView"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     policy_yaml_v1_policies__namespace___name__yaml_get: {
         parameters: {
             query?: never;
@@ -4978,6 +5426,26 @@ export interface operations {
             };
         };
     };
+    tutorial_v1_policies_lessons_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TutorialView"];
+                };
+            };
+        };
+    };
     simulate_v1_policies_simulate_post: {
         parameters: {
             query?: never;
@@ -4998,6 +5466,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SimulationView"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    policy_templates_v1_policies_templates_get: {
+        parameters: {
+            query: {
+                /** @description The new policy's namespace. */
+                namespace: string;
+                /** @description The namespace 'from-namespace' admits. */
+                peerNamespace?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateView"][];
                 };
             };
             /** @description Validation Error */
