@@ -23,6 +23,7 @@ from bpfleet_api.routes import (
     agent,
     artifacts,
     checks,
+    drafts,
     editor,
     gitsources,
     health,
@@ -32,6 +33,7 @@ from bpfleet_api.routes import (
     overview,
     policies,
     programs,
+    proposals,
     rollouts,
     session,
     tokens,
@@ -164,6 +166,8 @@ def create_app() -> FastAPI:
         overview,
         kernels,
         gitsources,
+        proposals,
+        drafts,
     ):
         app.include_router(module.router)
     app.add_middleware(etags.ETagMiddleware)

@@ -27,8 +27,13 @@ from bpfleet_api.views import (
     PreflightRequest,
     PreflightResult,
     ProgramView,
+    ProposalDetail,
+    ProposalRequest,
+    ProposalView,
     RolloutView,
     SessionView,
+    SharedDraft,
+    SharedDraftView,
     ValidateResult,
 )
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -196,6 +201,33 @@ class FleetClient:
         (``reconcile_requested_at``), which the pass reported next comes after."""
         path = _path("v1", "gitsources", namespace, name, "reconcile")
         return self._parsed(TypeAdapter(GitSourceView), "POST", path, self._json("POST", path))
+
+    # -- proposals (changes the operator writes to Git) and shared drafts
+
+    def propose(self, request: ProposalRequest) -> ProposalDetail:
+        body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return ProposalDetail.model_validate(self._json("POST", "/v1/proposals", json=body))
+
+    def proposals(
+        self, source: str | None = None, states: tuple[str, ...] = ()
+    ) -> list[ProposalView]:
+        params: list[tuple[str, str]] = [("source", source)] if source else []
+        params += [("state", state) for state in states]
+        return self._get_list(ProposalView, "/v1/proposals", params=params)
+
+    def proposal(self, proposal: int) -> ProposalDetail:
+        return self._get(ProposalDetail, _path("v1", "proposals", str(proposal)))
+
+    def merge_proposal(self, proposal: int) -> ProposalView:
+        path = _path("v1", "proposals", str(proposal), "merge")
+        return ProposalView.model_validate(self._json("POST", path))
+
+    def share_draft(self, draft: SharedDraft) -> SharedDraftView:
+        body = draft.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return SharedDraftView.model_validate(self._json("POST", "/v1/drafts", json=body))
+
+    def draft(self, draft: str) -> SharedDraftView:
+        return self._get(SharedDraftView, _path("v1", "drafts", draft))
 
     # -- transport
 

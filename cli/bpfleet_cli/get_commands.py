@@ -21,7 +21,14 @@ from bpfleet_cli.tables import age, labels_text, selector_text, short_revision, 
 from bpfleet_core.resources import BpfProgramSpec, LabelSelector
 
 if TYPE_CHECKING:  # the client and the API's views load when a command runs
-    from bpfleet_api.views import GitSourceView, NodeView, PolicyView, ProgramView, RolloutView
+    from bpfleet_api.views import (
+        GitSourceView,
+        NodeView,
+        PolicyView,
+        ProgramView,
+        ProposalView,
+        RolloutView,
+    )
 
     from bpfleet_cli.client import FleetClient
 
@@ -140,6 +147,33 @@ def _gitsources(client: FleetClient) -> list[GitSourceView]:
         ) from None
 
 
+def _proposal_row(card: ProposalView, wide: bool) -> list[str]:
+    cells = [
+        str(card.id),
+        f"{card.source.namespace}/{card.source.name}",
+        card.stage,
+        card.author,
+        card.branch or "-",
+        f"{card.ready}/{card.desired}" if card.state == "Applied" else "-",
+        age(card.created_at),
+    ]
+    if not wide:
+        return cells
+    link = card.pull_request.url if card.pull_request is not None else "-"
+    return [*cells, link, card.message.splitlines()[0] if card.message else ""]
+
+
+def _proposals(client: FleetClient) -> list[ProposalView]:
+    from bpfleet_cli.client import MissingRoute
+
+    try:
+        return client.proposals()
+    except MissingRoute as missing:
+        raise CommandError(
+            f"{missing.message}: this API takes no proposals yet", ExitCode.NOT_FOUND
+        ) from None
+
+
 KINDS = {
     kind.plural: kind
     for kind in (
@@ -180,6 +214,13 @@ KINDS = {
             ("NAMESPACE", "NAME", "STATE", "APPLIED", "ATTEMPTED", "REPORTED"),
             _gitsource_row,
         ),
+        Kind(
+            "proposals",
+            _proposals,
+            lambda card: str(card.id),
+            ("ID", "SOURCE", "STAGE", "AUTHOR", "BRANCH", "ENFORCING", "AGE"),
+            _proposal_row,
+        ),
     )
 }
 _WIDE_HEADERS = {
@@ -188,6 +229,7 @@ _WIDE_HEADERS = {
     "policies": ("LABELS",),
     "rollouts": ("MESSAGE",),
     "gitsources": ("MESSAGE",),
+    "proposals": ("PULL REQUEST", "MESSAGE"),
 }
 ALIASES = {
     **{plural: plural for plural in KINDS},
@@ -198,6 +240,7 @@ ALIASES = {
     "networkpolicies": "policies",
     "rollout": "rollouts",
     "gitsource": "gitsources",
+    "proposal": "proposals",
 }
 
 
@@ -226,7 +269,10 @@ def _listed(kind: Kind, client: FleetClient, selector: LabelSelector | None) -> 
 
 
 def get(
-    kind: Annotated[str, typer.Argument(help="nodes, programs, policies, gitsources or rollouts.")],
+    kind: Annotated[
+        str,
+        typer.Argument(help="nodes, programs, policies, gitsources, rollouts or proposals."),
+    ],
     *,
     output: Annotated[
         GetOutput, typer.Option("--output", "-o", help="table, wide, json, yaml or name.")

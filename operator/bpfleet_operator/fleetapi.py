@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from bpfleet_core import failures
+from bpfleet_core import failures, proposals
 from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus, SourceFile
 from bpfleet_operator.settings import OperatorSettings
 
@@ -163,6 +163,33 @@ class FleetApi:
         )
         return int(found["cursor"]), [str(source) for source in found["sources"]]
 
+    # -- proposals (the operator writes them to Git; the API keeps their cards)
+
+    def proposal_work(
+        self, after: int | None, wait: float
+    ) -> tuple[int, list[proposals.ProposalWork]]:
+        """Proposals to push and merges to make (a long-poll of ``wait`` s); without
+        ``after``, every pending item. Returns the cursor to pass next."""
+        params: dict[str, Any] = {"wait": wait if after is not None else 0}
+        if after is not None:
+            params["after"] = after
+        found = proposals.ProposalWorkList.model_validate(
+            self._json(
+                "GET", "/v1/operator/proposals", params=params, timeout=wait + TIMEOUT_SECONDS
+            )
+        )
+        return found.cursor, list(found.work)
+
+    def report_proposal(self, proposal: int, report: proposals.ProposalReport) -> None:
+        body = report.model_dump(mode="json", by_alias=True)  # nulls say "absent" there
+        self._json("PUT", f"/v1/proposals/{proposal}/status", json=body)
+
+    def open_proposals(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The source's proposals that are pushed but not applied yet (the API's cards)."""
+        params = [("source", f"{namespace}/{name}")]
+        params += [("state", state) for state in proposals.OPEN_STATES]
+        return list(self._json("GET", "/v1/proposals", params=params))
+
     # -- transport
 
     def _json_or_none(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -226,3 +253,31 @@ def follow_reconcile_requests(
             namespace, _, name = source.partition("/")
             log.info("GitSource %s: reconcile requested", source)
             wake(namespace, name)
+
+
+def follow_proposals(
+    api: FleetApi,
+    handle: Callable[[proposals.ProposalWork], bool],
+    stop: threading.Event,
+    wait: float = RECONCILE_WAIT_SECONDS,
+) -> None:
+    """Until ``stop``: long-poll the fleet for proposal work and ``handle`` each item,
+    which says whether it is done. What is not done (the remote unreachable, say) comes
+    back with every pending item after a delay that doubles, up to a minute."""
+    cursor: int | None = None
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            cursor, work = api.proposal_work(cursor, wait)
+        except failures.Failure as error:
+            log.warning("proposal work: %s; retrying in %.0fs", error.message, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 60.0)
+            continue
+        done = [handle(item) for item in work if not stop.is_set()]
+        if all(done):
+            delay = 1.0
+            continue
+        stop.wait(delay)
+        delay = min(delay * 2, 60.0)
+        cursor = None  # every pending item again, the unfinished ones among them

@@ -1,7 +1,8 @@
 """kopf handlers: thin shells that route each event to the pipeline or the fleet API.
 
 - ``GitSource``: a daemon per object runs ``gitsource.reconcile`` every interval, or at
-  once when a push notification or a spec change wakes it.
+  once when a push notification or a spec change wakes it; after each pass the source's
+  pushed proposals are followed into the tracked branch and the fleet.
 - ``BpfProgram`` and ``NetworkPolicy``: create/update/resume hand the spec to the
   fleet API; a timer keeps the summary status in step with the API; deletion waits
   (finalizer) until no node still runs the program or enforces the policy.
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 
 from bpfleet_core import failures
 from bpfleet_core.netpol import validating
+from bpfleet_core.proposals import SourceKey
 from bpfleet_core.resources import (
     API_GROUP,
     API_VERSION,
@@ -406,6 +408,8 @@ def source_daemon(
             scope=memo.scope(namespace),
         )
         _write_source_status(memo, namespace, name, result.status, spec, texts=result.files)
+        if memo.proposals is not None:
+            memo.proposals.track(SourceKey(namespace=namespace, name=name), checkout, result)
         if result.outcome != "Suspended" and result.message != memo.last_message.get(key):
             memo.last_message[key] = result.message
             kind = "Normal" if result.outcome == "Applied" else "Warning"

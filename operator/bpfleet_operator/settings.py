@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bpfleet_core.proposals import BRANCH_PREFIX, branch_problems
+
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BPFLEET_OPERATOR_", extra="forbid")
@@ -93,6 +95,48 @@ class OperatorSettings(BaseSettings):
             except (OSError, ssl.SSLError) as error:
                 raise ValueError(f"api_ca {value}: not a readable CA bundle ({error})") from error
         return value
+
+    proposal_branch_prefix: str = Field(
+        default=BRANCH_PREFIX,
+        description=(
+            "Proposals are pushed as new branches under this prefix, and nowhere else (the "
+            "tracked branch only by a dev merge, where a source allows one)."
+        ),
+    )
+    signing_key: Path | None = Field(
+        default=None,
+        description=(
+            "An OpenSSH private key (unencrypted) that signs proposal and merge commits for "
+            "GitSources with trustedSigningKeys; its public key must be one of them. Unset: "
+            "proposals to such sources fail, saying so."
+        ),
+    )
+    committer_name: str = Field(
+        default="bpfleet operator", description="The committer of proposal commits."
+    )
+    committer_email: str = Field(default="operator@bpfleet.invalid")
+    author_email_domain: str = Field(
+        default="bpfleet.invalid",
+        description="Proposal commits are authored by <token name>@<this domain>.",
+    )
+    secrets_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Standalone: where a GitSource's secretRef (and its forge's) are read, one "
+            "directory per Secret name holding a file per key (username, password, "
+            "identity, known_hosts, ca.crt, token), as Kubernetes mounts a Secret."
+        ),
+    )
+
+    @field_validator("proposal_branch_prefix")
+    @classmethod
+    def _a_branch_prefix(cls, prefix: str) -> str:
+        problems = branch_problems(f"{prefix}x")
+        if problems or not prefix.endswith("/"):
+            raise ValueError(
+                f"{prefix!r} is no branch prefix: it ends with '/' and makes valid branch names"
+            )
+        return prefix
 
     @field_validator("webhook_secret")
     @classmethod
