@@ -53,6 +53,10 @@ POLICIES = (API_GROUP, API_VERSION, "networkpolicies")
 SOURCES = (API_GROUP, API_VERSION, "gitsources")
 WAKE_POLL_SECONDS = 0.5
 MAX_RETRY_DELAY = 60.0
+# A finalizer polls once a second while nodes detach, and kopf counts each poll as a
+# retry: backing off by that count would turn one API hiccup late in a long detach into
+# a minute's wait, so its failures back off no further than this.
+MAX_FINALIZER_RETRY_DELAY = 8.0
 T = TypeVar("T")
 
 
@@ -69,9 +73,11 @@ def _revision(meta: kopf.Meta) -> str:
     return str(meta.get("annotations", {}).get(kube.REVISION_ANNOTATION, ""))
 
 
-def retry_later(message: str, retry: int = 0) -> kopf.TemporaryError:
-    """Exponential backoff: 1 s, 2 s, 4 s ... up to a minute between attempts."""
-    return kopf.TemporaryError(message, delay=min(2.0**retry, MAX_RETRY_DELAY))
+def retry_later(
+    message: str, retry: int = 0, longest: float = MAX_RETRY_DELAY
+) -> kopf.TemporaryError:
+    """Exponential backoff: 1 s, 2 s, 4 s ... up to ``longest`` (a minute) between attempts."""
+    return kopf.TemporaryError(message, delay=min(2.0**retry, longest))
 
 
 def _set_conditions(patch: kopf.Patch, conditions: tuple[Any, ...]) -> None:
@@ -165,7 +171,7 @@ def _remove(
         delete()
         nodes = [row["node"] for row in remaining()]
     except failures.Failure as error:
-        raise retry_later(error.message, retry) from None
+        raise retry_later(error.message, retry, MAX_FINALIZER_RETRY_DELAY) from None
     if nodes:
         raise kopf.TemporaryError(f"still on {', '.join(nodes)}", delay=1)
 

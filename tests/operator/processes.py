@@ -26,13 +26,28 @@ def operator_environment(api: services.Api, state: Path, webhook_port: int) -> d
     }
 
 
+LOG_LINES_ON_FAILURE = 80
+
+
 @contextlib.contextmanager
 def running(command: list[str], environment: dict[str, str], log: Path) -> Iterator[None]:
+    """Run ``command`` for the block; if the block fails, the end of the process's log
+    goes to stderr, where the test report shows it."""
     with log.open("wb") as output:
         process = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
     try:
         yield
-    finally:
+    except BaseException:
+        stop_process(process)
+        tail = log.read_text(errors="replace").splitlines()[-LOG_LINES_ON_FAILURE:]
+        print(
+            f"--- last lines of {' '.join(command[1:3])}'s log ---",
+            *tail,
+            sep="\n",
+            file=sys.stderr,
+        )
+        raise
+    else:
         stop_process(process)
 
 
