@@ -33,6 +33,7 @@ from typing import Literal
 from bpfleet_core.netpol import models
 from bpfleet_core.netpol.models import Address, Direction
 from bpfleet_core.netpol.rules import (
+    IPV4_SPACE,
     DirectionRules,
     EndpointRules,
     PeerBlock,
@@ -165,8 +166,13 @@ def _selected_pods(
 
 
 def _block(ip_block: models.IPBlock) -> PeerBlock:
+    cidr = Prefix.parse(ip_block.cidr)
     excepts = tuple(Prefix.parse(text) for text in ip_block.except_ or ())
-    return PeerBlock(Prefix.parse(ip_block.cidr), excepts)
+    if ":" in ip_block.cidr and cidr.covers(IPV4_SPACE):
+        # An IPv6 block (::/0, say) never matches an IPv4 peer, as in Kubernetes: the
+        # families are apart, though IPv4 sits inside IPv6's space in the rules' trie.
+        excepts += (IPV4_SPACE,)
+    return PeerBlock(cidr, excepts)
 
 
 def _peer_blocks(

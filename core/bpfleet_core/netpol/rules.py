@@ -74,6 +74,11 @@ class Prefix(NamedTuple):
         shift = ADDRESS_BITS - self.length
         return address_bits(address) >> shift == self.value >> shift
 
+    def covers(self, other: Prefix) -> bool:
+        """Every address of ``other`` is in this block."""
+        shift = ADDRESS_BITS - self.length
+        return self.length <= other.length and other.value >> shift == self.value >> shift
+
     @property
     def network(self) -> Network:
         if self.length >= _IPV4_BASE and self.value >> 32 == IPV4_MAPPED >> 32:
@@ -82,6 +87,10 @@ class Prefix(NamedTuple):
 
     def __str__(self) -> str:
         return str(self.network)
+
+
+# Where IPv4 addresses live in the 128-bit space.
+IPV4_SPACE = Prefix(IPV4_MAPPED, _IPV4_BASE)
 
 
 class PortRange(NamedTuple):

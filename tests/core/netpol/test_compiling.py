@@ -165,6 +165,32 @@ def test_ipv6_pods_are_128_blocks() -> None:
     assert not compiling.verdict(compiled, "10.0.0.1", "fd00::1", "TCP", 80)
 
 
+def test_an_ipv6_block_never_matches_an_ipv4_peer(topology: models.Topology) -> None:
+    # IPv4 sits inside IPv6's space in the rules' trie; ::/0 must still mean IPv6 only.
+    document = policy(
+        "v6-only",
+        {"podSelector": POD_A, "ingress": [{"from": [{"ipBlock": {"cidr": "::/0"}}]}]},
+    )
+    compiled = compiling.compile_policies(policies([document]), topology)
+    (rule,) = compiled["x/a"].ingress.rules
+    assert rule.peers == (PeerBlock(net("::/0"), (net("::ffff:0:0/96"),)),)
+    assert not compiling.allows(
+        compiled["x/a"].ingress, ipaddress.ip_address("10.0.2.1"), "TCP", 80
+    )
+    assert compiling.allows(compiled["x/a"].ingress, ipaddress.ip_address("fd00::9"), "TCP", 80)
+    both = policy(
+        "both",
+        {
+            "podSelector": POD_A,
+            "ingress": [
+                {"from": [{"ipBlock": {"cidr": "::/0"}}, {"ipBlock": {"cidr": "0.0.0.0/0"}}]}
+            ],
+        },
+    )
+    compiled = compiling.compile_policies(policies([both]), topology)
+    assert compiling.allows(compiled["x/a"].ingress, ipaddress.ip_address("10.0.2.1"), "TCP", 80)
+
+
 def test_addresses_that_are_no_endpoint_are_not_policed(topology: models.Topology) -> None:
     deny = policy("deny", {"podSelector": POD_A, "policyTypes": ["Ingress", "Egress"]})
     compiled = compiling.compile_policies(policies([deny]), topology)
