@@ -4,8 +4,8 @@
 # Builds a minimal Debian root with mmdebstrap (cached; rebuilt when the package list of
 # scripts/install-system-deps.sh or this script's base changes), clones the repository
 # at a commit into a throwaway overlay on top of it, and runs there, as a new user on
-# that release would: `make venv helm` (the downloads, on this host's network), then
-# `make test`, then `make up` until the API answers and the three agents are Ready and
+# that release would: `make venv helm` and the UI's `npm ci` (the downloads, on this
+# host's network), then `make test`, then `make up` until the API answers and the three agents are Ready and
 # run the seeded program, then Ctrl-C (SIGINT to its process group) and a check that
 # nothing is left behind. Only the root filesystem is that release: the kernel is this
 # machine's. Needs root.
@@ -43,6 +43,7 @@ fail() { printf 'test-in-debian-root: %s\n' "$*" >&2; exit 1; }
 
 inside_prepare() {
   make venv helm
+  scripts/build-ui.sh deps  # npm ci: the tests run where no registry is reachable
 }
 
 inside_shell() {
@@ -324,10 +325,10 @@ in_root() {
 
 status=0
 started=$SECONDS
-say "make venv helm (downloads on this host's network); log in $logs/prepare.log"
+say "make venv helm, npm ci (downloads on this host's network); log in $logs/prepare.log"
 if ! in_root prepare >"$logs/prepare.log" 2>&1; then
   tail -30 "$logs/prepare.log" >&2
-  fail "make venv helm failed in the root (log: $logs/prepare.log)"
+  fail "preparing the checkout failed in the root (log: $logs/prepare.log)"
 fi
 say "prepared in $((SECONDS - started))s (Python $(sed -n 's/^version[_info]* = //p' "$run/upper$CHECKOUT/.venv/pyvenv.cfg" | head -1))"
 
