@@ -182,9 +182,13 @@ def get(session: Session, proposal_id: int) -> Proposal:
 
 
 def listed(
-    session: Session, source: SourceKey | None = None, states: Iterable[str] = ()
+    session: Session,
+    source: SourceKey | None = None,
+    states: Iterable[str] = (),
+    policy: tuple[str, str] | None = None,
 ) -> list[Proposal]:
-    """Newest first."""
+    """Newest first; of one source, in some states, declaring one policy (namespace,
+    name) in its files."""
     query = select(Proposal).order_by(col(Proposal.id).desc())
     if source is not None:
         query = query.where(
@@ -193,7 +197,18 @@ def listed(
     wanted = sorted(set(states))
     if wanted:
         query = query.where(col(Proposal.state).in_(wanted))
-    return list(session.exec(query).all())
+    found = list(session.exec(query).all())
+    if policy is None:
+        return found
+    return [proposal for proposal in found if declares(proposal, policy)]
+
+
+def declares(proposal: Proposal, policy: tuple[str, str]) -> bool:
+    """The proposal's manifests declare this NetworkPolicy (namespace, name)."""
+    return any(
+        item["kind"] == "NetworkPolicy" and (item["namespace"], item["name"]) == policy
+        for item in proposal.objects
+    )
 
 
 def source_of(proposal: Proposal) -> SourceKey:

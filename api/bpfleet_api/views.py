@@ -272,9 +272,17 @@ class SessionRequest(View):
     token: SecretStr = Field(description="A bpfleet token (bpf_...) of a person's role.")
 
 
+Permission = Literal["read", "check", "propose", "administer"]
+
+
 class SessionView(View):
     name: str
     role: str
+    may: list[Permission] = Field(
+        description="What this role may do: read; check (validate, preflight); propose "
+        "(changes to Git, their dev merges, shared drafts); administer (everything else: "
+        "desired state, rollouts, the kill switch, tokens, reconcile now)."
+    )
     expires_at: datetime | None
 
 

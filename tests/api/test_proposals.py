@@ -167,6 +167,39 @@ def test_a_proposal_is_accepted_whole_queued_and_never_desired_state(
         assert client.get("/v1/proposals/999999999").status_code == 404
 
 
+def test_proposals_are_listed_by_the_policy_they_declare(
+    api: services.Api, source: dict[str, str], proposer: str
+) -> None:
+    """A policy's page lists the proposals whose files declare it, and no other."""
+    namespace = source["namespace"]
+    other = policy(namespace).replace("name: db-ingress", "name: web-ingress")
+    with api.client(proposer) as client:
+        db = client.post("/v1/proposals", json=proposal(source)).json()
+        web_only = proposal(source)
+        web_only["files"] = [{"path": "policies/web-ingress.yaml", "content": other}]
+        web = client.post("/v1/proposals", json=web_only).json()
+        both = proposal(source)
+        both["files"].append({"path": "policies/web-ingress.yaml", "content": other})
+        together = client.post("/v1/proposals", json=both).json()
+
+        def listed(**params: str) -> list[int]:
+            response = client.get("/v1/proposals", params=params)
+            assert response.status_code == 200, response.text
+            return [item["id"] for item in response.json()]
+
+        assert listed(policy=f"{namespace}/db-ingress") == [together["id"], db["id"]]
+        assert listed(policy=f"{namespace}/web-ingress") == [together["id"], web["id"]]
+        assert listed(policy=f"{namespace}/db") == []
+        assert listed(policy=f"{namespace}/db-ingress", source="elsewhere/fleet") == []
+        paged = client.get(
+            "/v1/proposals", params={"policy": f"{namespace}/db-ingress", "limit": 1}
+        )
+        assert paged.headers["X-Total-Count"] == "2"
+        assert [item["id"] for item in paged.json()] == [together["id"]]
+        refused = client.get("/v1/proposals", params={"policy": "no slash"})
+        assert refused.status_code == 422
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [

@@ -147,6 +147,7 @@ def list_proposals(
     _: Reader,
     response: Response,
     paging: PagingDep,
+    *,
     source: Annotated[
         str | None,
         Query(
@@ -159,6 +160,14 @@ def list_proposals(
         list[ProposalState] | None,
         Query(description="Only proposals in these states (repeat it for several)."),
     ] = None,
+    policy: Annotated[
+        str | None,
+        Query(
+            max_length=317,
+            pattern=SOURCE_PATTERN,
+            description="namespace/name of a NetworkPolicy: only proposals whose files declare it.",
+        ),
+    ] = None,
 ) -> list[ProposalView]:
     """Proposals, newest first."""
     key = None
@@ -168,7 +177,11 @@ def list_proposals(
             key = SourceKey(namespace=namespace, name=name)
         except ValidationError:
             raise Invalid(f"source: {source[:80]!r} is no NAMESPACE/NAME of a GitSource") from None
-    found = proposals.listed(session, key, state or ())
+    declaring = None
+    if policy is not None:
+        policy_namespace, policy_name = policy.split("/", 1)
+        declaring = (policy_namespace, policy_name)
+    found = proposals.listed(session, key, state or (), declaring)
     return [proposal_view(session, proposal) for proposal in paging.apply(found, response)]
 
 

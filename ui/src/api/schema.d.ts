@@ -4259,6 +4259,11 @@ export interface components {
         SessionView: {
             /** Expiresat */
             expiresAt: string | null;
+            /**
+             * May
+             * @description What this role may do: read; check (validate, preflight); propose (changes to Git, their dev merges, shared drafts); administer (everything else: desired state, rollouts, the kill switch, tokens, reconcile now).
+             */
+            may: ("read" | "check" | "propose" | "administer")[];
             /** Name */
             name: string;
             /** Role */
@@ -6735,6 +6740,8 @@ export interface operations {
                 limit?: number | null;
                 /** @description Items to skip. */
                 offset?: number;
+                /** @description namespace/name of a NetworkPolicy: only proposals whose files declare it. */
+                policy?: string | null;
                 /** @description namespace/name of a GitSource: its proposals only. */
                 source?: string | null;
                 /** @description Only proposals in these states (repeat it for several). */
