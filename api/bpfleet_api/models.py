@@ -258,6 +258,11 @@ class NodePolicy(SQLModel, table=True):
     name: str = Field(primary_key=True)
     desired_generation: int | None = None
     enforced_generation: int | None = None
+    counters: dict[str, Any] | None = Field(
+        default=None,
+        sa_type=JSON,
+        description="What the node counted for it (policies.record_counters' form).",
+    )
     updated_at: datetime = _timestamp(default_factory=utcnow)
 
 

@@ -307,6 +307,29 @@ class CountersView(View):
     audit_denied: int = 0
 
 
+class RuleCountersView(View):
+    """Flows one rule let in (an audit-mode policy's: would let in). A flow is credited
+    to one rule: the first, in policy order, that allows it."""
+
+    direction: Literal["ingress", "egress"]
+    index: int = Field(description="The rule's place in spec.ingress or spec.egress.")
+    flows: int
+
+
+class PolicyCountersView(View):
+    """What the policy itself did, as the nodes' datapaths count it, for the generation
+    they enforce (from about when they started enforcing it)."""
+
+    rules: list[RuleCountersView] = Field(
+        default_factory=list,
+        description="Every rule of the document, ingress then egress, each in order.",
+    )
+    denied: int = Field(
+        default=0, description="Packets dropped at endpoints it isolates (no policy allowed)."
+    )
+    audit_denied: int = Field(default=0, description="Flows it would drop (audit mode).")
+
+
 class PolicyView(View):
     namespace: str
     name: str
@@ -320,6 +343,11 @@ class PolicyView(View):
         "generation yet), else Enforcing.",
     )
     counters: CountersView = Field(default_factory=CountersView)
+    policy_counters: PolicyCountersView = Field(
+        default_factory=PolicyCountersView,
+        description="This policy's own counts, per rule, summed over the nodes enforcing "
+        "its current generation.",
+    )
     origin: OriginView | None = None
 
 
@@ -335,6 +363,10 @@ class NodePolicyView(View):
     updated_at: datetime
     counters: CountersView | None = Field(
         default=None, description="The node's datapath counters (all its policies)."
+    )
+    policy_counters: PolicyCountersView | None = Field(
+        default=None,
+        description="What this node counted for this policy, for the generation it enforces.",
     )
 
 

@@ -132,7 +132,7 @@ def test_propose_waits_for_the_branch_and_get_lists_it(setup: Setup) -> None:
     assert branch in {card["branch"] for card in as_json}
     # The source it came from, with the revision it applies (the default --base).
     sources = setup.run("get", "gitsources").stdout.splitlines()
-    assert sources[1].split()[:4] == ["default", "fleet", "True", f"main@sha1:{repo.head()[:7]}"]
+    assert sources[1].split()[:4] == ["default", "fleet", "Ready", f"main@sha1:{repo.head()[:7]}"]
 
 
 def test_a_stale_base_is_a_conflict_and_pushes_nothing(setup: Setup) -> None:

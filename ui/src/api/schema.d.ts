@@ -2993,6 +2993,8 @@ export interface components {
             message: string;
             /** Node */
             node: string;
+            /** @description What this node counted for this policy, for the generation it enforces. */
+            policyCounters?: components["schemas"]["PolicyCountersView"] | null;
             /**
              * State
              * @description Removing: deleted or no longer selecting the node, still enforced there.
@@ -3198,6 +3200,55 @@ export interface components {
             /** Podcidrs */
             podCIDRs: (string)[];
         };
+        /**
+         * PolicyCounters
+         * @description What one policy did on a node, counted since ``PolicyReport.countersSince``.
+         */
+        PolicyCounters: {
+            /**
+             * Auditdenied
+             * @description Flows passed that it would drop (an audit-mode policy).
+             * @default 0
+             */
+            auditDenied: number;
+            /**
+             * Denied
+             * @description Packets dropped at endpoints it isolates (none allowed).
+             * @default 0
+             */
+            denied: number;
+            /**
+             * Policy
+             * @description namespace/name
+             */
+            policy: string;
+            /** Rules */
+            rules?: components["schemas"]["RuleCounter"][];
+        };
+        /**
+         * PolicyCountersView
+         * @description What the policy itself did, as the nodes' datapaths count it, for the generation
+         *     they enforce (from about when they started enforcing it).
+         */
+        PolicyCountersView: {
+            /**
+             * Auditdenied
+             * @description Flows it would drop (audit mode).
+             * @default 0
+             */
+            auditDenied: number;
+            /**
+             * Denied
+             * @description Packets dropped at endpoints it isolates (no policy allowed).
+             * @default 0
+             */
+            denied: number;
+            /**
+             * Rules
+             * @description Every rule of the document, ingress then egress, each in order.
+             */
+            rules?: components["schemas"]["RuleCountersView"][];
+        };
         /** PolicyCounts */
         PolicyCounts: {
             /**
@@ -3227,6 +3278,16 @@ export interface components {
              * @default 0
              */
             auditDenied: number;
+            /**
+             * Counters
+             * @description Per policy and rule, cumulative; only what changed since the API last had it, at most 512 rules a report.
+             */
+            counters?: components["schemas"]["PolicyCounters"][];
+            /**
+             * Counterssince
+             * @description Which life of the counters these are: another value means they started again from zero (the datapath was loaded anew).
+             */
+            countersSince?: number | null;
             /**
              * Denied
              * @description Packets dropped, either direction.
@@ -3356,6 +3417,8 @@ export interface components {
             /** Namespace */
             namespace: string;
             origin?: components["schemas"]["OriginView"] | null;
+            /** @description This policy's own counts, per rule, summed over the nodes enforcing its current generation. */
+            policyCounters?: components["schemas"]["PolicyCountersView"];
             /**
              * Status
              * @description Failed (a node failed), Pending (a node does not enforce this generation yet), else Enforcing.
@@ -4201,6 +4264,44 @@ export interface components {
             updatedAt: string;
             /** Updatednodes */
             updatedNodes: string[];
+        };
+        /**
+         * RuleCounter
+         * @description Flows one rule let in (in audit mode: would let in). A flow is credited to one
+         *     rule per view: the first, in policy order, that allows it.
+         */
+        RuleCounter: {
+            /**
+             * Direction
+             * @enum {string}
+             */
+            direction: "ingress" | "egress";
+            /** Flows */
+            flows: number;
+            /**
+             * Index
+             * @description The rule's place in ingress or egress.
+             */
+            index: number;
+        };
+        /**
+         * RuleCountersView
+         * @description Flows one rule let in (an audit-mode policy's: would let in). A flow is credited
+         *     to one rule: the first, in policy order, that allows it.
+         */
+        RuleCountersView: {
+            /**
+             * Direction
+             * @enum {string}
+             */
+            direction: "ingress" | "egress";
+            /** Flows */
+            flows: number;
+            /**
+             * Index
+             * @description The rule's place in spec.ingress or spec.egress.
+             */
+            index: number;
         };
         /** SecretRef */
         SecretRef: {
