@@ -600,6 +600,48 @@ class ProposalRequest(View):
     )
 
 
+class ProposalPreviewRequest(View):
+    """A draft the editor holds, to see what proposing it would send."""
+
+    text: str = Field(max_length=proposals.MAX_FILE_BYTES, description="The policy draft (YAML).")
+    flows: str | None = Field(
+        default=None,
+        max_length=proposals.MAX_FILE_BYTES,
+        description="Its flow tests: proposed beside it as <policy>.flows.yaml.",
+    )
+    source: SourceRefView | None = Field(
+        default=None,
+        description="The GitSource to propose to; absent: where the policy is written, "
+        "else the only GitSource known.",
+    )
+    path: str | None = Field(
+        default=None,
+        max_length=proposals.MAX_PATH,
+        description="The policy's file; absent: where it is written, else "
+        "<spec.path>/<namespace>-<name>.yaml.",
+    )
+    base_revision: str | None = Field(
+        default=None,
+        max_length=300,
+        description="The revision the draft was opened from; absent: the source's applied one.",
+    )
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    port: int = Field(default=80, ge=1, le=65535, description="The port the message leads with.")
+
+
+class ProposalPreview(View):
+    """What POST /v1/proposals would be sent for the draft; nothing is kept."""
+
+    source: SourceRefView
+    sources: list[SourceRefView] = Field(description="Every GitSource one may propose to.")
+    path: str
+    branch: str = Field(description="The default branch, '<id>' standing for the proposal's.")
+    message: str = Field(
+        description="A summary title, then the matrix delta, the lints and flow tests."
+    )
+    files: list[FileChange]
+
+
 class ProposalFileView(View):
     path: str
     base_revision: str | None

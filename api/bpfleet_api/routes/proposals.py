@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from bpfleet_api import notify, proposals
+from bpfleet_api import editor, notify, proposals
 from bpfleet_api.changes import Invalid
 from bpfleet_api.db import get_engine
 from bpfleet_api.deps import Admin, Proposer, Reader, SessionDep, SettingsDep
@@ -23,10 +23,13 @@ from bpfleet_api.views import (
     ProposalDetail,
     ProposalFileView,
     ProposalObjectView,
+    ProposalPreview,
+    ProposalPreviewRequest,
     ProposalRequest,
     ProposalView,
     SourceRefView,
 )
+from bpfleet_core.netpol import drafting
 from bpfleet_core.proposals import (
     Conflict,
     ProposalReport,
@@ -139,6 +142,36 @@ def propose(
     session.commit()
     _wake_operators(request)
     return proposal_detail(session, proposal)
+
+
+@router.post("/v1/proposals/preview", responses=REFUSALS)
+def preview(body: ProposalPreviewRequest, session: SessionDep, _: Proposer) -> ProposalPreview:
+    """What proposing a draft would send (the editor's Propose dialog): the GitSource and
+    file it goes to, its flow tests beside it, the revision it is based on, the default
+    branch, and a message the simulator wrote (the change on the port asked for, every
+    port judged, the lints, the flow tests). Nothing is kept or written."""
+    options = drafting.Options(protocol=body.protocol, port=body.port)
+    simulation = editor.simulate(session, body.text, options, body.flows)
+    source = (
+        SourceKey(namespace=body.source.namespace, name=body.source.name) if body.source else None
+    )
+    found = proposals.preview(
+        session,
+        body.text,
+        simulation,
+        source=source,
+        path=body.path,
+        base_revision=body.base_revision,
+        flows=body.flows,
+    )
+    return ProposalPreview(
+        source=SourceRefView(namespace=found.source.namespace, name=found.source.name),
+        sources=[SourceRefView(namespace=k.namespace, name=k.name) for k in found.sources],
+        path=found.path,
+        branch=found.branch,
+        message=found.message,
+        files=found.files,
+    )
 
 
 @router.get("/v1/proposals", responses=TOTAL_RESPONSES)

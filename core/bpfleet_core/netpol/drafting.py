@@ -547,3 +547,43 @@ def explain(
             if located not in allowing:
                 allowing.append(located)
     return CellExplanation(explanation, tuple(isolating.values()), tuple(allowing))
+
+
+MESSAGE_CELLS = 10  # changed cells a proposal's message names one by one (then "and N more")
+
+
+def proposal_message(simulation: Simulation) -> str:
+    """A commit message for proposing the draft, from what the simulator said of it: a
+    title naming the policies and the change on the chosen port; in the body (the pull
+    request's description) the matrix delta on every port judged, the cells changed,
+    the lints with their lines, and the flow tests."""
+    names = ", ".join(policy.key for policy in simulation.draft.policies) or "network policy"
+    diff = simulation.diff
+    change = f"{diff.summary} on {diff.protocol}/{diff.port}" if diff is not None else "changed"
+    lines = [f"{names}: {change}", "", "Connectivity before -> after, simulated on the fleet:"]
+    judged = [item for item in (diff, *simulation.ports) if item is not None]
+    seen: set[tuple[str, int]] = set()
+    for item in judged:
+        if (item.protocol, item.port) in seen:
+            continue
+        seen.add((item.protocol, item.port))
+        lines.append(f"- {item.protocol}/{item.port}: {item.summary}")
+    if diff is not None:
+        for cell in diff.cells[:MESSAGE_CELLS]:
+            lines.append(f"  - newly {cell.change}: {cell.client} -> {cell.server}")
+        hidden = diff.allowed + diff.denied - min(len(diff.cells), MESSAGE_CELLS)
+        if hidden > 0:
+            lines.append(f"  - and {hidden} more")
+    lines.append("")
+    if simulation.lints:
+        lines.append("Lints:")
+        for lint in simulation.lints:
+            where = f" (line {lint.line})" if lint.line is not None else ""
+            lines.append(f"- {lint.code}{where}: {lint.message}")
+    else:
+        lines.append("Lints: none.")
+    if simulation.flows or simulation.flow_problems:
+        passed = sum(1 for item in simulation.flows if item.passed)
+        failed = len(simulation.flows) - passed
+        lines.append(f"Flow tests: {passed} passed, {failed} failed.")
+    return "\n".join(lines)

@@ -229,3 +229,31 @@ def test_explain_locates_the_allowing_rule_in_the_draft_and_in_stored_text(
         drafting.explain(
             draft, stored, topology, client="x/q", server="x/a", protocol="TCP", port=80
         )
+
+
+def test_a_proposals_message_says_what_the_simulator_found(topology: models.Topology) -> None:
+    text = DB.replace(
+        "  - from: [{podSelector: {matchLabels: {pod: b}}}]\n    ports",
+        "  - from: [{podSelector: {matchLabels: {pod: b}}}]\n  - ports",
+    )
+    flows = flowtests.parse("flows:\n  - x/c -> x/a TCP/80 expect deny\n")
+    result = drafting.simulate(drafting.read(text), stored_policies(), topology, flows=flows)
+    message = drafting.proposal_message(result)
+    title, _, body = message.partition("\n\n")
+    assert result.diff is not None
+    assert title == f"x/db: {result.diff.summary} on TCP/80"
+    lines = body.splitlines()
+    assert f"- TCP/80: {result.diff.summary}" in lines
+    assert [line for line in lines if line.startswith("- TCP/443")] == [
+        f"- TCP/443: {next(p.summary for p in result.ports if p.port == 443)}"
+    ]
+    assert "- split-ports (line 8): " + result.lints[0].message in lines
+    passed = sum(item.passed for item in result.flows)
+    assert f"Flow tests: {passed} passed, {1 - passed} failed." in lines
+
+    # Each changed cell named, up to a bound, then how many more.
+    changed = drafting.simulate(drafting.read(DB), stored_policies(), topology)
+    assert "  - newly denied: x/c -> x/a" in drafting.proposal_message(changed).splitlines()
+    clean = drafting.proposal_message(changed)
+    assert "Lints: none." in clean
+    assert "Flow tests" not in clean  # none were given
