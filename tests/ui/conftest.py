@@ -179,8 +179,14 @@ def dashboard(
             "apiVersion": "bpfleet.io/v1alpha1",
             "kind": "GitSource",
             "metadata": {"name": "fleet", "namespace": "default"},
-            # An hour: every later pass in these tests is a "reconcile now".
-            "spec": {"url": f"file://{repo.path}", "path": "programs", "interval": "1h"},
+            # An hour: every later pass in these tests is a "reconcile now" (or follows a
+            # dev merge, which the local repository allows, as in `make up`).
+            "spec": {
+                "url": f"file://{repo.path}",
+                "path": "programs",
+                "interval": "1h",
+                "proposals": {"devMerge": True},
+            },
         }
         source_file = work / "gitsource.yaml"
         source_file.write_text(yaml.safe_dump(source))
@@ -244,8 +250,11 @@ FOCUSABLE = (
     "textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])"
 )
 MARK_FOCUSABLE = """(selector) => {
+  // While a modal dialog is open the rest of the page is inert: only the dialog counts.
+  const modal = [...document.querySelectorAll("dialog[open]")].find((d) => d.matches(":modal"));
   const visible = (element) => {
     if (element.closest("dialog:not([open])")) return false;
+    if (modal && !modal.contains(element)) return false;
     // Content of a closed <details> is hidden by content-visibility, not by its box.
     if (!element.checkVisibility({ contentVisibilityAuto: true, visibilityProperty: true })) {
       return false;

@@ -8,8 +8,11 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useSearchParams } from "react-router";
 import type { Schemas } from "../api/client";
+import { usePolicyProposals } from "../api/queries";
+import { ProposalList } from "../components/ProposalCard";
 import { TabPanel, Tabs, useTab } from "../components/Tabs";
 import { ErrorNote } from "../components/feedback";
+import { useMay } from "../session";
 import { withParams } from "../lib/params";
 import { Changes } from "./Changes";
 import { Diagram, InternetObject } from "./Diagram";
@@ -20,6 +23,8 @@ import { Lints, Ratings } from "./Findings";
 import { cellParam, parseCell, ruleAtLine, ruleKey } from "./layout";
 import { Matrix } from "./Matrix";
 import { PeerPicker } from "./PeerPicker";
+import { ProposeDialog } from "./ProposeDialog";
+import { useShareDraft, type GitPlace } from "./proposing";
 import {
   type Protocol,
   type SimulateOptions,
@@ -47,10 +52,15 @@ export interface Start {
   errors: Schemas["SourceError"][];
   lesson: { title: string; goal: string; solution: string } | null;
   onLessonDone?: () => void;
+  /** Where in Git the text is written (a proposal's base), when it came from there. */
+  place: GitPlace | null;
+  /** May be shared by link (not a lesson: those are in the tutorial already). */
+  shareable: boolean;
 }
 
 const TABS = [
   { id: "findings", label: "Lints and rating" },
+  { id: "proposals", label: "Proposals" },
   { id: "matrix", label: "Connectivity" },
   { id: "flows", label: "Flow tests" },
   { id: "peer", label: "Add a peer" },
@@ -78,8 +88,64 @@ function download(name: string, text: string): void {
   window.setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+/** "Copy link": the draft kept by the API, its link shown (and copied where the browser
+ * lets the page write to the clipboard). */
+function ShareLink({ text, flows, start }: { text: string; flows: string; start: Start }) {
+  const share = useShareDraft();
+  const [copied, setCopied] = useState<boolean | null>(null);
+  const link = share.data ? `${window.location.origin}/ui/editor?draft=${encodeURIComponent(share.data.id)}` : null;
+  return (
+    <>
+      <button
+        type="button"
+        disabled={share.isPending}
+        onClick={() =>
+          share.mutate(
+            {
+              text,
+              flows: flows.trim() ? flows : null,
+              source: start.place?.source ?? null,
+              path: start.place?.path ?? null,
+              baseRevision: start.place?.baseRevision ?? null,
+              title: start.title.slice(0, 200),
+            },
+            {
+              onSuccess: (saved) => {
+                const url = `${window.location.origin}/ui/editor?draft=${encodeURIComponent(saved.id)}`;
+                navigator.clipboard.writeText(url).then(
+                  () => setCopied(true),
+                  () => setCopied(false),
+                );
+              },
+            },
+          )
+        }
+      >
+        Copy link
+      </button>
+      {link && (
+        <label className="share-link">
+          Link to this draft <input readOnly value={link} size={48} onFocus={(event) => event.currentTarget.select()} />
+          <span className="muted small" role="status">
+            {copied === true ? "copied" : copied === false ? "copy it from the box" : ""}
+          </span>
+        </label>
+      )}
+      {Boolean(share.error) && <ErrorNote error={share.error} />}
+    </>
+  );
+}
+
+function PolicyProposals({ policy }: { policy: string }) {
+  const proposals = usePolicyProposals(policy);
+  if (proposals.error) return <ErrorNote error={proposals.error} retry={() => void proposals.refetch()} />;
+  if (!proposals.data) return <p className="muted">Loading the proposals of {policy}…</p>;
+  return <ProposalList proposals={proposals.data} />;
+}
+
 export function Workbench({ start, readOnly }: { start: Start; readOnly: boolean }) {
   const editor = useRef<YamlEditorHandle>(null);
+  const mayPropose = useMay("propose");
   const [search, setSearch] = useSearchParams();
   const tab = useTab(TABS);
   const [text, setText] = useState(start.text);
@@ -269,6 +335,25 @@ export function Workbench({ start, readOnly }: { start: Start; readOnly: boolean
           Download YAML
         </button>
         {readOnly && <span className="muted">Read-only: your role may look, not change.</span>}
+        {mayPropose && start.shareable && <ShareLink text={text} flows={flows} start={start} />}
+        {mayPropose && !start.lesson && (
+          <ProposeDialog
+            text={text}
+            flows={flows}
+            place={start.place}
+            protocol={protocol}
+            port={port}
+            blocked={
+              problems === null
+                ? "Checking the draft…"
+                : errors.length
+                  ? `Fix ${errors.length} problem(s) before proposing.`
+                  : diagrams.length === 0
+                    ? "No policy to propose yet."
+                    : null
+            }
+          />
+        )}
       </div>
       {editError && <ErrorNote error={new Error(`That edit does not fit the text: ${editError}`)} />}
       <div className="editor-grid">
@@ -430,6 +515,8 @@ export function Workbench({ start, readOnly }: { start: Start; readOnly: boolean
             />
           ))}
         {tab === "changes" && <Changes original={start.text} text={text} />}
+        {tab === "proposals" &&
+          (diagram ? <PolicyProposals policy={diagram.policy} /> : <p className="muted">No valid policy: no proposal to follow.</p>)}
       </TabPanel>
     </>
   );
