@@ -561,19 +561,25 @@ def proposal_message(simulation: Simulation) -> str:
     diff = simulation.diff
     change = f"{diff.summary} on {diff.protocol}/{diff.port}" if diff is not None else "changed"
     lines = [f"{names}: {change}", "", "Connectivity before -> after, simulated on the fleet:"]
-    judged = [item for item in (diff, *simulation.ports) if item is not None]
-    seen: set[tuple[str, int]] = set()
-    for item in judged:
-        if (item.protocol, item.port) in seen:
-            continue
-        seen.add((item.protocol, item.port))
-        lines.append(f"- {item.protocol}/{item.port}: {item.summary}")
     if diff is not None:
+        lines.append(f"- {diff.protocol}/{diff.port}: {diff.summary}")
         for cell in diff.cells[:MESSAGE_CELLS]:
             lines.append(f"  - newly {cell.change}: {cell.client} -> {cell.server}")
         hidden = diff.allowed + diff.denied - min(len(diff.cells), MESSAGE_CELLS)
         if hidden > 0:
             lines.append(f"  - and {hidden} more")
+    chosen = (diff.protocol, diff.port) if diff is not None else None
+    others = [item for item in simulation.ports if (item.protocol, item.port) != chosen]
+    lines += [
+        f"- {item.protocol}/{item.port}: {item.summary}"
+        for item in others
+        if item.allowed or item.denied
+    ]
+    unchanged = [
+        f"{item.protocol}/{item.port}" for item in others if not (item.allowed or item.denied)
+    ]
+    if unchanged:
+        lines.append(f"- no change on {', '.join(unchanged)}")
     lines.append("")
     if simulation.lints:
         lines.append("Lints:")

@@ -6,6 +6,7 @@ import { Link } from "react-router";
 import type { Schemas } from "../api/client";
 import { useMergeProposal } from "../api/queries";
 import { dateTime } from "../lib/format";
+import { stagePath, type StageName } from "../lib/stages";
 import { useMay } from "../session";
 import { Badge } from "./Badge";
 import { ErrorNote } from "./feedback";
@@ -16,45 +17,29 @@ function short(commit: string | null | undefined): string {
   return commit ? commit.replace(/^.*@sha1:/, "").slice(0, 7) : "";
 }
 
-interface Step {
-  name: string;
-  at: string | null;
-  detail: React.ReactNode;
-}
-
-function steps(proposal: Proposal): Step[] {
-  const found: Step[] = [{ name: "Proposed", at: proposal.createdAt, detail: `by ${proposal.author}` }];
-  if (proposal.state === "Conflict" || proposal.state === "Failed") {
-    found.push({ name: proposal.state, at: proposal.updatedAt, detail: proposal.stateMessage || "nothing was pushed" });
-    return found;
-  }
-  found.push({
-    name: "Pushed",
-    at: proposal.pushedAt,
-    detail: proposal.branch ? (
-      <>
-        <code>{proposal.branch}</code> at <code>{short(proposal.commit)}</code>
-      </>
-    ) : (
-      "waiting for the operator"
-    ),
-  });
-  found.push({
-    name: "Merged",
-    at: proposal.mergedAt,
-    detail: proposal.mergedCommit ? (
-      <code>{short(proposal.mergedCommit)}</code>
-    ) : proposal.mergeRequested ? (
-      "merge asked for; waiting for the operator"
-    ) : (
-      "not yet"
-    ),
-  });
-  if (proposal.rejectedAt && !proposal.appliedAt) {
-    found.push({
-      name: "Rejected",
-      at: proposal.rejectedAt,
-      detail: (
+/** What each stage says besides its time. */
+function detail(name: StageName, proposal: Proposal): React.ReactNode {
+  switch (name) {
+    case "Proposed":
+      return `by ${proposal.author}`;
+    case "Conflict":
+    case "Failed":
+      return proposal.stateMessage || "nothing was pushed";
+    case "Pushed":
+      return proposal.branch ? (
+        <>
+          <code>{proposal.branch}</code> at <code>{short(proposal.commit)}</code>
+        </>
+      ) : (
+        "waiting for the operator"
+      );
+    case "Merged":
+      if (proposal.mergedCommit) return <code>{short(proposal.mergedCommit)}</code>;
+      return proposal.mergeRequested ? "merge asked for; waiting for the operator" : "not yet";
+    case "Applied":
+      return proposal.revision && proposal.appliedAt ? <code>{short(proposal.revision)}</code> : "not yet";
+    case "Rejected":
+      return (
         <ul className="problems">
           {proposal.errors.map((error, index) => (
             <li key={index}>
@@ -67,21 +52,10 @@ function steps(proposal: Proposal): Step[] {
             </li>
           ))}
         </ul>
-      ),
-    });
-  } else {
-    found.push({
-      name: "Applied",
-      at: proposal.appliedAt,
-      detail: proposal.revision ? <code>{short(proposal.revision)}</code> : "not yet",
-    });
+      );
+    case "Enforcing":
+      return `${proposal.ready}/${proposal.desired} nodes`;
   }
-  found.push({
-    name: "Enforcing",
-    at: proposal.enforcedAt,
-    detail: `${proposal.ready}/${proposal.desired} nodes`,
-  });
-  return found;
 }
 
 export function ProposalCard({ proposal }: { proposal: Proposal }) {
@@ -98,11 +72,11 @@ export function ProposalCard({ proposal }: { proposal: Proposal }) {
         {title} <span className="muted">(to GitSource {proposal.source.namespace}/{proposal.source.name})</span>
       </p>
       <ol className="stages">
-        {steps(proposal).map((step) => (
+        {stagePath(proposal).map((step) => (
           <li key={step.name} data-reached={step.at ? "yes" : "no"}>
             <strong>{step.name}</strong>
             {step.at ? <span className="muted"> {dateTime(step.at)}</span> : <span className="muted"> (not yet)</span>}
-            <div>{step.detail}</div>
+            <div>{detail(step.name, proposal)}</div>
           </li>
         ))}
       </ol>

@@ -90,7 +90,7 @@ export function ProposeDialog({ text, flows, place, protocol, port, blocked }: P
                 where the source names a forge). Nothing changes in the fleet until that branch is merged and applied.
               </p>
               {preview.error && <ErrorNote error={preview.error} retry={() => void preview.refetch()} />}
-              {!found && !preview.error && <Loading what="what would be proposed" />}
+              {open && !found && !preview.error && <Loading what="what would be proposed" />}
               {found && (
                 <>
                   <div className="propose-fields">
@@ -153,7 +153,7 @@ export function ProposeDialog({ text, flows, place, protocol, port, blocked }: P
             </>
           ) : (
             <>
-              {card.data ? <ProposalCard proposal={card.data} /> : <Loading what={`proposal ${proposed}`} />}
+              {card.data ? <ProposalCard proposal={card.data} /> : <p className="small">Proposal {proposed} sent…</p>}
               {card.data?.state === "Conflict" && (
                 <>
                   <p role="alert">

@@ -24,6 +24,8 @@ function Pane({ label, text, original }: { label: string; text: string; original
           yaml(),
           EditorState.readOnly.of(true),
           EditorView.editable.of(false),
+          // Three columns are narrow: long lines wrap, so no pane scrolls sideways.
+          EditorView.lineWrapping,
           EditorView.contentAttributes.of({ "aria-label": label }),
           ...(original === null ? [] : [unifiedMergeView({ original, mergeControls: false, highlightChanges: true })]),
         ],
@@ -34,7 +36,7 @@ function Pane({ label, text, original }: { label: string; text: string; original
   return (
     <section aria-label={label} className="three-way-pane">
       <h4>{label}</h4>
-      <div ref={host} className="changes" />
+      <div ref={host} className="changes" tabIndex={0} />
     </section>
   );
 }
@@ -50,9 +52,9 @@ export function ThreeWay({ conflict }: { conflict: Schemas["Conflict"] }) {
         <code>{conflict.path}</code> changed on the branch since the draft was opened.
       </p>
       <div className="three-way-columns">
-        <Pane label={`Base: ${conflict.path} as opened`} text={conflict.base ?? "(absent)"} original={null} />
-        <Pane label={`Theirs: ${conflict.path} at the branch tip`} text={conflict.theirs ?? "(absent)"} original={base} />
-        <Pane label={`Ours: ${conflict.path} as proposed`} text={conflict.ours} original={base} />
+        <Pane label="Base: as the draft was opened" text={conflict.base ?? "(absent)"} original={null} />
+        <Pane label="Theirs: at the branch tip now" text={conflict.theirs ?? "(absent)"} original={base} />
+        <Pane label="Ours: as proposed" text={conflict.ours} original={base} />
       </div>
     </div>
   );

@@ -88,48 +88,68 @@ function download(name: string, text: string): void {
   window.setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+/** Put ``text`` on the clipboard: the Clipboard API where the page is a secure context,
+ * else the selected box's text with the older copy command. Whether it worked. */
+async function copied(text: string, box: HTMLInputElement | null): Promise<boolean> {
+  if (window.isSecureContext && "clipboard" in navigator) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  if (!box) return false;
+  box.focus();
+  box.select();
+  return document.execCommand("copy");
+}
+
 /** "Copy link": the draft kept by the API, its link shown (and copied where the browser
  * lets the page write to the clipboard). */
 function ShareLink({ text, flows, start }: { text: string; flows: string; start: Start }) {
   const share = useShareDraft();
-  const [copied, setCopied] = useState<boolean | null>(null);
-  const link = share.data ? `${window.location.origin}/ui/editor?draft=${encodeURIComponent(share.data.id)}` : null;
+  const box = useRef<HTMLInputElement>(null);
+  const [done, setDone] = useState<boolean | null>(null);
+  const link = share.data ? `${window.location.origin}/ui/editor?draft=${encodeURIComponent(share.data.id)}` : "";
+  useEffect(() => {
+    if (!link) return;
+    let live = true;
+    void copied(link, box.current).then((worked) => {
+      if (live) setDone(worked);
+    });
+    return () => {
+      live = false;
+    };
+  }, [link]);
   return (
     <>
       <button
         type="button"
         disabled={share.isPending}
-        onClick={() =>
-          share.mutate(
-            {
-              text,
-              flows: flows.trim() ? flows : null,
-              source: start.place?.source ?? null,
-              path: start.place?.path ?? null,
-              baseRevision: start.place?.baseRevision ?? null,
-              title: start.title.slice(0, 200),
-            },
-            {
-              onSuccess: (saved) => {
-                const url = `${window.location.origin}/ui/editor?draft=${encodeURIComponent(saved.id)}`;
-                navigator.clipboard.writeText(url).then(
-                  () => setCopied(true),
-                  () => setCopied(false),
-                );
-              },
-            },
-          )
-        }
+        onClick={() => {
+          setDone(null);
+          share.mutate({
+            text,
+            flows: flows.trim() ? flows : null,
+            source: start.place?.source ?? null,
+            path: start.place?.path ?? null,
+            baseRevision: start.place?.baseRevision ?? null,
+            title: start.title.slice(0, 200),
+          });
+        }}
       >
         Copy link
       </button>
       {link && (
-        <label className="share-link">
-          Link to this draft <input readOnly value={link} size={48} onFocus={(event) => event.currentTarget.select()} />
-          <span className="muted small" role="status">
-            {copied === true ? "copied" : copied === false ? "copy it from the box" : ""}
+        <>
+          <label className="share-link">
+            Link to this draft <input ref={box} readOnly value={link} size={48} onFocus={(event) => event.currentTarget.select()} />
+          </label>
+          <span className="small" role="status" data-testid="share-state">
+            {done === true ? "Link copied" : done === false ? "Copy the link from the box" : ""}
           </span>
-        </label>
+        </>
       )}
       {Boolean(share.error) && <ErrorNote error={share.error} />}
     </>
