@@ -222,6 +222,17 @@ def test_a_draft_proposed_and_merged_in_the_browser_reaches_the_kernel(
         touched = repo.git("show", "--name-only", "--format=", commit).split()
         assert sorted(touched) == [FLOWS_FILE, FILE]
         assert repo.git("log", "-1", "--format=%an", commit) == "dev-proposer"
+        # G4: the pull request on the forge, its description the dialog's message.
+        pull = proposal["pullRequest"]
+        assert pull["forge"] == "gitea"
+        shown = card.get_by_test_id("pull-request")
+        expect(shown).to_contain_text(f"Pull request #{pull['number']} on gitea")
+        expect(shown).to_contain_text("(open)")
+        expect(shown.get_by_role("link", name=pull["url"])).to_have_attribute("href", pull["url"])
+        sent = fleet.forge.requests[-1]
+        assert sent.path == "/api/v1/repos/shop/fleet/pulls"
+        assert sent.body["title"] == written.splitlines()[0]
+        assert "  - newly denied: shop/web -> shop/db" in sent.body["body"]
         # Nothing reached the fleet yet.
         with fleet.client() as client:
             assert client.get(POLICY).json()["generation"] == before
@@ -238,6 +249,7 @@ def test_a_draft_proposed_and_merged_in_the_browser_reaches_the_kernel(
             re.compile(r"Enforcing \d{4}-\d\d-\d\d [\d:]+ UTC\s*1/1 nodes")
         )
         expect(card.locator("h3 [data-state]")).to_have_text(re.compile("Enforcing"))
+        expect(card.get_by_test_id("pull-request")).to_contain_text("(merged)")
         person.check("propose-enforcing")
         dialog.get_by_role("button", name="Close").click()
 
@@ -275,6 +287,7 @@ def test_a_file_changed_since_it_was_opened_pushes_nothing_and_shows_three_texts
     fleet = shop_lab.fleet
     repo = fleet.repo
     branches = repo.git("branch", "--list", "bpfleet/*")
+    pulls = len(fleet.forge.requests)
     with visitor(browser, fleet, "propose-conflict", token=fleet.proposer_token) as person:
         page = person.page
         person.go("/editor?policy=shop%2Fdb-ingress")
@@ -302,6 +315,7 @@ def test_a_file_changed_since_it_was_opened_pushes_nothing_and_shows_three_texts
         person.check("propose-conflict")
         no_writes(person)
     assert repo.git("branch", "--list", "bpfleet/*") == branches  # nothing pushed
+    assert len(fleet.forge.requests) == pulls  # and no pull request
     repo.commit("db-ingress: as applied", {FILE: current})
 
 

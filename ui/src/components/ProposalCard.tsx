@@ -35,9 +35,9 @@ function detail(name: StageName, proposal: Proposal): React.ReactNode {
       );
     case "Merged":
       if (proposal.mergedCommit) return <code>{short(proposal.mergedCommit)}</code>;
-      return proposal.mergeRequested ? "merge asked for; waiting for the operator" : "not yet";
+      return proposal.mergeRequested ? "merge asked for; waiting for the operator" : null;
     case "Applied":
-      return proposal.revision && proposal.appliedAt ? <code>{short(proposal.revision)}</code> : "not yet";
+      return proposal.revision && proposal.appliedAt ? <code>{short(proposal.revision)}</code> : null;
     case "Rejected":
       return (
         <ul className="problems">
@@ -54,7 +54,8 @@ function detail(name: StageName, proposal: Proposal): React.ReactNode {
         </ul>
       );
     case "Enforcing":
-      return `${proposal.ready}/${proposal.desired} nodes`;
+      // Counted once applied: before, the nodes hold what was there.
+      return proposal.appliedAt ? `${proposal.ready}/${proposal.desired} nodes` : null;
   }
 }
 
@@ -76,7 +77,7 @@ export function ProposalCard({ proposal }: { proposal: Proposal }) {
           <li key={step.name} data-reached={step.at ? "yes" : "no"}>
             <strong>{step.name}</strong>
             {step.at ? <span className="muted"> {dateTime(step.at)}</span> : <span className="muted"> (not yet)</span>}
-            <div>{detail(step.name, proposal)}</div>
+            {detail(step.name, proposal) !== null && <div>{detail(step.name, proposal)}</div>}
           </li>
         ))}
       </ol>

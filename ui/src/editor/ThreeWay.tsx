@@ -48,9 +48,9 @@ export function ThreeWay({ conflict }: { conflict: Schemas["Conflict"] }) {
   const base = conflict.base ?? "";
   return (
     <div className="three-way" data-testid="three-way">
-      <p>
-        <code>{conflict.path}</code> changed on the branch since the draft was opened.
-      </p>
+      <h3>
+        <code>{conflict.path}</code>
+      </h3>
       <div className="three-way-columns">
         <Pane label="Base: as the draft was opened" text={conflict.base ?? "(absent)"} original={null} />
         <Pane label="Theirs: at the branch tip now" text={conflict.theirs ?? "(absent)"} original={base} />

@@ -5,12 +5,14 @@ import { Origin } from "../components/Origin";
 import { ProposalList } from "../components/ProposalCard";
 import { ErrorNote, Empty, Loading } from "../components/feedback";
 import { number } from "../lib/format";
+import { useMay } from "../session";
 
 export default function PolicyDetail() {
   const { namespace = "", name = "" } = useParams();
   const policy = usePolicy(namespace, name);
   const nodes = usePolicyNodes(namespace, name);
   const proposals = usePolicyProposals(`${namespace}/${name}`);
+  const mayPropose = useMay("propose");
   if (policy.isPending) return <Loading what={`policy ${namespace}/${name}`} />;
   if (!policy.data) return <ErrorNote error={policy.error} retry={() => void policy.refetch()} />;
   const view = policy.data;
@@ -38,7 +40,7 @@ export default function PolicyDetail() {
       </dl>
       <div className="actions">
         <Link to={`/editor?policy=${encodeURIComponent(`${view.namespace}/${view.name}`)}`}>Open in the editor</Link>
-        {view.mode === "audit" && (
+        {view.mode === "audit" && mayPropose && (
           <Link to={`/editor?policy=${encodeURIComponent(`${view.namespace}/${view.name}`)}&mode=enforce`}>
             Promote to enforce…
           </Link>
