@@ -17,6 +17,7 @@ from bpfleet_api import security
 from bpfleet_api.db import get_engine, get_session
 from bpfleet_api.models import Role, Token
 from bpfleet_api.settings import ApiSettings, get_settings
+from bpfleet_api.views import Permission
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
@@ -94,12 +95,29 @@ def allow(*roles: Role) -> Callable[[Token], Token]:
     return check
 
 
-READERS = (Role.ADMIN, Role.CI, Role.VIEWER, Role.PROPOSER)
+# What each role may do, named for people (the dashboard shows only what a session may:
+# ``SessionView.may``); the dependencies below admit exactly these roles.
+ROLES_FOR: dict[Permission, tuple[Role, ...]] = {
+    "read": (Role.ADMIN, Role.CI, Role.VIEWER, Role.PROPOSER),
+    # Validate manifests and preflight them against the fleet (CI).
+    "check": (Role.ADMIN, Role.CI),
+    # Change Git through the operator (never desired state): proposals, merges of them,
+    # shared drafts.
+    "propose": (Role.ADMIN, Role.PROPOSER),
+    # Everything else: desired state, rollouts, the kill switch, tokens, reconcile now.
+    "administer": (Role.ADMIN,),
+}
+
+
+def permissions(role: Role) -> list[Permission]:
+    return [permission for permission, roles in ROLES_FOR.items() if role in roles]
+
+
+READERS = ROLES_FOR["read"]
 Reader = Annotated[Token, Depends(allow(*READERS))]
-Checker = Annotated[Token, Depends(allow(Role.ADMIN, Role.CI))]
-Admin = Annotated[Token, Depends(allow(Role.ADMIN))]
-# Proposes changes to Git (never desired state): proposals, merges of them, shared drafts.
-Proposer = Annotated[Token, Depends(allow(Role.ADMIN, Role.PROPOSER))]
+Checker = Annotated[Token, Depends(allow(*ROLES_FOR["check"]))]
+Admin = Annotated[Token, Depends(allow(*ROLES_FOR["administer"]))]
+Proposer = Annotated[Token, Depends(allow(*ROLES_FOR["propose"]))]
 # A new node registers with the bootstrap token; a registered one again with its node
 # key, or with its own agent token; an admin may register any (``fleet.register_node``).
 Registrar = Annotated[Token, Depends(allow(Role.BOOTSTRAP, Role.AGENT, Role.ADMIN))]

@@ -43,7 +43,7 @@ from bpfleet_api.models import (
 from bpfleet_api.policies import stored_form, summaries
 from bpfleet_core import bundles
 from bpfleet_core import proposals as rules
-from bpfleet_core.netpol import flowtests, models
+from bpfleet_core.netpol import drafting, flowtests, models
 from bpfleet_core.proposals import FileChange, ProposalReport, ProposalWork, SourceKey
 from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, SourceError
 
@@ -171,6 +171,100 @@ def create(
     return proposal
 
 
+# ------------------------------------------------------------------------ previewing
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What proposing a draft would send: where to, the files, the default branch and a
+    message the simulator wrote. Nothing is kept."""
+
+    source: SourceKey
+    sources: list[SourceKey]  # every source one may propose to
+    path: str
+    branch: str
+    message: str
+    files: list[FileChange]
+
+
+def _known_sources(session: Session) -> list[SourceKey]:
+    return [
+        SourceKey(namespace=record.namespace, name=record.name)
+        for record in gitsources.list_sources(session)
+    ]
+
+
+def _where(
+    session: Session, policy: models.Policy, source: SourceKey | None, path: str | None
+) -> tuple[SourceKey, str | None, str | None]:
+    """The source, path and base revision a draft of ``policy`` goes to: as asked, else
+    where the policy is written in Git, else the only source known."""
+    if source is None:
+        try:
+            found, _ = gitsources.policy_file(session, policy.namespace, policy.metadata.name)
+        except NotFound:
+            known = _known_sources(session)
+            if len(known) != 1:
+                names = ", ".join(str(key) for key in known) or "none is reported"
+                raise Invalid(
+                    f"policy {policy.key} is in no GitSource: name the one to propose to ({names})"
+                ) from None
+            return known[0], path, None
+        key = SourceKey(namespace=found.record.namespace, name=found.record.name)
+        return key, path or found.file.path, found.file.revision
+    return source, path, None
+
+
+def preview(
+    session: Session,
+    text: str,
+    simulation: drafting.Simulation,
+    *,
+    source: SourceKey | None,
+    path: str | None,
+    base_revision: str | None,
+    flows: str | None,
+) -> Preview:
+    """The proposal of a draft (``text``, simulated): its policy file (and flow-test file beside
+    it), to the source it came from, based on the revision it was opened at (else the
+    one the source applies), with the simulator's summary as the message."""
+    problems = [
+        str(item.message) for item in simulation.draft.diagnostics if item.severity == "error"
+    ]
+    policies = simulation.draft.policies
+    if problems or not policies:
+        raise Invalid(
+            "only a valid draft can be proposed", problems or ["the draft declares no policy"]
+        )
+    first = policies[0]
+    key, where, opened_at = _where(session, first, source, path)
+    spec = _source_spec(session, key)
+    where = where or rules.suggested_path(spec.path, first.namespace, first.metadata.name)
+    base = base_revision or opened_at
+    if base is None:
+        base = (
+            gitsources.status_of(
+                gitsources.get_source(session, key.namespace, key.name)
+            ).last_applied_revision
+            or None
+        )
+    files = [FileChange(path=where, content=text, base_revision=base)]
+    if flows is not None and flows.strip():
+        files.append(
+            FileChange(path=rules.flow_test_path(where), content=flows, base_revision=base)
+        )
+    return Preview(
+        source=key,
+        sources=_known_sources(session),
+        path=where,
+        branch=rules.default_branch(
+            rules.BRANCH_PREFIX, first.namespace, first.metadata.name, "<id>"
+        ),
+        message=drafting.proposal_message(simulation),
+        files=files,
+    )
+
+
 # -------------------------------------------------------------------------- reading
 
 
@@ -182,9 +276,13 @@ def get(session: Session, proposal_id: int) -> Proposal:
 
 
 def listed(
-    session: Session, source: SourceKey | None = None, states: Iterable[str] = ()
+    session: Session,
+    source: SourceKey | None = None,
+    states: Iterable[str] = (),
+    policy: tuple[str, str] | None = None,
 ) -> list[Proposal]:
-    """Newest first."""
+    """Newest first; of one source, in some states, declaring one policy (namespace,
+    name) in its files."""
     query = select(Proposal).order_by(col(Proposal.id).desc())
     if source is not None:
         query = query.where(
@@ -193,7 +291,18 @@ def listed(
     wanted = sorted(set(states))
     if wanted:
         query = query.where(col(Proposal.state).in_(wanted))
-    return list(session.exec(query).all())
+    found = list(session.exec(query).all())
+    if policy is None:
+        return found
+    return [proposal for proposal in found if declares(proposal, policy)]
+
+
+def declares(proposal: Proposal, policy: tuple[str, str]) -> bool:
+    """The proposal's manifests declare this NetworkPolicy (namespace, name)."""
+    return any(
+        item["kind"] == "NetworkPolicy" and (item["namespace"], item["name"]) == policy
+        for item in proposal.objects
+    )
 
 
 def source_of(proposal: Proposal) -> SourceKey:

@@ -272,9 +272,17 @@ class SessionRequest(View):
     token: SecretStr = Field(description="A bpfleet token (bpf_...) of a person's role.")
 
 
+Permission = Literal["read", "check", "propose", "administer"]
+
+
 class SessionView(View):
     name: str
     role: str
+    may: list[Permission] = Field(
+        description="What this role may do: read; check (validate, preflight); propose "
+        "(changes to Git, their dev merges, shared drafts); administer (everything else: "
+        "desired state, rollouts, the kill switch, tokens, reconcile now)."
+    )
     expires_at: datetime | None
 
 
@@ -590,6 +598,48 @@ class ProposalRequest(View):
         description="The branch to create (under the operator's branch prefix, 'bpfleet/' "
         "by default); absent: <prefix><namespace>-<name>-<id> of the first object changed.",
     )
+
+
+class ProposalPreviewRequest(View):
+    """A draft the editor holds, to see what proposing it would send."""
+
+    text: str = Field(max_length=proposals.MAX_FILE_BYTES, description="The policy draft (YAML).")
+    flows: str | None = Field(
+        default=None,
+        max_length=proposals.MAX_FILE_BYTES,
+        description="Its flow tests: proposed beside it as <policy>.flows.yaml.",
+    )
+    source: SourceRefView | None = Field(
+        default=None,
+        description="The GitSource to propose to; absent: where the policy is written, "
+        "else the only GitSource known.",
+    )
+    path: str | None = Field(
+        default=None,
+        max_length=proposals.MAX_PATH,
+        description="The policy's file; absent: where it is written, else "
+        "<spec.path>/<namespace>-<name>.yaml.",
+    )
+    base_revision: str | None = Field(
+        default=None,
+        max_length=300,
+        description="The revision the draft was opened from; absent: the source's applied one.",
+    )
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    port: int = Field(default=80, ge=1, le=65535, description="The port the message leads with.")
+
+
+class ProposalPreview(View):
+    """What POST /v1/proposals would be sent for the draft; nothing is kept."""
+
+    source: SourceRefView
+    sources: list[SourceRefView] = Field(description="Every GitSource one may propose to.")
+    path: str
+    branch: str = Field(description="The default branch, '<id>' standing for the proposal's.")
+    message: str = Field(
+        description="A summary title, then the matrix delta, the lints and flow tests."
+    )
+    files: list[FileChange]
 
 
 class ProposalFileView(View):

@@ -237,9 +237,27 @@ def branch_problems(name: str) -> list[str]:
     return [f"{shown}: {problem}" for problem in problems]
 
 
-def default_branch(prefix: str, namespace: str, name: str, proposal: int) -> str:
-    """``<prefix><namespace>-<name>-<id>``: the object the proposal changes, and its id."""
+def default_branch(prefix: str, namespace: str, name: str, proposal: int | str) -> str:
+    """``<prefix><namespace>-<name>-<id>``: the object the proposal changes, and its id
+    (``"<id>"`` before there is one, to show what it will look like)."""
     return f"{prefix}{namespace}-{name}-{proposal}"
+
+
+def suggested_path(root: str, namespace: str, name: str) -> str:
+    """Where a policy not yet in a repository is written: ``<root>/<namespace>-<name>.yaml``
+    under the source's path."""
+    prefix = root.strip("/")
+    file = f"{namespace}-{name}.yaml"
+    return file if prefix in ("", ".") else f"{prefix}/{file}"
+
+
+def flow_test_path(path: str) -> str:
+    """The flow-test file beside a policy's file, named after it:
+    ``policies/db.yaml`` -> ``policies/db.flows.yaml``."""
+    stem, dot, suffix = path.rpartition(".")
+    if dot and suffix in ("yaml", "yml"):
+        return f"{stem}.flows.{suffix}"
+    return f"{path}.flows.yaml"
 
 
 def trailer(proposal: int) -> str:

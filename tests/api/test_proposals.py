@@ -167,6 +167,39 @@ def test_a_proposal_is_accepted_whole_queued_and_never_desired_state(
         assert client.get("/v1/proposals/999999999").status_code == 404
 
 
+def test_proposals_are_listed_by_the_policy_they_declare(
+    api: services.Api, source: dict[str, str], proposer: str
+) -> None:
+    """A policy's page lists the proposals whose files declare it, and no other."""
+    namespace = source["namespace"]
+    other = policy(namespace).replace("name: db-ingress", "name: web-ingress")
+    with api.client(proposer) as client:
+        db = client.post("/v1/proposals", json=proposal(source)).json()
+        web_only = proposal(source)
+        web_only["files"] = [{"path": "policies/web-ingress.yaml", "content": other}]
+        web = client.post("/v1/proposals", json=web_only).json()
+        both = proposal(source)
+        both["files"].append({"path": "policies/web-ingress.yaml", "content": other})
+        together = client.post("/v1/proposals", json=both).json()
+
+        def listed(**params: str) -> list[int]:
+            response = client.get("/v1/proposals", params=params)
+            assert response.status_code == 200, response.text
+            return [item["id"] for item in response.json()]
+
+        assert listed(policy=f"{namespace}/db-ingress") == [together["id"], db["id"]]
+        assert listed(policy=f"{namespace}/web-ingress") == [together["id"], web["id"]]
+        assert listed(policy=f"{namespace}/db") == []
+        assert listed(policy=f"{namespace}/db-ingress", source="elsewhere/fleet") == []
+        paged = client.get(
+            "/v1/proposals", params={"policy": f"{namespace}/db-ingress", "limit": 1}
+        )
+        assert paged.headers["X-Total-Count"] == "2"
+        assert [item["id"] for item in paged.json()] == [together["id"]]
+        refused = client.get("/v1/proposals", params={"policy": "no slash"})
+        assert refused.status_code == 422
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -494,3 +527,63 @@ def test_each_author_keeps_only_the_newest_drafts(
         ids = [client.post("/v1/drafts", json={"text": f"# {i}\n"}).json()["id"] for i in range(3)]
         assert client.get(f"/v1/drafts/{ids[0]}").status_code == 404
         assert [client.get(f"/v1/drafts/{i}").json()["text"] for i in ids[1:]] == ["# 1\n", "# 2\n"]
+
+
+def test_a_draft_previews_as_the_proposal_the_editor_sends(
+    api: services.Api, source: dict[str, str], proposer: str
+) -> None:
+    namespace = source["namespace"]
+    draft = {"text": policy(namespace), "flows": FLOWS.replace("NS", namespace), "port": 5432}
+    with api.client(proposer) as client:
+        found = client.post("/v1/proposals/preview", json={**draft, "source": source})
+        assert found.status_code == 200, found.text
+        preview = found.json()
+        # Not in Git yet: the file is named after the policy under the source's path, its
+        # flow tests beside it, both based on the revision the source applies.
+        assert preview["path"] == f"policies/{namespace}-db-ingress.yaml"
+        assert [(f["path"], f["baseRevision"]) for f in preview["files"]] == [
+            (f"policies/{namespace}-db-ingress.yaml", f"main@sha1:{COMMIT}"),
+            (f"policies/{namespace}-db-ingress.flows.yaml", f"main@sha1:{COMMIT}"),
+        ]
+        assert preview["branch"] == f"bpfleet/{namespace}-db-ingress-<id>"
+        title, _, body = preview["message"].partition("\n\n")
+        assert title == f"{namespace}/db-ingress: +0 allowed, -0 denied on TCP/5432"
+        assert "- TCP/5432: +0 allowed, -0 denied" in body
+        assert "Flow tests: 0 passed, 1 failed." in body  # no such endpoints in this fleet
+        assert source in preview["sources"]
+        # Asked for a path and a base: those, and the proposal it describes is accepted.
+        asked = client.post(
+            "/v1/proposals/preview",
+            json={**draft, "source": source, "path": "policies/db.yaml", "baseRevision": OTHER},
+        ).json()
+        assert [(f["path"], f["baseRevision"]) for f in asked["files"]] == [
+            ("policies/db.yaml", OTHER),
+            ("policies/db.flows.yaml", OTHER),
+        ]
+        created = client.post(
+            "/v1/proposals",
+            json={"source": source, "files": asked["files"], "message": asked["message"]},
+        )
+        assert created.status_code == 201, created.text
+
+        # An invalid draft is no proposal; a policy in no source needs a source named.
+        broken = client.post(
+            "/v1/proposals/preview",
+            json={"text": policy(namespace, port=0), "source": source},
+        )
+        assert broken.status_code == 422
+        assert "Invalid value: 0" in broken.text
+    with api.client() as admin:
+        second = admin.put(
+            f"/v1/gitsources/{namespace}/second/status",
+            json={"spec": spec(), "status": {"lastAppliedRevision": f"main@sha1:{COMMIT}"}},
+        )
+        assert second.status_code == 200, second.text
+    with api.client(proposer) as client:
+        unnamed = client.post("/v1/proposals/preview", json={"text": policy(namespace)})
+        assert unnamed.status_code == 422
+        assert "name the one to propose to" in unnamed.text
+    with api.client() as admin:
+        viewer = admin.post("/v1/tokens", json={"name": "v-preview", "role": "viewer"})
+    with api.client(viewer.json()["token"]) as client:
+        assert client.post("/v1/proposals/preview", json=draft).status_code == 403

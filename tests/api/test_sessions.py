@@ -152,3 +152,36 @@ def test_the_openapi_document_builds_in_process() -> None:
     ):
         assert path in paths, path
     assert not {"/docs", "/redoc", "/openapi.json"} & set(paths)
+
+
+@pytest.mark.parametrize(
+    ("role", "may"),
+    [
+        ("admin", ["read", "check", "propose", "administer"]),
+        ("ci", ["read", "check"]),
+        ("viewer", ["read"]),
+        ("proposer", ["read", "propose"]),
+    ],
+)
+def test_a_session_says_what_its_role_may_do_as_the_routes_decide(
+    api: services.Api, role: str, may: list[str]
+) -> None:
+    """The dashboard shows only what a session may do; the routes refuse the rest."""
+    if role == "admin":
+        token = api.admin_token
+    else:
+        with api.client() as admin:
+            minted = admin.post("/v1/tokens", json={"name": f"{role}-may", "role": role})
+            token = minted.json()["token"]
+    with _browser(api) as browser:
+        assert _sign_in(browser, token).json()["may"] == may
+        assert browser.get("/v1/session").json()["may"] == may
+    with api.client(token) as client:
+        # check: validating manifests; propose: sharing a draft; administer: tokens.
+        answers = {
+            "check": client.post("/v1/validate", json={"spec": {}}),
+            "propose": client.post("/v1/drafts", json={"text": "a: 1\n"}),
+            "administer": client.get("/v1/tokens"),
+        }
+    for permission, response in answers.items():
+        assert (response.status_code != 403) == (permission in may), (permission, response.text)

@@ -96,3 +96,29 @@ def test_revisions_name_commits() -> None:
     assert proposals.commit_of("main") is None
     assert proposals.commit_of("main@sha1:--exec=x") is None
     assert proposals.default_branch("bpfleet/", "shop", "db", 3) == "bpfleet/shop-db-3"
+
+
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [("policies", "policies/shop-db.yaml"), ("/", "shop-db.yaml"), ("a/b/", "a/b/shop-db.yaml")],
+)
+def test_a_new_policys_file_is_named_after_it_under_the_sources_path(
+    root: str, expected: str
+) -> None:
+    path = proposals.suggested_path(root, "shop", "db")
+    assert path == expected
+    assert proposals.path_problems(path, root) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("policies/db.yaml", "policies/db.flows.yaml"),
+        ("policies/db.yml", "policies/db.flows.yml"),
+        ("db", "db.flows.yaml"),
+    ],
+)
+def test_flow_tests_go_beside_their_policy(path: str, expected: str) -> None:
+    found = proposals.flow_test_path(path)
+    assert found == expected
+    assert proposals.is_flow_test(found)

@@ -37,6 +37,7 @@ from tests.conftest import SignedCatalog, sign_object
 from tests.e2e.conftest import uploaded
 from tests.gitrepos import GitRepo
 from tests.manifests import program_yaml
+from tests.operator.forgeserver import ForgeServer
 from tests.operator.processes import BPFLEET, operator_environment, running
 from tests.polling import wait_for
 
@@ -113,6 +114,7 @@ class Dashboard:
     repo: GitRepo
     viewer_token: str
     proposer_token: str
+    forge: ForgeServer  # where the GitSource's pull requests go (a recording Gitea API)
     origin: str = ""
 
     def __post_init__(self) -> None:
@@ -141,14 +143,17 @@ def dashboard(
     work = tmp_path_factory.mktemp("dashboard")
     dist = REPO / "ui" / "dist" / "index.html"
     assert dist.is_file(), "the dashboard is not built: run `make ui`"
-    with services.api_server(
-        f"sqlite:///{work}/bpfleet.db",
-        redis.url,
-        signed_catalog.trust,
-        work,
-        host=ui_network.address,
-        rollout_tick_seconds="0.3",
-    ) as api:
+    with (
+        ForgeServer("gitea") as forge,
+        services.api_server(
+            f"sqlite:///{work}/bpfleet.db",
+            redis.url,
+            signed_catalog.trust,
+            work,
+            host=ui_network.address,
+            rollout_tick_seconds="0.3",
+        ) as api,
+    ):
         api.start_worker()
         uploaded(
             api, signed_catalog, "execsnoop", "syscount", "fentry_unlink", "netpol", "tc_counter"
@@ -175,12 +180,31 @@ def dashboard(
                 )
             },
         )
+        secrets = work / "secrets" / "forge"
+        secrets.mkdir(parents=True)
+        (secrets / "token").write_text("gitea-t0ken\n")
+        (secrets / "ca.crt").write_text(forge.ca)
         source = {
             "apiVersion": "bpfleet.io/v1alpha1",
             "kind": "GitSource",
             "metadata": {"name": "fleet", "namespace": "default"},
-            # An hour: every later pass in these tests is a "reconcile now".
-            "spec": {"url": f"file://{repo.path}", "path": "programs", "interval": "1h"},
+            # An hour: every later pass in these tests is a "reconcile now" (or follows a
+            # dev merge, which the local repository allows, as in `make up`). Pull
+            # requests go to a recording Gitea API.
+            "spec": {
+                "url": f"file://{repo.path}",
+                "path": "programs",
+                "interval": "1h",
+                "proposals": {
+                    "devMerge": True,
+                    "forge": {
+                        "type": "gitea",
+                        "apiUrl": f"{forge.base}/api/v1",
+                        "repository": "shop/fleet",
+                        "secretRef": {"name": "forge"},
+                    },
+                },
+            },
         }
         source_file = work / "gitsource.yaml"
         source_file.write_text(yaml.safe_dump(source))
@@ -214,7 +238,10 @@ def dashboard(
             )
             with running(
                 [BPFLEET, "operator", "standalone", str(source_file)],
-                operator_environment(api, work / "operator", 0),
+                {
+                    **operator_environment(api, work / "operator", 0),
+                    "BPFLEET_OPERATOR_SECRETS_DIR": str(work / "secrets"),
+                },
                 work / "operator.log",
             ):
                 wait_for(
@@ -222,7 +249,7 @@ def dashboard(
                     60,
                     "the GitSource's first pass",
                 )
-                yield Dashboard(api, nodes, repo, viewer_token, proposer_token)
+                yield Dashboard(api, nodes, repo, viewer_token, proposer_token, forge)
 
 
 @pytest.fixture(scope="session")
@@ -244,8 +271,11 @@ FOCUSABLE = (
     "textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])"
 )
 MARK_FOCUSABLE = """(selector) => {
+  // While a modal dialog is open the rest of the page is inert: only the dialog counts.
+  const modal = [...document.querySelectorAll("dialog[open]")].find((d) => d.matches(":modal"));
   const visible = (element) => {
     if (element.closest("dialog:not([open])")) return false;
+    if (modal && !modal.contains(element)) return false;
     // Content of a closed <details> is hidden by content-visibility, not by its box.
     if (!element.checkVisibility({ contentVisibilityAuto: true, visibilityProperty: true })) {
       return false;

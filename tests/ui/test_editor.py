@@ -526,6 +526,9 @@ def test_a_viewer_reads_and_a_proposer_edits_but_never_acts(
         expect(page.locator(".cm-content")).to_have_attribute("contenteditable", "false")
         expect(page.get_by_role("button", name=re.compile("^Allow"))).to_have_count(0)
         expect(page.get_by_role("button", name="audit")).to_have_count(0)
+        # G8: nothing to propose or share either.
+        expect(page.get_by_role("button", name="Propose…")).to_have_count(0)
+        expect(page.get_by_role("button", name="Copy link")).to_have_count(0)
         person.check("editor-viewer")
         no_writes(person)
     with visitor(browser, shop, "editor-proposer", token=shop.proposer_token) as person:
@@ -533,6 +536,7 @@ def test_a_viewer_reads_and_a_proposer_edits_but_never_acts(
         person.go("/editor?policy=shop%2Fdb-ingress")
         expect(page.locator(".cm-content")).to_have_attribute("contenteditable", "true")
         expect(page.get_by_role("button", name=re.compile("^Allow")).first).to_be_visible()
+        expect(page.get_by_role("button", name="Propose…")).to_be_enabled()
         person.go("/gitsources/default/fleet")
         expect(page.get_by_role("heading", level=1)).to_contain_text("default/fleet")
         expect(page.get_by_role("button", name="Reconcile now")).to_have_count(0)
@@ -540,4 +544,36 @@ def test_a_viewer_reads_and_a_proposer_edits_but_never_acts(
         expect(page.get_by_role("heading", level=1)).to_contain_text("syscalls")
         for action in ("Pause", "Resume", "Abort", "Kill switch…"):
             expect(page.get_by_role("button", name=action)).to_have_count(0)
+        no_writes(person)
+
+
+def test_a_draft_shared_by_link_reopens_as_it_was(browser: Browser, shop: Dashboard) -> None:
+    """E15: "Copy link" keeps the draft (text and flow tests) in the API; the link opens
+    the same draft for anyone who may read, with the text as it was."""
+    changed = COMMENTED.replace("# web only", "# web only, shared for review")
+    flows = "flows:\n  - shop/batch -> shop/db TCP/5432 expect deny\n"
+    with visitor(browser, shop, "editor-share", token=shop.proposer_token) as person:
+        page = person.page
+        person.go("/editor?policy=shop%2Fdb-ingress&tab=flows")
+        set_text(page, changed)
+        page.get_by_role("textbox", name=re.compile("Flow tests")).fill(flows)
+        expect(page.get_by_test_id("flow-summary")).to_have_text("1 passed, 0 failed")
+        page.get_by_role("button", name="Copy link").click()
+        box = page.get_by_label("Link to this draft")
+        expect(box).to_have_value(re.compile(r"/ui/editor\?draft=[A-Za-z0-9_-]{8,}$"))
+        # Plain HTTP off loopback is no secure context: the older copy command copies it.
+        expect(page.get_by_test_id("share-state")).to_have_text("Link copied")
+        link = box.input_value()
+        person.check("editor-shared")
+        no_writes(person)
+    with visitor(browser, shop, "editor-shared-link", token=shop.viewer_token) as person:
+        page = person.page
+        page.goto(link + "&tab=flows")
+        expect(page.get_by_test_id("opened-from")).to_contain_text("a draft shared by dev-proposer")
+        expect(page.locator(".cm-content")).to_contain_text("# web only, shared for review")
+        shown = yaml_text(page)  # the text, with the API's notes on their lines
+        assert all(line in shown for line in changed.splitlines())
+        expect(page.get_by_role("textbox", name=re.compile("Flow tests"))).to_have_value(flows)
+        expect(page.get_by_test_id("flow-summary")).to_have_text("1 passed, 0 failed")
+        person.check("editor-shared-reopened")
         no_writes(person)

@@ -5,8 +5,16 @@ export type Session = Schemas["SessionView"];
 
 export const SessionContext = createContext<Session | null>(null);
 
-/** Whether the signed-in person may act (pause, kill, reconcile): the API's admin role.
- * The API refuses anyone else anyway; this only keeps buttons away from viewers. */
+export type Permission = Session["may"][number];
+
+/** Whether the signed-in person's role may do this, as the API says (``may``: the same
+ * table its routes admit by). The API refuses anyone else anyway; this only keeps
+ * buttons away from people who could not use them. */
+export function useMay(permission: Permission): boolean {
+  return useContext(SessionContext)?.may.includes(permission) ?? false;
+}
+
+/** Whether the signed-in person may act on the fleet (pause, kill, reconcile). */
 export function useCanAct(): boolean {
-  return useContext(SessionContext)?.role === "admin";
+  return useMay("administer");
 }

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from bpfleet_api import notify, proposals
+from bpfleet_api import editor, notify, proposals
 from bpfleet_api.changes import Invalid
 from bpfleet_api.db import get_engine
 from bpfleet_api.deps import Admin, Proposer, Reader, SessionDep, SettingsDep
@@ -23,10 +23,13 @@ from bpfleet_api.views import (
     ProposalDetail,
     ProposalFileView,
     ProposalObjectView,
+    ProposalPreview,
+    ProposalPreviewRequest,
     ProposalRequest,
     ProposalView,
     SourceRefView,
 )
+from bpfleet_core.netpol import drafting
 from bpfleet_core.proposals import (
     Conflict,
     ProposalReport,
@@ -141,12 +144,43 @@ def propose(
     return proposal_detail(session, proposal)
 
 
+@router.post("/v1/proposals/preview", responses=REFUSALS)
+def preview(body: ProposalPreviewRequest, session: SessionDep, _: Proposer) -> ProposalPreview:
+    """What proposing a draft would send (the editor's Propose dialog): the GitSource and
+    file it goes to, its flow tests beside it, the revision it is based on, the default
+    branch, and a message the simulator wrote (the change on the port asked for, every
+    port judged, the lints, the flow tests). Nothing is kept or written."""
+    options = drafting.Options(protocol=body.protocol, port=body.port)
+    simulation = editor.simulate(session, body.text, options, body.flows)
+    source = (
+        SourceKey(namespace=body.source.namespace, name=body.source.name) if body.source else None
+    )
+    found = proposals.preview(
+        session,
+        body.text,
+        simulation,
+        source=source,
+        path=body.path,
+        base_revision=body.base_revision,
+        flows=body.flows,
+    )
+    return ProposalPreview(
+        source=SourceRefView(namespace=found.source.namespace, name=found.source.name),
+        sources=[SourceRefView(namespace=k.namespace, name=k.name) for k in found.sources],
+        path=found.path,
+        branch=found.branch,
+        message=found.message,
+        files=found.files,
+    )
+
+
 @router.get("/v1/proposals", responses=TOTAL_RESPONSES)
 def list_proposals(
     session: SessionDep,
     _: Reader,
     response: Response,
     paging: PagingDep,
+    *,
     source: Annotated[
         str | None,
         Query(
@@ -159,6 +193,14 @@ def list_proposals(
         list[ProposalState] | None,
         Query(description="Only proposals in these states (repeat it for several)."),
     ] = None,
+    policy: Annotated[
+        str | None,
+        Query(
+            max_length=317,
+            pattern=SOURCE_PATTERN,
+            description="namespace/name of a NetworkPolicy: only proposals whose files declare it.",
+        ),
+    ] = None,
 ) -> list[ProposalView]:
     """Proposals, newest first."""
     key = None
@@ -168,7 +210,11 @@ def list_proposals(
             key = SourceKey(namespace=namespace, name=name)
         except ValidationError:
             raise Invalid(f"source: {source[:80]!r} is no NAMESPACE/NAME of a GitSource") from None
-    found = proposals.listed(session, key, state or ())
+    declaring = None
+    if policy is not None:
+        policy_namespace, policy_name = policy.split("/", 1)
+        declaring = (policy_namespace, policy_name)
+    found = proposals.listed(session, key, state or (), declaring)
     return [proposal_view(session, proposal) for proposal in paging.apply(found, response)]
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from bpfleet_api import security
-from bpfleet_api.deps import SESSION_COOKIE, CurrentToken, SessionDep, SettingsDep
+from bpfleet_api.deps import (
+    SESSION_COOKIE,
+    CurrentToken,
+    SessionDep,
+    SettingsDep,
+    permissions,
+)
 from bpfleet_api.models import Role, Token, aware
 from bpfleet_api.views import SessionRequest, SessionView
 
@@ -17,7 +23,9 @@ PERSON_ROLES = frozenset({Role.ADMIN, Role.CI, Role.VIEWER, Role.PROPOSER})
 
 def _view(token: Token) -> SessionView:
     expires = aware(token.expires_at) if token.expires_at is not None else None
-    return SessionView(name=token.name, role=token.role.value, expires_at=expires)
+    return SessionView(
+        name=token.name, role=token.role.value, may=permissions(token.role), expires_at=expires
+    )
 
 
 @router.post("", responses={401: {"description": "The token is unknown, expired or revoked."}})

@@ -547,3 +547,49 @@ def explain(
             if located not in allowing:
                 allowing.append(located)
     return CellExplanation(explanation, tuple(isolating.values()), tuple(allowing))
+
+
+MESSAGE_CELLS = 10  # changed cells a proposal's message names one by one (then "and N more")
+
+
+def proposal_message(simulation: Simulation) -> str:
+    """A commit message for proposing the draft, from what the simulator said of it: a
+    title naming the policies and the change on the chosen port; in the body (the pull
+    request's description) the matrix delta on every port judged, the cells changed,
+    the lints with their lines, and the flow tests."""
+    names = ", ".join(policy.key for policy in simulation.draft.policies) or "network policy"
+    diff = simulation.diff
+    change = f"{diff.summary} on {diff.protocol}/{diff.port}" if diff is not None else "changed"
+    lines = [f"{names}: {change}", "", "Connectivity before -> after, simulated on the fleet:"]
+    if diff is not None:
+        lines.append(f"- {diff.protocol}/{diff.port}: {diff.summary}")
+        for cell in diff.cells[:MESSAGE_CELLS]:
+            lines.append(f"  - newly {cell.change}: {cell.client} -> {cell.server}")
+        hidden = diff.allowed + diff.denied - min(len(diff.cells), MESSAGE_CELLS)
+        if hidden > 0:
+            lines.append(f"  - and {hidden} more")
+    chosen = (diff.protocol, diff.port) if diff is not None else None
+    others = [item for item in simulation.ports if (item.protocol, item.port) != chosen]
+    lines += [
+        f"- {item.protocol}/{item.port}: {item.summary}"
+        for item in others
+        if item.allowed or item.denied
+    ]
+    unchanged = [
+        f"{item.protocol}/{item.port}" for item in others if not (item.allowed or item.denied)
+    ]
+    if unchanged:
+        lines.append(f"- no change on {', '.join(unchanged)}")
+    lines.append("")
+    if simulation.lints:
+        lines.append("Lints:")
+        for lint in simulation.lints:
+            where = f" (line {lint.line})" if lint.line is not None else ""
+            lines.append(f"- {lint.code}{where}: {lint.message}")
+    else:
+        lines.append("Lints: none.")
+    if simulation.flows or simulation.flow_problems:
+        passed = sum(1 for item in simulation.flows if item.passed)
+        failed = len(simulation.flows) - passed
+        lines.append(f"Flow tests: {passed} passed, {failed} failed.")
+    return "\n".join(lines)

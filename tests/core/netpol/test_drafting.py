@@ -229,3 +229,52 @@ def test_explain_locates_the_allowing_rule_in_the_draft_and_in_stored_text(
         drafting.explain(
             draft, stored, topology, client="x/q", server="x/a", protocol="TCP", port=80
         )
+
+
+def test_a_proposals_message_says_what_the_simulator_found(topology: models.Topology) -> None:
+    text = DB.replace(
+        "  - from: [{podSelector: {matchLabels: {pod: b}}}]\n    ports",
+        "  - from: [{podSelector: {matchLabels: {pod: b}}}]\n  - ports",
+    )
+    flows = flowtests.parse("flows:\n  - x/c -> x/a TCP/80 expect deny\n")
+    result = drafting.simulate(drafting.read(text), stored_policies(), topology, flows=flows)
+    message = drafting.proposal_message(result)
+    title, _, body = message.partition("\n\n")
+    assert result.diff is not None
+    assert title == f"x/db: {result.diff.summary} on TCP/80"
+    lines = body.splitlines()
+    assert f"- TCP/80: {result.diff.summary}" in lines
+    # Other ports: those changed with their counts, the rest named once.
+    others = [p for p in result.ports if (p.protocol, p.port) != ("TCP", 80)]
+    changed = [p for p in others if p.allowed or p.denied]
+    assert changed  # this draft closes x/a's other ports
+    for item in changed:
+        assert f"- {item.protocol}/{item.port}: {item.summary}" in lines
+    same = ", ".join(f"{p.protocol}/{p.port}" for p in others if not (p.allowed or p.denied))
+    assert (f"- no change on {same}" in lines) == bool(same)
+    assert "- split-ports (line 8): " + result.lints[0].message in lines
+    passed = sum(item.passed for item in result.flows)
+    assert f"Flow tests: {passed} passed, {1 - passed} failed." in lines
+
+    # Each changed cell named, up to a bound, then how many more.
+    replaced = drafting.simulate(drafting.read(DB), stored_policies(), topology)
+    clean = drafting.proposal_message(replaced)
+    assert clean.splitlines()[3:5] == [
+        "- TCP/80: +0 allowed, -1 denied",
+        "  - newly denied: x/c -> x/a",
+    ]
+    assert "Lints: none." in clean
+    assert "Flow tests" not in clean  # none were given
+
+
+def test_a_proposals_message_names_at_most_so_many_cells(topology: models.Topology) -> None:
+    deny_x = DB.replace("name: db", "name: deny-all").split("spec:")[0] + (
+        "spec:\n  podSelector: {}\n  policyTypes: [Ingress]\n"
+    )
+    result = drafting.simulate(drafting.read(deny_x), [], topology)
+    assert result.diff is not None
+    assert result.diff.denied > drafting.MESSAGE_CELLS  # every client of x's three pods
+    lines = drafting.proposal_message(result).splitlines()
+    named = [line for line in lines if line.startswith("  - newly denied: ")]
+    assert len(named) == drafting.MESSAGE_CELLS
+    assert f"  - and {result.diff.denied - drafting.MESSAGE_CELLS} more" in lines

@@ -211,3 +211,29 @@ export function useSignOut() {
     onSettled: () => client.clear(),
   });
 }
+
+/** Proposals declaring one policy ("namespace/name"), newest first. */
+export function usePolicyProposals(policy: string) {
+  return useQuery({
+    queryKey: ["proposals", "policy", policy],
+    queryFn: () => body(api.GET("/v1/proposals", { params: { query: { policy, limit: 20, offset: 0 } } })),
+    enabled: Boolean(policy),
+  });
+}
+
+export function useProposal(id: number | null) {
+  return useQuery({
+    queryKey: ["proposal", id],
+    queryFn: () => body(api.GET("/v1/proposals/{proposal_id}", { params: { path: { proposal_id: id ?? 0 } } })),
+    enabled: id !== null,
+  });
+}
+
+/** Dev merge of a pushed proposal (where its GitSource allows it). */
+export function useMergeProposal() {
+  const refresh = useRefresh();
+  return useMutation({
+    mutationFn: (id: number) => body(api.POST("/v1/proposals/{proposal_id}/merge", { params: { path: { proposal_id: id } } })),
+    onSuccess: refresh,
+  });
+}

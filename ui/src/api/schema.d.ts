@@ -1161,6 +1161,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/proposals/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Preview
+         * @description What proposing a draft would send (the editor's Propose dialog): the GitSource and
+         *     file it goes to, its flow tests beside it, the revision it is based on, the default
+         *     branch, and a message the simulator wrote (the change on the port asked for, every
+         *     port judged, the lints, the flow tests). Nothing is kept or written.
+         */
+        post: operations["preview_v1_proposals_preview_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/rollouts": {
         parameters: {
             query?: never;
@@ -3771,6 +3794,72 @@ export interface components {
             ready: number;
         };
         /**
+         * ProposalPreview
+         * @description What POST /v1/proposals would be sent for the draft; nothing is kept.
+         */
+        ProposalPreview: {
+            /**
+             * Branch
+             * @description The default branch, '<id>' standing for the proposal's.
+             */
+            branch: string;
+            /** Files */
+            files: components["schemas"]["FileChange"][];
+            /**
+             * Message
+             * @description A summary title, then the matrix delta, the lints and flow tests.
+             */
+            message: string;
+            /** Path */
+            path: string;
+            source: components["schemas"]["SourceRefView"];
+            /**
+             * Sources
+             * @description Every GitSource one may propose to.
+             */
+            sources: components["schemas"]["SourceRefView"][];
+        };
+        /**
+         * ProposalPreviewRequest
+         * @description A draft the editor holds, to see what proposing it would send.
+         */
+        ProposalPreviewRequest: {
+            /**
+             * Baserevision
+             * @description The revision the draft was opened from; absent: the source's applied one.
+             */
+            baseRevision?: string | null;
+            /**
+             * Flows
+             * @description Its flow tests: proposed beside it as <policy>.flows.yaml.
+             */
+            flows?: string | null;
+            /**
+             * Path
+             * @description The policy's file; absent: where it is written, else <spec.path>/<namespace>-<name>.yaml.
+             */
+            path?: string | null;
+            /**
+             * Port
+             * @description The port the message leads with.
+             * @default 80
+             */
+            port: number;
+            /**
+             * Protocol
+             * @default TCP
+             * @enum {string}
+             */
+            protocol: "TCP" | "UDP" | "SCTP";
+            /** @description The GitSource to propose to; absent: where the policy is written, else the only GitSource known. */
+            source?: components["schemas"]["SourceRefView"] | null;
+            /**
+             * Text
+             * @description The policy draft (YAML).
+             */
+            text: string;
+        };
+        /**
          * ProposalReport
          * @description What the operator says happened to a proposal.
          */
@@ -4360,6 +4449,11 @@ export interface components {
         SessionView: {
             /** Expiresat */
             expiresAt: string | null;
+            /**
+             * May
+             * @description What this role may do: read; check (validate, preflight); propose (changes to Git, their dev merges, shared drafts); administer (everything else: desired state, rollouts, the kill switch, tokens, reconcile now).
+             */
+            may: ("read" | "check" | "propose" | "administer")[];
             /** Name */
             name: string;
             /** Role */
@@ -6836,6 +6930,8 @@ export interface operations {
                 limit?: number | null;
                 /** @description Items to skip. */
                 offset?: number;
+                /** @description namespace/name of a NetworkPolicy: only proposals whose files declare it. */
+                policy?: string | null;
                 /** @description namespace/name of a GitSource: its proposals only. */
                 source?: string | null;
                 /** @description Only proposals in these states (repeat it for several). */
@@ -7025,6 +7121,51 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ProposalView"];
+                };
+            };
+            /** @description No such proposal, or the GitSource was never reported. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not now: the state or the source does not allow it (says why). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid: each problem in the validator's words. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    preview_v1_proposals_preview_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProposalPreviewRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProposalPreview"];
                 };
             };
             /** @description No such proposal, or the GitSource was never reported. */

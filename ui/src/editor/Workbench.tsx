@@ -8,8 +8,11 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useSearchParams } from "react-router";
 import type { Schemas } from "../api/client";
+import { usePolicyProposals } from "../api/queries";
+import { ProposalList } from "../components/ProposalCard";
 import { TabPanel, Tabs, useTab } from "../components/Tabs";
 import { ErrorNote } from "../components/feedback";
+import { useMay } from "../session";
 import { withParams } from "../lib/params";
 import { Changes } from "./Changes";
 import { Diagram, InternetObject } from "./Diagram";
@@ -20,6 +23,8 @@ import { Lints, Ratings } from "./Findings";
 import { cellParam, parseCell, ruleAtLine, ruleKey } from "./layout";
 import { Matrix } from "./Matrix";
 import { PeerPicker } from "./PeerPicker";
+import { ProposeDialog } from "./ProposeDialog";
+import { useShareDraft, type GitPlace } from "./proposing";
 import {
   type Protocol,
   type SimulateOptions,
@@ -47,10 +52,15 @@ export interface Start {
   errors: Schemas["SourceError"][];
   lesson: { title: string; goal: string; solution: string } | null;
   onLessonDone?: () => void;
+  /** Where in Git the text is written (a proposal's base), when it came from there. */
+  place: GitPlace | null;
+  /** May be shared by link (not a lesson: those are in the tutorial already). */
+  shareable: boolean;
 }
 
 const TABS = [
   { id: "findings", label: "Lints and rating" },
+  { id: "proposals", label: "Proposals" },
   { id: "matrix", label: "Connectivity" },
   { id: "flows", label: "Flow tests" },
   { id: "peer", label: "Add a peer" },
@@ -78,8 +88,84 @@ function download(name: string, text: string): void {
   window.setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+/** Put ``text`` on the clipboard: the Clipboard API where the page is a secure context,
+ * else the selected box's text with the older copy command. Whether it worked. */
+async function copied(text: string, box: HTMLInputElement | null): Promise<boolean> {
+  if (window.isSecureContext && "clipboard" in navigator) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  if (!box) return false;
+  box.focus();
+  box.select();
+  return document.execCommand("copy");
+}
+
+/** "Copy link": the draft kept by the API, its link shown (and copied where the browser
+ * lets the page write to the clipboard). */
+function ShareLink({ text, flows, start }: { text: string; flows: string; start: Start }) {
+  const share = useShareDraft();
+  const box = useRef<HTMLInputElement>(null);
+  const [done, setDone] = useState<boolean | null>(null);
+  const link = share.data ? `${window.location.origin}/ui/editor?draft=${encodeURIComponent(share.data.id)}` : "";
+  useEffect(() => {
+    if (!link) return;
+    let live = true;
+    void copied(link, box.current).then((worked) => {
+      if (live) setDone(worked);
+    });
+    return () => {
+      live = false;
+    };
+  }, [link]);
+  return (
+    <>
+      <button
+        type="button"
+        disabled={share.isPending}
+        onClick={() => {
+          setDone(null);
+          share.mutate({
+            text,
+            flows: flows.trim() ? flows : null,
+            source: start.place?.source ?? null,
+            path: start.place?.path ?? null,
+            baseRevision: start.place?.baseRevision ?? null,
+            title: start.title.slice(0, 200),
+          });
+        }}
+      >
+        Copy link
+      </button>
+      {link && (
+        <>
+          <label className="share-link">
+            Link to this draft <input ref={box} readOnly value={link} size={48} onFocus={(event) => event.currentTarget.select()} />
+          </label>
+          <span className="small" role="status" data-testid="share-state">
+            {done === true ? "Link copied" : done === false ? "Copy the link from the box" : ""}
+          </span>
+        </>
+      )}
+      {Boolean(share.error) && <ErrorNote error={share.error} />}
+    </>
+  );
+}
+
+function PolicyProposals({ policy }: { policy: string }) {
+  const proposals = usePolicyProposals(policy);
+  if (proposals.error) return <ErrorNote error={proposals.error} retry={() => void proposals.refetch()} />;
+  if (!proposals.data) return <p className="muted">Loading the proposals of {policy}…</p>;
+  return <ProposalList proposals={proposals.data} />;
+}
+
 export function Workbench({ start, readOnly }: { start: Start; readOnly: boolean }) {
   const editor = useRef<YamlEditorHandle>(null);
+  const mayPropose = useMay("propose");
   const [search, setSearch] = useSearchParams();
   const tab = useTab(TABS);
   const [text, setText] = useState(start.text);
@@ -269,6 +355,25 @@ export function Workbench({ start, readOnly }: { start: Start; readOnly: boolean
           Download YAML
         </button>
         {readOnly && <span className="muted">Read-only: your role may look, not change.</span>}
+        {mayPropose && start.shareable && <ShareLink text={text} flows={flows} start={start} />}
+        {mayPropose && !start.lesson && (
+          <ProposeDialog
+            text={text}
+            flows={flows}
+            place={start.place}
+            protocol={protocol}
+            port={port}
+            blocked={
+              problems === null
+                ? "Checking the draft…"
+                : errors.length
+                  ? `Fix ${errors.length} problem(s) before proposing.`
+                  : diagrams.length === 0
+                    ? "No policy to propose yet."
+                    : null
+            }
+          />
+        )}
       </div>
       {editError && <ErrorNote error={new Error(`That edit does not fit the text: ${editError}`)} />}
       <div className="editor-grid">
@@ -430,6 +535,8 @@ export function Workbench({ start, readOnly }: { start: Start; readOnly: boolean
             />
           ))}
         {tab === "changes" && <Changes original={start.text} text={text} />}
+        {tab === "proposals" &&
+          (diagram ? <PolicyProposals policy={diagram.policy} /> : <p className="muted">No valid policy: no proposal to follow.</p>)}
       </TabPanel>
     </>
   );

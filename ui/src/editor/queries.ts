@@ -3,6 +3,7 @@
  * apart from the dashboard's queries so they load with the editor only. */
 import { keepPreviousData, useQuery } from "@tanstack/react-query";
 import { api, body, type Schemas } from "../api/client";
+import type { GitPlace } from "./proposing";
 
 export type Simulation = Schemas["SimulationView"];
 export type Diagram = Schemas["DiagramView"];
@@ -127,6 +128,8 @@ export interface Opened {
   policy?: { namespace: string; name: string };
   /** The file's text at a rejected revision, with its problems. */
   errors?: Schemas["SourceError"][];
+  /** Where in Git it is written, and the revision it was read at (what a proposal is based on). */
+  place?: GitPlace;
 }
 
 export async function openStored(namespace: string, name: string): Promise<Opened> {
@@ -139,6 +142,7 @@ export async function openStored(namespace: string, name: string): Promise<Opene
       title: `${namespace}/${name}`,
       origin: `${found.path} in GitSource ${found.namespace}/${found.name} @ ${found.shortRevision} (applied)`,
       policy: path,
+      place: { source: { namespace: found.namespace, name: found.name }, path: found.path, baseRevision: found.revision },
     };
   }
   const text = await body(
@@ -160,6 +164,7 @@ export async function openFile(source: string, path: string, revision: string | 
     title: path,
     origin: `${found.path} in GitSource ${found.namespace}/${found.name} @ ${found.shortRevision} (${state})`,
     errors: found.errors,
+    place: { source: { namespace: found.namespace, name: found.name }, path: found.path, baseRevision: found.revision },
   };
 }
 

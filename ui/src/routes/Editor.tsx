@@ -6,12 +6,14 @@
  *   ?source=ns/name&path=P[&revision=R][&line=N]  a GitSource's file at a revision
  *   ?template=ID&namespace=NS[&peer=NS]       a template
  *   ?lesson=ID                                a lesson of the tutorial
+ *   ?draft=ID                                 a draft shared by link (stored by the API)
  * Without any, the start page: policies, templates, lessons.
  */
 import { useQuery } from "@tanstack/react-query";
 import { useContext, useState } from "react";
 import { Link, useSearchParams } from "react-router";
 import { ErrorNote, Loading } from "../components/feedback";
+import { openDraft } from "../editor/proposing";
 import { useTemplates, useTutorial, usePolicyList, openFile, openStored, type Opened } from "../editor/queries";
 import { Workbench, type Start } from "../editor/Workbench";
 import { SessionContext } from "../session";
@@ -129,28 +131,44 @@ function useStart(search: URLSearchParams): { start: Start | null; error: unknow
   const peer = search.get("peer") ?? "monitoring";
   const line = lineOf(search);
   const mode = search.get("mode");
+  const draft = search.get("draft");
   const tutorial = useTutorial();
   const templates = useTemplates(template ? namespace : "", peer);
   const opened = useQuery({
-    queryKey: ["editor", "open", policy, source, path, revision],
-    queryFn: (): Promise<Opened> => {
+    queryKey: ["editor", "open", draft, policy, source, path, revision],
+    queryFn: async (): Promise<Opened & { flows?: string }> => {
+      if (draft) {
+        const shared = await openDraft(draft);
+        return {
+          text: shared.text,
+          title: shared.title || "shared draft",
+          origin: `a draft shared by ${shared.author}`,
+          flows: shared.flows ?? "",
+          place:
+            shared.source && shared.path
+              ? { source: shared.source, path: shared.path, baseRevision: shared.baseRevision ?? null }
+              : undefined,
+        };
+      }
       if (policy) {
         const [ns = "", name = ""] = policy.split("/");
         return openStored(ns, name);
       }
       return openFile(source ?? "", path ?? "", revision);
     },
-    enabled: Boolean(policy || (source && path)),
+    enabled: Boolean(draft || policy || (source && path)),
     staleTime: Infinity,
     refetchInterval: false,
   });
-  const base: Pick<Start, "flows" | "topology" | "line" | "mode" | "errors" | "lesson"> = {
+  const base: Pick<Start, "flows" | "topology" | "line" | "mode" | "errors" | "lesson" | "place" | "shareable"> = {
     flows: "",
     topology: null,
     line,
     mode: mode === "enforce" || mode === "audit" ? mode : null,
     errors: [],
     lesson: null,
+    place: null,
+    shareable: true,
   };
   if (lesson) {
     if (!tutorial.data) return { start: null, error: tutorial.error, loading: "the tutorial" };
@@ -165,6 +183,7 @@ function useStart(search: URLSearchParams): { start: Start | null; error: unknow
         origin: "a lesson of the tutorial, on its demo topology",
         flows: found.flows,
         topology: tutorial.data.topology,
+        shareable: false,
         lesson: { title: found.title, goal: found.goal, solution: found.solution },
         onLessonDone: () => markDone(found.id),
       },
@@ -182,16 +201,18 @@ function useStart(search: URLSearchParams): { start: Start | null; error: unknow
       loading: null,
     };
   }
-  if (policy || (source && path)) {
-    if (!opened.data) return { start: null, error: opened.error, loading: policy ?? path };
+  if (draft || policy || (source && path)) {
+    if (!opened.data) return { start: null, error: opened.error, loading: draft ? "the shared draft" : (policy ?? path) };
     return {
       start: {
         ...base,
-        key: `open/${policy}/${source}/${path}/${revision}`,
+        key: `open/${draft}/${policy}/${source}/${path}/${revision}`,
         text: opened.data.text,
         title: opened.data.title,
         origin: opened.data.origin,
         errors: opened.data.errors ?? [],
+        flows: opened.data.flows ?? "",
+        place: opened.data.place ?? null,
       },
       error: null,
       loading: null,
@@ -216,7 +237,7 @@ export default function Editor() {
       <p className="muted" data-testid="opened-from">
         Opened from {start.origin}.
       </p>
-      <Workbench key={start.key} start={start} readOnly={session?.role === "viewer"} />
+      <Workbench key={start.key} start={start} readOnly={!session?.may.some((may) => may === "propose" || may === "check")} />
     </>
   );
 }

@@ -1,14 +1,18 @@
 import { Link, useParams } from "react-router";
-import { usePolicy, usePolicyNodes } from "../api/queries";
+import { usePolicy, usePolicyNodes, usePolicyProposals } from "../api/queries";
 import { Badge } from "../components/Badge";
 import { Origin } from "../components/Origin";
+import { ProposalList } from "../components/ProposalCard";
 import { ErrorNote, Empty, Loading } from "../components/feedback";
 import { number } from "../lib/format";
+import { useMay } from "../session";
 
 export default function PolicyDetail() {
   const { namespace = "", name = "" } = useParams();
   const policy = usePolicy(namespace, name);
   const nodes = usePolicyNodes(namespace, name);
+  const proposals = usePolicyProposals(`${namespace}/${name}`);
+  const mayPropose = useMay("propose");
   if (policy.isPending) return <Loading what={`policy ${namespace}/${name}`} />;
   if (!policy.data) return <ErrorNote error={policy.error} retry={() => void policy.refetch()} />;
   const view = policy.data;
@@ -36,7 +40,7 @@ export default function PolicyDetail() {
       </dl>
       <div className="actions">
         <Link to={`/editor?policy=${encodeURIComponent(`${view.namespace}/${view.name}`)}`}>Open in the editor</Link>
-        {view.mode === "audit" && (
+        {view.mode === "audit" && mayPropose && (
           <Link to={`/editor?policy=${encodeURIComponent(`${view.namespace}/${view.name}`)}&mode=enforce`}>
             Promote to enforce…
           </Link>
@@ -80,6 +84,9 @@ export default function PolicyDetail() {
           <Empty>No node has an endpoint this policy selects.</Empty>
         ))}
       <p className="muted">Counters are the node's datapath's, over all the policies it enforces.</p>
+      <h2>Proposals</h2>
+      {proposals.error && <ErrorNote error={proposals.error} />}
+      {proposals.data && <ProposalList proposals={proposals.data} />}
       <details>
         <summary>The policy as stored</summary>
         <pre className="log" tabIndex={0}>{JSON.stringify(view.document, null, 2)}</pre>
