@@ -244,7 +244,8 @@ mkdir -p "$ROOTS/cache/pip-debian$release"
 # downloads so they go out as the host's do; a CA file named there is mounted in too.
 network_env=()
 for name in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY \
-    PIP_INDEX_URL PIP_CERT PIP_DEFAULT_TIMEOUT SSL_CERT_FILE REQUESTS_CA_BUNDLE; do
+    PIP_INDEX_URL PIP_CERT PIP_DEFAULT_TIMEOUT SSL_CERT_FILE REQUESTS_CA_BUNDLE \
+    NODE_EXTRA_CA_CERTS npm_config_registry; do
   [[ -n ${!name:-} ]] && network_env+=("$name=${!name}")
 done
 
