@@ -110,6 +110,37 @@ def pods(
                 ip("netns", "del", netns)
 
 
+@contextlib.contextmanager
+def shop_fleet(
+    api: services.Api, network: Bridge, signed_catalog: SignedCatalog, work: Path
+) -> Iterator[tuple[FleetNode, FleetNode, dict[str, lab.LabPod]]]:
+    """Two agents (zones a and b) with the netpol datapath, the shop's db behind the
+    first and web and other behind the second: ``(node_a, node_b, pods by key)``."""
+    uploaded(api, signed_catalog, "netpol")
+    features = recorded_features()
+    with (
+        local_fleet(
+            api.url,
+            api.bootstrap_token,
+            network,
+            trust=signed_catalog.trust,
+            work=work,
+            labels=[{"zone": "a"}, {"zone": "b"}],
+            features={0: features, 1: features},
+            admin_token=api.admin_token,
+            namespaces={"shop": {"team": "shop"}},
+        ) as (node_a, node_b),
+        pods(node_a, node_b, {DB: ("10.213.1.2", "vdb")}, "10.213.2.0/24") as on_a,
+        pods(
+            node_b,
+            node_a,
+            {WEB: ("10.213.2.2", "vweb"), OTHER: ("10.213.2.3", "vother")},
+            "10.213.1.0/24",
+        ) as on_b,
+    ):
+        yield node_a, node_b, {**on_a, **on_b}
+
+
 def declare(node: FleetNode, endpoints: list[dict[str, Any]]) -> None:
     document = {"endpoints": endpoints}
     (node.state_dir / "endpoints.yaml").write_text(yaml.safe_dump(document))
@@ -163,30 +194,10 @@ def db_policy(peer_app: str) -> dict[str, Any]:
 def test_a_policy_is_enforced_on_the_node_of_the_endpoint_it_selects(
     api: services.Api, network: Bridge, signed_catalog: SignedCatalog, tmp_path: Path
 ) -> None:
-    uploaded(api, signed_catalog, "netpol")
-    features = recorded_features()
     with (
-        local_fleet(
-            api.url,
-            api.bootstrap_token,
-            network,
-            trust=signed_catalog.trust,
-            work=tmp_path,
-            labels=[{"zone": "a"}, {"zone": "b"}],
-            features={0: features, 1: features},
-            admin_token=api.admin_token,
-            namespaces={"shop": {"team": "shop"}},
-        ) as (node_a, node_b),
-        pods(node_a, node_b, {DB: ("10.213.1.2", "vdb")}, "10.213.2.0/24") as on_a,
-        pods(
-            node_b,
-            node_a,
-            {WEB: ("10.213.2.2", "vweb"), OTHER: ("10.213.2.3", "vother")},
-            "10.213.1.0/24",
-        ) as on_b,
+        shop_fleet(api, network, signed_catalog, tmp_path) as (node_a, node_b, everything),
         api.client() as client,
     ):
-        everything = {**on_a, **on_b}
         servers = lab.Servers(list(everything.values()), ports=(PORT,))
         try:
             declare(node_a, [endpoint("db", "10.213.1.2", "vdb", app="db")])
@@ -355,30 +366,10 @@ def test_each_rule_counts_its_flows_from_the_datapath_to_the_api(
     view and its node row, in enforce mode (what no rule allows is denied) and in audit
     mode (everything passes; what no rule allows is counted as audit-denied)."""
     monkeypatch.setenv("BPFLEET_AGENT_STATUS_REFRESH_INTERVAL", "1")  # counters, soon
-    uploaded(api, signed_catalog, "netpol")
-    features = recorded_features()
     with (
-        local_fleet(
-            api.url,
-            api.bootstrap_token,
-            network,
-            trust=signed_catalog.trust,
-            work=tmp_path,
-            labels=[{"zone": "a"}, {"zone": "b"}],
-            features={0: features, 1: features},
-            admin_token=api.admin_token,
-            namespaces={"shop": {"team": "shop"}},
-        ) as (node_a, node_b),
-        pods(node_a, node_b, {DB: ("10.213.1.2", "vdb")}, "10.213.2.0/24") as on_a,
-        pods(
-            node_b,
-            node_a,
-            {WEB: ("10.213.2.2", "vweb"), OTHER: ("10.213.2.3", "vother")},
-            "10.213.1.0/24",
-        ) as on_b,
+        shop_fleet(api, network, signed_catalog, tmp_path) as (node_a, node_b, everything),
         api.client() as client,
     ):
-        everything = {**on_a, **on_b}
         db, web, other = everything[DB], everything[WEB], everything[OTHER]
         servers = lab.Servers([db], ports=COUNTED_PORTS)
         try:

@@ -17,10 +17,9 @@ import pytest
 import yaml
 
 from bpfleet_agent import lab
-from bpfleet_cli.localfleet import Bridge, local_fleet
+from bpfleet_cli.localfleet import Bridge
 from tests import services
 from tests.conftest import SignedCatalog
-from tests.e2e.conftest import uploaded
 from tests.e2e.test_policies import (
     DB,
     EVERY_PAIR,
@@ -32,8 +31,7 @@ from tests.e2e.test_policies import (
     db_policy,
     declare,
     endpoint,
-    pods,
-    recorded_features,
+    shop_fleet,
     summary_is,
 )
 from tests.gitrepos import GitRepo
@@ -64,33 +62,18 @@ def source(repo: GitRepo) -> dict[str, Any]:
 def test_a_proposal_merged_in_the_local_fleet_is_enforced_by_the_kernel(
     api: services.Api, network: Bridge, signed_catalog: SignedCatalog, tmp_path: Path
 ) -> None:
-    uploaded(api, signed_catalog, "netpol")
     repo = GitRepo(tmp_path / "repo")
     repo.commit("db: web only", {"policies/db-ingress.yaml": yaml.safe_dump(db_policy("web"))})
     (tmp_path / "gitsource.yaml").write_text(yaml.safe_dump(source(repo)))
-    features = recorded_features()
     with api.client() as admin:
         minted = admin.post("/v1/tokens", json={"name": "sec-eng", "role": "proposer"})
         proposer = str(minted.json()["token"])
     with (
-        local_fleet(
-            api.url,
-            api.bootstrap_token,
-            network,
-            trust=signed_catalog.trust,
-            work=tmp_path / "agents",
-            labels=[{"zone": "a"}, {"zone": "b"}],
-            features={0: features, 1: features},
-            admin_token=api.admin_token,
-            namespaces={"shop": {"team": "shop"}},
-        ) as (node_a, node_b),
-        pods(node_a, node_b, {DB: ("10.213.1.2", "vdb")}, "10.213.2.0/24") as on_a,
-        pods(
-            node_b,
+        shop_fleet(api, network, signed_catalog, tmp_path / "agents") as (
             node_a,
-            {WEB: ("10.213.2.2", "vweb"), OTHER: ("10.213.2.3", "vother")},
-            "10.213.1.0/24",
-        ) as on_b,
+            node_b,
+            everything,
+        ),
         running(
             [BPFLEET, "operator", "standalone", str(tmp_path / "gitsource.yaml")],
             operator_environment(api, tmp_path / "operator", 0),
@@ -99,7 +82,6 @@ def test_a_proposal_merged_in_the_local_fleet_is_enforced_by_the_kernel(
         api.client() as client,
         api.client(proposer) as as_proposer,
     ):
-        everything = {**on_a, **on_b}
         servers = lab.Servers(list(everything.values()), ports=(PORT,))
         try:
             declare(node_a, [endpoint("db", "10.213.1.2", "vdb", app="db")])

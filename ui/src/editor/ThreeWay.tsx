@@ -1,38 +1,12 @@
 /** A conflicting file in three columns: as the draft was opened (base), at the branch tip
  * now (theirs, changes against the base marked), and as proposed (ours, likewise). The
  * texts are the operator's; nothing was pushed. */
-import { yaml } from "@codemirror/lang-yaml";
-import { unifiedMergeView } from "@codemirror/merge";
-import { EditorState } from "@codemirror/state";
-import { EditorView, lineNumbers } from "@codemirror/view";
-import { useEffect, useRef } from "react";
 import type { Schemas } from "../api/client";
-import { shadowParent } from "./shadow";
+import { useReadOnlyYaml } from "./Changes";
 
 function Pane({ label, text, original }: { label: string; text: string; original: string | null }) {
-  const host = useRef<HTMLDivElement>(null);
-  useEffect(() => {
-    if (!host.current) return;
-    const { root, parent } = shadowParent(host.current);
-    const view = new EditorView({
-      parent,
-      root,
-      state: EditorState.create({
-        doc: text,
-        extensions: [
-          lineNumbers(),
-          yaml(),
-          EditorState.readOnly.of(true),
-          EditorView.editable.of(false),
-          // Three columns are narrow: long lines wrap, so no pane scrolls sideways.
-          EditorView.lineWrapping,
-          EditorView.contentAttributes.of({ "aria-label": label }),
-          ...(original === null ? [] : [unifiedMergeView({ original, mergeControls: false, highlightChanges: true })]),
-        ],
-      }),
-    });
-    return () => view.destroy();
-  }, [label, text, original]);
+  // Three columns are narrow: long lines wrap, so no pane scrolls sideways.
+  const host = useReadOnlyYaml(text, original, label, true);
   return (
     <section aria-label={label} className="three-way-pane">
       <h4>{label}</h4>
