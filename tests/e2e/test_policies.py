@@ -328,7 +328,9 @@ def exchange(client: lab.LabPod, server: lab.LabPod, protocol: str, port: int) -
     kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
     with lab.entered(client.netns):
         sock = socket.socket(socket.AF_INET, kind)
-    sock.settimeout(1.0)
+    # A flow is counted once, so an allowed one is never retried: the wait is long
+    # enough for a loaded machine's echo server (a denied flow costs the whole of it).
+    sock.settimeout(3.0)
     try:
         sock.connect((str(server.address), port))
         sock.send(b"count me")
