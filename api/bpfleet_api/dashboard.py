@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Literal, cast
 
+from sqlalchemy import case, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -113,10 +114,16 @@ def node_page(
 def readiness_counts(
     session: Session, thresholds: Thresholds, now: datetime
 ) -> Counter[NodeReadiness]:
-    return Counter(
-        thresholds.readiness(heartbeat, now)
-        for heartbeat in session.exec(select(Node.last_heartbeat)).all()
+    """Nodes by readiness, counted by the database."""
+    heartbeat = col(Node.last_heartbeat)
+    readiness = case(
+        (heartbeat.is_(None), "Unknown"),
+        (heartbeat >= now - timedelta(seconds=thresholds.ready_seconds), "Ready"),
+        (heartbeat >= now - timedelta(seconds=thresholds.unknown_seconds), "NotReady"),
+        else_="Unknown",
     )
+    rows = session.execute(sa_select(readiness, func.count()).group_by(readiness)).all()
+    return Counter({cast(NodeReadiness, state): int(number) for state, number in rows})
 
 
 # ------------------------------------------------------------------------- programs

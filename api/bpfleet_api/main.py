@@ -8,14 +8,26 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CollectorRegistry
 from sqlmodel import Session
 
-from bpfleet_api import changes, db, etags, fleet, heartbeats, metrics, notify, security, ui
+from bpfleet_api import (
+    changes,
+    db,
+    documents,
+    etags,
+    fleet,
+    heartbeats,
+    ingest,
+    metrics,
+    notify,
+    security,
+    ui,
+)
 from bpfleet_api.deps import Reader, forget_nodes
 from bpfleet_api.gate import Gate
 from bpfleet_api.models import Role, utcnow
@@ -63,40 +75,83 @@ def _overdue() -> list[int]:
         return fleet.overdue_rollouts(session, utcnow(), grace_seconds=3.0)
 
 
-async def _flush_heartbeats(buffer: heartbeats.HeartbeatBuffer) -> None:
-    while True:
-        await asyncio.sleep(HEARTBEAT_FLUSH_SECONDS)
-        try:
-            await run_in_threadpool(_flush, buffer)
-        except Exception:
-            log.exception("heartbeat flush failed; retrying")
-
-
 def _flush(buffer: heartbeats.HeartbeatBuffer) -> None:
     with Session(db.get_engine()) as session:
         buffer.flush(session)
 
 
-async def _sweep_rollouts() -> None:
-    """Re-queue rollouts whose task chain was lost (a broker restart, say)."""
+async def _flush_heartbeats(buffer: heartbeats.HeartbeatBuffer) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_FLUSH_SECONDS)
+        try:
+            await run_in_threadpool(_flush, buffer)
+        except Exception as error:
+            log.warning("heartbeat flush failed (%s); the beats are kept for the next", error)
+
+
+async def _sweep_rollouts(lease: notify.LeaderLease) -> None:
+    """Re-queue rollouts whose task chain was lost (a broker restart, say): in the one
+    API process that holds the leader lease."""
     while True:
         await asyncio.sleep(SWEEP_SECONDS)
         try:
+            if not await lease.held():
+                continue
             for rollout_id in await run_in_threadpool(_overdue):
                 await run_in_threadpool(start_rollout, rollout_id)
         except Exception:
             log.exception("rollout sweep failed; retrying")
 
 
+def _refresh(plane: documents.AgentPlane) -> list[str]:
+    with Session(db.get_engine()) as session:
+        return plane.refresh(session)
+
+
+async def _follow_fleet(app: FastAPI) -> None:
+    """Keep this process's view of the fleet true: revisions moved behind its back (a
+    lost wake-up, a restored database) wake their long-polls; the fleet's size sets the
+    heartbeat interval and readiness windows."""
+    plane: documents.AgentPlane = app.state.plane
+    while True:
+        try:
+            moved = await run_in_threadpool(_refresh, plane)
+            heartbeats.observe_fleet(plane.node_count)
+            app.state.waiters.wake(moved)
+        except Exception as error:
+            log.warning("could not compare node revisions with the database: %s", error)
+        await asyncio.sleep(documents.REFRESH_SECONDS)
+
+
+def _load(plane: documents.AgentPlane, nodes: list[str]) -> None:
+    with Session(db.get_engine()) as session:
+        plane.load(session, nodes)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    # Few threads for database work, so they cannot starve the loop (heartbeats).
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
     await run_in_threadpool(_prepare_database)
-    app.state.waiters.bind(asyncio.get_running_loop())
+    plane: documents.AgentPlane = app.state.plane
+    waiters: notify.Waiters = app.state.waiters
+
+    async def prepare(batch: list[str]) -> None:
+        """Woken nodes: read back those with a long-poll here (one statement per batch),
+        forget the others."""
+        waiting = [node for node in batch if waiters.waiting(node)]
+        plane.forget(node for node in batch if not waiters.waiting(node))
+        if waiting:
+            await run_in_threadpool(_load, plane, waiting)
+
+    waiters.bind(asyncio.get_running_loop(), prepare)
+    lease = notify.LeaderLease(settings.redis_url)
     background = [
-        asyncio.create_task(
-            notify.listen(get_settings().redis_url, app.state.waiters, forget_nodes)
-        ),
-        asyncio.create_task(_sweep_rollouts()),
+        asyncio.create_task(notify.listen(settings.redis_url, waiters, forget_nodes)),
+        asyncio.create_task(waiters.pace()),
+        asyncio.create_task(_follow_fleet(app)),
+        asyncio.create_task(_sweep_rollouts(lease)),
         asyncio.create_task(_flush_heartbeats(app.state.heartbeats)),
     ]
     try:
@@ -105,7 +160,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await run_in_threadpool(_flush, app.state.heartbeats)
+        await lease.release()
+        with contextlib.suppress(Exception):
+            await run_in_threadpool(_flush, app.state.heartbeats)
 
 
 def create_app() -> FastAPI:
@@ -120,10 +177,12 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(Gate)
-    app.state.waiters = notify.Waiters()
+    settings = get_settings()
+    app.state.waiters = notify.Waiters(settings.wakes_per_second)
     app.state.heartbeats = heartbeats.HeartbeatBuffer()
-    registry = CollectorRegistry()
-    registry.register(metrics.FleetCollector(app.state.waiters))
+    app.state.plane = documents.AgentPlane()
+    app.state.reports = ingest.ReportBatcher(settings.events_kept_per_program)
+    registry = metrics.registry(app.state.waiters)
 
     @app.exception_handler(changes.FleetError)
     async def _fleet_error(_: Request, error: changes.FleetError) -> JSONResponse:
@@ -167,7 +226,8 @@ def create_app() -> FastAPI:
     ):
         app.include_router(module.router)
     app.add_middleware(etags.ETagMiddleware)
-    ui.mount(app, get_settings().ui_dir)
+    app.add_middleware(metrics.LatencyMiddleware)
+    ui.mount(app, settings.ui_dir)
     return app
 
 
