@@ -20,6 +20,7 @@ from bpfleet_api import (
     db,
     documents,
     etags,
+    fastpath,
     fleet,
     heartbeats,
     ingest,
@@ -182,6 +183,7 @@ def create_app() -> FastAPI:
     app.state.heartbeats = heartbeats.HeartbeatBuffer()
     app.state.plane = documents.AgentPlane()
     app.state.reports = ingest.ReportBatcher(settings.events_kept_per_program)
+    app.state.files = fastpath.ArtifactFiles()
     registry = metrics.registry(app.state.waiters)
 
     @app.exception_handler(changes.FleetError)
@@ -208,18 +210,19 @@ def create_app() -> FastAPI:
 
     app.include_router(nodes.tombstones)
     for module in (
+        # The agents' routes first: they are most of the traffic, and routes match in order.
+        agent,
+        artifacts,
         health,
         session,
         tokens,
         nodes,
         namespaces,
-        artifacts,
         programs,
         rollouts,
         policies,
         editor,
         checks,
-        agent,
         overview,
         kernels,
         gitsources,
@@ -228,6 +231,7 @@ def create_app() -> FastAPI:
     app.add_middleware(etags.ETagMiddleware)
     app.add_middleware(metrics.LatencyMiddleware)
     ui.mount(app, settings.ui_dir)
+    app.add_middleware(fastpath.AgentFastPath, buffer=app.state.heartbeats, files=app.state.files)
     return app
 
 

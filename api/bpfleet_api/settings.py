@@ -46,7 +46,7 @@ class ApiSettings(BaseSettings):
         default=120.0, gt=0, description="Heartbeat age beyond which a node is Unknown."
     )
     heartbeats_per_second: float = Field(
-        default=500.0,
+        default=250.0,
         gt=0,
         description="The fleet's heartbeats per second the API asks for: each agent's "
         "interval is the node count divided by this, within the bounds below.",
