@@ -5,27 +5,32 @@
   (``policies.sync`` computes one per node), its revision spliced in per node.
 - ``known``: each node's revision and what it is assigned, as this process last read
   it. A long-poll whose ``after`` equals the known revision waits without a query; a
-  wake-up (a change, from this process or through Redis) forgets the node, and the
-  woken batch is read back in one statement before its long-polls resume.
+  wake-up (a change, from this process or through Redis) reads the woken batch back
+  in one statement before its long-polls resume.
 - ``refresh``: one statement over every node's revision, every ``REFRESH_SECONDS``,
-  catches what a lost wake-up or a database restored from a backup changed, and
-  counts the fleet (heartbeat intervals stretch with it).
+  catches what a lost wake-up or a database restored from a backup changed, reads
+  back in bulk the nodes this process does not know yet (at start: all), and counts
+  the fleet (heartbeat intervals stretch with it).
 
 Everything here is a cache of the database and is rebuilt from it; nothing is written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from bpfleet_api import fleet, policies
+from bpfleet_api import db, fleet, policies
+from bpfleet_api.changes import NotFound
 from bpfleet_api.models import Assignment, Node, NodePolicyAssignment, ProgramRevision
+from bpfleet_api.notify import Waiters
 from bpfleet_core.protocol import ProgramAssignment
 from bpfleet_core.resources import BpfProgramSpec
 
@@ -187,3 +192,54 @@ class AgentPlane:
             parts.append(b',"policy":{"revision":%d,' % entry.policy[0] + body[1:])
         parts.append(b',"node":' + json.dumps(node).encode() + b"}")
         return b"".join(parts)
+
+
+# ------------------------------------------------------------------ the long-poll
+
+# A long-poll re-reads the database this often even without a wake-up; wake-ups come
+# in-process or through Redis, and ``refresh`` compares every node's revision with the
+# database every REFRESH_SECONDS, so this bounds only the rest.
+RECHECK_SECONDS = 120.0
+
+
+def load_nodes(plane: AgentPlane, nodes: list[str]) -> None:
+    with Session(db.get_engine()) as session:
+        plane.load(session, nodes)
+
+
+async def answer(plane: AgentPlane, node: str, after: int, *, fresh: bool) -> bytes | None:
+    """The node's document if its revision is not ``after``, else None. Reads the
+    database only when this process does not know the node's revision (or ``fresh``).
+    Raises ``NotFound`` for a node that is not registered."""
+    if fresh or plane.revision_of(node) is None:
+        await run_in_threadpool(load_nodes, plane, [node])
+    revision = plane.revision_of(node)
+    if revision is None:
+        raise NotFound(f"node {node} is not registered")
+    if revision == after:
+        return None
+    document = plane.document(node)
+    if document is None:  # a part fell out of the cache meanwhile
+        await run_in_threadpool(load_nodes, plane, [node])
+        document = plane.document(node)
+    return document
+
+
+async def long_poll(
+    plane: AgentPlane, waiters: Waiters, node: str, after: int, wait_seconds: float
+) -> bytes | None:
+    """The node's document once its revision differs from ``after`` (newer, or older
+    after a restore), within ``wait_seconds``; None if it did not. A poll with nothing
+    new costs no query: it waits for a wake-up, which the pacer has read back for it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    fresh = False
+    while True:
+        document = await answer(plane, node, after, fresh=fresh)
+        if document is not None:
+            return document
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return None
+        woken = await waiters.wait(node, min(remaining, RECHECK_SECONDS))
+        fresh = not woken and deadline - loop.time() > 0

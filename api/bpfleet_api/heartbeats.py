@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, String, case, column, update, values
+from sqlalchemy import BigInteger, bindparam, case, update
 from sqlmodel import Session, SQLModel, col
 
 from bpfleet_api.models import Node
@@ -76,6 +76,18 @@ def _applied(claimed: object) -> object:
     return case((applied > bounded, applied), else_=bounded)
 
 
+_NODE = SQLModel.metadata.tables["node"]
+# One statement for a whole flush (executemany: pipelined on PostgreSQL), compiled once.
+_WRITE_BEAT = (
+    update(_NODE)
+    .where(_NODE.c.name == bindparam("beat_node"))
+    .values(
+        last_heartbeat=bindparam("beat_at"),
+        applied_revision=_applied(bindparam("beat_revision", type_=BigInteger)),
+    )
+)
+
+
 class HeartbeatBuffer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -90,25 +102,19 @@ class HeartbeatBuffer:
         return len(self._pending)
 
     def flush(self, session: Session) -> int:
-        """Write what has accumulated in one statement; return how many nodes it covered.
+        """Write what has accumulated in one statement (executed for many rows, in name
+        order); return how many nodes it covered.
         A failed write (a deadlock, the database away) keeps the beats for the next."""
         with self._lock:
             pending, self._pending = self._pending, {}
         if not pending:
             return 0
-        beats = values(
-            column("name", String),
-            column("beat_at", DateTime(timezone=True)),
-            column("revision", BigInteger),
-            name="beats",
-        ).data([(node, at, revision) for node, (at, revision) in sorted(pending.items())])
-        node = SQLModel.metadata.tables["node"]
+        beats = [
+            {"beat_node": node, "beat_at": at, "beat_revision": revision}
+            for node, (at, revision) in sorted(pending.items())
+        ]
         try:
-            session.execute(
-                update(node)
-                .where(node.c.name == beats.c.name)
-                .values(last_heartbeat=beats.c.beat_at, applied_revision=_applied(beats.c.revision))
-            )
+            session.connection().execute(_WRITE_BEAT, beats)
             session.commit()
         except Exception:
             session.rollback()

@@ -29,7 +29,7 @@ from bpfleet_api import (
     security,
     ui,
 )
-from bpfleet_api.deps import Reader, forget_nodes
+from bpfleet_api.deps import Reader, forget_nodes, node_tokens
 from bpfleet_api.gate import Gate
 from bpfleet_api.models import Role, utcnow
 from bpfleet_api.routes import (
@@ -106,13 +106,15 @@ async def _sweep_rollouts(lease: notify.LeaderLease) -> None:
 
 def _refresh(plane: documents.AgentPlane) -> list[str]:
     with Session(db.get_engine()) as session:
+        node_tokens().refill(lambda: security.agent_tokens(session))
         return plane.refresh(session)
 
 
 async def _follow_fleet(app: FastAPI) -> None:
     """Keep this process's view of the fleet true: revisions moved behind its back (a
     lost wake-up, a restored database) wake their long-polls; the fleet's size sets the
-    heartbeat interval and readiness windows."""
+    heartbeat interval and readiness windows; every agent token is trusted from one
+    query (rather than one per agent and process when its cache entry expires)."""
     plane: documents.AgentPlane = app.state.plane
     while True:
         try:
@@ -122,11 +124,6 @@ async def _follow_fleet(app: FastAPI) -> None:
         except Exception as error:
             log.warning("could not compare node revisions with the database: %s", error)
         await asyncio.sleep(documents.REFRESH_SECONDS)
-
-
-def _load(plane: documents.AgentPlane, nodes: list[str]) -> None:
-    with Session(db.get_engine()) as session:
-        plane.load(session, nodes)
 
 
 @contextlib.asynccontextmanager
@@ -139,12 +136,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     waiters: notify.Waiters = app.state.waiters
 
     async def prepare(batch: list[str]) -> None:
-        """Woken nodes: read back those with a long-poll here (one statement per batch),
-        forget the others."""
-        waiting = [node for node in batch if waiters.waiting(node)]
-        plane.forget(node for node in batch if not waiters.waiting(node))
-        if waiting:
-            await run_in_threadpool(_load, plane, waiting)
+        """Woken nodes: read back in one statement (their next long-poll may come to this
+        process even if their current one is in another)."""
+        plane.forget(batch)  # if reading fails, each long-poll reads its own
+        await run_in_threadpool(documents.load_nodes, plane, batch)
 
     waiters.bind(asyncio.get_running_loop(), prepare)
     lease = notify.LeaderLease(settings.redis_url)
@@ -154,6 +149,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(_follow_fleet(app)),
         asyncio.create_task(_sweep_rollouts(lease)),
         asyncio.create_task(_flush_heartbeats(app.state.heartbeats)),
+        asyncio.create_task(metrics.measure_loop_lag()),
     ]
     try:
         yield
@@ -231,7 +227,14 @@ def create_app() -> FastAPI:
     app.add_middleware(etags.ETagMiddleware)
     app.add_middleware(metrics.LatencyMiddleware)
     ui.mount(app, settings.ui_dir)
-    app.add_middleware(fastpath.AgentFastPath, buffer=app.state.heartbeats, files=app.state.files)
+    app.add_middleware(
+        fastpath.AgentFastPath,
+        buffer=app.state.heartbeats,
+        files=app.state.files,
+        reports=app.state.reports,
+        plane=app.state.plane,
+        waiters=app.state.waiters,
+    )
     return app
 
 

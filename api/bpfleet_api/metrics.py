@@ -7,6 +7,7 @@ every scrape sums them all, whichever process answers it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -116,11 +117,29 @@ def registry(waiters: Waiters) -> CollectorRegistry:
         multiprocess.MultiProcessCollector(found)  # type: ignore[no-untyped-call]
     else:
         found.register(REQUEST_SECONDS)
+        found.register(LOOP_LAG_SECONDS)
     return found
 
 
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+LOOP_LAG_SECONDS = Histogram(
+    "bpfleet_event_loop_lag_seconds",
+    "How late the API's event loop runs a timer (GIL or CPU contention): what every "
+    "request waits before its handler starts, which the request histogram cannot see.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LAG_PROBE_SECONDS = 0.1
+
+
+async def measure_loop_lag() -> None:
+    """Observe the loop's lag every LAG_PROBE_SECONDS (a task for the app's life)."""
+    while True:
+        expected = time.perf_counter() + LAG_PROBE_SECONDS
+        await asyncio.sleep(LAG_PROBE_SECONDS)
+        LOOP_LAG_SECONDS.observe(max(0.0, time.perf_counter() - expected))
 
 
 class LatencyMiddleware:

@@ -5,20 +5,14 @@ written in batches."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
-from sqlmodel import Session
 
 from bpfleet_api import fleet, heartbeats, policies
-from bpfleet_api.changes import NotFound
-from bpfleet_api.db import get_engine
 from bpfleet_api.deps import CallerNode, Registrar, SessionDep, SettingsDep
-from bpfleet_api.documents import AgentPlane
+from bpfleet_api.documents import AgentPlane, long_poll
 from bpfleet_api.models import utcnow
-from bpfleet_api.notify import Waiters
 from bpfleet_api.routes._changes import revoked, wake
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
@@ -32,11 +26,6 @@ from bpfleet_core.protocol import (
 )
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
-# A long-poll re-reads the database this often even without a wake-up; wake-ups come
-# in-process or through Redis, and each process compares every node's revision with
-# the database every 30 s (``documents.REFRESH_SECONDS``), so this bounds only the
-# rest: a long-poll of a node no revision change was ever seen for.
-RECHECK_SECONDS = 120.0
 
 
 @router.post(
@@ -60,28 +49,6 @@ def register(
     return result
 
 
-def _load(plane: AgentPlane, nodes: list[str]) -> None:
-    with Session(get_engine()) as session:
-        plane.load(session, nodes)
-
-
-async def answer(plane: AgentPlane, node: str, after: int, *, fresh: bool) -> bytes | None:
-    """The node's document if its revision is not ``after``, else None. Reads the
-    database only when this process does not know the node's revision (or ``fresh``)."""
-    if fresh or plane.revision_of(node) is None:
-        await run_in_threadpool(_load, plane, [node])
-    revision = plane.revision_of(node)
-    if revision is None:
-        raise NotFound(f"node {node} is not registered")
-    if revision == after:
-        return None
-    document = plane.document(node)
-    if document is None:  # a part fell out of the cache meanwhile
-        await run_in_threadpool(_load, plane, [node])
-        document = plane.document(node)
-    return document
-
-
 @router.get(
     "/assignments",
     response_model=Assignments,
@@ -100,24 +67,15 @@ async def assignments(
     newer, or older after the API's database was restored from a backup. Served from
     this process's cache: a long-poll with nothing new costs no query."""
     plane: AgentPlane = request.app.state.plane
-    waiters: Waiters = request.app.state.waiters
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(wait, settings.long_poll_max_seconds)
-    fresh = False
-    while True:
-        document = await answer(plane, node, after, fresh=fresh)
-        if document is not None:
-            return Response(
-                document,
-                media_type="application/json",
-                headers={"ETag": f'"{node}@{plane.revision_of(node)}"'},
-            )
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return Response(status_code=204)
-        # Woken: the pacer has read the node back. A timeout re-reads it (wake-ups lost).
-        woken = await waiters.wait(node, min(remaining, RECHECK_SECONDS))
-        fresh = not woken and deadline - loop.time() > 0
+    waited = min(wait, settings.long_poll_max_seconds)
+    document = await long_poll(plane, request.app.state.waiters, node, after, waited)
+    if document is None:
+        return Response(status_code=204)
+    return Response(
+        document,
+        media_type="application/json",
+        headers={"ETag": f'"{node}@{plane.revision_of(node)}"'},
+    )
 
 
 def _check_own(node: str, reported: str) -> None:
