@@ -16,6 +16,7 @@ flagged in the results rather than blamed on the API.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import random
 import resource
@@ -126,7 +127,7 @@ class Agent:
             task.add_done_callback(self.fleet.beats.discard)
             scheduled += self.fleet.interval
 
-    async def beat(self, scheduled: float) -> None:
+    async def beat(self, scheduled: float, again: bool = True) -> None:
         try:
             async with self.fleet.session.post(
                 "/v1/agent/heartbeat", json={"revision": self.revision}, headers=self.headers
@@ -138,8 +139,17 @@ class Agent:
                         self.fleet.interval = float(asked)
                 else:
                     self.fleet.failed_beats.append(scheduled)
-        except (aiohttp.ClientError, TimeoutError):
+                    self.fleet.why[f"HTTP {response.status}"] += 1
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            # A pooled connection the server had closed: HTTP clients (httpx included)
+            # send again on a new one; the latency still counts from the schedule.
+            if again:
+                await self.beat(scheduled, again=False)
+                return
             self.fleet.failed_beats.append(scheduled)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            self.fleet.failed_beats.append(scheduled)
+            self.fleet.why[f"{type(error).__name__}: {str(error)[:60]}"] += 1
 
 
 class Fleet:
@@ -152,6 +162,7 @@ class Fleet:
         self.failed_beats: list[float] = []
         self.lags: list[tuple[float, float]] = []
         self.errors = 0
+        self.why: collections.Counter[str] = collections.Counter()
         self.beats: set[asyncio.Task[None]] = set()
 
     async def measure_lag(self) -> None:
@@ -163,8 +174,13 @@ class Fleet:
 
 async def run(config: dict[str, Any]) -> None:
     pairs = json.loads(Path(config["agents_file"]).read_text())
+    # Idle connections kept as the agent keeps them (bpfleet_agent.api_client), shared by
+    # the agents of this process: one long-poll connection each, the rest pooled.
     connector = aiohttp.TCPConnector(
-        limit=0, local_addr=(config["source_address"], 0), ttl_dns_cache=None
+        limit=0,
+        local_addr=(config["source_address"], 0),
+        ttl_dns_cache=None,
+        keepalive_timeout=60,
     )
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=400)
     async with aiohttp.ClientSession(
@@ -199,6 +215,7 @@ async def run(config: dict[str, Any]) -> None:
                 "failed_beats": fleet.failed_beats,
                 "lags": fleet.lags,
                 "errors": fleet.errors,
+                "why": dict(fleet.why),
                 "interval": fleet.interval,
             }
         )

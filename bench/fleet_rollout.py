@@ -200,18 +200,21 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
-_BUCKET = re.compile(
-    r'^bpfleet_agent_request_seconds_bucket\{call="heartbeat",le="([^"]+)"\} ([0-9.e+]+)$'
-)
+_BUCKET = re.compile(r'^(\w+)_bucket\{(?:call="(\w+)",)?le="([^"]+)"\} ([0-9.e+]+)$')
 
 
-def heartbeat_buckets(client: httpx.Client) -> dict[float, float]:
-    text_ = client.get("/metrics").text
-    found = {}
-    for line in text_.splitlines():
+def histograms(client: httpx.Client) -> dict[str, dict[float, float]]:
+    """Cumulative buckets of the heartbeat histogram and the event loop's lag."""
+    found: dict[str, dict[float, float]] = {"heartbeat": {}, "loop": {}}
+    for line in client.get("/metrics").text.splitlines():
         match = _BUCKET.match(line)
-        if match:
-            found[float(match.group(1))] = float(match.group(2))
+        if match is None:
+            continue
+        name, call, bound, value = match.groups()
+        if name == "bpfleet_agent_request_seconds" and call == "heartbeat":
+            found["heartbeat"][float(bound)] = float(value)
+        elif name == "bpfleet_event_loop_lag_seconds":
+            found["loop"][float(bound)] = float(value)
     return found
 
 
@@ -368,7 +371,7 @@ def run_once(arguments: argparse.Namespace, agents: int, root: Path) -> dict[str
                 "cpu": spent,
                 "sql_per_second": sql_rate,
             }
-        cpu_before, buckets_before = roles.cpu(), heartbeat_buckets(client)
+        cpu_before, buckets_before = roles.cpu(), histograms(client)
         spies = profile(roles, arguments.profile, agents) if arguments.profile else []
         started = time.time()
         response = client.put("/v1/programs/sim", json=SPEC)
@@ -386,7 +389,9 @@ def run_once(arguments: argparse.Namespace, agents: int, root: Path) -> dict[str
         for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled, and exits
         cpu = delta(roles.cpu(), cpu_before)
-        server, served = server_p99(buckets_before, heartbeat_buckets(client))
+        buckets_after = histograms(client)
+        server, served = server_p99(buckets_before["heartbeat"], buckets_after["heartbeat"])
+        lag, _ = server_p99(buckets_before["loop"], buckets_after["loop"])
         results = running.stop()
     latencies = [
         latency
@@ -415,6 +420,7 @@ def run_once(arguments: argparse.Namespace, agents: int, root: Path) -> dict[str
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "server_p99_ms": server * 1000,
         "server_beats": served,
+        "loop_lag_p99_ms": lag * 1000,
         "generator_lag_p99_ms": percentile(lags, 0.99) * 1000,
         "interval": results[0]["interval"] if results else math.nan,
         "assigned": (min(assigned), statistics.median(assigned), max(assigned))
@@ -424,6 +430,7 @@ def run_once(arguments: argparse.Namespace, agents: int, root: Path) -> dict[str
         if attached
         else None,
         "errors": sum(result["errors"] for result in results),
+        "why": [result["why"] for result in results],
         "cpu": cpu,
         "load": os.getloadavg(),
     }
@@ -446,9 +453,10 @@ def show(result: dict[str, Any]) -> str:
         f"({'Succeeded' if result['done'] else 'NOT DONE: ' + str(result['summary'])}); "
         f"heartbeats {result['heartbeats']} (failed {result['failed_beats']}, interval "
         f"{result['interval']:g} s) p50 {result['p50_ms']:.0f} ms p99 {result['p99_ms']:.0f} ms, "
-        f"server p99 <= {result['server_p99_ms']:.0f} ms ({result['server_beats']}); "
+        f"server p99 <= {result['server_p99_ms']:.0f} ms ({result['server_beats']}), "
+        f"API loop lag p99 <= {result['loop_lag_p99_ms']:.0f} ms; "
         f"generator lag p99 {result['generator_lag_p99_ms']:.0f} ms; {spread}; CPU s {cpu}; "
-        f"load {result['load'][0]:.2f}"
+        f"load {result['load'][0]:.2f}; failures {result['why']}"
     )
 
 

@@ -276,6 +276,10 @@ def api_server(
                 "1",
                 "--workers",
                 str(workers),
+                # Agents beat up to a minute apart and keep idle connections up to 120 s:
+                # the server keeps them longer, so it never closes one as it is reused.
+                "--timeout-keep-alive",
+                "130",
             ],
             env=environment,
             stdout=output,

@@ -24,7 +24,7 @@ from bpfleet_core.protocol import NodeReport
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 1000
+MAX_BATCH = 250  # a thread holding the GIL longer would stall the loop
 # How long the first report of a batch waits for others when nothing is being written.
 GATHER_SECONDS = 0.01
 

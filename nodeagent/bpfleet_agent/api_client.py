@@ -47,6 +47,7 @@ REQUEST_TIMEOUT = 10.0
 # Time the API gets beyond the long-poll wait before the request counts as hung.
 LONG_POLL_GRACE = 10.0
 BACKOFF_CAP = 10.0
+KEEP_ALIVE_SECONDS = 120.0
 # Jitter needs no secrecy, but SystemRandom needs no seeding either.
 _JITTER = random.SystemRandom()
 
@@ -178,6 +179,9 @@ class ApiClient:
             timeout=timeout,
             verify=verify,
             headers={"User-Agent": "bpfleet-agent"},
+            # Kept across heartbeats (up to a minute apart) rather than a new connection,
+            # and a TLS handshake, for each; the API keeps idle ones longer (130 s).
+            limits=httpx.Limits(keepalive_expiry=KEEP_ALIVE_SECONDS),
         )
 
     def close(self) -> None:
