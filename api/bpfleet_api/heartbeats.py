@@ -21,9 +21,9 @@ from bpfleet_api.models import Node
 from bpfleet_api.settings import ApiSettings
 
 INTERVAL_HEADER = "X-Bpfleet-Heartbeat-Interval"
-# Beats a node may miss before it is NotReady, and a margin for a loaded network.
-MISSED_BEATS = 2
-GRACE_SECONDS = 5.0
+# Intervals of silence before a node is NotReady (two missed beats and a margin for a
+# loaded network), and before it is Unknown.
+NOT_READY_BEATS = 3
 UNKNOWN_BEATS = 6
 
 
@@ -49,7 +49,7 @@ def liveness(nodes: int, settings: ApiSettings) -> Liveness:
     interval = interval_for(nodes, settings)
     return Liveness(
         interval,
-        max(settings.node_ready_seconds, MISSED_BEATS * interval + GRACE_SECONDS),
+        max(settings.node_ready_seconds, NOT_READY_BEATS * interval),
         max(settings.node_unknown_seconds, UNKNOWN_BEATS * interval),
     )
 
