@@ -6,11 +6,11 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session, col, select
 
 from bpfleet_api import changes, dashboard, fleet, gitsources, rollouts
-from bpfleet_api.deps import Admin, Reader, SessionDep
+from bpfleet_api.deps import Admin, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Event, NodeProgramStatus, Program, ProgramRevision, utcnow
 from bpfleet_api.routes._changes import start_rollout, wake
 from bpfleet_api.routes._paging import TOTAL_RESPONSES, PagingDep
-from bpfleet_api.routes.nodes import program_on_node
+from bpfleet_api.routes.nodes import program_on_node, thresholds
 from bpfleet_api.views import (
     EventView,
     NodeProgramView,
@@ -112,16 +112,29 @@ def kill_program(name: ProgramName, request: Request, session: SessionDep, _: Ad
 
 @router.get("/{name}/nodes", responses=TOTAL_RESPONSES)
 def program_nodes(
-    name: ProgramName, session: SessionDep, _: Reader, response: Response, page: PagingDep
+    name: ProgramName,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Reader,
+    response: Response,
+    page: PagingDep,
 ) -> list[NodeProgramView]:
     """Per-node detail: what each node reports for this program (a LoadFailed node's
-    verifier excerpt, run counts and run time per entry point)."""
+    verifier excerpt, run counts and run time per entry point), and the node's
+    readiness."""
     rows = session.exec(
         select(NodeProgramStatus)
         .where(NodeProgramStatus.program == name)
         .order_by(col(NodeProgramStatus.node))
     ).all()
-    return [program_on_node(row) for row in page.apply(rows, response)]
+    shown = page.apply(rows, response)
+    readiness = dashboard.readiness_of(
+        session, (row.node for row in shown), thresholds(settings), utcnow()
+    )
+    return [
+        program_on_node(row).model_copy(update={"readiness": readiness.get(row.node)})
+        for row in shown
+    ]
 
 
 @router.get("/{name}/progress", responses={404: {"description": "No rollout yet."}})
