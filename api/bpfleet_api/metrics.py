@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -26,6 +27,10 @@ from bpfleet_api.db import get_engine
 from bpfleet_api.models import Node, NodeProgramStatus, Rollout, RolloutPhase, utcnow
 from bpfleet_api.notify import Waiters
 from bpfleet_api.settings import get_settings
+
+_MULTIPROCESS = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _MULTIPROCESS:  # each process writes its values there; it must exist first
+    Path(_MULTIPROCESS).mkdir(parents=True, exist_ok=True)
 
 # The agent protocol's calls, by path: what a fleet's size is felt in.
 AGENT_PATHS = {
@@ -113,7 +118,7 @@ def registry(waiters: Waiters) -> CollectorRegistry:
     over every API process when ``PROMETHEUS_MULTIPROC_DIR`` is set)."""
     found = CollectorRegistry()
     found.register(FleetCollector(waiters))
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _MULTIPROCESS:
         multiprocess.MultiProcessCollector(found)  # type: ignore[no-untyped-call]
     else:
         found.register(REQUEST_SECONDS)

@@ -17,7 +17,6 @@ from bpfleet_api.routes._changes import revoked, wake
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
     MAX_REVISION,
-    Assignments,
     EndpointSet,
     Heartbeat,
     NodeReport,
@@ -49,11 +48,7 @@ def register(
     return result
 
 
-@router.get(
-    "/assignments",
-    response_model=Assignments,
-    responses={204: {"description": "No newer revision within the wait."}},
-)
+@router.get("/assignments", responses={204: {"description": "No newer revision within the wait."}})
 async def assignments(
     request: Request,
     node: CallerNode,
