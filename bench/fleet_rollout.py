@@ -393,6 +393,30 @@ def run_once(arguments: argparse.Namespace, agents: int, root: Path) -> dict[str
         server, served = server_p99(buckets_before["heartbeat"], buckets_after["heartbeat"])
         lag, _ = server_p99(buckets_before["loop"], buckets_after["loop"])
         results = running.stop()
+    return figures(
+        results,
+        agents=agents,
+        started=started,
+        finished=finished,
+        done=summary.get("attached") == agents and phase == "Succeeded",
+        state=(summary, phase),
+        server=(server, served, lag),
+        cpu=cpu,
+    )
+
+
+def figures(
+    results: list[dict[str, Any]],
+    *,
+    agents: int,
+    started: float,
+    finished: float,
+    done: bool,
+    state: tuple[dict[str, int], str],
+    server: tuple[float, int, float],
+    cpu: dict[str, float],
+) -> dict[str, Any]:
+    """One run's figures: what the generators saw within the rollout, and the server's."""
     latencies = [
         latency
         for result in results
@@ -411,16 +435,16 @@ def run_once(arguments: argparse.Namespace, agents: int, root: Path) -> dict[str
     return {
         "agents": agents,
         "seconds": finished - started,
-        "done": summary.get("attached") == agents and phase == "Succeeded",
-        "summary": summary,
-        "phase": phase,
+        "done": done,
+        "summary": state[0],
+        "phase": state[1],
         "heartbeats": len(latencies),
         "failed_beats": failed,
         "p50_ms": percentile(latencies, 0.5) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
-        "server_p99_ms": server * 1000,
-        "server_beats": served,
-        "loop_lag_p99_ms": lag * 1000,
+        "server_p99_ms": server[0] * 1000,
+        "server_beats": server[1],
+        "loop_lag_p99_ms": server[2] * 1000,
         "generator_lag_p99_ms": percentile(lags, 0.99) * 1000,
         "interval": results[0]["interval"] if results else math.nan,
         "assigned": (min(assigned), statistics.median(assigned), max(assigned))
