@@ -146,14 +146,14 @@ class Roles:
 
 
 def profile(roles: Roles, directory: Path, agents: int) -> list[subprocess.Popen[bytes]]:
-    """py-spy on each API process (GIL holders: what the loop waits behind) and the
+    """py-spy on each API process (by thread: the event loop apart) and the
     Celery worker, collapsed stacks in ``directory``, until sent SIGINT."""
     directory.mkdir(parents=True, exist_ok=True)
     members = roles.members()
     spies = []
     for role in ("api", "celery"):
         for process in members[role]:
-            options = ["--gil"] if role == "api" else []
+            options = ["--threads"] if role == "api" else []
             output = directory / f"{agents}-{role}-{process.pid}.txt"
             spies.append(
                 subprocess.Popen(

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 
 import redis
@@ -38,7 +38,8 @@ class Waiters:
     def __init__(self, per_second: float = 4000.0) -> None:
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queued: dict[str, None] = {}  # insertion-ordered, no duplicates
+        self._queued: deque[str] = deque()
+        self._queued_names: set[str] = set()  # each node queued once
         self._queued_any = asyncio.Event()
         self._batch = max(1, int(per_second * self.PACE_SECONDS))
         self._prepare: Callable[[list[str]], Awaitable[None]] | None = None
@@ -77,7 +78,9 @@ class Waiters:
 
     def _enqueue(self, nodes: list[str]) -> None:
         for node in nodes:
-            self._queued[node] = None
+            if node not in self._queued_names:
+                self._queued_names.add(node)
+                self._queued.append(node)
         if self._queued:
             self._queued_any.set()
 
@@ -87,8 +90,8 @@ class Waiters:
             await self._queued_any.wait()
             batch: list[str] = []
             while self._queued and len(batch) < self._batch:
-                node = next(iter(self._queued))
-                del self._queued[node]
+                node = self._queued.popleft()
+                self._queued_names.discard(node)
                 batch.append(node)
             if not self._queued:
                 self._queued_any.clear()
