@@ -153,7 +153,7 @@ def profile(roles: Roles, directory: Path, agents: int) -> list[subprocess.Popen
     spies = []
     for role in ("api", "celery"):
         for process in members[role]:
-            options = ["--threads"] if role == "api" else []
+            options = ["--threads", "--gil"] if role == "api" else []
             output = directory / f"{agents}-{role}-{process.pid}.txt"
             spies.append(
                 subprocess.Popen(

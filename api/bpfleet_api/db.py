@@ -38,7 +38,11 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+    # Bulk writes as psycopg's pipelined executemany of one statement (converted once),
+    # rather than multi-row INSERTs whose text differs, and is parsed again, each time.
+    return create_engine(
+        url, pool_size=20, max_overflow=40, pool_pre_ping=True, use_insertmanyvalues=False
+    )
 
 
 @cache

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from sqlalchemy import bindparam, func, literal
 from sqlalchemy import delete as sa_delete
+from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlalchemy.orm import defer
@@ -740,7 +741,7 @@ def record_reports(session: Session, reports: Sequence[NodeReport], events_kept:
     applied_updates = []
     upserts: list[dict[str, Any]] = []
     removals: list[tuple[str, str]] = []
-    events: list[Event] = []
+    events: list[dict[str, Any]] = []
     for name in names:
         report = newest[name]
         if name not in nodes:
@@ -762,11 +763,12 @@ def record_reports(session: Session, reports: Sequence[NodeReport], events_kept:
                 if status is not None:
                     removals.append(key)
                     events.append(
-                        Event(
-                            program=program_report.name,
-                            node=name,
-                            reason=ProgramState.DETACHED.value,
-                            message=program_report.message or "detached from the node",
+                        _event_row(
+                            program_report.name,
+                            name,
+                            ProgramState.DETACHED.value,
+                            program_report.message or "detached from the node",
+                            now,
                         )
                     )
                 continue
@@ -779,11 +781,12 @@ def record_reports(session: Session, reports: Sequence[NodeReport], events_kept:
                 status.state != program_report.state.value or status.reason != program_report.reason
             ):
                 events.append(
-                    Event(
-                        program=program_report.name,
-                        node=name,
-                        reason=program_report.state.value,
-                        message=program_report.message or program_report.reason,
+                    _event_row(
+                        program_report.name,
+                        name,
+                        program_report.state.value,
+                        program_report.message or program_report.reason,
+                        now,
                     )
                 )
             upserts.append(
@@ -800,10 +803,20 @@ def record_reports(session: Session, reports: Sequence[NodeReport], events_kept:
                 }
             )
     _write_reports(session, applied_updates, upserts, removals)
-    session.add_all(events)
-    session.flush()
-    for program in sorted({event.program for event in events}):
+    if events:
+        session.execute(sa_insert(SQLModel.metadata.tables["event"]), events)
+    for program in sorted({event["program"] for event in events}):
         prune_events(session, program, events_kept)
+
+
+def _event_row(program: str, node: str, reason: str, message: str, at: datetime) -> dict[str, Any]:
+    return {
+        "program": program,
+        "node": node,
+        "reason": reason,
+        "message": message,
+        "created_at": at,
+    }
 
 
 def _write_reports(
