@@ -35,6 +35,7 @@ PARTS = ("object", "manifest", "signature")
 class Agent:
     def __init__(self, fleet: Fleet, name: str, token: str) -> None:
         self.fleet, self.name = fleet, name
+        self.session = fleet.session_for_agent()
         self.headers = {"Authorization": f"Bearer {token}"}
         self.revision = 0
         self.fetched: set[str] = set()
@@ -42,7 +43,7 @@ class Agent:
         self.attached_at: float | None = None
 
     async def follow(self) -> None:
-        session, program = self.fleet.session, self.fleet.program
+        session, program = self.session, self.fleet.program
         while True:
             wait = self.fleet.long_poll_wait * random.uniform(0.9, 1.0)
             try:
@@ -75,7 +76,7 @@ class Agent:
         for part in PARTS:
             for _ in range(20):
                 try:
-                    async with self.fleet.session.get(
+                    async with self.session.get(
                         f"/v1/artifacts/{digest}/{part}", headers=self.headers
                     ) as response:
                         await response.read()
@@ -104,7 +105,7 @@ class Agent:
         }
         for _ in range(30):
             try:
-                async with self.fleet.session.post(
+                async with self.session.post(
                     "/v1/agent/status", json=body, headers=self.headers
                 ) as response:
                     if response.status == 204:
@@ -128,12 +129,27 @@ class Agent:
             scheduled += self.fleet.interval
 
     async def beat(self, scheduled: float, again: bool = True) -> None:
+        phases: dict[str, float] = {"started": time.time()}
         try:
-            async with self.fleet.session.post(
-                "/v1/agent/heartbeat", json={"revision": self.revision}, headers=self.headers
+            async with self.session.post(
+                "/v1/agent/heartbeat",
+                json={"revision": self.revision},
+                headers=self.headers,
+                trace_request_ctx=phases,
             ) as response:
                 if response.status == 204:
-                    self.fleet.latencies.append((scheduled, time.time() - scheduled))
+                    done = time.time()
+                    self.fleet.latencies.append((scheduled, done - scheduled))
+                    sent = phases.get("sent", phases["started"])
+                    self.fleet.phases.append(
+                        (
+                            scheduled,
+                            phases["started"] - scheduled,  # this process late to send
+                            phases.get("queued", 0.0),  # waiting for a connection
+                            phases.get("connecting", 0.0),  # opening a new one
+                            done - sent,  # on the wire and in the API
+                        )
+                    )
                     asked = response.headers.get(HEADER)
                     if asked:
                         self.fleet.interval = float(asked)
@@ -153,17 +169,44 @@ class Agent:
 
 
 class Fleet:
-    def __init__(self, config: dict[str, Any], session: aiohttp.ClientSession) -> None:
-        self.session = session
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.sessions: list[aiohttp.ClientSession] = []
         self.program = config["program"]
         self.interval = float(config["heartbeat_seconds"])
         self.long_poll_wait = float(config["long_poll_wait"])
         self.latencies: list[tuple[float, float]] = []
         self.failed_beats: list[float] = []
         self.lags: list[tuple[float, float]] = []
+        self.phases: list[tuple[float, float, float, float, float]] = []
         self.errors = 0
         self.why: collections.Counter[str] = collections.Counter()
         self.beats: set[asyncio.Task[None]] = set()
+
+    def session_for_agent(self) -> aiohttp.ClientSession:
+        """An agent's own connections, as a real agent holds them (its watcher's long-poll,
+        its reporter's status and heartbeats, its downloads), kept alive between
+        heartbeats (bpfleet_agent keeps idle ones 120 s; the API 130 s)."""
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_queued_start.append(_mark("queue_start"))
+        trace.on_connection_queued_end.append(_took("queue_start", "queued"))
+        trace.on_connection_create_start.append(_mark("create_start"))
+        trace.on_connection_create_end.append(_took("create_start", "connecting"))
+        trace.on_request_headers_sent.append(_mark("sent"))
+        connector = aiohttp.TCPConnector(
+            limit=self.config["connections_per_agent"],
+            local_addr=(self.config["source_address"], 0),
+            ttl_dns_cache=None,
+            keepalive_timeout=120,
+        )
+        session = aiohttp.ClientSession(
+            base_url=self.config["api_url"],
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=400),
+            trace_configs=[trace],
+        )
+        self.sessions.append(session)
+        return session
 
     async def measure_lag(self) -> None:
         while True:
@@ -172,40 +215,46 @@ class Fleet:
             self.lags.append((time.time(), time.perf_counter() - expected))
 
 
+def _mark(name: str) -> Any:
+    async def mark(_session: object, context: Any, _params: object) -> None:
+        if isinstance(context.trace_request_ctx, dict):
+            context.trace_request_ctx[name] = time.time()
+
+    return mark
+
+
+def _took(start: str, name: str) -> Any:
+    async def took(_session: object, context: Any, _params: object) -> None:
+        phases = context.trace_request_ctx
+        if isinstance(phases, dict) and start in phases:
+            phases[name] = time.time() - phases[start]
+
+    return took
+
+
 async def run(config: dict[str, Any]) -> None:
     pairs = json.loads(Path(config["agents_file"]).read_text())
-    # Idle connections kept as the agent keeps them (bpfleet_agent.api_client), shared by
-    # the agents of this process: one long-poll connection each, the rest pooled.
-    connector = aiohttp.TCPConnector(
-        limit=0,
-        local_addr=(config["source_address"], 0),
-        ttl_dns_cache=None,
-        keepalive_timeout=60,
-    )
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=400)
-    async with aiohttp.ClientSession(
-        base_url=config["api_url"], connector=connector, timeout=timeout
-    ) as session:
-        fleet = Fleet(config, session)
-        agents = [Agent(fleet, name, token) for name, token in pairs]
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        tasks = [asyncio.create_task(fleet.measure_lag())]
-        start = time.time()
-        for index, agent in enumerate(agents):
-            tasks.append(asyncio.create_task(agent.follow()))
-            tasks.append(asyncio.create_task(agent.heartbeats(start)))
-            if index % 500 == 499:
-                await asyncio.sleep(0.05)  # connect gradually
-        print("ready", flush=True)
-        while (line := await reader.readline()) and line.strip() != b"stop":
-            pass
-        for task in tasks:
-            task.cancel()
-        for task in list(fleet.beats):
-            task.cancel()
-        await asyncio.gather(*tasks, *fleet.beats, return_exceptions=True)
+    fleet = Fleet(config)
+    agents = [Agent(fleet, name, token) for name, token in pairs]
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    tasks = [asyncio.create_task(fleet.measure_lag())]
+    start = time.time()
+    for index, agent in enumerate(agents):
+        tasks.append(asyncio.create_task(agent.follow()))
+        tasks.append(asyncio.create_task(agent.heartbeats(start)))
+        if index % 500 == 499:
+            await asyncio.sleep(0.05)  # connect gradually
+    print("ready", flush=True)
+    while (line := await reader.readline()) and line.strip() != b"stop":
+        pass
+    for task in tasks:
+        task.cancel()
+    for task in list(fleet.beats):
+        task.cancel()
+    await asyncio.gather(*tasks, *fleet.beats, return_exceptions=True)
+    await asyncio.gather(*(session.close() for session in fleet.sessions))
     Path(config["results_file"]).write_text(
         json.dumps(
             {
@@ -214,6 +263,7 @@ async def run(config: dict[str, Any]) -> None:
                 "latencies": fleet.latencies,
                 "failed_beats": fleet.failed_beats,
                 "lags": fleet.lags,
+                "phases": fleet.phases,
                 "errors": fleet.errors,
                 "why": dict(fleet.why),
                 "interval": fleet.interval,

@@ -248,7 +248,7 @@ class Generators:
 
 @contextlib.contextmanager
 def generators(
-    api: services.Api, pairs: list[tuple[str, str]], count: int, root: Path
+    api: services.Api, pairs: list[tuple[str, str]], count: int, root: Path, connections: int
 ) -> Iterator[Generators]:
     processes, results = [], []
     size = math.ceil(len(pairs) / count)
@@ -266,6 +266,7 @@ def generators(
                     "program": "sim",
                     "heartbeat_seconds": AGENT_DEFAULT_HEARTBEAT,
                     "long_poll_wait": AGENT_LONG_POLL_WAIT,
+                    "connections_per_agent": connections,
                 }
             )
         )
@@ -350,7 +351,7 @@ def run_once(arguments: argparse.Namespace, agents: int, root: Path) -> dict[str
         client = stack.enter_context(api.client())
         upload_artifact(client, root / "artifacts")
         count = arguments.generators or max(2, math.ceil(agents / AGENTS_PER_GENERATOR))
-        running = stack.enter_context(generators(api, pairs, count, root))
+        running = stack.enter_context(generators(api, pairs, count, root, arguments.connections))
         roles = Roles(
             api=psutil.Process(api.process.pid),  # type: ignore[union-attr]
             worker=psutil.Process(worker.pid),
@@ -430,6 +431,12 @@ def figures(
         if started <= scheduled <= finished
     )
     lags = [lag for result in results for at, lag in result["lags"] if started <= at <= finished]
+    phases = [p[1:] for result in results for p in result["phases"] if started <= p[0] <= finished]
+    slow = [p for p in phases if sum(p) > 0.25]  # where the beats over the target waited
+    waited = {
+        name: round(statistics.mean(p[i] for p in slow) * 1000) if slow else 0
+        for i, name in enumerate(("late_to_send_ms", "queued_ms", "connecting_ms", "answer_ms"))
+    }
     assigned = [t - started for result in results for t in result["assigned"]]
     attached = [t - started for result in results for t in result["attached"]]
     return {
@@ -446,6 +453,8 @@ def figures(
         "server_beats": server[1],
         "loop_lag_p99_ms": server[2] * 1000,
         "generator_lag_p99_ms": percentile(lags, 0.99) * 1000,
+        "slow_beats": len(slow),
+        "slow_beats_waited": waited,
         "interval": results[0]["interval"] if results else math.nan,
         "assigned": (min(assigned), statistics.median(assigned), max(assigned))
         if assigned
@@ -480,7 +489,8 @@ def show(result: dict[str, Any]) -> str:
         f"server p99 <= {result['server_p99_ms']:.0f} ms ({result['server_beats']}), "
         f"API loop lag p99 <= {result['loop_lag_p99_ms']:.0f} ms; "
         f"generator lag p99 {result['generator_lag_p99_ms']:.0f} ms; {spread}; CPU s {cpu}; "
-        f"load {result['load'][0]:.2f}; failures {result['why']}"
+        f"load {result['load'][0]:.2f}; failures {result['why']}; beats over 250 ms: "
+        f"{result['slow_beats']}, on average {result['slow_beats_waited']}"
     )
 
 
@@ -490,6 +500,7 @@ def main() -> None:
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="postgres")
     parser.add_argument("--workers", type=int, default=2, help="API processes")
     parser.add_argument("--generators", type=int, default=0, help="default: 5,000 agents each")
+    parser.add_argument("--connections", type=int, default=3, help="per agent (the agent holds 3)")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds before the change")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument(
