@@ -13,10 +13,10 @@ HELM := .dev/bin/helm
 CHART := charts/bpfleet
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv bpf ui lint test up bench clean crds helm chart
+.PHONY: help deps venv bpf ui lint test up bench clean crds helm chart images images-check
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: ## Install the Debian packages (clang, libbpf, bpftool, ...) if missing
 	@scripts/install-system-deps.sh
@@ -62,6 +62,12 @@ chart: crds helm ## Lint the Helm chart (strict) and render it with its default 
 	@$(HELM) lint --strict $(CHART)
 	@$(HELM) template bpfleet $(CHART) --namespace bpfleet > /dev/null
 	@echo "$(CHART): lint and template passed"
+
+images: ## Build the container images with buildah (images/Containerfile); sizes checked
+	@scripts/build-images.sh
+
+images-check: deps venv helm images ## Build the images, then run each component from its own
+	@$(BIN)/pytest -m images tests/images $(PYTEST_ARGS)
 
 up: bpf ui ## Run the platform here: API and dashboard, worker, Redis, three agents, GitOps
 	@scripts/up.sh

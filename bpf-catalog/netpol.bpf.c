@@ -8,9 +8,10 @@
  * an LRU connection table, so replies and the rest of the flow pass on one lookup;
  * each flow is decided once, at the first hook it meets.
  *
- * The rules live in one LPM trie per rule set (layout in netpol.h), reached through
- * the one-slot outer map active_rules: user space fills a fresh trie and swaps it in
- * with a single map update, and every packet reads that slot exactly once.
+ * The rules live in one LPM trie per rule set (layout in netpol.h). Two rule sets are
+ * installed, one per slot of rule_sets; active_slot says which one decides. User space
+ * fills the idle slot, flips active_slot with one write, and waits an RCU grace period
+ * before it touches the slot it left; every packet reads active_slot exactly once.
  */
 /* Only UAPI __sk_buff fields and packet bytes are read: no CO-RE relocations needed. */
 #define BPF_NO_PRESERVE_ACCESS_INDEX
@@ -53,12 +54,20 @@ struct rule_trie {
 	__uint(value_size, sizeof(struct netpol_value));
 };
 
+/* Which slot of rule_sets is in force: 0 or 1. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
+	__type(value, __u32);
+} active_slot SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
 	__array(values, struct rule_trie);
-} active_rules SEC(".maps");
+} rule_sets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -75,7 +84,8 @@ struct {
 } verdict_stats SEC(".maps");
 
 /* Flows allowed per rule, keyed by the rule's stable key (a hash of policy, direction
- * and index), so the counts survive rule-set swaps. */
+ * and index), so the counts survive rule-set swaps. A flow is credited to one rule per
+ * view: the first, in policy order, that allows it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -83,6 +93,15 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } rule_stats SEC(".maps");
+
+/* What the policies of one endpoint denied (packets) or would deny in audit (flows). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct netpol_deny);
+	__type(value, __u64);
+} deny_stats SEC(".maps");
 
 struct packet {
 	__u8 saddr[16];
@@ -104,17 +123,28 @@ static __always_inline void count(__u32 verdict, struct __sk_buff *skb)
 	}
 }
 
+static __always_inline void add_one(void *map, const void *key)
+{
+	__u64 one = 1, *counter = bpf_map_lookup_elem(map, key);
+
+	if (counter)
+		(*counter)++;
+	else
+		bpf_map_update_elem(map, key, &one, BPF_NOEXIST);
+}
+
 static __always_inline void count_rule(__u64 rule)
 {
-	__u64 one = 1, *flows_allowed;
+	if (rule)
+		add_one(&rule_stats, &rule);
+}
 
-	if (!rule)
-		return;
-	flows_allowed = bpf_map_lookup_elem(&rule_stats, &rule);
-	if (flows_allowed)
-		(*flows_allowed)++;
-	else
-		bpf_map_update_elem(&rule_stats, &rule, &one, BPF_NOEXIST);
+static __always_inline void count_deny(__u64 key, __u32 kind)
+{
+	struct netpol_deny deny = { .key = key, .kind = kind };
+
+	if (key)
+		add_one(&deny_stats, &deny);
 }
 
 static __always_inline void map_ipv4(__u8 *out, __be32 address)
@@ -225,7 +255,7 @@ static __always_inline struct netpol_value *find_endpoint(void *rules, const __u
 }
 
 /* Does this endpoint's rule view for this direction allow the packet's peer (the
- * destination for egress, the source for ingress) and port? *rule gets the matching
+ * destination for egress, the source for ingress) and port? *rule gets the credited
  * rule's key. Not inlined: four copies of its key would overflow the 512-byte stack
  * (and BPF calls take five arguments, hence direction and view packed in one). */
 static __noinline int allows(void *rules, __u32 endpoint, __u32 direction_view,
@@ -240,32 +270,48 @@ static __noinline int allows(void *rules, __u32 endpoint, __u32 direction_view,
 		.endpoint = endpoint,
 	};
 	struct netpol_value *found;
-	__u32 peer_class;
+	__u32 peer_class, grouped;
+	__u64 credited;
 
 	__builtin_memcpy(key.addr, direction == NETPOL_EGRESS ? pkt->daddr : pkt->saddr, 16);
 	found = bpf_map_lookup_elem(rules, &key);
 	if (!found || found->id == NETPOL_NO_CLASS)
 		return 0;
 	peer_class = found->id;
+	grouped = found->flags & NETPOL_PEER_GROUP;
+	credited = found->key;
 
 	__builtin_memset(key.addr, 0, 16);
 	key.prefixlen = NETPOL_FULL_PORT_PREFIX;
-	key.table = NETPOL_TABLE_PORT;
+	if (grouped) {
+		/* One rule: its port list is shared, outside this endpoint's scope. */
+		key.table = NETPOL_TABLE_PORT_GROUP;
+		key.view = 0;
+		key.direction = 0;
+		key.endpoint = 0;
+	} else {
+		key.table = NETPOL_TABLE_PORT;
+	}
 	key.peer_class = peer_class;
 	key.protocol = pkt->protocol;
 	key.port = pkt->dport;
 	found = bpf_map_lookup_elem(rules, &key);
 	if (!found)
 		return 0;
-	*rule = found->rule;
+	*rule = grouped ? credited : found->key;
 	return 1;
 }
 
 struct decision {
-	__u32 denied_by; /* 0, or the NETPOL_DENIED_* verdict */
-	int audit_denied;
-	__u64 egress_rule;
-	__u64 ingress_rule;
+	__u32 denied_by;    /* 0, or the NETPOL_DENIED_* verdict */
+	__u32 deny_kind;    /* NETPOL_DENY_*: which side denied */
+	__u64 deny_key;     /* the deny key of the endpoint whose policies denied */
+	__u32 audit_denied; /* the audit view denies what the enforce view allows */
+	__u32 audit_kind;
+	__u64 audit_key;
+	/* Credited rules: enforce ingress, enforce egress, audit ingress, audit egress (an
+	 * audit rule only when it is not the rule the enforce view credited). */
+	__u64 rules[4];
 };
 
 /* Decide one direction of one endpoint, in both views. */
@@ -279,33 +325,46 @@ static __always_inline void decide_side(void *rules, const struct netpol_value *
 							  : NETPOL_AUDIT_INGRESS_ISOLATED;
 	__u32 audit_differs = direction == NETPOL_EGRESS ? NETPOL_AUDIT_EGRESS_DIFFERS
 							 : NETPOL_AUDIT_INGRESS_DIFFERS;
-	__u64 *rule = direction == NETPOL_EGRESS ? &out->egress_rule : &out->ingress_rule;
-	__u64 audit_rule = 0;
-	int allowed = 1;
+	__u32 flags = endpoint->flags, id = endpoint->id;
+	__u64 deny_key = endpoint->key, rule = 0, audit_rule = 0;
 
-	if (endpoint->flags & isolated)
-		allowed = allows(rules, endpoint->id, direction | NETPOL_VIEW_ENFORCE << 8, pkt,
-				 rule);
-	if (!allowed) {
-		if (!out->denied_by)
+	if ((flags & isolated) &&
+	    !allows(rules, id, direction | NETPOL_VIEW_ENFORCE << 8, pkt, &rule)) {
+		if (!out->denied_by) {
 			out->denied_by = direction == NETPOL_EGRESS ? NETPOL_DENIED_EGRESS
 								    : NETPOL_DENIED_INGRESS;
+			out->deny_kind = direction;
+			out->deny_key = deny_key;
+		}
 		return;
 	}
-	if (!(endpoint->flags & audit_differs) || !(endpoint->flags & audit_isolated))
+	out->rules[direction & 1] = rule;
+	if (!(flags & audit_differs) || !(flags & audit_isolated))
 		return;
-	if (!allows(rules, endpoint->id, direction | NETPOL_VIEW_AUDIT << 8, pkt, &audit_rule))
-		out->audit_denied = 1;
+	if (!allows(rules, id, direction | NETPOL_VIEW_AUDIT << 8, pkt, &audit_rule)) {
+		if (!out->audit_denied) {
+			out->audit_denied = 1;
+			out->audit_kind = NETPOL_AUDIT_DENY_INGRESS + direction;
+			out->audit_key = deny_key;
+		}
+		return;
+	}
+	if (audit_rule != rule)
+		out->rules[2 + (direction & 1)] = audit_rule;
 }
 
 static __noinline void decide(const struct packet *pkt, struct decision *out)
 {
-	__u32 slot = 0;
+	__u32 zero = 0, slot, *active;
 	struct netpol_value *source, *destination;
 	void *rules;
 
-	/* The one read of the active rule set: everything below uses this trie. */
-	rules = bpf_map_lookup_elem(&active_rules, &slot);
+	/* The one read of the active slot: everything below uses that slot's trie. */
+	active = bpf_map_lookup_elem(&active_slot, &zero);
+	if (!active)
+		return;
+	slot = *(volatile __u32 *)active;
+	rules = bpf_map_lookup_elem(&rule_sets, &slot);
 	if (!rules)
 		return; /* no rule set yet: nothing is isolated */
 	source = find_endpoint(rules, pkt->saddr);
@@ -349,16 +408,19 @@ static __always_inline int enforce(struct __sk_buff *skb)
 		if (tracked)
 			bpf_map_delete_elem(&flows, &flow);
 		count(decision.denied_by, skb);
+		count_deny(decision.deny_key, decision.deny_kind);
 		return TC_ACT_SHOT;
 	}
 	state.last_seen_ns = now;
 	state.syn_seq = opens_connection ? pkt.tcp_seq : 0;
 	bpf_map_update_elem(&flows, &flow, &state, BPF_ANY);
 	count(NETPOL_ALLOWED, skb);
-	count_rule(decision.egress_rule);
-	count_rule(decision.ingress_rule);
-	if (decision.audit_denied)
+	for (int i = 0; i < 4; i++)
+		count_rule(decision.rules[i]);
+	if (decision.audit_denied) {
 		count(NETPOL_AUDIT_DENIED, skb);
+		count_deny(decision.audit_key, decision.audit_kind);
+	}
 	return TC_ACT_UNSPEC;
 }
 

@@ -1,21 +1,25 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
 /*
- * Shared between netpol.bpf.c and user space (bpfleet_agent.datapath packs the same
+ * Shared between netpol.bpf.c and user space (bpfleet_agent.rulesets packs the same
  * layouts with struct). Include <linux/types.h> (or vmlinux.h on the BPF side) first.
  *
- * One rule set is ONE LPM trie holding four tables, told apart by the key's first
- * byte. Because the program reaches every table through a single outer-map lookup,
- * swapping the inner trie swaps the whole policy at once: no packet can see the
- * endpoint table of one policy and the peer or port table of another.
+ * One rule set is ONE LPM trie holding every table, told apart by the key's first
+ * byte. Two rule sets are installed at once, in the two slots of rule_sets, and the
+ * one-entry array active_slot says which one is in force. Every packet reads
+ * active_slot once and then uses that slot's trie alone, so it sees one whole rule set:
+ * user space writes the other slot while nothing reads it, flips active_slot, and
+ * touches the slot it left only after an RCU grace period (when no packet can still be
+ * reading it).
  */
 #ifndef __NETPOL_H
 #define __NETPOL_H
 
 enum netpol_table {
-	NETPOL_TABLE_META = 0,     /* revision and counts of this rule set */
-	NETPOL_TABLE_ENDPOINT = 1, /* local endpoint address -> id + flags (exact) */
-	NETPOL_TABLE_PEER = 2,     /* (endpoint, direction, view, peer address) -> peer class */
-	NETPOL_TABLE_PORT = 3,     /* (endpoint, direction, view, class, proto, port) -> rule */
+	NETPOL_TABLE_META = 0,       /* revision and counts of this rule set */
+	NETPOL_TABLE_ENDPOINT = 1,   /* local endpoint address -> id, flags, counter key (exact) */
+	NETPOL_TABLE_PEER = 2,       /* (endpoint, direction, view, peer address) -> class or group */
+	NETPOL_TABLE_PORT = 3,       /* (endpoint, direction, view, class, proto, port) -> rule */
+	NETPOL_TABLE_PORT_GROUP = 4, /* (group, proto, port): port lists shared by every endpoint */
 };
 
 enum netpol_direction {
@@ -39,6 +43,10 @@ enum netpol_view {
 
 /* A peer-table value: addresses in this block match no rule (an except hole). */
 #define NETPOL_NO_CLASS 0xffffffffU
+/* A peer-table flag: exactly one rule allows these addresses; id is the port group of
+ * that rule's ports (NETPOL_TABLE_PORT_GROUP) and key is the rule. Without it, id is a
+ * peer class: the set of rules allowing them, whose ports are in NETPOL_TABLE_PORT. */
+#define NETPOL_PEER_GROUP (1U << 0)
 
 /* Prefix lengths (bits of the key after prefixlen) of full-length lookups. */
 #define NETPOL_ADDR_PREFIX_BASE 64   /* table .. endpoint; the address follows */
@@ -61,7 +69,7 @@ struct netpol_key {
 	union {
 		__u8 addr[16];
 		struct {
-			__u32 peer_class;
+			__u32 peer_class; /* or the port group */
 			__u8 protocol;
 			__u8 pad1;
 			__be16 port;
@@ -72,9 +80,9 @@ struct netpol_key {
 
 /* 16 bytes; which fields mean what depends on the table. */
 struct netpol_value {
-	__u32 id;    /* endpoint: id; peer: class; meta: endpoint count */
-	__u32 flags; /* endpoint: NETPOL_* flags; meta: rule count */
-	__u64 rule;  /* port: stable rule key (per-rule counters); meta: revision */
+	__u32 id;    /* endpoint: id; peer: class or group; meta: endpoint count */
+	__u32 flags; /* endpoint: NETPOL_* flags; peer: NETPOL_PEER_GROUP; meta: rule count */
+	__u64 key;   /* peer (group) and port: rule key; endpoint: deny key; meta: revision */
 };
 
 /* Keys of the verdict_stats map. */
@@ -86,6 +94,22 @@ enum netpol_verdict {
 	NETPOL_AUDIT_DENIED = 4,   /* new flows passed that the audit view would drop */
 	NETPOL_NOT_IP = 5,         /* frames passed without a look (ARP, ...) */
 	NETPOL_VERDICT_MAX = 6,
+};
+
+/* Keys of the deny_stats map: what the policies isolating one endpoint denied (packets)
+ * or would deny in audit (flows), by the endpoint's deny key. User space knows which
+ * policies each deny key stands for. 16 bytes. */
+enum netpol_deny_kind {
+	NETPOL_DENY_INGRESS = 0,       /* = NETPOL_INGRESS */
+	NETPOL_DENY_EGRESS = 1,        /* = NETPOL_EGRESS */
+	NETPOL_AUDIT_DENY_INGRESS = 2, /* 2 + direction */
+	NETPOL_AUDIT_DENY_EGRESS = 3,
+};
+
+struct netpol_deny {
+	__u64 key;
+	__u32 kind;
+	__u32 pad;
 };
 
 #ifndef __BPFLEET_PKT_STATS

@@ -4,8 +4,10 @@
 # comes from a package named here: a minimal Debian image has none of them
 # (scripts/test-in-debian-root.sh checks that on an image with nothing else).
 #
-#   scripts/install-system-deps.sh          install what is missing (needs root)
-#   scripts/install-system-deps.sh --list   print the package names, one a line
+#   scripts/install-system-deps.sh [images]         install what is missing (needs root)
+#   scripts/install-system-deps.sh --list [images]  print the package names, one a line
+#
+# `images` names the packages that build the container images instead (`make images`).
 set -euo pipefail
 
 packages=(
@@ -23,7 +25,23 @@ packages=(
   chromium                        # the dashboard's browser tests (driven by Playwright)
 )
 
+# What `make images` needs besides git and python3: nothing of it runs in the images.
+image_packages=(
+  buildah                         # builds the images from images/Containerfile, runs them in tests
+  mmdebstrap                      # the Debian base the images build on, made from Debian's packages
+)
+
+list=0
 if [[ ${1:-} == --list ]]; then
+  list=1
+  shift
+fi
+case ${1:-} in
+  "") ;;
+  images) packages=("${image_packages[@]}") ;;
+  *) echo "install-system-deps: unknown group '$1' (known: images)" >&2; exit 2 ;;
+esac
+if ((list)); then
   printf '%s\n' "${packages[@]}"
   exit 0
 fi

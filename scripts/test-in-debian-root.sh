@@ -27,8 +27,6 @@
 set -euo pipefail
 
 ROOTS=${BPFLEET_ROOTS:-/var/tmp/bpfleet-roots}
-MIRROR=${BPFLEET_DEBIAN_MIRROR:-http://deb.debian.org}
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # What every root has besides the project's own list: nothing the project runs.
 BASE_VARIANT=minbase
 ROOT_FORMAT=1  # bump when the root is built differently (hooks, sources): roots rebuild
@@ -158,6 +156,9 @@ fi
 
 # ----------------------------------------------------------------------- on the host
 
+# shellcheck source=scripts/debian-roots.sh
+source "$(dirname "$0")/debian-roots.sh"
+
 release=13 ref=HEAD repo="" run_test=1 run_up=1 keep=0 shell=0 rebuild=0 pytest_args=()
 while (($#)); do
   case $1 in
@@ -174,20 +175,13 @@ while (($#)); do
     *) usage >&2; fail "unknown argument: $1" ;;
   esac
 done
-case $release in
-  12|bookworm) release=12 codename=bookworm ;;
-  13|trixie) release=13 codename=trixie ;;
-  *) fail "--release takes 12 (bookworm) or 13 (trixie), not '$release'" ;;
-esac
+codename=$(debian_codename "$release") ||
+  fail "--release takes 12 (bookworm) or 13 (trixie), not '$release'"
+case $codename in bookworm) release=12 ;; trixie) release=13 ;; esac
 [[ $(id -u) -eq 0 ]] || fail "needs root (mmdebstrap, chroot, namespaces, eBPF)"
 for tool in unshare chroot git flock; do
   command -v "$tool" >/dev/null || fail "needs $tool"
 done
-if ! command -v mmdebstrap >/dev/null; then
-  say "installing mmdebstrap (builds the root)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
-fi
-[[ -r $KEYRING ]] || fail "needs Debian's archive keys ($KEYRING, package debian-archive-keyring)"
 # Each step's processes are kept in a cgroup of the unified (v2) hierarchy.
 cgroups=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
 [[ -n $cgroups ]] || fail "needs the cgroup2 hierarchy mounted (systemd does it)"
@@ -225,27 +219,19 @@ say "Debian $release ($codename), $(git -C "$run/upper$CHECKOUT" log -1 --format
 # The root: rebuilt when what it should hold changes, never patched in place.
 root=$ROOTS/debian$release
 mapfile -t project_packages < <(bash "$run/upper$CHECKOUT/scripts/install-system-deps.sh" --list)
-wanted=$(printf 'format %s\nvariant %s\nmirror %s\n' "$ROOT_FORMAT" "$BASE_VARIANT" "$MIRROR"
+wanted=$(printf 'format %s\nvariant %s\nmirror %s\n' "$ROOT_FORMAT" "$BASE_VARIANT" "$DEBIAN_MIRROR"
   printf '%s\n' "${project_packages[@]}" | sort -u)
-if ((!rebuild)) && [[ -d $root/fs && $(cat "$root/packages" 2>/dev/null) == "$wanted" ]]; then
+if ((!rebuild)) && debian_root_current "$root/fs" "$root/packages" "$wanted"; then
   say "root: $root/fs (cached; built $(date -r "$root/packages" '+%F %T'))"
 else
   say "root: building $root/fs ($BASE_VARIANT + ${#project_packages[@]} packages); log in $logs/root.log"
   started=$SECONDS
-  rm -rf "$root.new"
-  mkdir -p "$root.new"
   include=$(IFS=,; echo "${project_packages[*]}")
-  mmdebstrap --variant="$BASE_VARIANT" --keyring="$KEYRING" --include="$include" \
+  debian_root_build "$codename" "$root/fs" "$root/packages" "$wanted" "$logs/root.log" \
+    --variant="$BASE_VARIANT" --include="$include" \
     --customize-hook='printf "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" > "$1/etc/hosts"' \
-    --customize-hook='echo debian-root > "$1/etc/hostname"' \
-    "$codename" "$root.new/fs" \
-    "deb $MIRROR/debian $codename main" \
-    "deb $MIRROR/debian $codename-updates main" \
-    "deb $MIRROR/debian-security $codename-security main" >"$logs/root.log" 2>&1 ||
-    { tail -20 "$logs/root.log" >&2; fail "building the root failed (log: $logs/root.log)"; }
-  printf '%s\n' "$wanted" >"$root.new/packages"
-  rm -rf "$root"
-  mv "$root.new" "$root"
+    --customize-hook='echo debian-root > "$1/etc/hostname"' ||
+    fail "building the root failed (log: $logs/root.log)"
   say "root: built in $((SECONDS - started))s ($(du -sh "$root/fs" | cut -f1))"
 fi
 

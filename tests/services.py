@@ -235,10 +235,12 @@ def api_server(
     log_dir: Path,
     host: str = "127.0.0.1",
     workers: int = 1,
+    tls: tuple[Path, Path] | None = None,
     **extra: str,
 ) -> Iterator[Api]:
     """The API under uvicorn; with ``workers`` > 1, that many processes (their latency
-    histograms summed through a multiprocess directory, as the chart sets up)."""
+    histograms summed through a multiprocess directory, as the chart sets up); ``tls``:
+    (certificate chain, key) to serve https."""
     port = free_port()
     admin, bootstrap = f"admin-{uuid.uuid4().hex}", f"bootstrap-{uuid.uuid4().hex}"
     environment = {
@@ -280,15 +282,21 @@ def api_server(
                 # the server keeps them longer, so it never closes one as it is reused.
                 "--timeout-keep-alive",
                 "130",
+                *(
+                    (f"--ssl-certfile={tls[0]}", f"--ssl-keyfile={tls[1]}")
+                    if tls is not None
+                    else ()
+                ),
             ],
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    api = Api(f"http://{host}:{port}", admin, bootstrap, environment, process, log)
+    scheme = "https" if tls is not None else "http"
+    api = Api(f"{scheme}://{host}:{port}", admin, bootstrap, environment, process, log)
     try:
-        wait_until(
-            lambda: httpx.get(f"{api.url}/healthz", timeout=1).status_code == 200,
+        wait_until(  # up at all: the tests say who may verify its certificate
+            lambda: httpx.get(f"{api.url}/healthz", timeout=1, verify=False).status_code == 200,
             60,
             f"the API (log: {log})",
         )

@@ -4,11 +4,14 @@ a node's assignment revision grows. Shared by ``fleet`` and ``policies``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from bpfleet_api.models import Node
+
+_IN_CHUNK = 500  # values in one IN (...): SQLite limits the parameters of a statement
 
 
 class FleetError(Exception):
@@ -60,3 +63,18 @@ def bump_revision(session: Session, node_name: str) -> int:
     node.desired_revision += 1
     session.add(node)
     return node.desired_revision
+
+
+def bump_revisions(session: Session, names: Iterable[str]) -> dict[str, int]:
+    """``bump_revision`` for many nodes at once (a policy change may touch thousands):
+    the rows read in a few queries; the unregistered are left out."""
+    wanted = sorted(set(names))
+    revisions: dict[str, int] = {}
+    with session.no_autoflush:
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start : start + _IN_CHUNK]
+            for node in session.exec(select(Node).where(col(Node.name).in_(chunk))).all():
+                node.desired_revision += 1
+                session.add(node)
+                revisions[node.name] = node.desired_revision
+    return revisions

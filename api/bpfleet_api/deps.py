@@ -101,6 +101,8 @@ READERS = (Role.ADMIN, Role.CI, Role.VIEWER, Role.PROPOSER)
 Reader = Annotated[Token, Depends(allow(*READERS))]
 Checker = Annotated[Token, Depends(allow(Role.ADMIN, Role.CI))]
 Admin = Annotated[Token, Depends(allow(Role.ADMIN))]
+# Proposes changes to Git (never desired state): proposals, merges of them, shared drafts.
+Proposer = Annotated[Token, Depends(allow(Role.ADMIN, Role.PROPOSER))]
 # A new node registers with the bootstrap token; a registered one again with its node
 # key, or with its own agent token; an admin may register any (``fleet.register_node``).
 Registrar = Annotated[Token, Depends(allow(Role.BOOTSTRAP, Role.AGENT, Role.ADMIN))]

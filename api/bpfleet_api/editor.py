@@ -36,14 +36,28 @@ def topology(session: Session) -> models.Topology:
     return policies.fleet_topology(session)
 
 
+def world(
+    session: Session, given: models.Topology | None
+) -> tuple[list[models.Policy], models.Topology]:
+    """What a draft is judged in: the live fleet with every stored policy, or a given
+    topology (the tutorial's) with no policy but the draft's."""
+    if given is not None:
+        return [], given
+    return stored_policies(session), topology(session)
+
+
 def simulate(
-    session: Session, text: str, options: drafting.Options, flows: str | None
+    session: Session,
+    text: str,
+    options: drafting.Options,
+    flows: str | None,
+    given: models.Topology | None = None,
 ) -> drafting.Simulation:
-    """The draft against the live fleet, every other stored policy included."""
+    """The draft against the live fleet, every other stored policy included (or
+    against ``given`` alone)."""
     tests = flowtests.parse(flows, "flows") if flows is not None else None
-    return drafting.simulate(
-        drafting.read(text), stored_policies(session), topology(session), options, tests
-    )
+    stored, judged_on = world(session, given)
+    return drafting.simulate(drafting.read(text), stored, judged_on, options, tests)
 
 
 def explain(
@@ -55,12 +69,14 @@ def explain(
     protocol: models.Protocol,
     port: int,
     this_policy_only: bool,
+    given: models.Topology | None = None,
 ) -> drafting.CellExplanation:
+    stored, judged_on = world(session, given)
     try:
         return drafting.explain(
             drafting.read(text),
-            stored_policies(session),
-            topology(session),
+            stored,
+            judged_on,
             client=client,
             server=server,
             protocol=protocol,

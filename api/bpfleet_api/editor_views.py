@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from bpfleet_api.views import View
+from bpfleet_core.netpol import models
 from bpfleet_core.protocol import NamespaceName
 
 MAX_TEXT = 1_000_000  # characters of YAML in one request
 MAX_MATRIX = 500  # endpoints in one matrix
+MAX_TOPOLOGY = 1000  # endpoints in a topology given with a request
 Protocol = Literal["TCP", "UDP", "SCTP"]
 Verdict = Literal["allow", "deny"]
 Path = list[str | int]
@@ -30,6 +32,19 @@ TEXT = Field(
         "  ingress:\n  - from: [{podSelector: {matchLabels: {app: web}}}]\n"
     ],
 )
+
+
+TOPOLOGY = Field(
+    default=None,
+    description="A topology to judge the draft on instead of the fleet's (the tutorial's "
+    "demo, say): no stored policy takes part then.",
+)
+
+
+def _bounded(topology: models.Topology | None) -> models.Topology | None:
+    if topology is not None and len(topology.pods) > MAX_TOPOLOGY:
+        raise ValueError(f"at most {MAX_TOPOLOGY} endpoints in a given topology")
+    return topology
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -58,6 +73,9 @@ class SimulateRequest(View):
         max_length=MAX_TEXT,
         description="A flow-test file (<policy>.flows.yaml) to run with the draft in force.",
     )
+    topology: models.Topology | None = TOPOLOGY
+
+    _topology_bounded = field_validator("topology")(_bounded)
 
 
 class ExplainRequest(View):
@@ -67,6 +85,9 @@ class ExplainRequest(View):
     protocol: Protocol = "TCP"
     port: int = Field(ge=1, le=65535)
     this_policy_only: bool = False
+    topology: models.Topology | None = TOPOLOGY
+
+    _topology_bounded = field_validator("topology")(_bounded)
 
 
 class SelectionRequest(View):
@@ -356,6 +377,52 @@ class FlowsView(View):
     problems: list[FlowProblemView]
 
 
+class DiagramPeerView(View):
+    description: str
+    path: Path
+    path_text: str
+    line: int | None
+
+
+class DiagramRuleView(View):
+    direction: Literal["ingress", "egress"]
+    index: int
+    path: Path
+    path_text: str
+    line: int | None
+    end_line: int | None
+    peers: list[DiagramPeerView] = Field(description="Empty: every peer (no from/to).")
+    ports: str
+    boxes: list[Literal["namespace", "other-namespaces", "outside", "dns"]]
+
+
+class DiagramBoxView(View):
+    direction: Literal["ingress", "egress"]
+    kind: Literal["namespace", "other-namespaces", "outside", "dns"]
+    title: str
+    state: Literal["unrestricted", "allowed", "denied"]
+    rules: list[int] = Field(description="The rules of this direction admitting it.")
+    summary: str
+    actions: list[FixView] = Field(description="Edits that would allow it.")
+
+
+class ModeChangeView(View):
+    mode: Literal["enforce", "audit"]
+    fix: FixView
+
+
+class DiagramView(View):
+    policy: str
+    document: int | None
+    namespace: str
+    mode: Literal["enforce", "audit"]
+    ingress_isolated: bool
+    egress_isolated: bool
+    boxes: list[DiagramBoxView]
+    rules: list[DiagramRuleView]
+    mode_changes: list[ModeChangeView]
+
+
 class SimulationView(ValidationView):
     replaces: list[str] = Field(description="Stored policies the draft takes the place of.")
     selected: list[SelectionView]
@@ -364,4 +431,29 @@ class SimulationView(ValidationView):
     ports: list[DiffView] = Field(description="Counts on other common ports.")
     lints: list[LintView]
     ratings: list[RatingView]
+    diagrams: list[DiagramView]
     flows: FlowsView
+
+
+# --- starting points -------------------------------------------------------------------------
+
+
+class TemplateView(View):
+    id: str
+    title: str
+    description: str
+    text: str
+
+
+class LessonView(View):
+    id: str
+    title: str
+    goal: str
+    start: str = Field(description="The policy the lesson opens with.")
+    flows: str = Field(description="Its flow tests: the lesson is done when they pass.")
+    solution: str
+
+
+class TutorialView(View):
+    topology: models.Topology = Field(description="The demo topology every lesson runs on.")
+    lessons: list[LessonView]

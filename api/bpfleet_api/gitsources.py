@@ -3,8 +3,10 @@ object came from. Like ``fleet``, these functions never commit.
 
 The operator owns every GitSource (kopf in a cluster, or standalone) and is the only
 Git client; at the end of each pass it reports the source's spec and status here, so
-the dashboard shows sources the same way in both modes. "Reconcile now" is a request
-stored here that operators long-poll for, as agents do for assignments.
+the dashboard shows sources the same way in both modes, with the text of the files the
+policy editor opens (kept for the applied revision and for the rejected revisions the
+history lists). "Reconcile now" is a request stored here that operators long-poll for,
+as agents do for assignments.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from bpfleet_api.changes import NotFound
-from bpfleet_api.models import GitSourceRecord, ReconcileRequest, aware
+from bpfleet_api.models import GitSourceFile, GitSourceRecord, ReconcileRequest, aware
 from bpfleet_api.views import parse_time
+from bpfleet_core.netpol import drafting
 from bpfleet_core.resources import (
     GitSourceSpec,
     GitSourceStatus,
     HistoryEntry,
     InventoryEntry,
     SourceError,
+    SourceFile,
 )
 
 HISTORY_LENGTH = 50  # the status keeps a few entries; the dashboard shows more
@@ -75,6 +79,7 @@ def record_report(
     spec: GitSourceSpec | None,
     status: GitSourceStatus,
     now: datetime,
+    files: Iterable[SourceFile] = (),
 ) -> GitSourceRecord:
     """Keep what an operator says about a source at the end of a pass."""
     record = session.get(GitSourceRecord, (namespace, name)) or GitSourceRecord(
@@ -85,7 +90,103 @@ def record_report(
     record.history = merge_history(list(record.history), status)
     record.reported_at = now
     session.add(record)
+    _keep_files(session, record, files)
     return record
+
+
+def _kept_revisions(record: GitSourceRecord) -> set[str]:
+    applied = status_of(record).last_applied_revision
+    rejected = {entry["revision"] for entry in record.history if entry["result"] == "Rejected"}
+    return {applied, *rejected} - {""}
+
+
+def _keep_files(session: Session, record: GitSourceRecord, files: Iterable[SourceFile]) -> None:
+    """Store the files shipped with a report (a file known at its revision is not
+    written again) and forget those of revisions nothing refers to any more."""
+    kept = _kept_revisions(record)
+    stored = session.exec(
+        select(GitSourceFile).where(
+            GitSourceFile.namespace == record.namespace, GitSourceFile.name == record.name
+        )
+    ).all()
+    known = {(row.revision, row.path) for row in stored}
+    for row in stored:
+        if row.revision not in kept:
+            session.delete(row)
+    for item in files:
+        if item.revision in kept and (item.revision, item.path) not in known:
+            known.add((item.revision, item.path))
+            session.add(
+                GitSourceFile(
+                    namespace=record.namespace,
+                    name=record.name,
+                    revision=item.revision,
+                    path=item.path,
+                    text=item.text,
+                )
+            )
+
+
+@dataclass(frozen=True)
+class FileAtRevision:
+    record: GitSourceRecord
+    file: GitSourceFile
+    errors: tuple[SourceError, ...]  # the rejection's problems in this file
+
+    @property
+    def applied(self) -> bool:
+        return self.file.revision == status_of(self.record).last_applied_revision
+
+
+def file_at(
+    session: Session, namespace: str, name: str, path: str, revision: str | None
+) -> FileAtRevision:
+    """A file of the source at ``revision`` (default: the applied one), with the
+    problems its rejection found in it."""
+    record = get_source(session, namespace, name)
+    wanted = revision or status_of(record).last_applied_revision
+    row = session.get(GitSourceFile, (namespace, name, wanted, path))
+    if row is None:
+        raise NotFound(
+            f"GitSource {namespace}/{name} has no text of {path} at {wanted or 'any revision'}"
+        )
+    errors = tuple(
+        error
+        for item in history_of(record)
+        if item.entry.revision == wanted and item.entry.result == "Rejected"
+        for error in item.errors
+        if error.file == path
+    )
+    return FileAtRevision(record, row, errors)
+
+
+def policy_file(session: Session, namespace: str, name: str) -> tuple[FileAtRevision, int]:
+    """Where a policy in force is written: the file of its source's applied revision
+    that defines it, and the line its document starts on."""
+    key = f"{namespace}/{name}"
+    for record in list_sources(session):
+        if not any(
+            entry.kind == "NetworkPolicy"
+            and (entry.namespace or "default", entry.name) == (namespace, name)
+            for entry in status_of(record).inventory
+        ):
+            continue
+        applied = status_of(record).last_applied_revision
+        rows = session.exec(
+            select(GitSourceFile)
+            .where(
+                GitSourceFile.namespace == record.namespace,
+                GitSourceFile.name == record.name,
+                GitSourceFile.revision == applied,
+            )
+            .order_by(col(GitSourceFile.path))
+        ).all()
+        for row in rows:
+            for document in drafting.read(row.text).documents:
+                if document.policy is not None and document.policy.key == key:
+                    return FileAtRevision(record, row, ()), document.source.line
+        raise NotFound(f"the text of policy {key} at {applied} was not shipped by its operator")
+    raise NotFound(f"policy {key} is in no GitSource's inventory: it was set through the API")
 
 
 def get_source(session: Session, namespace: str, name: str) -> GitSourceRecord:
@@ -106,8 +207,13 @@ def list_sources(session: Session) -> list[GitSourceRecord]:
 
 
 def delete_source(session: Session, namespace: str, name: str) -> None:
-    """Forget a source (its operator no longer follows it)."""
+    """Forget a source (its operator no longer follows it) and its files."""
     session.delete(get_source(session, namespace, name))
+    session.execute(
+        delete(GitSourceFile).where(
+            col(GitSourceFile.namespace) == namespace, col(GitSourceFile.name) == name
+        )
+    )
 
 
 # ------------------------------------------------------------------------ reading

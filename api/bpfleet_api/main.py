@@ -37,6 +37,7 @@ from bpfleet_api.routes import (
     agent,
     artifacts,
     checks,
+    drafts,
     editor,
     gitsources,
     health,
@@ -46,6 +47,7 @@ from bpfleet_api.routes import (
     overview,
     policies,
     programs,
+    proposals,
     rollouts,
     session,
     tokens,
@@ -223,6 +225,8 @@ def create_app() -> FastAPI:
         overview,
         kernels,
         gitsources,
+        proposals,
+        drafts,
     ):
         app.include_router(module.router)
     app.add_middleware(etags.ETagMiddleware)

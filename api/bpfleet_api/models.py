@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary
+from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -278,6 +278,11 @@ class NodePolicy(SQLModel, table=True):
     name: str = Field(primary_key=True)
     desired_generation: int | None = None
     enforced_generation: int | None = None
+    counters: dict[str, Any] | None = Field(
+        default=None,
+        sa_type=JSON,
+        description="What the node counted for it (policies.record_counters' form).",
+    )
     updated_at: datetime = _timestamp(default_factory=utcnow)
 
 
@@ -330,6 +335,20 @@ class GitSourceRecord(SQLModel, table=True):
     reconcile_requested_at: datetime | None = _timestamp(default=None)
 
 
+class GitSourceFile(SQLModel, table=True):
+    """A manifest file's text at a revision of a GitSource, as its operator shipped it:
+    what the policy editor opens. Kept for the applied revision and the rejected ones
+    the history still lists."""
+
+    __tablename__ = "gitsource_file"
+
+    namespace: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    revision: str = Field(primary_key=True)
+    path: str = Field(primary_key=True)
+    text: str = Field(sa_type=Text)
+
+
 class ReconcileRequest(SQLModel, table=True):
     """ "Reconcile now", asked of a GitSource; operators long-poll for ids above theirs."""
 
@@ -337,3 +356,66 @@ class ReconcileRequest(SQLModel, table=True):
     namespace: str
     name: str
     requested_at: datetime = _timestamp(default_factory=utcnow, index=True)
+
+
+# --------------------------------------------------------------------------- proposals
+
+
+class Proposal(SQLModel, table=True):
+    """A change to a GitSource's repository, asked for through the API; the operator
+    writes it as one commit on a branch and reports each stage here. Never desired state:
+    it reaches the fleet only through Git, when merged."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_namespace: str
+    source_name: str
+    author: str = Field(description="The proposer's token name: the commit's author.")
+    message: str
+    files: list[dict[str, Any]] = Field(
+        sa_type=JSON, description="FileChanges: path, content, baseRevision."
+    )
+    objects: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_type=JSON,
+        description="What the files declare: kind, namespace, name and the stored form.",
+    )
+    requested_branch: str | None = None
+    state: str = Field(default="Proposed", index=True)
+    state_message: str = ""
+    branch: str | None = None
+    commit: str | None = None
+    parent: str | None = None
+    pull_request: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    merged_commit: str | None = None
+    revision: str | None = None
+    errors: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    conflicts: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    merge_requested_by: str | None = None
+    created_at: datetime = _timestamp(default_factory=utcnow)
+    updated_at: datetime = _timestamp(default_factory=utcnow)
+    pushed_at: datetime | None = _timestamp(default=None)
+    merged_at: datetime | None = _timestamp(default=None)
+    applied_at: datetime | None = _timestamp(default=None)
+    rejected_at: datetime | None = _timestamp(default=None)
+    merge_requested_at: datetime | None = _timestamp(default=None)
+
+    __table_args__ = (Index("ix_proposal_source", "source_namespace", "source_name"),)
+
+
+class ProposalTask(SQLModel, table=True):
+    """Work for an operator (push a proposal, or merge it); operators long-poll for ids
+    above the last they saw, as for reconcile requests."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposal.id", index=True)
+    action: str = Field(description="push or merge.")
+    requested_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class Draft(SQLModel, table=True):
+    """A policy draft shared by link: the editor's text as it was when shared."""
+
+    id: str = Field(primary_key=True)
+    author: str = Field(index=True)
+    document: dict[str, Any] = Field(sa_type=JSON)
+    created_at: datetime = _timestamp(default_factory=utcnow, index=True)

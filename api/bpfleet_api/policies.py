@@ -2,12 +2,19 @@
 what each node reports enforcing. Like ``fleet``, these functions never commit.
 
 Distribution: a node's policy part holds every policy that selects one of its endpoints
-(node selectors honoured), the fleet topology the compiler resolves peers against, and
-the newest ``netpol`` artifact. ``sync`` recomputes every node's part after any change
-that can alter one (a policy, a node's endpoints, workloads or pod CIDRs, namespace or
-node labels, a new ``netpol`` upload) and
-bumps the revision of exactly the nodes whose part differs. Policies reach all selected
-nodes at once: there are no rollout steps, as in Kubernetes.
+(node selectors honoured), the newest ``netpol`` artifact, and the topology narrowed to
+what those policies can reach: the node's own pods, the pods their rules can resolve
+to, those pods' namespaces and the node's own labels (``bpfleet_core.netpol.narrowing``;
+the rest of the fleet changes nothing the node enforces). After any change that can
+alter a part (a policy, a node's endpoints, workloads or pod CIDRs, namespace or node
+labels, a new ``netpol`` upload), ``sync`` asks ``policyindex`` which nodes it can
+concern and bumps the revision of exactly those whose part's fingerprint differs: an
+endpoint change reaches the nodes whose policies can select it, and its own node.
+Policies reach all selected nodes at once: there are no rollout steps, as in Kubernetes.
+
+Counters: each node reports, per policy, flows per rule and what it denied; they are
+kept per node and policy (``NodePolicy.counters``), for the generation the node
+enforces, and summed over the fleet in the policy's views.
 
 Concurrency: every such change first updates the one ``PolicyEpoch`` row (``lock``).
 On PostgreSQL that row lock queues the changes, and each one's reads then see what the
@@ -18,18 +25,24 @@ keep a stale part without a revision to tell it otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
-from bpfleet_api.changes import Changes, Conflict, Invalid, NotFound, bump_revision, get_node
+from bpfleet_api import policyindex
+from bpfleet_api.changes import (
+    Changes,
+    Conflict,
+    Invalid,
+    NotFound,
+    bump_revisions,
+    get_node,
+)
 from bpfleet_api.models import (
     Artifact,
     Namespace,
@@ -58,8 +71,8 @@ from bpfleet_core.protocol import (
 )
 from bpfleet_core.resources import ArtifactRef
 
-_POLICY = TypeAdapter[models.Policy](models.AnyPolicy)
 _LOCKED = "bpfleet.policy-lock"
+_IN_CHUNK = 500  # values in one IN (...): SQLite limits the parameters of a statement
 
 ENFORCING, PENDING, FAILED, REMOVING = "Enforcing", "Pending", "Failed", "Removing"
 
@@ -193,19 +206,21 @@ def put_endpoints(session: Session, node: str, declared: EndpointSet, limit: int
 
 def _refuse_held(session: Session, node: str, endpoints: list[Endpoint]) -> None:
     """Refuse endpoints, or IPs, that another node's entries hold."""
-    keys = {endpoint.key: endpoint for endpoint in endpoints}
-    addresses = {endpoint.ip: endpoint for endpoint in endpoints}
+    index = policyindex.current(session, writing=True)
     problems = []
-    for other, theirs in _sources(session).entries():
-        if other == node:
-            continue
-        if theirs.key in keys:
-            problems.append(f"endpoint {theirs.key} is on node {other}")
-        elif theirs.ip in addresses:
-            problems.append(
-                f"endpoint {addresses[theirs.ip].key}: IP {theirs.ip} belongs to "
-                f"{theirs.key} on node {other}"
-            )
+    with index.lock:
+        for endpoint in endpoints:
+            by_key, by_ip = index.claimants(endpoint.key, endpoint.ip)
+            if others := sorted(by_key - {node}):
+                problems.append(f"endpoint {endpoint.key} is on node {others[0]}")
+            elif others := sorted(by_ip - {node}):
+                holder = next(
+                    entry.key for _, entry in index.claims_of(others[0]) if entry.ip == endpoint.ip
+                )
+                problems.append(
+                    f"endpoint {endpoint.key}: IP {endpoint.ip} belongs to {holder} on node "
+                    f"{others[0]}"
+                )
     if problems:
         raise Conflict("endpoints held by other nodes", problems)
 
@@ -372,78 +387,73 @@ def netpol_artifact(session: Session) -> ArtifactRef | None:
 # ----------------------------------------------------------------------- distribution
 
 
-def _parsed(row: Policy) -> models.Policy:
-    return _POLICY.validate_python(row.document)
-
-
-def _fingerprint(
-    artifact: ArtifactRef | None, topology_digest: str, policies: Mapping[tuple[str, str], int]
-) -> str:
-    lines = [
-        artifact.digest or "" if artifact else "",
-        topology_digest,
-        *(f"{ns}/{name}@{generation}" for (ns, name), generation in sorted(policies.items())),
-    ]
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
 def sync(session: Session) -> Changes:
-    """Recompute every node's policy part; bump and report the nodes whose part changed."""
+    """Bring the policy parts of the nodes a change touched up to date: bump and report
+    those whose part's fingerprint changed (``policyindex`` says which nodes to look at
+    and what each one's part is made of)."""
     lock(session)
-    rows = session.exec(select(Policy)).all()
-    assigned = {row.node: row for row in session.exec(select(NodePolicyAssignment)).all()}
-    marks = session.exec(select(NodePolicy)).all()
-    if not rows and not assigned and not marks:
-        return Changes()  # no policies anywhere: nothing to compute (most fleets, often)
-    wanted: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
-    artifact, topology_digest = None, ""
-    if rows:
-        topology = fleet_topology(session)
-        by_namespace: dict[str, list[str]] = defaultdict(list)
-        for key in topology.pods:
-            by_namespace[topology.namespace_of(key)].append(key)
-        for row in rows:
-            policy = _parsed(row)
-            for key in by_namespace.get(row.namespace, ()):
-                node = topology.pods[key].node
-                if node is not None and models.selects(policy, topology, key):
-                    wanted[node][(row.namespace, row.name)] = row.generation
-        artifact = netpol_artifact(session)
-        dumped = topology.model_dump_json(by_alias=True).encode()
-        topology_digest = hashlib.sha256(dumped).hexdigest()
-    changes = Changes()
-    # Sorted, so concurrent writers of several node rows always take them in one order.
-    for node in sorted(set(wanted) | set(assigned)):
-        current = assigned.get(node)
-        targets = wanted.get(node)
-        if not targets:
-            if current is not None:
-                bump_revision(session, node)
-                session.delete(current)
-                changes.nodes.add(node)
+    index = policyindex.current(session, writing=True)
+    with index.lock:
+        seen = index.take_changes()
+        candidates = seen.candidates(index)
+        reassigning = seen.reassigning(index)
+        with session.no_autoflush:
+            if seen.artifact:
+                candidates |= set(session.exec(select(NodePolicyAssignment.node)).all())
+            assigned = {
+                row.node: row for row in _rows_of(session, NodePolicyAssignment, candidates)
+            }
+            registered = {row.name for row in _rows_of(session, Node, candidates, column="name")}
+        fingerprints = {node: index.fingerprint(node) for node in sorted(candidates & registered)}
+        wanted = {
+            node: {key: index.policies[key].generation for key in index.policies_of(node)}
+            for node in sorted(reassigning & registered)
+        }
+        artifact = index.artifact
+    changed = [
+        node
+        for node, fingerprint in fingerprints.items()
+        if (assigned[node].fingerprint if node in assigned else None) != fingerprint
+    ]
+    revisions = bump_revisions(session, changed)
+    for node in changed:
+        fingerprint, current = fingerprints[node], assigned.get(node)
+        if fingerprint is None:
+            assert current is not None
+            session.delete(current)
             continue
-        fingerprint = _fingerprint(artifact, topology_digest, targets)
-        if current is not None and current.fingerprint == fingerprint:
-            continue
-        revision = bump_revision(session, node)
-        current = current or NodePolicyAssignment(node=node, revision=revision, fingerprint="")
-        current.revision, current.fingerprint = revision, fingerprint
+        current = current or NodePolicyAssignment(node=node, revision=0, fingerprint="")
+        current.revision, current.fingerprint = revisions[node], fingerprint
         current.artifact = artifact.model_dump(mode="json", by_alias=True) if artifact else None
         session.add(current)
-        changes.nodes.add(node)
-    _mark_desired(session, marks, wanted)
+    _mark_desired(session, wanted)
     session.flush()
-    return changes
+    return Changes(set(changed))
 
 
-def _mark_desired(
-    session: Session,
-    marks: Iterable[NodePolicy],
-    wanted: Mapping[str, Mapping[tuple[str, str], int]],
-) -> None:
+def _rows_of(
+    session: Session, table: Any, nodes: Iterable[str], *, column: str = "node"
+) -> list[Any]:
+    """The rows of ``table`` whose ``column`` is one of ``nodes``, read in chunks."""
+    wanted = sorted(set(nodes))
+    rows: list[Any] = []
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        rows.extend(session.exec(select(table).where(col(getattr(table, column)).in_(chunk))).all())
+    return rows
+
+
+def _marks_of(session: Session, nodes: Iterable[str]) -> list[NodePolicy]:
+    marks: list[NodePolicy] = _rows_of(session, NodePolicy, nodes)
+    return marks
+
+
+def _mark_desired(session: Session, wanted: Mapping[str, Mapping[tuple[str, str], int]]) -> None:
+    """The desired generation of each policy on each of these nodes (None: not wanted
+    there any more; a row nothing enforces nor wants goes)."""
     seen = set()
-    for mark in marks:
-        generation = wanted.get(mark.node, {}).get((mark.namespace, mark.name))
+    for mark in _marks_of(session, wanted):
+        generation = wanted[mark.node].get((mark.namespace, mark.name))
         seen.add((mark.node, mark.namespace, mark.name))
         if mark.desired_generation == generation:
             continue
@@ -452,18 +462,26 @@ def _mark_desired(
             continue
         mark.desired_generation, mark.updated_at = generation, utcnow()
         session.add(mark)
-    for node, targets in wanted.items():
-        for (namespace, name), generation in targets.items():
-            if (node, namespace, name) not in seen:
-                session.add(
-                    NodePolicy(
-                        node=node, namespace=namespace, name=name, desired_generation=generation
-                    )
-                )
+    fresh = [
+        {
+            "node": node,
+            "namespace": namespace,
+            "name": name,
+            "desired_generation": generation,
+            "updated_at": utcnow(),
+        }
+        for node, targets in wanted.items()
+        for (namespace, name), generation in targets.items()
+        if (node, namespace, name) not in seen
+    ]
+    if fresh:  # one statement: a first sync writes a row per node and policy
+        session.execute(insert(NodePolicy), fresh)
 
 
 def part_of(session: Session, node: str) -> PolicyAssignment | None:
-    """The policy part of a node's assignments (None: no policy selects its endpoints)."""
+    """The policy part of a node's assignments (None: no policy selects its endpoints):
+    the policies that select them, and the topology narrowed to what those need
+    (``bpfleet_core.netpol.narrowing``)."""
     row = session.get(NodePolicyAssignment, node)
     if row is None:
         return None
@@ -472,16 +490,22 @@ def part_of(session: Session, node: str) -> PolicyAssignment | None:
         .where(NodePolicy.node == node, col(NodePolicy.desired_generation).is_not(None))
         .order_by(col(NodePolicy.namespace), col(NodePolicy.name))
     ).all()
-    policies = []
-    for mark in marks:
-        policy = session.get(Policy, (mark.namespace, mark.name))
-        if policy is not None:
-            policies.append(AssignedPolicy(generation=policy.generation, document=_parsed(policy)))
+    index = policyindex.current(session)
+    with index.lock:
+        policies = []
+        for mark in marks:
+            key = (mark.namespace, mark.name)
+            record = index.policies.get(key)
+            if record is not None:
+                policies.append(
+                    AssignedPolicy(generation=record.generation, document=record.policy)
+                )
+        topology = index.part_topology(node, [(m.namespace, m.name) for m in marks])
     return PolicyAssignment(
         revision=row.revision,
         artifact=ArtifactRef.model_validate(row.artifact) if row.artifact else None,
         policies=policies,
-        topology=fleet_topology(session),
+        topology=topology,
     )
 
 
@@ -664,7 +688,8 @@ def record_report(session: Session, node: str, report: PolicyReport | None) -> N
         status = status or NodePolicyStatus(node=node, state=report.state.value)
         status.state, status.message = report.state.value, report.message
         status.revision = report.revision
-        status.report = report.model_dump(mode="json", by_alias=True)
+        # Counters are kept per policy (below), not with the node's report.
+        status.report = report.model_dump(mode="json", by_alias=True, exclude={"counters"})
         status.updated_at = utcnow()
         session.add(status)
         for ref in report.policies:
@@ -674,19 +699,142 @@ def record_report(session: Session, node: str, report: PolicyReport | None) -> N
         (mark.namespace, mark.name): mark
         for mark in session.exec(select(NodePolicy).where(NodePolicy.node == node)).all()
     }
-    for key, mark in marks.items():
+    for key, mark in list(marks.items()):
         now_enforced = enforced.get(key)
         if mark.enforced_generation == now_enforced:
             continue
         if now_enforced is None and mark.desired_generation is None:
             session.delete(mark)
+            del marks[key]
             continue
         mark.enforced_generation, mark.updated_at = now_enforced, utcnow()
         session.add(mark)
     for (namespace, name), generation in enforced.items():
         if (namespace, name) not in marks:
-            session.add(
-                NodePolicy(
-                    node=node, namespace=namespace, name=name, enforced_generation=generation
-                )
+            marks[(namespace, name)] = NodePolicy(
+                node=node, namespace=namespace, name=name, enforced_generation=generation
             )
+            session.add(marks[(namespace, name)])
+    if report is not None and report.counters_since is not None:
+        _record_counters(session, report, marks)
+
+
+# ----------------------------------------------------------------------------- counters
+#
+# NodePolicy.counters, per node and policy: {"generation": G, "since": S, "denied": [T, L],
+# "auditDenied": [T, L], "rules": {"ingress/0": [T, L], ...}}. T is the total for the
+# generation G the node enforces; L the last cumulative value the node reported in its
+# counters' life S. A datapath counts per rule across generations (a rule keeps its
+# place's key), so a new generation starts its totals at 0 from the values it found; a
+# new life (the datapath loaded anew) starts the values at 0 and keeps the totals.
+
+
+def _rule_counts(document: Mapping[str, Any]) -> dict[str, int]:
+    spec = document.get("spec") or {}
+    return {direction: len(spec.get(direction) or ()) for direction in ("ingress", "egress")}
+
+
+def _advance(pair: list[int] | None, value: int) -> list[int]:
+    total, last = pair if pair is not None else (0, 0)
+    # Counters only grow within a life; less than before is a count started again.
+    return [total + (value - last if value >= last else value), value]
+
+
+def _record_counters(
+    session: Session, report: PolicyReport, marks: Mapping[tuple[str, str], NodePolicy]
+) -> None:
+    """Add a report's counters to the policies the node enforces. Counters of policies
+    it does not enforce, and of rules the policy does not have, are not kept (a node's
+    word names only what it was given)."""
+    for counted in report.counters:
+        namespace, _, name = counted.policy.partition("/")
+        mark = marks.get((namespace, name))
+        policy = session.get(Policy, (namespace, name))
+        if mark is None or mark.enforced_generation is None or policy is None:
+            continue
+        stored = dict(mark.counters or {})
+        if stored.get("since") != report.counters_since:
+            stored = {
+                **stored,
+                "since": report.counters_since,
+                "denied": [(stored.get("denied") or [0, 0])[0], 0],
+                "auditDenied": [(stored.get("auditDenied") or [0, 0])[0], 0],
+                "rules": {k: [v[0], 0] for k, v in (stored.get("rules") or {}).items()},
+            }
+        if stored.get("generation") != mark.enforced_generation:
+            stored = {
+                "generation": mark.enforced_generation,
+                "since": report.counters_since,
+                "denied": [0, (stored.get("denied") or [0, 0])[1]],
+                "auditDenied": [0, (stored.get("auditDenied") or [0, 0])[1]],
+                "rules": {k: [0, v[1]] for k, v in (stored.get("rules") or {}).items()},
+            }
+        stored["denied"] = _advance(stored.get("denied"), counted.denied)
+        stored["auditDenied"] = _advance(stored.get("auditDenied"), counted.audit_denied)
+        rules = dict(stored.get("rules") or {})
+        limits = _rule_counts(policy.document)
+        for rule in counted.rules:
+            if rule.index < limits[rule.direction]:
+                key = f"{rule.direction}/{rule.index}"
+                rules[key] = _advance(rules.get(key), rule.flows)
+        stored["rules"] = rules
+        mark.counters = stored
+        session.add(mark)
+
+
+@dataclass(frozen=True)
+class PolicyCounts:
+    """What a policy did, summed: flows per rule (every rule of its document, in order),
+    packets denied at endpoints it isolates, flows it would deny (audit mode)."""
+
+    rules: list[tuple[str, int, int]]  # (direction, index, flows)
+    denied: int = 0
+    audit_denied: int = 0
+
+
+def _counts(document: Mapping[str, Any], stored: Iterable[Mapping[str, Any]]) -> PolicyCounts:
+    flows: dict[str, int] = defaultdict(int)
+    denied = audit_denied = 0
+    for counters in stored:
+        for key, (total, _) in (counters.get("rules") or {}).items():
+            flows[key] += total
+        denied += (counters.get("denied") or [0])[0]
+        audit_denied += (counters.get("auditDenied") or [0])[0]
+    limits = _rule_counts(document)
+    return PolicyCounts(
+        rules=[
+            (direction, index, flows.get(f"{direction}/{index}", 0))
+            for direction in ("ingress", "egress")
+            for index in range(limits[direction])
+        ],
+        denied=denied,
+        audit_denied=audit_denied,
+    )
+
+
+def policy_counts(session: Session, rows: Iterable[Policy]) -> dict[tuple[str, str], PolicyCounts]:
+    """Per policy, what the fleet counted for its current generation, summed."""
+    policies = {(row.namespace, row.name): row for row in rows}
+    query = select(NodePolicy).where(col(NodePolicy.counters).is_not(None))
+    if len(policies) == 1:
+        ((namespace, name),) = policies
+        query = query.where(NodePolicy.namespace == namespace, NodePolicy.name == name)
+    found: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for mark in session.exec(query).all():
+        row = policies.get((mark.namespace, mark.name))
+        counters = mark.counters or {}
+        if row is not None and counters.get("generation") == row.generation:
+            found[(mark.namespace, mark.name)].append(counters)
+    return {key: _counts(row.document, found.get(key, ())) for key, row in policies.items()}
+
+
+def node_counts(session: Session, policy: Policy) -> dict[str, PolicyCounts]:
+    """Per node, what it counted for ``policy`` (the generation it enforces)."""
+    marks = session.exec(
+        select(NodePolicy).where(
+            NodePolicy.namespace == policy.namespace,
+            NodePolicy.name == policy.name,
+            col(NodePolicy.counters).is_not(None),
+        )
+    ).all()
+    return {mark.node: _counts(policy.document, [mark.counters or {}]) for mark in marks}

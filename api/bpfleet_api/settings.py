@@ -106,6 +106,11 @@ class ApiSettings(BaseSettings):
     events_kept_per_program: int = Field(
         default=1000, ge=1, description="A program's newest events kept; older ones go."
     )
+    drafts_kept_per_author: int = Field(
+        default=200,
+        ge=1,
+        description="Shared policy drafts kept per token name; the oldest go beyond this.",
+    )
     agent_token_cache_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -5,20 +5,43 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from bpfleet_core import proposals
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.manifests import Manifest
-from bpfleet_core.protocol import BoundedLabels, Endpoint, LinkReport, PolicyReport, ProgramStats
+from bpfleet_core.proposals import Conflict, FileChange, ProposalState, PullRequest
+from bpfleet_core.protocol import (
+    BoundedLabels,
+    Endpoint,
+    LinkReport,
+    NamespaceName,
+    ObjectName,
+    PolicyReport,
+    ProgramStats,
+)
 from bpfleet_core.resources import (
+    SOURCE_FILES_MAX,
+    SOURCE_FILES_MAX_BYTES,
     BpfProgramSpec,
     Condition,
     GitSourceSpec,
     GitSourceStatus,
     LabelSelector,
     SourceError,
+    SourceFile,
 )
+
+MAX_DRAFT_TEXT = 512 * 1024  # characters; a draft's text and its flows each
 
 
 class View(BaseModel):
@@ -281,6 +304,29 @@ class CountersView(View):
     audit_denied: int = 0
 
 
+class RuleCountersView(View):
+    """Flows one rule let in (an audit-mode policy's: would let in). A flow is credited
+    to one rule: the first, in policy order, that allows it."""
+
+    direction: Literal["ingress", "egress"]
+    index: int = Field(description="The rule's place in spec.ingress or spec.egress.")
+    flows: int
+
+
+class PolicyCountersView(View):
+    """What the policy itself did, as the nodes' datapaths count it, for the generation
+    they enforce (from about when they started enforcing it)."""
+
+    rules: list[RuleCountersView] = Field(
+        default_factory=list,
+        description="Every rule of the document, ingress then egress, each in order.",
+    )
+    denied: int = Field(
+        default=0, description="Packets dropped at endpoints it isolates (no policy allowed)."
+    )
+    audit_denied: int = Field(default=0, description="Flows it would drop (audit mode).")
+
+
 class PolicyView(View):
     namespace: str
     name: str
@@ -294,6 +340,11 @@ class PolicyView(View):
         "generation yet), else Enforcing.",
     )
     counters: CountersView = Field(default_factory=CountersView)
+    policy_counters: PolicyCountersView = Field(
+        default_factory=PolicyCountersView,
+        description="This policy's own counts, per rule, summed over the nodes enforcing "
+        "its current generation.",
+    )
     origin: OriginView | None = None
 
 
@@ -314,6 +365,10 @@ class NodePolicyView(View):
         default=None,
         description="The node's: an Unknown node (silent past the unknown window) is not "
         "waited for by a deletion; it removes the policy when it returns.",
+    )
+    policy_counters: PolicyCountersView | None = Field(
+        default=None,
+        description="What this node counted for this policy, for the generation it enforces.",
     )
 
 
@@ -389,6 +444,25 @@ class HistoryView(View):
     errors: list[SourceError] = Field(description="Rejected: each problem, located.")
 
 
+class SourceFileView(View):
+    """A file of a GitSource at a revision, and what was wrong with it there."""
+
+    namespace: str = Field(description="The GitSource's.")
+    name: str = Field(description="The GitSource's.")
+    revision: str
+    short_revision: str
+    applied: bool = Field(description="The revision is the one in force.")
+    path: str
+    text: str
+    errors: list[SourceError] = Field(description="The rejection's problems in this file.")
+
+
+class PolicySourceView(SourceFileView):
+    """Where a policy in force is written in Git: its file at the applied revision."""
+
+    line: int = Field(description="Where the policy's document starts.")
+
+
 class InventoryItemView(View):
     kind: Literal["BpfProgram", "NetworkPolicy"]
     namespace: str | None
@@ -408,6 +482,20 @@ class GitSourceReport(View):
 
     spec: GitSourceSpec | None = None
     status: GitSourceStatus
+    files: list[SourceFile] = Field(
+        default_factory=list,
+        max_length=SOURCE_FILES_MAX,
+        description="The text of the files the policy editor opens: those holding policies "
+        "of the applied revision, those a rejected revision's errors name.",
+    )
+
+    @field_validator("files")
+    @classmethod
+    def _files_are_small(cls, files: list[SourceFile]) -> list[SourceFile]:
+        size = sum(len(item.text.encode()) for item in files)
+        if size > SOURCE_FILES_MAX_BYTES:
+            raise ValueError(f"{size} bytes of file text, more than {SOURCE_FILES_MAX_BYTES}")
+        return files
 
     @model_validator(mode="after")
     def _times_are_rfc3339(self) -> GitSourceReport:
@@ -474,3 +562,127 @@ class ProgramFit(View):
     selected: bool = Field(description="The program's node selector picks this node.")
     compatible: bool
     missing: list[str] = Field(description="Each missing feature, by name.")
+
+
+# --------------------------------------------------------------------------- proposals
+
+
+ProposalStage = Literal[
+    "Proposed", "Pushed", "Conflict", "Failed", "Merged", "Applied", "Rejected", "Enforcing"
+]
+
+
+class SourceRefView(View):
+    namespace: NamespaceName
+    name: ObjectName
+
+
+class ProposalRequest(View):
+    """A change to a GitSource's repository: the operator writes it as one commit on a
+    branch (and opens a pull request where the source names a forge). Nothing of it
+    reaches the fleet until it is merged."""
+
+    source: SourceRefView = Field(description="The GitSource whose repository it changes.")
+    files: list[FileChange] = Field(
+        min_length=1,
+        max_length=proposals.MAX_FILES,
+        description="Each file whole: manifests (validated as a GitSource pass would) and "
+        "flow-test files (parsed). Paths stay under the source's spec.path.",
+    )
+    message: str = Field(
+        min_length=1,
+        max_length=proposals.MAX_MESSAGE,
+        description="The commit message; its first line titles the pull request.",
+    )
+    branch: str | None = Field(
+        default=None,
+        max_length=proposals.MAX_BRANCH,
+        description="The branch to create (under the operator's branch prefix, 'bpfleet/' "
+        "by default); absent: <prefix><namespace>-<name>-<id> of the first object changed.",
+    )
+
+
+class ProposalFileView(View):
+    path: str
+    base_revision: str | None
+    bytes: int = Field(description="Size of the proposed content, UTF-8.")
+
+
+class ProposalObjectView(View):
+    """One object the proposal declares, as the fleet holds it now."""
+
+    kind: Literal["BpfProgram", "NetworkPolicy"]
+    namespace: str | None
+    name: str
+    in_force: bool = Field(description="The fleet holds this object as proposed.")
+    generation: int | None = Field(description="Its generation in the fleet; null: absent.")
+    ready: int = Field(description="Nodes enforcing it (policies) or running it (programs).")
+    desired: int = Field(description="Nodes it selects.")
+    failed: int
+
+
+class ProposalView(View):
+    """A proposal's card: its stages with their times, what the operator made of it, and
+    how far the fleet follows."""
+
+    id: int
+    source: SourceRefView
+    state: ProposalState = Field(description="The stage the operator last reported.")
+    stage: ProposalStage = Field(
+        description="state, or Enforcing once applied and every object is in force on "
+        "every node it selects."
+    )
+    state_message: str = Field(description="Why it failed, or what else happened (words).")
+    message: str = Field(description="The commit message.")
+    author: str = Field(description="The proposer's token name: the commit's author.")
+    files: list[ProposalFileView]
+    requested_branch: str | None
+    branch: str | None = Field(description="The branch pushed; null until then.")
+    commit: str | None
+    parent: str | None = Field(description="The tip of the tracked branch it was made on.")
+    pull_request: PullRequest | None
+    merged_commit: str | None = Field(description="Where it entered the tracked branch.")
+    revision: str | None = Field(description="The revision applied (or rejected) with it.")
+    errors: list[SourceError] = Field(description="Rejected: each problem, file:line.")
+    objects: list[ProposalObjectView]
+    ready: int = Field(description="Enforcing n/N: n, over every object.")
+    desired: int = Field(description="Enforcing n/N: N, over every object.")
+    can_merge: bool = Field(description="A dev merge is offered: the source allows it.")
+    merge_requested: bool = Field(description="A merge was asked for and is not done yet.")
+    created_at: datetime
+    updated_at: datetime
+    pushed_at: datetime | None
+    merged_at: datetime | None
+    applied_at: datetime | None
+    rejected_at: datetime | None
+    enforced_at: datetime | None = Field(description="When the last node caught up.")
+
+
+class ProposalDetail(ProposalView):
+    changes: list[FileChange] = Field(description="The files as proposed, whole.")
+    conflicts: list[Conflict] = Field(
+        description="Conflict: each file's base, theirs (at the tip) and ours."
+    )
+
+
+class SharedDraft(View):
+    """A policy draft as the editor holds it, to reopen by link."""
+
+    text: str = Field(max_length=MAX_DRAFT_TEXT, description="The policy documents (YAML).")
+    flows: str | None = Field(
+        default=None, max_length=MAX_DRAFT_TEXT, description="Its flow-test file, if any."
+    )
+    source: SourceRefView | None = Field(default=None, description="The GitSource it is from.")
+    path: str | None = Field(
+        default=None, max_length=proposals.MAX_PATH, description="Its file in that source."
+    )
+    base_revision: str | None = Field(
+        default=None, max_length=300, description="The revision it was opened from."
+    )
+    title: str = Field(default="", max_length=200)
+
+
+class SharedDraftView(SharedDraft):
+    id: str = Field(description="Part of the link; hard to guess.")
+    author: str
+    created_at: datetime

@@ -11,9 +11,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bpfleet_cli import inputs, selectors
+from bpfleet_cli import inputs
 from bpfleet_cli.exits import CommandError, ExitCode
-from bpfleet_cli.options import CheckOutputOption, ContextOption, JunitOption, connect
+from bpfleet_cli.options import (
+    CheckOutputOption,
+    ContextOption,
+    JunitOption,
+    connect,
+    label_selector,
+)
 from bpfleet_cli.reports import Case, Finding, Output, Report, Severity, emit
 from bpfleet_core import bundles, failures
 from bpfleet_core.netpol.validating import Problem
@@ -385,7 +391,7 @@ def preflight(
     from bpfleet_api.views import PreflightRequest
 
     allowance = Allowance.parse(allow_incompatible)
-    extra = selectors.parse(selector) if selector else LabelSelector()
+    extra = label_selector(selector) if selector else LabelSelector()
     texts = inputs.manifest_texts(paths, required=False)
     manifests = inputs.artifact_manifests(paths)
     bundle = bundles.load(texts)
@@ -407,7 +413,7 @@ def preflight(
         for program in bundle.programs:
             file, line = split_origin(program.origin)
             spec = program.spec.model_copy(
-                update={"node_selector": selectors.narrowed(program.spec.node_selector, extra)}
+                update={"node_selector": program.spec.node_selector.narrowed(extra)}
             )
             artifact = f"{spec.artifact.name}@{spec.artifact.version}"
             result, error = preflight_or_reason(client, PreflightRequest(spec=spec))

@@ -17,6 +17,8 @@ from bpfleet_api.editor_views import TopologyPageView
 from bpfleet_api.views import (
     ArtifactView,
     EventView,
+    GitSourceDetail,
+    GitSourceView,
     NodeDetail,
     NodePolicyView,
     NodeProgramView,
@@ -25,17 +27,21 @@ from bpfleet_api.views import (
     PreflightRequest,
     PreflightResult,
     ProgramView,
+    ProposalDetail,
+    ProposalRequest,
+    ProposalView,
     RolloutView,
     SessionView,
+    SharedDraft,
+    SharedDraftView,
     ValidateResult,
 )
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from bpfleet_cli.contexts import Target
 from bpfleet_core import failures
 from bpfleet_core.netpol.models import Topology
-from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus
+from bpfleet_core.resources import BpfProgramSpec
 
 TIMEOUT_SECONDS = 30.0
 RolloutAction = Literal["pause", "resume", "abort"]
@@ -45,17 +51,6 @@ Parsed = TypeVar("Parsed")
 
 class MissingRoute(failures.NotFound):
     """The API answered 404 for the route itself: it is older than this command."""
-
-
-class GitSourceView(BaseModel):
-    """A GitSource as the API reports it (``GET /v1/gitsources``)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-    namespace: str = "default"
-    name: str
-    spec: GitSourceSpec | None = None
-    status: GitSourceStatus = Field(default_factory=GitSourceStatus)
 
 
 def _path(*parts: str) -> str:
@@ -193,16 +188,46 @@ class FleetClient:
         body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
         return PreflightResult.model_validate(self._json("POST", "/v1/preflight", json=body))
 
-    # -- GitSources
+    # -- GitSources (as their operators report them)
 
     def gitsources(self) -> list[GitSourceView]:
         return self._get_list(GitSourceView, "/v1/gitsources")
 
-    def gitsource(self, namespace: str, name: str) -> GitSourceView:
-        return self._get(GitSourceView, _path("v1", "gitsources", namespace, name))
+    def gitsource(self, namespace: str, name: str) -> GitSourceDetail:
+        return self._get(GitSourceDetail, _path("v1", "gitsources", namespace, name))
 
-    def reconcile_gitsource(self, namespace: str, name: str) -> None:
-        self._json("POST", _path("v1", "gitsources", namespace, name, "reconcile"))
+    def reconcile_gitsource(self, namespace: str, name: str) -> GitSourceView:
+        """Ask the source's operator for a pass now; the view carries the request's time
+        (``reconcile_requested_at``), which the pass reported next comes after."""
+        path = _path("v1", "gitsources", namespace, name, "reconcile")
+        return self._parsed(TypeAdapter(GitSourceView), "POST", path, self._json("POST", path))
+
+    # -- proposals (changes the operator writes to Git) and shared drafts
+
+    def propose(self, request: ProposalRequest) -> ProposalDetail:
+        body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return ProposalDetail.model_validate(self._json("POST", "/v1/proposals", json=body))
+
+    def proposals(
+        self, source: str | None = None, states: tuple[str, ...] = ()
+    ) -> list[ProposalView]:
+        params: list[tuple[str, str]] = [("source", source)] if source else []
+        params += [("state", state) for state in states]
+        return self._get_list(ProposalView, "/v1/proposals", params=params)
+
+    def proposal(self, proposal: int) -> ProposalDetail:
+        return self._get(ProposalDetail, _path("v1", "proposals", str(proposal)))
+
+    def merge_proposal(self, proposal: int) -> ProposalView:
+        path = _path("v1", "proposals", str(proposal), "merge")
+        return ProposalView.model_validate(self._json("POST", path))
+
+    def share_draft(self, draft: SharedDraft) -> SharedDraftView:
+        body = draft.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return SharedDraftView.model_validate(self._json("POST", "/v1/drafts", json=body))
+
+    def draft(self, draft: str) -> SharedDraftView:
+        return self._get(SharedDraftView, _path("v1", "drafts", draft))
 
     # -- transport
 

@@ -2,7 +2,8 @@
 
 ``bpfleet local up`` follows it with the standalone GitOps pipeline. It is created only
 when missing, so commits made in it survive restarts; a post-commit hook tells the
-running pipeline to fetch at once rather than at its next poll.
+running pipeline to fetch at once rather than at its next poll. Proposals land in it as
+``bpfleet/...`` branches, and may be merged from the API ("Merge (dev)").
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ def git_source(repo: Path, ref: str, interval: str) -> dict[str, Any]:
             "ref": {"branch": ref},
             "path": ".",
             "interval": interval,
+            # Proposals from the editor (or `bpfleet propose`) may be merged from the API:
+            # this repository is yours, on this machine, with no review to go through.
+            "proposals": {"devMerge": True},
         },
     }
 

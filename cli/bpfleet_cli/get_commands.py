@@ -15,16 +15,22 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from bpfleet_cli import selectors
 from bpfleet_cli.exits import CommandError, ExitCode
-from bpfleet_cli.options import ContextOption, connect, seconds
-from bpfleet_cli.tables import age, labels_text, short_revision, table
+from bpfleet_cli.options import ContextOption, connect, label_selector, seconds
+from bpfleet_cli.tables import age, labels_text, selector_text, short_revision, table
 from bpfleet_core.resources import BpfProgramSpec, LabelSelector
 
 if TYPE_CHECKING:  # the client and the API's views load when a command runs
-    from bpfleet_api.views import NodeView, PolicyView, ProgramView, RolloutView
+    from bpfleet_api.views import (
+        GitSourceView,
+        NodeView,
+        PolicyView,
+        ProgramView,
+        ProposalView,
+        RolloutView,
+    )
 
-    from bpfleet_cli.client import FleetClient, GitSourceView
+    from bpfleet_cli.client import FleetClient
 
 VERIFIER_LINES = 12
 EVENTS_SHOWN = 15
@@ -81,7 +87,7 @@ def _program_row(program: ProgramView, wide: bool) -> list[str]:
         state,
     ]
     if wide:
-        cells += [selectors.describe(spec.node_selector), (spec.artifact.digest or "-")[:12]]
+        cells += [selector_text(spec.node_selector), (spec.artifact.digest or "-")[:12]]
     return cells
 
 
@@ -118,23 +124,16 @@ def _rollout_row(rollout: RolloutView, wide: bool) -> list[str]:
     return [*cells, rollout.message] if wide else cells
 
 
-def ready_condition(source: GitSourceView) -> tuple[str, str]:
-    for condition in source.status.conditions:
-        if condition.type == "Ready":
-            return condition.status, condition.message
-    return "Unknown", ""
-
-
 def _gitsource_row(source: GitSourceView, wide: bool) -> list[str]:
-    ready, message = ready_condition(source)
     cells = [
         source.namespace,
         source.name,
-        ready,
-        short_revision(source.status.last_applied_revision),
-        short_revision(source.status.last_attempted_revision),
+        source.state + (" (reconcile requested)" if source.reconcile_pending else ""),
+        short_revision(source.last_applied_revision),
+        short_revision(source.last_attempted_revision),
+        age(source.reported_at),
     ]
-    return [*cells, message] if wide else cells
+    return [*cells, source.message] if wide else cells
 
 
 def _gitsources(client: FleetClient) -> list[GitSourceView]:
@@ -145,6 +144,33 @@ def _gitsources(client: FleetClient) -> list[GitSourceView]:
     except MissingRoute as missing:
         raise CommandError(
             f"{missing.message}: this API does not report GitSources yet", ExitCode.NOT_FOUND
+        ) from None
+
+
+def _proposal_row(card: ProposalView, wide: bool) -> list[str]:
+    cells = [
+        str(card.id),
+        f"{card.source.namespace}/{card.source.name}",
+        card.stage,
+        card.author,
+        card.branch or "-",
+        f"{card.ready}/{card.desired}" if card.state == "Applied" else "-",
+        age(card.created_at),
+    ]
+    if not wide:
+        return cells
+    link = card.pull_request.url if card.pull_request is not None else "-"
+    return [*cells, link, card.message.splitlines()[0] if card.message else ""]
+
+
+def _proposals(client: FleetClient) -> list[ProposalView]:
+    from bpfleet_cli.client import MissingRoute
+
+    try:
+        return client.proposals()
+    except MissingRoute as missing:
+        raise CommandError(
+            f"{missing.message}: this API takes no proposals yet", ExitCode.NOT_FOUND
         ) from None
 
 
@@ -185,8 +211,15 @@ KINDS = {
             "gitsources",
             _gitsources,
             lambda source: f"{source.namespace}/{source.name}",
-            ("NAMESPACE", "NAME", "READY", "APPLIED", "ATTEMPTED"),
+            ("NAMESPACE", "NAME", "STATE", "APPLIED", "ATTEMPTED", "REPORTED"),
             _gitsource_row,
+        ),
+        Kind(
+            "proposals",
+            _proposals,
+            lambda card: str(card.id),
+            ("ID", "SOURCE", "STAGE", "AUTHOR", "BRANCH", "ENFORCING", "AGE"),
+            _proposal_row,
         ),
     )
 }
@@ -196,6 +229,7 @@ _WIDE_HEADERS = {
     "policies": ("LABELS",),
     "rollouts": ("MESSAGE",),
     "gitsources": ("MESSAGE",),
+    "proposals": ("PULL REQUEST", "MESSAGE"),
 }
 ALIASES = {
     **{plural: plural for plural in KINDS},
@@ -206,6 +240,7 @@ ALIASES = {
     "networkpolicies": "policies",
     "rollout": "rollouts",
     "gitsource": "gitsources",
+    "proposal": "proposals",
 }
 
 
@@ -234,7 +269,10 @@ def _listed(kind: Kind, client: FleetClient, selector: LabelSelector | None) -> 
 
 
 def get(
-    kind: Annotated[str, typer.Argument(help="nodes, programs, policies, gitsources or rollouts.")],
+    kind: Annotated[
+        str,
+        typer.Argument(help="nodes, programs, policies, gitsources, rollouts or proposals."),
+    ],
     *,
     output: Annotated[
         GetOutput, typer.Option("--output", "-o", help="table, wide, json, yaml or name.")
@@ -253,7 +291,7 @@ def get(
 ) -> None:
     """List fleet objects."""
     found = kind_of(kind)
-    parsed = selectors.parse(selector) if selector else None
+    parsed = label_selector(selector) if selector else None
     every = seconds(interval, "--interval") if watch else 0.0
     if watch and output not in (GetOutput.TABLE, GetOutput.WIDE):
         raise CommandError("--watch prints tables: use -o table or -o wide", ExitCode.USAGE)
@@ -403,7 +441,7 @@ def describe_program(client: FleetClient, name: str) -> list[str]:
         f"Generation:    {program.generation}" + (" (killed)" if program.killed else ""),
         f"Artifact:      {spec.artifact.name}@{spec.artifact.version} "
         f"sha256:{spec.artifact.digest or '-'}",
-        f"Node selector: {selectors.describe(spec.node_selector)}",
+        f"Node selector: {selector_text(spec.node_selector)}",
         "Attach:        "
         + "; ".join(
             f"{point.entry_point} {point.type}"

@@ -1,7 +1,7 @@
 """``bpfleet``: one command, a sub-command per area. On this node: node, agent, catalog,
 keys, policy, lab, local, operator. Against the fleet API, for CI and operations: login,
 context, artifact, validate, preflight, diff, get, describe, rollout, kill, wait,
-reconcile."""
+reconcile, propose."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from bpfleet_cli import (
     lab_commands,
     local_commands,
     policy_commands,
+    proposal_commands,
     rollout_commands,
 )
 from bpfleet_core import failures
@@ -61,6 +62,7 @@ for name, command in (
     ("describe", get_commands.describe),
     ("kill", rollout_commands.kill),
     ("wait", rollout_commands.wait),
+    ("propose", proposal_commands.propose),
 ):
     app.command(name, epilog=exits.HELP)(command)
 app.add_typer(rollout_commands.rollout_app, name="rollout", epilog=exits.HELP)

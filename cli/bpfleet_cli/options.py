@@ -10,7 +10,7 @@ import typer
 from bpfleet_cli import contexts
 from bpfleet_cli.exits import CommandError, ExitCode
 from bpfleet_cli.reports import Output
-from bpfleet_core.resources import parse_duration
+from bpfleet_core.resources import LabelSelector, parse_duration, parse_selector
 
 if TYPE_CHECKING:
     from bpfleet_cli.client import FleetClient
@@ -38,6 +38,7 @@ JunitOption = Annotated[
     typer.Option("--junit", help="Also write a JUnit XML report to this file.", show_default=False),
 ]
 TimeoutOption = Annotated[str, typer.Option("--timeout", help="How long to wait: 30s, 5m, 1h30m.")]
+SELECTOR_SYNTAX = "write key=value, key!=value, 'key in (a,b)', key or !key, joined by commas"
 
 
 def connect(context: str | None) -> FleetClient:
@@ -58,3 +59,13 @@ def seconds(text: str, option: str = "--timeout") -> float:
         return parse_duration(text)
     except ValueError as error:
         raise CommandError(f"{option}: {error}", ExitCode.USAGE) from None
+
+
+def label_selector(text: str) -> LabelSelector:
+    """``-l``'s selector (kubectl syntax, read by the resources' own parser); a usage
+    error in one line naming what it cannot read."""
+    try:
+        return parse_selector(text)
+    except ValueError as error:  # SelectorSyntaxError, or a label the resources refuse
+        reason = " ".join(str(error).split())
+        raise CommandError(f"invalid label {reason} ({SELECTOR_SYNTAX})", ExitCode.USAGE) from None

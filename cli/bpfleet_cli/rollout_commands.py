@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from bpfleet_cli.exits import CommandError, ExitCode
-from bpfleet_cli.get_commands import ready_condition
 from bpfleet_cli.options import ContextOption, TimeoutOption, connect, seconds
 from bpfleet_cli.progress import Progress
+from bpfleet_cli.tables import short_revision
 from bpfleet_core import failures
 from bpfleet_core.resources import BpfProgramSpec, BpfProgramStatus
 
 if TYPE_CHECKING:  # the client and the API's views load when a command runs
-    from bpfleet_api.views import ProgramView, RolloutView
+    from bpfleet_api.views import GitSourceView, ProgramView, RolloutView
 
-    from bpfleet_cli.client import FleetClient, GitSourceView, RolloutAction
+    from bpfleet_cli.client import FleetClient, RolloutAction
 
 rollout_app = typer.Typer(
     no_args_is_help=True, help="A program's rollout: status, pause, resume, abort."
@@ -319,33 +319,50 @@ def reconcile_gitsource(
     context: ContextOption = None,
 ) -> None:
     """Fetch and apply a GitSource now, instead of at its next interval; with --wait,
-    until that pass is reported (exit 1 if it applied nothing: rejected or failed)."""
+    until its operator reports a pass made after the request (exit 1 if that pass
+    applied nothing: rejected or failed)."""
     from bpfleet_cli.client import MissingRoute
 
     limit = seconds(timeout)
     source_namespace, source_name = _split_key(name, namespace)
+    key = f"{source_namespace}/{source_name}"
     with connect(context) as client:
         try:
-            before = client.gitsource(source_namespace, source_name) if wait else None
-            client.reconcile_gitsource(source_namespace, source_name)
+            requested = client.reconcile_gitsource(source_namespace, source_name)
         except MissingRoute as missing:
             raise CommandError(
                 f"{missing.message}: this API does not reconcile GitSources yet",
                 ExitCode.NOT_FOUND,
             ) from None
-        typer.echo(f"gitsource {source_namespace}/{source_name}: reconcile requested")
-        if before is None:
+        typer.echo(f"gitsource {key}: reconcile requested")
+        asked_at = requested.reconcile_requested_at
+        if not wait or asked_at is None:
             return
 
         def check() -> tuple[GitSourceView | None, str]:
             now = client.gitsource(source_namespace, source_name)
-            ready, message = ready_condition(now)
-            reconciling = any(c.type == "Reconciling" for c in now.status.conditions)
-            line = f"{source_namespace}/{source_name}: Ready {ready} {message}".rstrip()
-            changed = now.status != before.status
-            return (now if changed and not reconciling else None), line
+            reported = _utc(now.reported_at) >= _utc(asked_at)
+            if not reported:
+                return None, f"{key}: waiting for its operator's pass"
+            return now, _source_line(now)
 
-        source = poll(check, limit, f"a new pass of {source_name}", Progress())
-        ready, message = ready_condition(source)
-        if ready != "True":
-            raise CommandError(f"{source_name}: {message or 'not ready'}", ExitCode.FOUND)
+        source = poll(check, limit, f"a pass of gitsource {key}", Progress())
+        if source.state != "Ready":  # the message names the first problem, located
+            raise CommandError(
+                f"gitsource {key} {source.state}: {source.message or source.reason}",
+                ExitCode.FOUND,
+            )
+
+
+def _source_line(source: GitSourceView) -> str:
+    """``default/fleet: Ready, applied main@sha1:0123456: <its message>``."""
+    line = (
+        f"{source.namespace}/{source.name}: {source.state}, applied "
+        f"{short_revision(source.last_applied_revision)}"
+    )
+    return f"{line}: {source.message}" if source.message else line
+
+
+def _utc(moment: datetime) -> datetime:
+    """An API time as an aware UTC one (SQLite gives it back naive, in UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,9 +1,11 @@
-"""How fleet objects print for a person: aligned tables, ages, short revisions."""
+"""How fleet objects print for a person: aligned tables, ages, short revisions, selectors."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+
+from bpfleet_core.resources import LabelSelector
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -40,3 +42,8 @@ def short_revision(revision: str) -> str:
 
 def labels_text(labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items())) or "<none>"
+
+
+def selector_text(selector: LabelSelector) -> str:
+    """kubectl's way of writing a selector; ``<all>`` when it selects every node."""
+    return selector.describe() or "<all>"

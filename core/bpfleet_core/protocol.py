@@ -29,16 +29,18 @@ Revisions only grow, so an agent that lost its connection resumes with ``after``
 to the last revision it applied, and misses nothing.
 
 Network policies travel in the same assignments: ``policy`` holds the policies that
-select this node's endpoints, the topology they are compiled against and the signed
-``netpol`` datapath that enforces them; ``NodeReport.policy`` says what the node
-enforces. A node whose endpoints no policy selects gets no ``policy`` part at all.
+select this node's endpoints, the topology they are compiled against (narrowed to what
+they can reach: ``bpfleet_core.netpol.narrowing``) and the signed ``netpol`` datapath
+that enforces them; ``NodeReport.policy`` says what the node enforces, with counters
+per policy and rule (only those that changed, a bounded number per report). A node
+whose endpoints no policy selects gets no ``policy`` part at all.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -48,6 +50,7 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    field_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -221,6 +224,13 @@ class AssignedPolicy(_Message):
     generation: int = Field(ge=1, le=MAX_REVISION)
     document: AnyPolicy = Field(description="The validated policy, CIDRs normalised.")
 
+    @field_serializer("document")
+    def _stored_form(self, document: AnyPolicy) -> dict[str, Any]:
+        # Without the fields left out (None means absent in a policy; an empty list is
+        # kept): half the bytes of a large allow-list.
+        dumped: dict[str, Any] = document.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return dumped
+
     @property
     def ref(self) -> str:
         """``<namespace>/<name>@<generation>``, as reports name it."""
@@ -348,6 +358,35 @@ class PolicyState(StrEnum):
     FAILED = "Failed"  # the assignment could not be enforced; what was enforced stays
 
 
+# Counters per rule in one report at most: a node may enforce ten thousand rules, and
+# the rest follow in later reports (an agent sends what changed since the API had it).
+MAX_REPORTED_RULES = 512
+MAX_REPORTED_POLICIES = 256
+PolicyKey = Annotated[str, StringConstraints(pattern=r"^[^/@\s]+/[^/@\s]+$")]
+
+
+class RuleCounter(_Message):
+    """Flows one rule let in (in audit mode: would let in). A flow is credited to one
+    rule per view: the first, in policy order, that allows it."""
+
+    direction: Literal["ingress", "egress"]
+    index: int = Field(ge=0, le=2**31, description="The rule's place in ingress or egress.")
+    flows: int = Field(ge=0)
+
+
+class PolicyCounters(_Message):
+    """What one policy did on a node, counted since ``PolicyReport.countersSince``."""
+
+    policy: PolicyKey = Field(description="namespace/name")
+    denied: int = Field(
+        default=0, ge=0, description="Packets dropped at endpoints it isolates (none allowed)."
+    )
+    audit_denied: int = Field(
+        default=0, ge=0, description="Flows passed that it would drop (an audit-mode policy)."
+    )
+    rules: list[RuleCounter] = Field(default_factory=list, max_length=MAX_REPORTED_RULES)
+
+
 class PolicyReport(_Message):
     """What a node's policy datapath enforces now; counters since it was loaded."""
 
@@ -369,7 +408,27 @@ class PolicyReport(_Message):
     )
     denied: int = Field(default=0, ge=0, description="Packets dropped, either direction.")
     audit_denied: int = Field(default=0, ge=0, description="Packets audit mode would drop.")
+    counters_since: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_REVISION,
+        description="Which life of the counters these are: another value means they "
+        "started again from zero (the datapath was loaded anew).",
+    )
+    counters: list[PolicyCounters] = Field(
+        default_factory=list,
+        max_length=MAX_REPORTED_POLICIES,
+        description="Per policy and rule, cumulative; only what changed since the API "
+        f"last had it, at most {MAX_REPORTED_RULES} rules a report.",
+    )
     updated_at: datetime
+
+    @model_validator(mode="after")
+    def _bounded(self) -> PolicyReport:
+        rules = sum(len(counters.rules) for counters in self.counters)
+        if rules > MAX_REPORTED_RULES:
+            raise ValueError(f"{rules} rule counters in one report; at most {MAX_REPORTED_RULES}")
+        return self
 
 
 def parse_policy_ref(ref: str) -> tuple[str, str, int]:

@@ -183,6 +183,23 @@ class LabelSelector(_Spec):
             requirement.matches(labels) for requirement in self.match_expressions
         )
 
+    def narrowed(self, extra: LabelSelector) -> LabelSelector:
+        """What both select: ``extra``'s terms added as requirements (so ``tier=edge``
+        narrowing ``tier=core`` selects nothing, rather than replacing it)."""
+        equalities = tuple(
+            LabelRequirement(key=key, operator="In", values=(value,))
+            for key, value in extra.match_labels.items()
+        )
+        return self.model_copy(
+            update={
+                "match_expressions": (
+                    *self.match_expressions,
+                    *equalities,
+                    *extra.match_expressions,
+                )
+            }
+        )
+
     def describe(self) -> str:
         """The string form ``parse_selector`` reads back; empty when it selects all."""
         parts = [f"{key}={value}" for key, value in self.match_labels.items()]
@@ -445,6 +462,60 @@ def _git_url(url: str) -> str:
     return url
 
 
+# A forge's REST API: https only (a token goes with every request), no credentials, query
+# or fragment in the URL.
+FORGE_URL_PATTERN = rf"^https://{_HOST}{_PORT}(?:/[A-Za-z0-9._~/-]*)?$"
+# owner/name (GitHub, Gitea), group/.../project or a numeric id (GitLab).
+_FORGE_REPOSITORY = r"^(?:[0-9]+|[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)+)$"
+
+
+class Forge(_Spec):
+    """Where proposals become pull requests (merge requests on GitLab)."""
+
+    type: Literal["github", "gitlab", "gitea"]
+    api_url: str = Field(
+        pattern=FORGE_URL_PATTERN,
+        description=(
+            "The forge's REST API: https://api.github.com (GitHub Enterprise: "
+            "https://HOST/api/v3), https://HOST/api/v4 (GitLab), https://HOST/api/v1 (Gitea)."
+        ),
+    )
+    repository: str = Field(
+        pattern=_FORGE_REPOSITORY,
+        max_length=255,
+        description="owner/name (GitHub, Gitea); the project's path or numeric id (GitLab).",
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description=(
+            "Secret whose 'token' (else 'password') authenticates to the forge; its "
+            "bpfleet.io/git-host annotation must name the API's host. Absent: the "
+            "source's secretRef."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _repository_fits_type(self) -> Forge:
+        if self.type != "gitlab" and self.repository.count("/") != 1:
+            raise ValueError(f"repository: {self.type} names a repository as owner/name")
+        return self
+
+
+class ProposalSettings(_Spec):
+    """What proposals (changes written through the API) may do with this source."""
+
+    forge: Forge | None = Field(
+        default=None, description="Open a pull request for each proposal on this forge."
+    )
+    dev_merge: bool = Field(
+        default=False,
+        description=(
+            "Local repositories only (the local fleet): the API may merge a proposal into "
+            "the tracked branch. Off: a person merges on the forge, as review requires."
+        ),
+    )
+
+
 class GitSourceSpec(_Spec):
     url: Annotated[str, AfterValidator(_git_url)] = Field(
         json_schema_extra={"pattern": GIT_URL_PATTERN},
@@ -476,11 +547,19 @@ class GitSourceSpec(_Spec):
     )
     suspend: bool = Field(default=False, description="Stop fetching, applying and pruning.")
     prune: bool = Field(default=True, description="Delete what was removed from Git.")
+    proposals: ProposalSettings = Field(
+        default_factory=ProposalSettings,
+        description="Changes proposed through the API: a pull request, or a dev merge.",
+    )
 
     @model_validator(mode="after")
     def _relative_path(self) -> GitSourceSpec:
         if self.path.startswith("/") or ".." in self.path.split("/"):
             raise ValueError("path must be relative to the repository and stay inside it")
+        if self.proposals.dev_merge and parse_git_url(self.url).transport != "local":
+            raise ValueError(
+                "proposals.devMerge: only for local repositories; elsewhere merge on the forge"
+            )
         return self
 
 
@@ -565,6 +644,20 @@ class SourceError(_Spec):
     line: int | None = None
     field: str = ""
     message: str
+
+
+class SourceFile(_Spec):
+    """A manifest file's text at a revision, as the operator read it: what the policy
+    editor opens (the files holding policies of an applied revision, and the files a
+    rejected revision's errors name)."""
+
+    revision: str
+    path: str
+    text: str
+
+
+SOURCE_FILES_MAX_BYTES = 512 * 1024  # of text in one report: small beside the body cap
+SOURCE_FILES_MAX = 200  # files in one report
 
 
 class InventoryEntry(_Spec):

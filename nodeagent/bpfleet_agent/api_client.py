@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 
+from bpfleet_agent.gcpause import gc_paused
 from bpfleet_agent.settings import check_scheme
 from bpfleet_core import failures
 from bpfleet_core.features import FeatureReport
@@ -133,9 +135,10 @@ class ReceivedAssignments:
     node: str
     revision: int
     document: dict[str, Any]
+    raw: bytes = b""  # the body as received, stored as it is (no second serialisation)
 
     @classmethod
-    def from_document(cls, document: object) -> ReceivedAssignments:
+    def from_document(cls, document: object, raw: bytes = b"") -> ReceivedAssignments:
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
         revision, node = document.get("revision"), document.get("node")
@@ -145,7 +148,7 @@ class ReceivedAssignments:
             raise ValueError("no node name")
         if not isinstance(document.get("programs", []), list):
             raise ValueError("'programs' is not a list")
-        return cls(node=node, revision=revision, document=document)
+        return cls(node=node, revision=revision, document=document, raw=raw)
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -243,7 +246,12 @@ class ApiClient:
         if response.status_code == 204:
             return None
         try:
-            return ReceivedAssignments.from_document(response.json())
+            # Decoded once, here (a policy part may be a megabyte): the loop gets this
+            # document, the assignments file these bytes.
+            body = response.content
+            with gc_paused():
+                document = pydantic_core.from_json(body)
+            return ReceivedAssignments.from_document(document, body)
         except (ValueError, RecursionError) as error:
             raise failures.PermanentFailure(f"unreadable assignments: {error}") from error
 

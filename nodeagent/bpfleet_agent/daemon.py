@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -40,12 +41,15 @@ from bpfleet_agent.desired import (
     DesiredStateError,
     EndpointsFile,
     Parsed,
+    desired_from_document,
     parse_assignments,
     parse_desired,
 )
 from bpfleet_agent.enforcing import PolicyEnforcer
-from bpfleet_agent.fleetlink import FleetLink
+from bpfleet_agent.fleetlink import FleetLink, Stamp, file_stamp
+from bpfleet_agent.gcpause import gc_paused
 from bpfleet_agent.permits import NodePermits
+from bpfleet_agent.policyparts import PolicyPartReader
 from bpfleet_agent.settings import AgentSettings
 from bpfleet_agent.trust import TrustFiles
 from bpfleet_core import artifacts, features, files, signing
@@ -134,9 +138,14 @@ class Agent:
             permits=self.permits,
         )
         self._policy_report: PolicyReport | None = None
-        # The last desired-state document parsed, by file stamp: a policy part carries
-        # the fleet's whole topology, too much to parse again every few seconds.
-        self._parsed: tuple[tuple[Path, int, int, int], Parsed] | None = None
+        # The last desired-state document parsed, by file stamp: a policy part may carry
+        # thousands of rules, too much to parse again every few seconds. The reader
+        # reads each new part reusing what the one before had.
+        self._parsed: tuple[Stamp, Parsed] | None = None
+        self.policy_reader = PolicyPartReader()
+        # The assignments document the watcher decoded, with the stamp of the file it
+        # stored it in (set from the watcher's thread).
+        self._handed: tuple[Stamp, dict[str, Any]] | None = None
 
     @property
     def trust(self) -> signing.TrustStore:
@@ -213,6 +222,7 @@ class Agent:
             trust=self.trust,
             report=self.features,
         )
+        self.policy_reader.release()  # the part before, now this one is enforced
         self.revision = desired.revision
         return self.report()
 
@@ -434,18 +444,29 @@ class Agent:
         )
         return report
 
-    def _parse(self, path: Path, parse: Callable[[str], Parsed]) -> Parsed:
-        """``parse`` of the file, reused while the file is unchanged."""
-        stat = path.stat()
-        stamp = (path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    def hand_over(self, stamp: Stamp, document: dict[str, Any]) -> None:
+        """The watcher stored ``document`` in the file now stamped ``stamp``."""
+        self._handed = (stamp, document)
+
+    def _parse(self, path: Path, parse: Callable[[str, PolicyPartReader], Parsed]) -> Parsed:
+        """``parse`` of the file, reused while the file is unchanged (or the document the
+        watcher stored in it, already decoded)."""
+        stamp = file_stamp(path)
         if self._parsed is not None and self._parsed[0] == stamp:
             return self._parsed[1]
-        try:
-            text = path.read_bytes().decode()
-        except UnicodeDecodeError as error:
-            raise DesiredStateError(f"not UTF-8 text ({error})") from error
-        parsed = parse(text)
+        handed = self._handed
+        if handed is not None and handed[0] == stamp:
+            with gc_paused():
+                parsed = desired_from_document(handed[1], self.policy_reader)
+        else:
+            try:
+                text = path.read_bytes().decode()
+            except UnicodeDecodeError as error:
+                raise DesiredStateError(f"not UTF-8 text ({error})") from error
+            with gc_paused():
+                parsed = parse(text, self.policy_reader)
         self._parsed = (stamp, parsed)
+        self._handed = None
         return parsed
 
     def _fetch_artifacts(
@@ -487,7 +508,13 @@ class Agent:
         ``wake`` on new assignments, its reporter sends reports. Setting ``stop`` (and
         ``wake``, to cut the wait short) ends the loop."""
         wake = wake or threading.Event()
-        link = FleetLink(self.settings, features=lambda: self.features, wake=wake)
+        link = FleetLink(
+            self.settings,
+            features=lambda: self.features,
+            wake=wake,
+            hand_over=self.hand_over,
+            delivered=lambda report: self.policy.delivered(report.policy),
+        )
         cache = ArtifactCache(self.settings, link.credential, trust=lambda: self.trust, wake=wake)
         log.info(
             "agent %s following the fleet API at %s", self.settings.node_name, self.settings.api_url

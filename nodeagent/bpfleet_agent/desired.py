@@ -15,6 +15,7 @@ from typing import NamedTuple
 import yaml
 from pydantic import ValidationError
 
+from bpfleet_agent.policyparts import PolicyPartReader
 from bpfleet_core import yamlfiles
 from bpfleet_core.protocol import (
     POLICY_PROGRAM,
@@ -47,7 +48,7 @@ class Parsed(NamedTuple):
     policy_error: str = ""
 
 
-def parse_desired(text: str) -> Parsed:
+def parse_desired(text: str, policy_reader: PolicyPartReader | None = None) -> Parsed:
     """Parse the document; entries that are invalid alone are returned by name with why,
     so one bad program never stops the others (nor the policy part)."""
     try:
@@ -56,10 +57,10 @@ def parse_desired(text: str) -> Parsed:
         raise DesiredStateError(f"not valid YAML: {error}") from error
     except RecursionError:
         raise DesiredStateError("nested too deeply to read") from None
-    return desired_from_document(document)
+    return desired_from_document(document, policy_reader)
 
 
-def parse_assignments(text: str) -> Parsed:
+def parse_assignments(text: str, policy_reader: PolicyPartReader | None = None) -> Parsed:
     """``parse_desired`` for the stored assignments, which are JSON (and JSON is not
     quite YAML 1.1)."""
     try:
@@ -68,10 +69,14 @@ def parse_assignments(text: str) -> Parsed:
         raise DesiredStateError(f"not valid JSON: {error}") from error
     except RecursionError:
         raise DesiredStateError("nested too deeply to read") from None
-    return desired_from_document(document)
+    return desired_from_document(document, policy_reader)
 
 
-def desired_from_document(document: object) -> Parsed:
+def desired_from_document(
+    document: object, policy_reader: PolicyPartReader | None = None
+) -> Parsed:
+    """``policy_reader`` reads the policy part reusing what the last part read with it
+    had (see ``policyparts``); without one it is validated whole."""
     if not isinstance(document, dict):
         raise DesiredStateError("the desired state must be a mapping with 'programs'")
     raw_programs = document.get("programs") or []
@@ -100,7 +105,11 @@ def desired_from_document(document: object) -> Parsed:
     policy_error = ""
     if document.get("policy") is not None:
         try:
-            state.policy = PolicyAssignment.model_validate(document["policy"])
+            state.policy = (
+                policy_reader.read(document["policy"])
+                if policy_reader is not None
+                else PolicyAssignment.model_validate(document["policy"])
+            )
         except ValidationError as error:
             policy_error = describe_validation_error(error)
     return Parsed(state, invalid, policy_error)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bpfleet_agent.api_client import ApiClient, Backoff, ReceivedAssignments
 from bpfleet_agent.credential import NodeCredential
@@ -28,8 +29,21 @@ log = logging.getLogger(__name__)
 _JITTER = random.SystemRandom()
 
 
-def save_assignments(path: Path, received: ReceivedAssignments) -> None:
-    files.write_atomically(path, json.dumps(received.document, indent=2, sort_keys=True))
+# What the reconcile loop needs to use a document the watcher decoded instead of
+# reading the file again: the file's stamp (path, mtime, size, inode) and the document.
+Stamp = tuple[Path, int, int, int]
+HandOver = Callable[[Stamp, dict[str, Any]], None]
+
+
+def file_stamp(path: Path) -> Stamp:
+    stat = path.stat()
+    return (path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def save_assignments(path: Path, received: ReceivedAssignments) -> Stamp:
+    """Store the assignments as received (re-encoded only when there are no bytes)."""
+    files.write_atomically(path, received.raw or json.dumps(received.document).encode())
+    return file_stamp(path)
 
 
 def cached_revision(path: Path) -> int:
@@ -47,7 +61,13 @@ def _report_fingerprint(report: NodeReport) -> str:
         exclude={
             "reported_at": True,
             "programs": {"__all__": {"updated_at": True, "stats": True, "maps": True}},
-            "policy": {"updated_at": True, "allowed": True, "denied": True, "audit_denied": True},
+            "policy": {
+                "updated_at": True,
+                "allowed": True,
+                "denied": True,
+                "audit_denied": True,
+                "counters": True,
+            },
         }
     )
 
@@ -67,12 +87,19 @@ class FleetLink:
         *,
         features: Callable[[], FeatureReport],
         wake: threading.Event,
+        hand_over: HandOver | None = None,
+        delivered: Callable[[NodeReport], None] | None = None,
     ) -> None:
+        """``hand_over`` gets each stored assignments document (before ``wake``), so
+        the loop need not read and decode the file again; ``delivered`` each report
+        the API took."""
         assert settings.api_url is not None
         self.settings = settings
         self.api_url = settings.api_url
         self._features = features
         self._wake = wake
+        self._hand_over = hand_over
+        self._delivered = delivered
         self._stop = threading.Event()
         self._report_ready = threading.Event()
         self._lock = threading.Lock()
@@ -280,10 +307,12 @@ class FleetLink:
                 received.revision,
             )
         try:
-            save_assignments(self.settings.assignments_file, received)
+            stamp = save_assignments(self.settings.assignments_file, received)
         except OSError as error:
             log.error("cannot store assignments in %s: %s", self.settings.assignments_file, error)
             return False
+        if self._hand_over is not None:
+            self._hand_over(stamp, received.document)
         log.info("assignments revision %d received", received.revision)
         return True
 
@@ -407,6 +436,8 @@ class FleetLink:
             raise
         self._last_sent = (fingerprint, now)
         self._forget_report(report)
+        if self._delivered is not None:
+            self._delivered(report)
         log.debug("status of revision %d sent", report.revision)
 
     def _forget_report(self, report: NodeReport) -> None:

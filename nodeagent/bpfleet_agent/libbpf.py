@@ -115,6 +115,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map_delete_elem": ([i, p], i),
         "bpf_map_create": ([i, s, u32, u32, u32, p], i),
         "bpf_map_update_batch": ([i, p, p, ctypes.POINTER(u32), p], i),
+        "bpf_map_delete_batch": ([i, p, ctypes.POINTER(u32), p], i),
+        "bpf_map_lookup_batch": ([i, p, p, p, p, ctypes.POINTER(u32), p], i),
         "bpf_map_get_fd_by_id": ([u32], i),
         "bpf_prog_test_run_opts": ([i, p], i),
         "bpf_prog_get_fd_by_id": ([u32], i),
@@ -930,6 +932,83 @@ def map_update_batch(map_fd: int, keys: bytes, values: bytes, count: int) -> Non
         result = update(map_fd, key_base + index * key_size, value_base + index * value_size, 0)
         if result < 0:
             _check(result, f"updating a map (element {index} of {count})")
+
+
+def map_delete_batch(map_fd: int, keys: bytes, count: int) -> None:
+    """BPF_MAP_DELETE_BATCH of ``count`` packed keys, element by element where the map
+    type has no batches (or a key is already gone)."""
+    if count == 0:
+        return
+    key_size = len(keys) // count
+    key_buffer = (ctypes.c_char * len(keys)).from_buffer_copy(keys)
+    options = _MapBatchOptions(sz=ctypes.sizeof(_MapBatchOptions))
+    done = ctypes.c_uint32(count)
+    result = _lib().bpf_map_delete_batch(
+        map_fd, key_buffer, ctypes.byref(done), ctypes.byref(options)
+    )
+    if result >= 0:
+        return
+    if -result not in (
+        errno_codes.EINVAL,
+        errno_codes.EOPNOTSUPP,
+        _KERNEL_ENOTSUPP,
+        errno_codes.ENOENT,
+    ):
+        _check(result, f"deleting from a map in a batch (done {done.value} of {count})")
+    delete = _lib().bpf_map_delete_elem
+    key_base = ctypes.addressof(key_buffer)
+    for index in range(done.value if -result == errno_codes.ENOENT else 0, count):
+        result = delete(map_fd, key_base + index * key_size)
+        if result < 0 and -result != errno_codes.ENOENT:
+            _check(result, f"deleting from a map (element {index} of {count})")
+
+
+def map_items(
+    map_fd: int, key_size: int, value_size: int, *, batch: int = 1024
+) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) of a hash-like map: BPF_MAP_LOOKUP_BATCH, a batch per syscall,
+    or key by key where the map type has no batches. Per-CPU maps need value_size *
+    CPUs (each CPU's value 8-byte aligned)."""
+    lib = _lib()
+    token_in = ctypes.create_string_buffer(max(key_size, 8))
+    token_out = ctypes.create_string_buffer(max(key_size, 8))
+    first = True
+    while True:
+        keys = ctypes.create_string_buffer(key_size * batch)
+        values = ctypes.create_string_buffer(value_size * batch)
+        count = ctypes.c_uint32(batch)
+        options = _MapBatchOptions(sz=ctypes.sizeof(_MapBatchOptions))
+        result = lib.bpf_map_lookup_batch(
+            map_fd, None if first else token_in, token_out, keys, values,
+            ctypes.byref(count), ctypes.byref(options),
+        )  # fmt: skip
+        if result < 0 and -result == errno_codes.ENOSPC:
+            batch *= 4  # one bucket holds more than a batch
+            continue
+        if result < 0 and -result in (errno_codes.EINVAL, errno_codes.EOPNOTSUPP, _KERNEL_ENOTSUPP):
+            if first:
+                yield from _items_one_by_one(map_fd, key_size, value_size)
+                return
+            _check(result, "reading a map in batches")
+        if result < 0 and -result != errno_codes.ENOENT:
+            _check(result, "reading a map in batches")
+        raw_keys, raw_values = keys.raw, values.raw
+        for index in range(count.value):
+            yield (
+                raw_keys[index * key_size : (index + 1) * key_size],
+                raw_values[index * value_size : (index + 1) * value_size],
+            )
+        if result < 0:  # ENOENT: that was the last batch
+            return
+        ctypes.memmove(token_in, token_out, len(token_out))
+        first = False
+
+
+def _items_one_by_one(map_fd: int, key_size: int, value_size: int) -> Iterator[tuple[bytes, bytes]]:
+    for key in list(map_keys(map_fd, key_size)):
+        value = map_lookup(map_fd, key, value_size)
+        if value is not None:
+            yield key, value
 
 
 class _MapCreateOptions(ctypes.Structure):

@@ -578,9 +578,17 @@ def _remove_if_empty(directory: Path, *, keep: frozenset[str] = frozenset()) -> 
             directory.rmdir()
 
 
-def apply(kernel: Kernel, desired: Desired, observed: ObservedProgram | None) -> dict[str, int]:
+def apply(
+    kernel: Kernel,
+    desired: Desired,
+    observed: ObservedProgram | None,
+    *,
+    before_links: Callable[[str], None] | None = None,
+) -> dict[str, int]:
     """Make one program exactly ``desired``; return its kernel program ids by entry point.
 
+    ``before_links(tag)`` runs once the version is loaded and pinned, before any link
+    runs it: to fill its maps first (an exception there undoes the load like any other).
     Raises ``NotLoaded`` or ``NotAttached``; in both cases whatever ran before
     keeps running, unchanged, and only what this call created is removed.
     """
@@ -594,6 +602,11 @@ def apply(kernel: Kernel, desired: Desired, observed: ObservedProgram | None) ->
             loaded = _open_pinned_version(program, desired)
         if loaded is None:
             loaded = _load_version(program, desired, observed.current_tag())
+        if before_links is not None:
+            try:
+                before_links(loaded.tag)
+            except Exception as error:
+                raise NotLoaded(f"preparing {desired.name}: {error}") from error
         steps = plan_links(desired.hooks, observed.links, loaded.program_ids)
         _apply_links(kernel, program, steps, loaded)
     except Exception as error:

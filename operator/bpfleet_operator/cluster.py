@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from bpfleet_operator import fleetapi, handlers, kube, webhooks
+from bpfleet_operator import fleetapi, handlers, kube, proposer, webhooks
 from bpfleet_operator.context import Context
 from bpfleet_operator.fleetapi import FleetApi
 from bpfleet_operator.settings import OperatorSettings
@@ -45,7 +45,7 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
     _settings = settings or OperatorSettings()
     context = Context(
         settings=_settings,
-        api=FleetApi(_settings.api_url, _settings.api_token.get_secret_value()),
+        api=FleetApi.from_settings(_settings),
         kube=kube.Kube(kube.connect(_settings.kube_url), _settings.kube_timeout_seconds),
     )
     receiver = None
@@ -66,11 +66,26 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
     threading.Thread(
         target=fleetapi.follow_reconcile_requests,
         args=(
-            FleetApi(_settings.api_url, _settings.api_token.get_secret_value()),
+            FleetApi.from_settings(_settings),
             context.wake,
             requests_stop,
         ),
         name="reconcile-requests",
+        daemon=True,
+    ).start()
+    # Proposals: written to Git by this operator, tracked after each pass of their source.
+    proposals_api = FleetApi(_settings.api_url, _settings.api_token.get_secret_value())
+    context.proposals = proposer.Proposer(
+        _settings,
+        proposals_api,
+        context.access,
+        lambda source: context.wake(source.namespace, source.name),
+        standalone=False,
+    )
+    threading.Thread(
+        target=fleetapi.follow_proposals,
+        args=(proposals_api, context.proposals.handle, requests_stop),
+        name="proposals",
         daemon=True,
     ).start()
     stop_flag: asyncio.Event | None = None
@@ -102,3 +117,4 @@ def run(settings: OperatorSettings | None = None, stop: threading.Event | None =
         if receiver is not None:
             receiver.stop()
         context.api.close()
+        proposals_api.close()

@@ -1,15 +1,20 @@
 """What the handlers share: settings, the fleet API, the cluster, wake-up events, what
-was last mirrored to the fleet, and how a GitSource's Secret becomes Git credentials."""
+was last mirrored to the fleet, the proposals' writer, and how a GitSource's Secret
+becomes Git credentials (and a forge token)."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from bpfleet_core import failures
+from bpfleet_core.proposals import SourceKey
 from bpfleet_core.resources import API_GROUP, GitSourceSpec, parse_git_url
-from bpfleet_operator import git, gitsource, kube
+from bpfleet_operator import git, gitsource, kube, proposer
 from bpfleet_operator.fleetapi import FleetApi
 from bpfleet_operator.mirror import Mirror
 from bpfleet_operator.settings import OperatorSettings
@@ -21,15 +26,13 @@ GIT_HOST_ANNOTATION = f"{API_GROUP}/git-host"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def bind_credentials(url: str, secret_name: str, secret: kube.Secret) -> git.Credentials:
-    """The Secret's credentials for ``url``, if the Secret says they are meant for its
-    host; ``PermanentFailure`` otherwise (the Secret or the URL must change)."""
+def _check_host(target: str | None, secret_name: str, secret: kube.Secret) -> None:
+    """``PermanentFailure`` unless the Secret's annotation names ``target``."""
     hosts = {
         host.strip().lower()
         for host in secret.annotations.get(GIT_HOST_ANNOTATION, "").split(",")
         if host.strip()
     }
-    target = parse_git_url(url).host
     if not hosts:
         raise failures.PermanentFailure(
             f"Secret {secret_name} has no {GIT_HOST_ANNOTATION} annotation: set it to the "
@@ -40,6 +43,12 @@ def bind_credentials(url: str, secret_name: str, secret: kube.Secret) -> git.Cre
             f"Secret {secret_name} is for {', '.join(sorted(hosts))}, not {target} "
             f"(its {GIT_HOST_ANNOTATION} annotation)"
         )
+
+
+def bind_credentials(url: str, secret_name: str, secret: kube.Secret) -> git.Credentials:
+    """The Secret's credentials for ``url``, if the Secret says they are meant for its
+    host; ``PermanentFailure`` otherwise (the Secret or the URL must change)."""
+    _check_host(parse_git_url(url).host, secret_name, secret)
     data = secret.data
     return git.Credentials(
         username=data.get("username"),
@@ -48,6 +57,12 @@ def bind_credentials(url: str, secret_name: str, secret: kube.Secret) -> git.Cre
         known_hosts=data.get("known_hosts"),
         ca=data.get("ca.crt"),
     )
+
+
+def bind_forge_token(api_url: str, secret_name: str, secret: kube.Secret) -> str | None:
+    """The Secret's forge token, if the Secret says it is meant for the API's host."""
+    _check_host((urlsplit(api_url).hostname or "").lower(), secret_name, secret)
+    return proposer.forge_token(dict(secret.data))
 
 
 def own_namespace() -> str:
@@ -67,6 +82,7 @@ class Context:
     sources: dict[tuple[str, str], GitSourceSpec] = field(default_factory=dict)
     last_message: dict[str, str] = field(default_factory=dict)
     mirror: Mirror = field(init=False)
+    proposals: proposer.Proposer | None = None  # set by the runner
     _wakers: dict[tuple[str, str], threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -97,6 +113,30 @@ class Context:
             return git.Credentials()
         name = spec.secret_ref.name
         return bind_credentials(spec.url, name, self.kube.secret(namespace, name))
+
+    def access(self, source: SourceKey) -> proposer.Access | None:
+        """For proposals: the source's spec (as last seen, or read from the cluster when
+        its daemon has not run yet), its credentials and its forge token; None when no
+        such GitSource exists here."""
+        spec = self.sources.get((source.namespace, source.name))
+        if spec is None:
+            found = self.kube.get("gitsources", source.namespace, source.name)
+            if found is None:
+                return None
+            try:
+                spec = GitSourceSpec.model_validate(found.get("spec", {}))
+            except ValidationError as error:
+                raise failures.PermanentFailure(
+                    f"GitSource {source}: invalid spec: {error}"
+                ) from None
+        credentials = self.credentials(source.namespace, spec)
+        forge = spec.proposals.forge
+        ref = (forge.secret_ref or spec.secret_ref) if forge is not None else None
+        if forge is None or ref is None:
+            return proposer.Access(spec, credentials)
+        secret = self.kube.secret(source.namespace, ref.name)
+        token = bind_forge_token(forge.api_url, ref.name, secret)
+        return proposer.Access(spec, credentials, token, secret.data.get("ca.crt"))
 
     def scope(self, namespace: str) -> gitsource.Scope:
         """Where a GitSource of ``namespace`` may apply: anywhere for the namespaces

@@ -11,14 +11,17 @@ reads back what the nodes report. Every failure is one of ``bpfleet_core.failure
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bpfleet_core import failures
-from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus
+from bpfleet_core import failures, proposals
+from bpfleet_core.resources import BpfProgramSpec, GitSourceSpec, GitSourceStatus, SourceFile
+from bpfleet_operator.settings import OperatorSettings
 
 TIMEOUT_SECONDS = 10.0
 RECONCILE_WAIT_SECONDS = 30.0
@@ -26,13 +29,30 @@ log = logging.getLogger(__name__)
 
 
 class FleetApi:
-    def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        ca: Path | None = None,
+    ) -> None:
+        """``ca``: the CA bundle that vouches for an https API (only it); the system's
+        trust store when None."""
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca)) if ca is not None else True
+        )
         self._client = httpx.Client(
             base_url=url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=TIMEOUT_SECONDS,
             transport=transport,
+            verify=verify,
         )
+
+    @classmethod
+    def from_settings(cls, settings: OperatorSettings) -> FleetApi:
+        return cls(settings.api_url, settings.api_token.get_secret_value(), ca=settings.api_ca)
 
     def close(self) -> None:
         self._client.close()
@@ -110,12 +130,19 @@ class FleetApi:
     # -- GitSources, for the dashboard (the operator stays their only Git client)
 
     def report_source(
-        self, namespace: str, name: str, spec: GitSourceSpec | None, status: GitSourceStatus
+        self,
+        namespace: str,
+        name: str,
+        spec: GitSourceSpec | None,
+        status: GitSourceStatus,
+        files: Sequence[SourceFile] = (),
     ) -> None:
-        """Tell the fleet how a pass over a source ended, so the dashboard shows it."""
+        """Tell the fleet how a pass over a source ended, so the dashboard shows it, with
+        the text of the files the policy editor opens."""
         body = {
             "spec": spec.model_dump(mode="json", by_alias=True) if spec is not None else None,
             "status": status.model_dump(mode="json", by_alias=True),
+            "files": [item.model_dump(mode="json", by_alias=True) for item in files],
         }
         self._json("PUT", f"/v1/gitsources/{namespace}/{name}/status", json=body)
 
@@ -135,6 +162,33 @@ class FleetApi:
             timeout=wait + TIMEOUT_SECONDS,
         )
         return int(found["cursor"]), [str(source) for source in found["sources"]]
+
+    # -- proposals (the operator writes them to Git; the API keeps their cards)
+
+    def proposal_work(
+        self, after: int | None, wait: float
+    ) -> tuple[int, list[proposals.ProposalWork]]:
+        """Proposals to push and merges to make (a long-poll of ``wait`` s); without
+        ``after``, every pending item. Returns the cursor to pass next."""
+        params: dict[str, Any] = {"wait": wait if after is not None else 0}
+        if after is not None:
+            params["after"] = after
+        found = proposals.ProposalWorkList.model_validate(
+            self._json(
+                "GET", "/v1/operator/proposals", params=params, timeout=wait + TIMEOUT_SECONDS
+            )
+        )
+        return found.cursor, list(found.work)
+
+    def report_proposal(self, proposal: int, report: proposals.ProposalReport) -> None:
+        body = report.model_dump(mode="json", by_alias=True)  # nulls say "absent" there
+        self._json("PUT", f"/v1/proposals/{proposal}/status", json=body)
+
+    def open_proposals(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The source's proposals that are pushed but not applied yet (the API's cards)."""
+        params = [("source", f"{namespace}/{name}")]
+        params += [("state", state) for state in proposals.OPEN_STATES]
+        return list(self._json("GET", "/v1/proposals", params=params))
 
     # -- transport
 
@@ -199,3 +253,31 @@ def follow_reconcile_requests(
             namespace, _, name = source.partition("/")
             log.info("GitSource %s: reconcile requested", source)
             wake(namespace, name)
+
+
+def follow_proposals(
+    api: FleetApi,
+    handle: Callable[[proposals.ProposalWork], bool],
+    stop: threading.Event,
+    wait: float = RECONCILE_WAIT_SECONDS,
+) -> None:
+    """Until ``stop``: long-poll the fleet for proposal work and ``handle`` each item,
+    which says whether it is done. What is not done (the remote unreachable, say) comes
+    back with every pending item after a delay that doubles, up to a minute."""
+    cursor: int | None = None
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            cursor, work = api.proposal_work(cursor, wait)
+        except failures.Failure as error:
+            log.warning("proposal work: %s; retrying in %.0fs", error.message, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 60.0)
+            continue
+        done = [handle(item) for item in work if not stop.is_set()]
+        if all(done):
+            delay = 1.0
+            continue
+        stop.wait(delay)
+        delay = min(delay * 2, 60.0)
+        cursor = None  # every pending item again, the unfinished ones among them

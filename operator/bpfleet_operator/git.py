@@ -1,4 +1,5 @@
-"""The only module that talks to Git: fetch a ref, list and read files, verify signatures.
+"""The only module that talks to Git: fetch a ref, list and read files, verify signatures;
+and, for proposals, write a tree and a commit (SSH-signed when asked) and push it.
 
 It drives the ``git`` command, so signatures are checked by Git itself. What Git may
 do is narrowed for every command, through the environment (never the command line,
@@ -15,17 +16,23 @@ which any local user can read in ``/proc``):
   that reads them from the environment: Git offers them to that host alone, only over
   TLS, and only when it asks. An SSH key goes in as a per-command ``GIT_SSH_COMMAND``
   with strict host key checking. Credentials never touch the repository's config.
+- writing: every ref pushed is built here from a checked branch name (``git
+  check-ref-format``) and a commit id, after ``--``; a new branch is pushed only if it
+  does not exist yet (``--force-with-lease=<ref>:``), nothing is ever force-pushed, and
+  the tracked branch is written only by a fast-forward that expects its tip.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from bpfleet_core import bundles, yamlfiles
@@ -59,6 +66,29 @@ class Credentials:
     identity: str | None = None  # an SSH private key
     known_hosts: str | None = None
     ca: str | None = None  # PEM certificates trusted for https instead of the system's
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a commit says wrote (author) or made (committer) it."""
+
+    name: str
+    email: str
+
+    def environment(self, role: Literal["AUTHOR", "COMMITTER"]) -> dict[str, str]:
+        for value in (self.name, self.email):
+            if any(character in value for character in "<>\n\0") or not value.strip():
+                raise GitError(f"{role.lower()} {value!r} is not a name or an email Git accepts")
+        return {f"GIT_{role}_NAME": self.name, f"GIT_{role}_EMAIL": self.email}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A path in a commit's tree."""
+
+    mode: str
+    kind: str  # blob, tree, commit (a submodule)
+    id: str
 
 
 @dataclass(frozen=True)
@@ -115,12 +145,15 @@ class Checkout:
         self.allow_local = allow_local
         self.state_dir = state_dir
 
-    def fetch(self, ref: GitRef) -> Revision:
-        """Bring ``ref`` from the remote; return the commit it points at."""
-        self._check_url()
+    def _init(self) -> None:
         if not (self.directory / "HEAD").exists():
             self.directory.mkdir(parents=True, exist_ok=True)
             self._git("init", "--quiet", "--bare", ".")
+
+    def fetch(self, ref: GitRef) -> Revision:
+        """Bring ``ref`` from the remote; return the commit it points at."""
+        self._check_url()
+        self._init()
         spec, local = _ref_spec(ref)
         with self._transport() as (config, env):
             self._git(
@@ -212,6 +245,153 @@ class Checkout:
             except GitError as error:
                 raise GitError(f"commit {commit} is not signed by a trusted key: {error}") from None
 
+    # -- reading one revision's files (proposals)
+
+    def has_commit(self, commit: str) -> bool:
+        _commit_id(commit)
+        return self._succeeds("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Is ``ancestor`` in the history of ``descendant`` (or the same commit)?"""
+        if not (self.has_commit(ancestor) and self.has_commit(descendant)):
+            return False
+        return self._succeeds("merge-base", "--is-ancestor", ancestor, descendant)
+
+    def first_descendant(self, commit: str, tip: str) -> str:
+        """The first commit on the way from ``commit`` to ``tip`` (the merge that brought
+        it in); ``commit`` itself when it is the tip (a fast-forward)."""
+        found = self._git(
+            "rev-list", "--ancestry-path", "--reverse", "--end-of-options",
+            f"{_commit_id(commit)}..{_commit_id(tip)}",
+        ).split()  # fmt: skip
+        return found[0] if found else commit
+
+    def entry(self, commit: str, path: str) -> Entry | None:
+        """What ``path`` is at ``commit``; None when it is absent."""
+        listing = self._git("ls-tree", "-z", "--full-tree", _commit_id(commit), "--", path)
+        for item in filter(None, listing.split("\0")):
+            meta, _, name = item.partition("\t")
+            if name == path:
+                mode, kind, object_id = meta.split()
+                return Entry(mode, kind, object_id)
+        return None
+
+    def blob(self, object_id: str, limit: int) -> bytes | None:
+        """A blob's content; None when it is larger than ``limit`` bytes."""
+        if int(self._git("cat-file", "-s", _commit_id(object_id)).strip()) > limit:
+            return None
+        return self._git_bytes("cat-file", "blob", object_id)
+
+    def message(self, commit: str) -> str:
+        raw = self._git("cat-file", "commit", _commit_id(commit))
+        return raw.partition("\n\n")[2]
+
+    # -- writing (proposals)
+
+    def check_branch_name(self, branch: str) -> None:
+        """Git's own verdict on a branch name (the full ref, so it is never an option)."""
+        self._init()
+        if not self._succeeds("check-ref-format", f"refs/heads/{branch}"):
+            raise GitError(f"{branch!r} is not a valid branch name (git check-ref-format)")
+
+    def remote_branch(self, branch: str) -> str | None:
+        """The commit ``branch`` points at on the remote; None when it does not exist."""
+        self._check_url()
+        self._init()
+        ref = f"refs/heads/{branch}"
+        with self._transport() as (config, env):
+            listing = self._git("ls-remote", "--heads", "--", self.url, ref, config=config, env=env)
+        for line in listing.splitlines():
+            commit, _, name = line.partition("\t")
+            if name == ref:
+                return commit
+        return None
+
+    def write_tree(self, base: str, files: Mapping[str, bytes]) -> str:
+        """The tree of ``base`` with ``files`` (path -> content) written into it."""
+        with tempfile.TemporaryDirectory(prefix="bpfleet-index-") as scratch:
+            index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            self._git("read-tree", _commit_id(base), env=index)
+            for path, content in sorted(files.items()):
+                blob = self._git("hash-object", "-w", "--stdin", stdin=content).strip()
+                # The path is the third part of one argument: never read as an option.
+                self._git(
+                    "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=index
+                )
+            return self._git("write-tree", env=index).strip()
+
+    def tree_of(self, commit: str) -> str:
+        return self._git(
+            "rev-parse", "--verify", "--end-of-options", f"{_commit_id(commit)}^{{tree}}"
+        ).strip()
+
+    def merge_trees(self, ours: str, theirs: str) -> tuple[str | None, list[str]]:
+        """The tree of merging ``theirs`` into ``ours``, or None and the conflicting paths."""
+        done = self._run("merge-tree", "--write-tree", "--name-only", "--no-messages", "-z",
+                         _commit_id(ours), _commit_id(theirs))  # fmt: skip
+        parts = done.stdout.decode("utf-8", "replace").split("\0")
+        if done.returncode == 0:
+            return parts[0].strip(), []
+        if done.returncode == 1:
+            return None, [part for part in parts[1:] if part]
+        raise GitError(_reason(done.stderr) or "git merge-tree failed")
+
+    def commit(
+        self,
+        tree: str,
+        parents: Sequence[str],
+        message: str,
+        *,
+        author: Identity,
+        committer: Identity,
+        signing_key: str | None = None,
+    ) -> str:
+        """Make a commit (``signing_key``: an OpenSSH private key that signs it)."""
+        arguments = ["commit-tree"]
+        for parent in parents:
+            arguments += ["-p", _commit_id(parent)]
+        env = {**author.environment("AUTHOR"), **committer.environment("COMMITTER")}
+        with tempfile.TemporaryDirectory(prefix="bpfleet-sign-") as scratch:
+            config: list[tuple[str, str]] = []
+            if signing_key is not None:
+                key = Path(scratch) / "signing-key"
+                key.write_text(signing_key.rstrip("\n") + "\n")
+                key.chmod(0o600)
+                config = [("gpg.format", "ssh"), ("user.signingKey", str(key))]
+                arguments.append("-S")
+            return self._git(
+                *arguments, "-F", "-", _commit_id(tree),
+                stdin=message.encode(), config=config, env=env,
+            ).strip()  # fmt: skip
+
+    def push(
+        self,
+        commit: str,
+        branch: str,
+        *,
+        new: bool = False,
+        expect: str | None = None,
+        update_worktree: bool = False,
+    ) -> None:
+        """Push ``commit`` to ``refs/heads/<branch>`` on the remote, never by force:
+        ``new`` only if the branch does not exist yet; ``expect`` only while it still
+        points there (a fast-forward from it). ``update_worktree``: a local repository
+        with that branch checked out gets its files updated, if they are clean."""
+        self._check_url()
+        ref = f"refs/heads/{branch}"
+        arguments = ["push", "--quiet", "--no-verify"]
+        if new:
+            arguments.append(f"--force-with-lease={ref}:")
+        elif expect is not None:
+            arguments.append(f"--force-with-lease={ref}:{_commit_id(expect)}")
+        if update_worktree:
+            if parse_git_url(self.url).transport != "local":
+                raise GitError("only a local repository's checkout is updated by a push")
+            arguments.append(f"--receive-pack={_UPDATE_INSTEAD}")
+        with self._transport() as (config, env):
+            self._git(*arguments, "--", self.url, f"{_commit_id(commit)}:{ref}",
+                      config=config, env=env)  # fmt: skip
+
     @contextlib.contextmanager
     def _transport(self) -> Iterator[tuple[list[tuple[str, str]], dict[str, str]]]:
         """Configuration and environment that carry the credentials to the remote."""
@@ -264,8 +444,11 @@ class Checkout:
         *args: str,
         config: Sequence[tuple[str, str]] = (),
         env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
     ) -> str:
-        return self._git_bytes(*args, config=config, env=env).decode("utf-8", "replace")
+        return self._git_bytes(*args, config=config, env=env, stdin=stdin).decode(
+            "utf-8", "replace"
+        )
 
     def _git_bytes(
         self,
@@ -274,6 +457,25 @@ class Checkout:
         env: dict[str, str] | None = None,
         stdin: bytes | None = None,
     ) -> bytes:
+        done = self._run(*args, config=config, env=env, stdin=stdin)
+        if done.returncode != 0:
+            raise GitError(_reason(done.stderr) or f"git {args[0]} failed")
+        return done.stdout
+
+    def _succeeds(self, *args: str) -> bool:
+        """True when Git exits 0, False when 1 (its "no"); an error otherwise."""
+        done = self._run(*args)
+        if done.returncode in (0, 1):
+            return done.returncode == 0
+        raise GitError(_reason(done.stderr) or f"git {args[0]} failed")
+
+    def _run(
+        self,
+        *args: str,
+        config: Sequence[tuple[str, str]] = (),
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
         command = ["git", "-C", str(self.directory), *args]
         settings = [*self._protocols(), *config]
         full_env = {
@@ -289,7 +491,7 @@ class Checkout:
             **(env or {}),
         }
         try:
-            done = subprocess.run(
+            return subprocess.run(
                 command,
                 input=stdin,
                 capture_output=True,
@@ -299,9 +501,33 @@ class Checkout:
             )
         except subprocess.TimeoutExpired:
             raise GitError(f"git {args[0]} timed out after {TIMEOUT_SECONDS}s") from None
-        if done.returncode != 0:
-            raise GitError(_reason(done.stderr) or f"git {args[0]} failed")
-        return done.stdout
+
+
+# A local repository with the branch checked out (the local fleet's) takes a push to it
+# by updating its files, if they are clean: what a commit made there would have done.
+_UPDATE_INSTEAD = "git -c receive.denyCurrentBranch=updateInstead receive-pack"
+_COMMIT_ID = re.compile(r"^[0-9a-f]{7,64}$")
+
+
+def _commit_id(value: str) -> str:
+    """Object ids are the only revisions written into a command: never an option."""
+    if not _COMMIT_ID.match(value):
+        raise GitError(f"{value[:80]!r} is not an object id")
+    return value
+
+
+def public_key(private_key: str) -> str:
+    """``<type> <base64>`` of an OpenSSH private key (``ssh-keygen -y``)."""
+    with tempfile.TemporaryDirectory(prefix="bpfleet-key-") as scratch:
+        key = Path(scratch) / "key"
+        key.write_text(private_key.rstrip("\n") + "\n")
+        key.chmod(0o600)
+        done = subprocess.run(
+            ["ssh-keygen", "-y", "-f", str(key)], capture_output=True, check=False, timeout=30
+        )
+    if done.returncode != 0:
+        raise GitError(f"the signing key is not an OpenSSH private key: {_reason(done.stderr)}")
+    return " ".join(done.stdout.decode().split()[:2])
 
 
 def _one_line(value: str, what: str) -> str:

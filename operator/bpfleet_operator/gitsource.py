@@ -14,24 +14,32 @@ namespace only, and no BpfProgram (they are cluster-scoped and load code on node
 
 ``follow`` is the loop around passes that the kopf daemon and the standalone runner
 share: every interval, sooner with backoff after a failure.
+
+A pass's result also carries the text of the files the policy editor opens
+(``source_files``): those holding policies of an applied revision, and those a
+rejected revision's errors name; the operator is the only Git client, so it ships them
+with its report.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, NoReturn, Protocol
 
 from bpfleet_core import bundles, failures
 from bpfleet_core.netpol.validating import Problem
 from bpfleet_core.resources import (
+    SOURCE_FILES_MAX,
+    SOURCE_FILES_MAX_BYTES,
     GitSourceSpec,
     GitSourceStatus,
     HistoryEntry,
     InventoryEntry,
     SourceError,
+    SourceFile,
 )
 from bpfleet_operator import git, statuses
 from bpfleet_operator.statuses import timestamp
@@ -95,6 +103,7 @@ class Result:
     message: str
     changed: int = 0
     pruned: int = 0
+    files: tuple[SourceFile, ...] = ()
 
 
 def plan_prune(
@@ -112,6 +121,26 @@ def source_errors(problems: tuple[Problem, ...] | list[Problem]) -> tuple[Source
         )
         for p in problems[:MAX_ERRORS]
     )
+
+
+def source_files(
+    revision: str, texts: Mapping[str, bytes], wanted: Iterable[str]
+) -> tuple[SourceFile, ...]:
+    """The ``wanted`` files' text at ``revision``, in path order, as many as fit in
+    ``SOURCE_FILES_MAX_BYTES`` (a file that is not UTF-8 is left out)."""
+    found: list[SourceFile] = []
+    room = SOURCE_FILES_MAX_BYTES
+    for path in sorted(set(wanted) & set(texts))[:SOURCE_FILES_MAX]:
+        data = texts[path]
+        if len(data) > room:
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        found.append(SourceFile(revision=revision, path=path, text=text))
+        room -= len(data)
+    return tuple(found)
 
 
 def _history(status: GitSourceStatus, entry: HistoryEntry) -> tuple[HistoryEntry, ...]:
@@ -170,6 +199,7 @@ class _Pass:
     source: str
     now: datetime
     generation: int | None
+    texts: Mapping[str, bytes] = field(default_factory=dict)
 
     def fetch(self) -> git.Revision:
         """Bring the ref from the remote; a failure leaves everything as it was."""
@@ -197,6 +227,7 @@ class _Pass:
             files = self.checkout.manifests(revision.commit, self.spec.path)
         except git.GitError as error:
             self._reject(revision, "ReadFailed", str(error), self._error(error))
+        self.texts = files
         # The revision in force passed the fleet's checks when it was applied; a pass
         # that only corrects drift need not ask again.
         name = str(revision)
@@ -265,7 +296,15 @@ class _Pass:
                 "last_applied_revision": name,
             },
         )
-        return Result(result.status, "Applied", summary, changed, pruned)
+        held = [document.origin.rpartition(":")[0] for document in bundle.policies]
+        return Result(
+            result.status,
+            "Applied",
+            summary,
+            changed,
+            pruned,
+            source_files(name, self.texts, held),
+        )
 
     def finish(
         self,
@@ -310,7 +349,8 @@ class _Pass:
             },
         )
         _correct_drift(self.status, self.spec.path, self.checkout, self.target, self.source)
-        self._stop(result)
+        named = source_files(str(revision), self.texts, (error.file for error in errors))
+        self._stop(replace(result, files=named))
 
     def _attempted(self, revision: git.Revision) -> dict[str, object]:
         return {"last_fetched_revision": str(revision), "last_attempted_revision": str(revision)}

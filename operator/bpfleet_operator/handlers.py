@@ -1,7 +1,8 @@
 """kopf handlers: thin shells that route each event to the pipeline or the fleet API.
 
 - ``GitSource``: a daemon per object runs ``gitsource.reconcile`` every interval, or at
-  once when a push notification or a spec change wakes it.
+  once when a push notification or a spec change wakes it; after each pass the source's
+  pushed proposals are followed into the tracked branch and the fleet.
 - ``BpfProgram`` and ``NetworkPolicy``: create/update/resume hand the spec to the
   fleet API; a timer keeps the summary status in step with the API; deletion waits
   (finalizer) until no reachable node still runs the program or enforces the policy
@@ -31,6 +32,7 @@ from pydantic import ValidationError
 
 from bpfleet_core import failures
 from bpfleet_core.netpol import validating
+from bpfleet_core.proposals import SourceKey
 from bpfleet_core.resources import (
     API_GROUP,
     API_VERSION,
@@ -40,6 +42,7 @@ from bpfleet_core.resources import (
     GitSourceSpec,
     GitSourceStatus,
     NetworkPolicyStatus,
+    SourceFile,
     parse_duration,
 )
 from bpfleet_operator import git, gitsource, kube, standalone, statuses, workloads
@@ -411,7 +414,9 @@ def source_daemon(
             check_program=standalone.program_check(memo.api),
             scope=memo.scope(namespace),
         )
-        _write_source_status(memo, namespace, name, result.status, spec)
+        _write_source_status(memo, namespace, name, result.status, spec, texts=result.files)
+        if memo.proposals is not None:
+            memo.proposals.track(SourceKey(namespace=namespace, name=name), checkout, result)
         if result.outcome != "Suspended" and result.message != memo.last_message.get(key):
             memo.last_message[key] = result.message
             kind = "Normal" if result.outcome == "Applied" else "Warning"
@@ -433,14 +438,17 @@ def _write_source_status(
     name: str,
     status: GitSourceStatus,
     spec: GitSourceSpec | None = None,
+    *,
+    texts: tuple[SourceFile, ...] = (),
 ) -> None:
-    """The pass's end: the status on the object, and to the fleet API for the dashboard."""
+    """The pass's end: the status on the object, and to the fleet API for the dashboard
+    (with the files the policy editor opens)."""
     try:
         memo.kube.patch_status("gitsources", namespace, name, _dump(status))
     except failures.Failure as error:
         log.warning("GitSource %s/%s: %s", namespace, name, error)
     try:
-        memo.api.report_source(namespace, name, spec, status)
+        memo.api.report_source(namespace, name, spec, status, texts)
     except failures.Failure as error:
         log.warning("GitSource %s/%s: status not reported: %s", namespace, name, error.message)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bpfleet_core.proposals import BRANCH_PREFIX, branch_problems
 
 
 class OperatorSettings(BaseSettings):
@@ -14,6 +17,11 @@ class OperatorSettings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8080", description="The fleet API.")
     api_token: SecretStr = Field(
         default=SecretStr(""), description="An admin token of the fleet API."
+    )
+    api_ca: Path | None = Field(
+        default=None,
+        description="CA bundle for an https API_URL (a private CA, as the chart's); the "
+        "system's when unset. Only the API's client uses it: Git and Kubernetes keep theirs.",
     )
     kube_url: str | None = Field(
         default=None,
@@ -76,6 +84,59 @@ class OperatorSettings(BaseSettings):
             "API lacks (a node registered or re-registered since) are pushed again."
         ),
     )
+
+    @field_validator("api_ca")
+    @classmethod
+    def _api_ca_is_a_ca_bundle(cls, value: Path | None) -> Path | None:
+        # Read here, so a wrong path fails at start, not at the first call to the API.
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (OSError, ssl.SSLError) as error:
+                raise ValueError(f"api_ca {value}: not a readable CA bundle ({error})") from error
+        return value
+
+    proposal_branch_prefix: str = Field(
+        default=BRANCH_PREFIX,
+        description=(
+            "Proposals are pushed as new branches under this prefix, and nowhere else (the "
+            "tracked branch only by a dev merge, where a source allows one)."
+        ),
+    )
+    signing_key: Path | None = Field(
+        default=None,
+        description=(
+            "An OpenSSH private key (unencrypted) that signs proposal and merge commits for "
+            "GitSources with trustedSigningKeys; its public key must be one of them. Unset: "
+            "proposals to such sources fail, saying so."
+        ),
+    )
+    committer_name: str = Field(
+        default="bpfleet operator", description="The committer of proposal commits."
+    )
+    committer_email: str = Field(default="operator@bpfleet.invalid")
+    author_email_domain: str = Field(
+        default="bpfleet.invalid",
+        description="Proposal commits are authored by <token name>@<this domain>.",
+    )
+    secrets_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Standalone: where a GitSource's secretRef (and its forge's) are read, one "
+            "directory per Secret name holding a file per key (username, password, "
+            "identity, known_hosts, ca.crt, token), as Kubernetes mounts a Secret."
+        ),
+    )
+
+    @field_validator("proposal_branch_prefix")
+    @classmethod
+    def _a_branch_prefix(cls, prefix: str) -> str:
+        problems = branch_problems(f"{prefix}x")
+        if problems or not prefix.endswith("/"):
+            raise ValueError(
+                f"{prefix!r} is no branch prefix: it ends with '/' and makes valid branch names"
+            )
+        return prefix
 
     @field_validator("webhook_secret")
     @classmethod

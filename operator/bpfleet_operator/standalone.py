@@ -13,14 +13,16 @@ import threading
 from datetime import UTC, datetime
 
 from bpfleet_core import bundles, failures, files
+from bpfleet_core.proposals import SourceKey
 from bpfleet_core.resources import (
     BpfProgramSpec,
     GitSource,
     GitSourceStatus,
     InventoryEntry,
+    SourceFile,
     parse_duration,
 )
-from bpfleet_operator import fleetapi, git, gitsource, webhooks
+from bpfleet_operator import fleetapi, git, gitsource, proposer, statuses, webhooks
 from bpfleet_operator.fleetapi import FleetApi
 from bpfleet_operator.settings import OperatorSettings
 
@@ -71,21 +73,48 @@ class StandaloneSource:
     def __init__(self, source: GitSource, settings: OperatorSettings, api: FleetApi) -> None:
         self.source = source
         self.api = api
+        self.settings = settings
         name = source.metadata.name
         self.directory = settings.state_dir / f"gitsource-{name}"
         self.status_file = settings.state_dir / f"gitsource-{name}.status.json"
-        self.checkout = git.Checkout(
-            source.spec.url,
-            self.directory / "repository",
-            allow_local=settings.allows_local_sources(standalone=True),
-            state_dir=settings.state_dir,
-        )
+        self.checkout = self._checkout(git.Credentials())
         self.retry_seconds = settings.retry_seconds
         self.wake = threading.Event()
+        self.proposer: proposer.Proposer | None = None
+
+    def _checkout(self, credentials: git.Credentials) -> git.Checkout:
+        return git.Checkout(
+            self.source.spec.url,
+            self.directory / "repository",
+            credentials,
+            allow_local=self.settings.allows_local_sources(standalone=True),
+            state_dir=self.settings.state_dir,
+        )
 
     @property
     def key(self) -> str:
         return f"{self.source.metadata.namespace or 'default'}/{self.source.metadata.name}"
+
+    @property
+    def source_key(self) -> SourceKey:
+        namespace = self.source.metadata.namespace or "default"
+        return SourceKey(namespace=namespace, name=self.source.metadata.name)
+
+    def access(self) -> proposer.Access:
+        """The spec, and the credentials its secretRefs name (read again each time, so
+        a changed file counts); ``PermanentFailure`` when a Secret is missing."""
+        spec = self.source.spec
+        credentials = git.Credentials()
+        data: dict[str, str] = {}
+        if spec.secret_ref is not None:
+            data = proposer.read_secret(self.settings.secrets_dir, spec.secret_ref.name)
+            credentials = proposer.credentials_from(data)
+        forge = spec.proposals.forge
+        if forge is None:
+            return proposer.Access(spec, credentials)
+        if forge.secret_ref is not None:
+            data = proposer.read_secret(self.settings.secrets_dir, forge.secret_ref.name)
+        return proposer.Access(spec, credentials, proposer.forge_token(data), data.get("ca.crt"))
 
     def status(self) -> GitSourceStatus:
         if not self.status_file.exists():
@@ -93,6 +122,12 @@ class StandaloneSource:
         return GitSourceStatus.model_validate_json(self.status_file.read_text())
 
     def reconcile_once(self) -> gitsource.Result:
+        try:
+            credentials = self.access().credentials
+        except failures.Failure as error:
+            return self._failed(f"credentials: {error.message}")
+        if credentials != self.checkout.credentials:
+            self.checkout = self._checkout(credentials)
         result = gitsource.reconcile(
             self.source.spec,
             self.status(),
@@ -105,14 +140,33 @@ class StandaloneSource:
         files.write_atomically(
             self.status_file, result.status.model_dump_json(by_alias=True, indent=2)
         )
-        self.report(result.status)
+        self.report(result.status, result.files)
+        if self.proposer is not None:
+            self.proposer.track(self.source_key, self.checkout, result)
         return result
 
-    def report(self, status: GitSourceStatus) -> None:
-        """The pass's outcome to the fleet API too, for the dashboard (best effort)."""
+    def _failed(self, message: str) -> gitsource.Result:
+        status = self.status()
+        found = statuses.conditions(
+            status.conditions,
+            datetime.now(UTC),
+            None,
+            ready=("False", "SecretFailed", message),
+            stalled=("SecretFailed", message),
+        )
+        status = status.model_copy(update={"conditions": found})
+        files.write_atomically(self.status_file, status.model_dump_json(by_alias=True, indent=2))
+        self.report(status)
+        return gitsource.Result(status, "Failed", message)
+
+    def report(self, status: GitSourceStatus, texts: tuple[SourceFile, ...] = ()) -> None:
+        """The pass's outcome to the fleet API too, for the dashboard and the policy
+        editor (best effort)."""
         namespace = self.source.metadata.namespace or "default"
         try:
-            self.api.report_source(namespace, self.source.metadata.name, self.source.spec, status)
+            self.api.report_source(
+                namespace, self.source.metadata.name, self.source.spec, status, texts
+            )
         except failures.Failure as error:
             log.warning("gitsource %s: status not reported: %s", self.key, error.message)
 
@@ -135,7 +189,7 @@ class StandaloneSource:
 
 def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) -> None:
     """Run one standalone source, with its push receiver, until ``stop`` is set."""
-    api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+    api = fleetapi.FleetApi.from_settings(settings)
     runner = StandaloneSource(source, settings, api)
     receiver = None
     if settings.webhook_port and settings.webhook_secret is not None:
@@ -168,7 +222,7 @@ def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) 
         if (ns, name) == (namespace, source.metadata.name):
             runner.wake.set()
 
-    follower_api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+    follower_api = fleetapi.FleetApi.from_settings(settings)
     follower = threading.Thread(
         target=fleetapi.follow_reconcile_requests,
         args=(follower_api, requested, stop),
@@ -176,6 +230,22 @@ def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) 
         daemon=True,
     )
     follower.start()
+    # Proposals for this source: written to Git here, tracked after each pass.
+    proposals_api = fleetapi.FleetApi(settings.api_url, settings.api_token.get_secret_value())
+
+    def lookup(key: SourceKey) -> proposer.Access | None:
+        return runner.access() if key == runner.source_key else None
+
+    runner.proposer = proposer.Proposer(
+        settings, proposals_api, lookup, lambda _: runner.wake.set(), standalone=True
+    )
+    writer = threading.Thread(
+        target=fleetapi.follow_proposals,
+        args=(proposals_api, runner.proposer.handle, stop),
+        name="proposals",
+        daemon=True,
+    )
+    writer.start()
     try:
         stop.wait()
     finally:
@@ -185,3 +255,4 @@ def serve(source: GitSource, settings: OperatorSettings, stop: threading.Event) 
             receiver.stop()
         api.close()
         follower_api.close()
+        proposals_api.close()

@@ -45,12 +45,12 @@ def db(name: str, ip: str, **labels: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def fleet(api: services.Api, recorded_features: FeatureReport) -> dict[str, Any]:
-    """Two nodes: shop's web, batch and db; kube-system's DNS; one stored policy."""
+    """Two nodes: shop's web, batch and db; kube-system's DNS; shop's labels, set by an
+    admin; one stored policy."""
     first, second = Node(api, recorded_features), Node(api, recorded_features)
     response = first.declare(
         endpoint("shop", "web", "10.5.0.1", app="web"),
         endpoint("shop", "batch", "10.5.0.2", app="batch"),
-        namespaces={"shop": {"team": "payments"}},
     )
     assert response.status_code == 204, response.text
     dns = endpoint("kube-system", "coredns", "10.5.9.10", **{"k8s-app": "kube-dns"})
@@ -58,6 +58,9 @@ def fleet(api: services.Api, recorded_features: FeatureReport) -> dict[str, Any]
     response = second.declare(db("db", "10.5.0.3", app="db"), dns)
     assert response.status_code == 204, response.text
     with api.client() as client:
+        # Namespace labels are an admin's (an agent's word is ignored).
+        response = client.put("/v1/namespaces/shop", json={"labels": {"team": "payments"}})
+        assert response.status_code == 200, response.text
         response = client.put("/v1/policies/shop/db-ingress", json=DB_INGRESS)
         assert response.status_code == 200, response.text
         proposer = client.post(
@@ -302,3 +305,111 @@ def test_a_proposer_reads_and_simulates_but_never_writes(
         assert client.delete("/v1/policies/shop/db-ingress").status_code == 403
         assert client.post("/v1/tokens", json={"name": "x", "role": "admin"}).status_code == 403
         assert client.post("/v1/session", json={"token": fleet["proposer"]}).status_code == 200
+
+
+def test_simulate_draws_each_policy_and_its_edits(api: services.Api, fleet: dict[str, Any]) -> None:
+    egress = DRAFT.replace("spec:\n", "spec:\n  policyTypes: [Ingress, Egress]\n")
+    with api.client(fleet["proposer"]) as client:
+        result = client.post("/v1/policies/simulate", json={"text": egress}).json()
+    [diagram] = result["diagrams"]
+    assert (diagram["policy"], diagram["ingressIsolated"], diagram["egressIsolated"]) == (
+        "shop/db-ingress",
+        True,
+        True,
+    )
+    boxes = {(box["direction"], box["kind"]): box for box in diagram["boxes"]}
+    assert boxes["ingress", "namespace"]["state"] == "allowed"
+    assert boxes["ingress", "namespace"]["rules"] == [0, 1]
+    dns = boxes["egress", "dns"]
+    assert dns["state"] == "denied"
+    [action] = dns["actions"]
+    assert action["edits"][0]["path"] == ["spec", "egress"]  # none yet: the list is added
+    assert action["edits"][0]["value"][0]["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    assert [(rule["line"], rule["endLine"]) for rule in diagram["rules"]] == [(8, 9), (10, 11)]
+    assert diagram["modeChanges"][0]["mode"] == "audit"
+
+
+def test_a_given_topology_takes_the_fleets_place(api: services.Api, fleet: dict[str, Any]) -> None:
+    with api.client(fleet["proposer"]) as client:
+        tutorial = client.get("/v1/policies/lessons").json()
+        lesson = next(item for item in tutorial["lessons"] if item["id"] == "dns")
+        body = {"text": lesson["start"], "flows": lesson["flows"], "topology": tutorial["topology"]}
+        start = client.post("/v1/policies/simulate", json=body).json()
+        solved = client.post(
+            "/v1/policies/simulate", json={**body, "text": lesson["solution"]}
+        ).json()
+        explained = client.post(
+            "/v1/policies/explain",
+            json={
+                "text": lesson["start"],
+                "client": "shop/batch",
+                "server": "kube-system/coredns",
+                "protocol": "UDP",
+                "port": 53,
+                "topology": tutorial["topology"],
+            },
+        ).json()
+        # The fleet's own endpoints are not in the demo, and its stored policies take no part.
+        unknown = client.post(
+            "/v1/policies/explain",
+            json={
+                "client": "shop/web",
+                "server": "shop/batch",
+                "port": 80,
+                "topology": tutorial["topology"],
+            },
+        ).json()
+    assert (start["flows"]["passed"], start["flows"]["failed"]) == (2, 1)
+    assert (solved["flows"]["passed"], solved["flows"]["failed"]) == (3, 0)
+    assert start["replaces"] == []
+    assert start["matrix"]["fleet"] == 5
+    assert explained["allowed"] is False
+    assert explained["allowingRules"] == []
+    assert unknown["allowed"] is True
+    assert unknown["isolatingPolicies"] == []
+
+
+def test_a_given_topology_is_bounded(api: services.Api, fleet: dict[str, Any]) -> None:
+    pods = {f"a/p{i}": {"ip": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"} for i in range(1001)}
+    with api.client() as client:
+        refused = client.post(
+            "/v1/policies/simulate",
+            json={"text": DRAFT, "topology": {"namespaces": {"a": {}}, "pods": pods}},
+        )
+        inconsistent = client.post(
+            "/v1/policies/simulate",
+            json={
+                "text": DRAFT,
+                "topology": {"namespaces": {}, "pods": {"a/p": {"ip": "10.0.0.1"}}},
+            },
+        )
+    assert refused.status_code == 422
+    assert "at most 1000 endpoints" in refused.text
+    assert inconsistent.status_code == 422
+    assert "namespace 'a' is not in namespaces" in inconsistent.text
+
+
+def test_templates_are_written_for_the_namespace_asked(
+    api: services.Api, fleet: dict[str, Any]
+) -> None:
+    with api.client(fleet["proposer"]) as client:
+        found = client.get(
+            "/v1/policies/templates", params={"namespace": "shop", "peerNamespace": "batch"}
+        )
+        bad = client.get("/v1/policies/templates", params={"namespace": "Not/A"})
+    assert found.status_code == 200, found.text
+    assert [item["id"] for item in found.json()] == [
+        "default-deny-ingress",
+        "default-deny-egress",
+        "same-namespace",
+        "from-namespace",
+        "internet",
+    ]
+    assert all("namespace: shop" in item["text"] for item in found.json())
+    assert "kubernetes.io/metadata.name: batch" in found.json()[3]["text"]
+    assert bad.status_code == 422

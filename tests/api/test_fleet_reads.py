@@ -28,16 +28,15 @@ def test_topology_is_what_the_nodes_declared(
 ) -> None:
     edge = Node(api, recorded_features, {"tier": "edge"})
     core = Node(api, recorded_features, {"tier": "core"})
-    assert (
-        edge.declare(
-            endpoint(namespace, "db", "10.99.1.2", app="db"), namespaces={namespace: {"team": "a"}}
-        ).status_code
-        == 204
-    )
+    assert edge.declare(endpoint(namespace, "db", "10.99.1.2", app="db")).status_code == 204
     assert core.declare(endpoint(namespace, "web", "10.99.1.3", app="web")).status_code == 204
     from bpfleet_cli.client import FleetClient
 
-    # The CLI's client follows every page (one endpoint a page here) into one topology.
+    # The CLI's client follows every page (one endpoint a page here) into one topology,
+    # the namespace's labels an admin's.
+    with api.client() as admin:
+        labels = admin.put(f"/v1/namespaces/{namespace}", json={"labels": {"team": "a"}})
+        assert labels.status_code == 200, labels.text
     with FleetClient(api.url, api.admin_token) as client:
         topology = client.topology(page_size=1)
     db, web = topology.pods[f"{namespace}/db"], topology.pods[f"{namespace}/web"]

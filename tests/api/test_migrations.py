@@ -53,8 +53,8 @@ def test_upgrades_keep_data_and_match_the_models(database_url: str) -> None:
 def test_the_proposer_role_comes_and_goes(database_url: str) -> None:
     engine = db.make_engine(database_url)
     insert = text(
-        "INSERT INTO token (name, role, digest, created_at) "
-        "VALUES (:name, :role, :digest, CURRENT_TIMESTAMP)"
+        "INSERT INTO token (name, role, digest, configured, created_at) "
+        "VALUES (:name, :role, :digest, false, CURRENT_TIMESTAMP)"
     )
     try:
         db.migrate(engine)
@@ -64,12 +64,12 @@ def test_the_proposer_role_comes_and_goes(database_url: str) -> None:
             proposer = connection.execute(text("SELECT id FROM token WHERE name = 'p'")).scalar()
             connection.execute(
                 text(
-                    "INSERT INTO token (name, role, digest, created_at, session_of) "
-                    "VALUES ('p', 'PROPOSER', 'd-session', CURRENT_TIMESTAMP, :id)"
+                    "INSERT INTO token (name, role, digest, configured, created_at, session_of) "
+                    "VALUES ('p', 'PROPOSER', 'd-session', false, CURRENT_TIMESTAMP, :id)"
                 ),
                 {"id": proposer},
             )
-        _run(engine, "downgrade", "0003")
+        _run(engine, "downgrade", "0005")  # the revision before the proposer role's
         with engine.connect() as connection:
             names = connection.execute(text("SELECT name FROM token ORDER BY name")).scalars()
             assert list(names) == ["v"]  # proposers and their sessions are gone, the rest kept

@@ -44,6 +44,8 @@ def test_no_input_causes_a_server_error(api: services.Api, tmp_path: Path) -> No
             "/v1/agent/assignments",
             "--exclude-path",
             "/v1/gitsources/reconcile-requests",
+            "--exclude-path",
+            "/v1/operator/proposals",
             "--report-dir",
             str(tmp_path),
         ],

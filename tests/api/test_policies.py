@@ -148,15 +148,17 @@ def test_a_policy_reaches_the_nodes_whose_endpoints_it_selects(
         assert [(p["generation"], p["document"]["metadata"]["name"]) for p in part["policies"]] == [
             (1, "db-ingress")
         ]
+        # Narrowed: its own pod, and the peers the policy can select (where they run is
+        # not the node's business); nothing else of the fleet.
         topology = part["topology"]
+        assert set(topology["pods"]) == {f"{namespace}/db", f"{namespace}/web"}
         assert topology["pods"][f"{namespace}/db"]["node"] == db_node.name
-        assert topology["pods"][f"{namespace}/web"]["node"] == web_node.name
+        assert topology["pods"][f"{namespace}/web"].get("node") is None
         assert topology["pods"][f"{namespace}/web"]["ip"] == "10.1.0.2"
-        assert topology["namespaces"][namespace] == {
-            "kubernetes.io/metadata.name": namespace,
-            "team": "a",
+        assert topology["namespaces"] == {
+            namespace: {"kubernetes.io/metadata.name": namespace, "team": "a"}
         }
-        assert set(topology["nodes"]) >= {db_node.name, web_node.name}
+        assert set(topology["nodes"]) == {db_node.name}
         # The web node's endpoint is a peer, not selected: it gets no policy part.
         assert web_node.poll(wait=0.3) is None
 
@@ -182,11 +184,25 @@ def test_a_policy_reaches_the_nodes_whose_endpoints_it_selects(
         assert part["policies"][0]["document"]["spec"]["ingress"][0]["ports"][0]["port"] == 9090
         assert part["revision"] == db_node.revision
 
-        # A new endpoint elsewhere in the fleet changes the topology the node compiles.
+        # A new endpoint the policy can select changes the topology the node compiles;
+        # one it cannot select concerns the node in nothing: no new revision.
         other = Node(api, recorded_features)
         assert other.declare(endpoint(namespace, "web2", "10.1.0.3", app="web")).status_code == 204
         part = (db_node.poll() or {})["policy"]
-        assert part["topology"]["pods"][f"{namespace}/web2"]["node"] == other.name
+        assert part["topology"]["pods"][f"{namespace}/web2"]["ip"] == "10.1.0.3"
+        assert (
+            other.declare(
+                endpoint(namespace, "web2", "10.1.0.3", app="web"),
+                endpoint(namespace, "cache", "10.1.0.4", app="cache"),
+            ).status_code
+            == 204
+        )
+        assert db_node.poll(wait=0.5) is None
+        assert (
+            other.declare(endpoint(namespace, "web2", "10.1.0.3", app="cache")).status_code == 204
+        )
+        part = (db_node.poll() or {})["policy"]
+        assert f"{namespace}/web2" not in part["topology"]["pods"]
         listed = client.get("/v1/policies", params={"namespace": namespace}).json()
         assert [(p["name"], p["generation"]) for p in listed] == [("db-ingress", 2)]
 
@@ -315,6 +331,7 @@ def test_summary_and_node_rows_follow_what_nodes_report(
             "updatedAt",
             "counters",
             "readiness",
+            "policyCounters",
         }
         assert rows[enforcing.name]["readiness"] == "Ready"
         # The node's datapath counters, as it reported them (none here).
@@ -394,3 +411,139 @@ def test_endpoint_declarations_are_checked(
         detail = client.get(f"/v1/nodes/{second.name}").json()
         assert [e["name"] for e in detail["endpoints"]] == ["one"]
         assert client.get(f"/v1/nodes/{first.name}").json()["endpoints"] == []
+
+
+def _counters_report(
+    node: Node, namespace: str, generation: int, since: int, *counted: dict[str, Any]
+) -> None:
+    node.report(
+        {
+            "state": "Enforcing",
+            "revision": node.revision,
+            "policies": [f"{namespace}/two-rules@{generation}"],
+            "countersSince": since,
+            "counters": list(counted),
+        }
+    )
+
+
+def _rules(view: dict[str, Any]) -> list[tuple[str, int, int]]:
+    return [(r["direction"], r["index"], r["flows"]) for r in view["policyCounters"]["rules"]]
+
+
+def test_counters_per_rule_are_kept_per_node_and_summed_per_policy(
+    api: services.Api, recorded_features: FeatureReport, namespace: str
+) -> None:
+    first, second = Node(api, recorded_features), Node(api, recorded_features)
+    for index, node in enumerate((first, second)):
+        declared = node.declare(endpoint(namespace, f"db{index}", f"10.9.0.{index + 1}", app="db"))
+        assert declared.status_code == 204, declared.text
+    path = f"/v1/policies/{namespace}/two-rules"
+    document = policy(
+        namespace,
+        "two-rules",
+        podSelector=selecting(app="db"),
+        ingress=[
+            {"from": [{"podSelector": selecting(app="web")}], "ports": [{"port": 5432}]},
+            {"from": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]},
+        ],
+    )
+    with api.client() as client:
+        assert client.put(path, json=document).status_code == 200
+        for node in (first, second):
+            assert (node.poll() or {})["policy"]["policies"][0]["generation"] == 1
+        rule = {"direction": "ingress"}
+        _counters_report(
+            first,
+            namespace,
+            1,
+            7,
+            {
+                "policy": f"{namespace}/two-rules",
+                "denied": 3,
+                "rules": [
+                    {**rule, "index": 0, "flows": 5},
+                    {**rule, "index": 1, "flows": 2},
+                    # A rule the policy does not have: not kept, whatever the node says.
+                    {**rule, "index": 9, "flows": 100},
+                ],
+            },
+            # A policy the node does not enforce: not kept either.
+            {"policy": f"{namespace}/other", "denied": 50},
+        )
+        _counters_report(
+            second,
+            namespace,
+            1,
+            3,
+            {"policy": f"{namespace}/two-rules", "rules": [{**rule, "index": 0, "flows": 1}]},
+        )
+        view = client.get(path).json()
+        assert _rules(view) == [("ingress", 0, 6), ("ingress", 1, 2)]
+        assert view["policyCounters"]["denied"] == 3
+        assert view["policyCounters"]["auditDenied"] == 0
+
+        # Cumulative values: what grew counts; rules left out of a report keep theirs.
+        _counters_report(
+            first,
+            namespace,
+            1,
+            7,
+            {
+                "policy": f"{namespace}/two-rules",
+                "denied": 3,
+                "rules": [{**rule, "index": 0, "flows": 8}],
+            },
+        )
+        # The datapath loaded anew (another life): its counts start from zero again.
+        _counters_report(
+            second,
+            namespace,
+            1,
+            4,
+            {"policy": f"{namespace}/two-rules", "rules": [{**rule, "index": 0, "flows": 2}]},
+        )
+        rows = {row["node"]: row for row in client.get(f"{path}/nodes").json()}
+        assert _rules(rows[first.name]) == [("ingress", 0, 8), ("ingress", 1, 2)]
+        assert _rules(rows[second.name]) == [("ingress", 0, 3), ("ingress", 1, 0)]
+        assert _rules(client.get(path).json()) == [("ingress", 0, 11), ("ingress", 1, 2)]
+
+        # A new generation counts afresh: from the values a node had when it took it.
+        document["spec"]["ingress"].append({"ports": [{"port": 22}]})
+        assert client.put(path, json=document).json()["generation"] == 2
+        assert (first.poll() or {})["policy"]["policies"][0]["generation"] == 2
+        _counters_report(
+            first,
+            namespace,
+            2,
+            7,
+            {
+                "policy": f"{namespace}/two-rules",
+                "rules": [{**rule, "index": 0, "flows": 9}, {**rule, "index": 2, "flows": 4}],
+            },
+        )
+        view = client.get(path).json()  # the second node still enforces generation 1
+        assert _rules(view) == [("ingress", 0, 1), ("ingress", 1, 0), ("ingress", 2, 4)]
+        assert view["policyCounters"]["denied"] == 0
+
+        # Bounded: a report with more rule counters than a report may carry is refused.
+        too_many = {
+            "policy": f"{namespace}/two-rules",
+            "rules": [{**rule, "index": i, "flows": 1} for i in range(513)],
+        }
+        body = {
+            "node": first.name,
+            "revision": first.revision,
+            "programs": [],
+            "reportedAt": NOW,
+            "policy": {
+                "state": "Enforcing",
+                "updatedAt": NOW,
+                "countersSince": 7,
+                "counters": [too_many],
+            },
+        }
+        with api.client(first.token) as agent:
+            refused = agent.post("/v1/agent/status", json=body)
+        assert refused.status_code == 422, refused.text
+        assert "512" in refused.text

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.services
 
 ROLES = ("admin", "ci", "viewer", "proposer", "bootstrap", "agent")
 READ = {"admin", "ci", "viewer", "proposer"}
+PROPOSE = {"admin", "proposer"}  # Git through the operator; never desired state
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,11 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         "spec": {"podSelector": {}},
     }
     draft = yaml.safe_dump(policy)
+    proposal = {
+        "source": {"namespace": "roles", "name": "nowhere"},
+        "files": [{"path": "p.yaml", "content": draft}],
+        "message": "role check",
+    }
     return [
         ("GET", "/v1/nodes", {}, READ),
         ("GET", f"/v1/nodes/{node}", {}, READ),
@@ -143,6 +149,14 @@ def endpoints(tokens: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], se
         ("POST", "/v1/gitsources/roles/role-check/reconcile", {}, {"admin"}),
         ("GET", "/v1/gitsources/reconcile-requests", {}, {"admin"}),
         ("DELETE", "/v1/gitsources/roles/role-check", {}, {"admin"}),
+        ("POST", "/v1/proposals", {"json": proposal}, PROPOSE),
+        ("GET", "/v1/proposals", {}, READ),
+        ("GET", "/v1/proposals/999999", {}, READ),
+        ("POST", "/v1/proposals/999999/merge", {}, PROPOSE),
+        ("PUT", "/v1/proposals/999999/status", {"json": {"state": "Pushed"}}, {"admin"}),
+        ("GET", "/v1/operator/proposals", {}, {"admin"}),
+        ("POST", "/v1/drafts", {"json": {"text": draft}}, PROPOSE),
+        ("GET", "/v1/drafts/no-such-draft", {}, READ),
         ("DELETE", "/v1/programs/role-check", {}, {"admin"}),
     ]
 

@@ -247,9 +247,14 @@ def test_selecting_namespaces_uses_only_admin_labels(
     )
     with api.client() as admin:
         assert admin.put(f"/v1/policies/{namespace}/db", json=document).status_code == 200
+        # The node's own word selects nothing: the policy needs no pod of that
+        # namespace, so the part (narrowed to what its policies reach) has none.
         topology = _topology(db_node)
-        assert "trust" not in topology["namespaces"][other]
+        assert other not in topology["namespaces"]
+        assert f"{other}/c" not in topology["pods"]
         assert admin.put(
             f"/v1/namespaces/{other}", json={"labels": {"trust": "yes"}}
         ).status_code == (200)
-        assert _topology(db_node)["namespaces"][other]["trust"] == "yes"
+        topology = _topology(db_node)
+        assert topology["namespaces"][other]["trust"] == "yes"
+        assert f"{other}/c" in topology["pods"]

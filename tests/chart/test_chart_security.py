@@ -118,7 +118,7 @@ def test_the_api_serves_tls_with_a_certificate_its_clients_verify(default: Rende
     ca_map = default.find("ConfigMap", "-api-ca")["metadata"]["name"]
     for workload, variable in (
         (default.find("DaemonSet", "-agent"), "BPFLEET_AGENT_API_CA"),
-        (default.find("Deployment", "-operator"), "SSL_CERT_FILE"),
+        (default.find("Deployment", "-operator"), "BPFLEET_OPERATOR_API_CA"),
     ):
         (container,) = containers(workload)
         path = Path(env_of(container)[variable]["value"])
@@ -130,6 +130,8 @@ def test_the_api_serves_tls_with_a_certificate_its_clients_verify(default: Rende
         assert {"key": "ca.crt", "path": path.name} in volume["configMap"]["items"]
         assert not any(name.endswith("-api-tls") for name in secrets_referenced(workload))
         assert "BPFLEET_AGENT_ALLOW_INSECURE_HTTP" not in env_of(container)
+        # Only the API's client trusts the API's CA: the process's default trust stays.
+        assert "SSL_CERT_FILE" not in env_of(container)
 
 
 @pytest.fixture

@@ -106,7 +106,8 @@ def fleet(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fleet]:
     """Three agents (node 2 with a kernel that lacks ring buffers), the API on SQLite
-    (tests/api runs the API on both databases) and one worker."""
+    (tests/api runs the API on both databases) and one worker; an admin gives each node
+    its pod CIDR (node i: ``10.216.<i+1>.0/24``) and the shop namespace its labels."""
     work = tmp_path_factory.mktemp("fleet")
     trust = work / "trust"
     trust.mkdir()
@@ -133,6 +134,8 @@ def fleet(
             work=work / "agents",
             labels=LABELS,
             features=features,
+            admin_token=api.admin_token,
+            namespaces={"shop": {"team": "shop"}},
         ) as nodes:
             names = {node.name for node in nodes}
             with FleetClient(api.url, api.admin_token) as client:

@@ -59,13 +59,14 @@ def endpoint(name: str, address: str, **labels: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def workloads(fleet: Fleet) -> models.Topology:
-    """shop/db on node 0, shop/web and shop/other on node 1, as their agents declare them."""
+    """shop/db on node 0, shop/web and shop/other on node 1 (inside their pod CIDRs), as
+    their agents declare them."""
     declared = {
         0: [endpoint("db", "10.216.1.2", app="db")],
         1: [endpoint("web", "10.216.2.2", app="web"), endpoint("other", "10.216.2.3", app="other")],
     }
     for index, endpoints in declared.items():
-        document = {"endpoints": endpoints, "namespaces": {"shop": {"team": "shop"}}}
+        document = {"endpoints": endpoints}
         (fleet.nodes[index].state_dir / "endpoints.yaml").write_text(yaml.safe_dump(document))
     with fleet.client() as client:
 

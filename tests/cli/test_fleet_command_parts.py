@@ -16,13 +16,14 @@ import pytest
 from bpfleet_api.views import ArtifactView, ProgramView, SummaryView
 from pydantic import TypeAdapter
 
-from bpfleet_cli import contexts, diffing, reports, selectors
+from bpfleet_cli import contexts, diffing, reports
 from bpfleet_cli.check_commands import Allowance, lacking_phrase
 from bpfleet_cli.diff_commands import MAX_FLIPS_SHOWN, _report
 from bpfleet_cli.exits import CommandError, ExitCode
 from bpfleet_cli.get_commands import VERIFIER_LINES, _excerpt
+from bpfleet_cli.options import label_selector
 from bpfleet_cli.progress import Progress
-from bpfleet_cli.tables import age, short_revision
+from bpfleet_cli.tables import age, selector_text, short_revision
 from bpfleet_core import bundles
 from bpfleet_core.netpol import models
 from tests.manifests import program_yaml
@@ -35,22 +36,26 @@ POLICY = TypeAdapter(models.AnyPolicy)
 
 
 def test_selectors_read_kubectl_syntax() -> None:
-    selector = selectors.parse("tier=edge, zone in (a, b),!canary,app!=x,env")
+    selector = label_selector("tier=edge, zone in (a, b),!canary,app!=x,env")
     assert selector.matches({"tier": "edge", "zone": "b", "env": "prod"})
     assert not selector.matches({"tier": "edge", "zone": "c", "env": "prod"})
     assert not selector.matches({"tier": "edge", "zone": "a", "env": "p", "canary": "1"})
     assert not selector.matches({"tier": "edge", "zone": "a", "env": "p", "app": "x"})
     assert not selector.matches({"tier": "edge", "zone": "a"})  # env must exist
-    assert selectors.describe(selector) == "tier in (edge),zone in (a,b),!canary,app notin (x),env"
-    assert selectors.parse("").matches({})
+    assert selector_text(selector) == "tier=edge,zone in (a,b),!canary,app notin (x),env"
+    assert selector_text(label_selector("")) == "<all>"
+    assert label_selector("").matches({})
 
 
-@pytest.mark.parametrize("text", ["zone in (a", "=x", "a==b==c", "a b", "ke y=1", "x in ()"])
+@pytest.mark.parametrize(
+    "text", ["zone in (a", "=x", "a==b==c", "a b", "ke y=1", "x in ()", "UPPER/case=x", "a=1,a=2"]
+)
 def test_selectors_refuse_what_they_cannot_read(text: str) -> None:
     with pytest.raises(CommandError) as refused:
-        selectors.parse(text)
+        label_selector(text)
     assert refused.value.code == ExitCode.USAGE
-    assert "invalid label selector" in refused.value.message
+    assert refused.value.message.startswith(f"invalid label selector {text!r}: ")
+    assert "\n" not in refused.value.message
 
 
 # -------------------------------------------------------------------------- contexts

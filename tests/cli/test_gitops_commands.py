@@ -173,10 +173,12 @@ def test_flow_tests_on_the_fleets_live_topology(
                 ("db", "db", "10.6.0.3"),
             )
         ]
+        with api.client() as admin:  # the API takes a node's endpoints inside its pod CIDRs
+            cidrs = admin.put("/v1/nodes/n1/pod-cidrs", json={"podCIDRs": ["10.6.0.0/24"]})
+            assert cidrs.status_code == 200, cidrs.text
         with api.client(node["token"]) as client:
-            assert (
-                client.put("/v1/agent/endpoints", json={"endpoints": endpoints}).status_code == 204
-            )
+            declared = client.put("/v1/agent/endpoints", json={"endpoints": endpoints})
+            assert declared.status_code == 204, declared.text
         # The file's own endpoints (batch as app=web) are not used: the fleet's are.
         done = bpfleet("validate", str(tmp_path), "--api-url", api.url, "--token", api.admin_token)
         assert done.returncode == 0, done.stderr

@@ -93,6 +93,7 @@ def test_the_seeded_repository_as_the_pipeline_reads_it(
     repo = tmp_path / "fleet-repo"
     fleetrepo.seed(repo, EXAMPLES)
     source = GitSource.model_validate(fleetrepo.git_source(repo, "main", "2s"))
+    assert source.spec.proposals.dev_merge  # "Merge (dev)" for the local fleet's proposals
     checkout = git.Checkout(source.spec.url, tmp_path / "clone", allow_local=True)
     revision = checkout.fetch(GitRef(branch="main"))
     files = checkout.manifests(revision.commit, source.spec.path)

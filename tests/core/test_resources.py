@@ -157,6 +157,17 @@ def test_selector_strings_mean_what_a_node_selector_means(
     assert parse_selector(selector.describe()) == selector
 
 
+def test_a_narrowed_selector_selects_what_both_select() -> None:
+    edge = parse_selector("tier=edge").narrowed(parse_selector("zone in (a)"))
+    assert edge.matches({"tier": "edge", "zone": "a"})
+    assert not edge.matches({"tier": "edge", "zone": "b"})
+    assert not edge.matches({"tier": "core", "zone": "a"})
+    # An equality adds to the selector's own, never replaces it.
+    nothing = parse_selector("tier=core").narrowed(parse_selector("tier=edge"))
+    assert not nothing.matches({"tier": "core"})
+    assert not nothing.matches({"tier": "edge"})
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [

@@ -241,13 +241,17 @@ def test_a_stored_credential_is_used_only_for_its_node_and_api(tmp_path: Path) -
 
 def test_a_rejected_credential_is_dropped_for_re_registration(tmp_path: Path) -> None:
     path = tmp_path / "credential.json"
-    path.write_text(json.dumps({"node": "node-1", "apiUrl": "http://api", "token": "t1"}))
+    stored = {"node": "node-1", "apiUrl": "http://api", "token": "t1", "nodeKey": "k1"}
+    path.write_text(json.dumps(stored))
     credential = _credential(path)
     assert not credential.rejected("an-older-token"), "a stale 401 changes nothing"
     assert credential.current() == "t1"
     assert credential.rejected("t1")
     assert credential.current() is None
-    assert not path.exists()
+    # The token is gone from the file too; the node key stays: a taken name registers
+    # again only with it.
+    assert json.loads(path.read_text()) == {**stored, "token": None}
+    assert _credential(path).current() is None
 
 
 def test_without_a_bootstrap_token_a_rejected_credential_is_kept(

@@ -9,7 +9,6 @@ loop, and the API is reached over TLS unless development says otherwise.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import shutil
 import threading
@@ -19,10 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from bpfleet_agent.api_client import ApiClient
@@ -34,6 +29,7 @@ from bpfleet_agent.settings import AgentSettings
 from bpfleet_core import artifacts, failures, files, signing
 from bpfleet_core.protocol import Heartbeat, ProgramState, Registration
 from bpfleet_core.resources import ArtifactRef
+from tests.certificates import certificate_authority, server_certificate, write_certificate
 from tests.conftest import SignedCatalog
 from tests.nodeagent.conftest import AgentEnv
 from tests.nodeagent.hostile import HostileApi, hostile_api
@@ -330,87 +326,12 @@ def test_plain_http_is_refused_unless_development_says_so(
     ApiClient("http://fleet.example", allow_insecure_http=True).close()
 
 
-def _certificate_authority(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, certificate
-
-
-def _server_certificate(
-    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, directory: Path
-) -> tuple[Path, Path]:
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet-api")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    chain, key_file = directory / "server.pem", directory / "server.key"
-    chain.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return chain, key_file
-
-
 def test_https_with_the_configured_ca_works_and_an_unknown_ca_is_refused(tmp_path: Path) -> None:
-    ca_key, ca = _certificate_authority("fleet CA")
-    _, stranger = _certificate_authority("another CA")
-    ours, theirs = tmp_path / "ca.pem", tmp_path / "other-ca.pem"
-    ours.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    theirs.write_bytes(stranger.public_bytes(serialization.Encoding.PEM))
-    with hostile_api(tls=_server_certificate(ca_key, ca, tmp_path)) as api:
+    ca_key, ca = certificate_authority("fleet CA")
+    _, stranger = certificate_authority("another CA")
+    ours = write_certificate(ca, tmp_path / "ca.pem")
+    theirs = write_certificate(stranger, tmp_path / "other-ca.pem")
+    with hostile_api(tls=server_certificate(ca_key, ca, tmp_path)) as api:
         assert api.url.startswith("https://")
         client = ApiClient(api.url, ca=ours)
         try:

@@ -167,6 +167,38 @@ def test_an_invalid_revision_applies_nothing_and_the_last_good_one_holds(
     assert "config" not in alpha["spec"]
 
 
+def test_a_pass_ships_the_text_the_policy_editor_opens(
+    repo: GitRepo, cluster: Cluster, tmp_path: Path
+) -> None:
+    commented = "# web: port 80 for everyone\n" + POLICY
+    good = repo.commit(
+        "a policy and a program",
+        {"policies/web.yaml": commented, "a.yaml": program_yaml("alpha"), "notes.txt": "x"},
+    )
+    source = Source(repo, cluster, tmp_path)
+    result = source.reconcile()
+    # The files holding policies, as written (comments kept); no program file.
+    assert [(item.revision, item.path, item.text) for item in result.files] == [
+        (f"main@sha1:{good}", "policies/web.yaml", commented)
+    ]
+    broken = POLICY.replace("port: 80", "port: 0")
+    bad = repo.commit("port 0", {"policies/db.yaml": broken})
+    result = source.reconcile()
+    assert result.outcome == "Rejected"
+    # The rejected revision's files its errors name.
+    assert [(item.revision, item.path, item.text) for item in result.files] == [
+        (f"main@sha1:{bad}", "policies/db.yaml", broken)
+    ]
+
+
+def test_shipped_text_is_bounded() -> None:
+    big = b"#" * (300 * 1024)
+    texts = {"a.yaml": big, "b.yaml": big, "c.yaml": b"x: 1\n", "d.yaml": b"\xff\xfe"}
+    shipped = gitsource.source_files("r", texts, ["a.yaml", "b.yaml", "c.yaml", "d.yaml", "z"])
+    # b.yaml does not fit beside a.yaml; d.yaml is not UTF-8; z was not read.
+    assert [item.path for item in shipped] == ["a.yaml", "c.yaml"]
+
+
 def test_suspended_sources_do_nothing(repo: GitRepo, cluster: Cluster, tmp_path: Path) -> None:
     repo.commit("alpha", {"a.yaml": program_yaml("alpha")})
     source = Source(repo, cluster, tmp_path, suspend=True)

@@ -53,6 +53,8 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 SUBNET = 216  # apart from `make up` (214), the e2e tests (213) and the benchmarks (215)
+# The policy editor's tests declare their endpoints in these namespaces.
+NAMESPACES = {"shop": {"team": "payments"}, "monitoring": {"team": "sre"}, "kube-system": {}}
 LABELS = [
     {"tier": "edge", "zone": "a"},
     {"tier": "edge", "zone": "b"},
@@ -110,6 +112,7 @@ class Dashboard:
     nodes: list[FleetNode]
     repo: GitRepo
     viewer_token: str
+    proposer_token: str
     origin: str = ""
 
     def __post_init__(self) -> None:
@@ -161,6 +164,8 @@ def dashboard(
             assert client.post("/v1/artifacts", files=files).status_code == 201
             viewer = client.post("/v1/tokens", json={"name": "sre-viewer", "role": "viewer"})
             viewer_token = viewer.json()["token"]
+            proposer = client.post("/v1/tokens", json={"name": "dev-proposer", "role": "proposer"})
+            proposer_token = proposer.json()["token"]
         repo = GitRepo(work / "fleet-repo")
         repo.commit(
             "syscalls everywhere",
@@ -187,6 +192,10 @@ def dashboard(
                 trust=signed_catalog.trust,
                 work=work / "agents",
                 labels=LABELS,
+                # Each node gets its pod CIDR (the API takes endpoints only inside it), and
+                # the namespaces their labels.
+                admin_token=api.admin_token,
+                namespaces=NAMESPACES,
                 features={
                     0: recorded_features(),
                     1: recorded_features(),
@@ -213,7 +222,7 @@ def dashboard(
                     60,
                     "the GitSource's first pass",
                 )
-                yield Dashboard(api, nodes, repo, viewer_token)
+                yield Dashboard(api, nodes, repo, viewer_token, proposer_token)
 
 
 @pytest.fixture(scope="session")
@@ -272,6 +281,7 @@ class Visitor:
     allowed_console: list[re.Pattern[str]] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     visited: list[str] = field(default_factory=list)
 
     def go(self, path: str) -> None:
@@ -351,6 +361,7 @@ def visitor(
         parts = urlsplit(sent.url)
         if parts.scheme in ("data", "blob", "about"):
             return
+        seen.requests.append((sent.method, parts.path))
         if f"{parts.scheme}://{parts.netloc}" != dashboard.origin:
             seen.foreign.append(sent.url)
 

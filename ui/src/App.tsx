@@ -18,6 +18,8 @@ const Policies = lazy(() => import("./routes/Policies"));
 const PolicyDetail = lazy(() => import("./routes/PolicyDetail"));
 const GitSources = lazy(() => import("./routes/GitSources"));
 const GitSourceDetail = lazy(() => import("./routes/GitSourceDetail"));
+// The policy editor brings CodeMirror: only this route loads it.
+const Editor = lazy(() => import("./routes/Editor"));
 
 function NotFound() {
   return (
@@ -55,6 +57,7 @@ function Gate() {
           <Route path="policies/:namespace/:name" element={<PolicyDetail />} />
           <Route path="gitsources" element={<GitSources />} />
           <Route path="gitsources/:namespace/:name" element={<GitSourceDetail />} />
+          <Route path="editor" element={<Editor />} />
           <Route path="*" element={<NotFound />} />
         </Routes>
       </Suspense>

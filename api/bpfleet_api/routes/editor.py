@@ -8,21 +8,26 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from bpfleet_api import editor
+from bpfleet_api import editor, gitsources
 from bpfleet_api.deps import Reader, SessionDep
 from bpfleet_api.editor_views import (
     CellExplanationView,
     DraftRequest,
     ExplainRequest,
+    LessonView,
     MatchView,
     SelectionRequest,
     SimulateRequest,
     SimulationView,
+    TemplateView,
     TopologyPageView,
+    TutorialView,
     ValidationView,
     VocabularyView,
 )
-from bpfleet_core.netpol import drafting
+from bpfleet_api.routes.gitsources import file_view
+from bpfleet_api.views import PolicySourceView
+from bpfleet_core.netpol import drafting, lessons, templates
 from bpfleet_core.protocol import NamespaceName, ObjectName
 
 router = APIRouter(prefix="/v1", tags=["policy editor"])
@@ -56,7 +61,7 @@ def simulate(body: SimulateRequest, session: SessionDep, _: Reader) -> Simulatio
         everyone=body.endpoints == "all",
         limit=body.limit,
     )
-    result = editor.simulate(session, body.text, options, body.flows)
+    result = editor.simulate(session, body.text, options, body.flows, body.topology)
     return SimulationView.model_validate(result.to_dict())
 
 
@@ -72,8 +77,37 @@ def explain(body: ExplainRequest, session: SessionDep, _: Reader) -> CellExplana
         protocol=body.protocol,
         port=body.port,
         this_policy_only=body.this_policy_only,
+        given=body.topology,
     )
     return CellExplanationView.model_validate(result.to_dict())
+
+
+@router.get("/policies/templates")
+def policy_templates(
+    _: Reader,
+    namespace: Annotated[NamespaceName, Query(description="The new policy's namespace.")],
+    peer_namespace: Annotated[
+        NamespaceName,
+        Query(alias="peerNamespace", description="The namespace 'from-namespace' admits."),
+    ] = templates.DEFAULT_PEER_NAMESPACE,
+) -> list[TemplateView]:
+    """Policies to start from (default-deny ingress, default-deny egress with DNS, same
+    namespace only, from one namespace, the Internet but private ranges), written for
+    ``namespace``."""
+    return [
+        TemplateView.model_validate(item.to_dict())
+        for item in templates.render(namespace, peer_namespace)
+    ]
+
+
+@router.get("/policies/lessons")
+def tutorial(_: Reader) -> TutorialView:
+    """The tutorial: lessons on a demo topology. A lesson is done when its flow tests
+    pass: simulate its policy with ``topology`` set to this one and its flows."""
+    return TutorialView(
+        topology=lessons.DEMO_TOPOLOGY,
+        lessons=[LessonView.model_validate(item.to_dict()) for item in lessons.LESSONS],
+    )
 
 
 @router.get(
@@ -87,6 +121,17 @@ def policy_yaml(
     """A stored policy as canonical YAML: the text lines of stored rules refer to."""
     text = drafting.render(editor.stored_policy(session, namespace, name))
     return PlainTextResponse(text, media_type="application/yaml")
+
+
+@router.get("/policies/{namespace}/{name}/source")
+def policy_source(
+    namespace: NamespaceName, name: ObjectName, session: SessionDep, _: Reader
+) -> PolicySourceView:
+    """Where a policy in force is written in Git: its GitSource, the applied revision,
+    the file and the line its document starts on, with the file's text (404 for a
+    policy set through the API)."""
+    found, line = gitsources.policy_file(session, namespace, name)
+    return PolicySourceView(**file_view(found).model_dump(), line=line)
 
 
 @router.get("/topology")

@@ -22,6 +22,7 @@ from bpfleet_api.views import (
     HistoryView,
     InventoryItemView,
     ReconcileRequests,
+    SourceFileView,
     parse_time,
 )
 from bpfleet_core.protocol import NamespaceName, ObjectName
@@ -155,6 +156,38 @@ def get_source(
     )
 
 
+def file_view(found: gitsources.FileAtRevision) -> SourceFileView:
+    return SourceFileView(
+        namespace=found.record.namespace,
+        name=found.record.name,
+        revision=found.file.revision,
+        short_revision=gitsources.short_revision(found.file.revision),
+        applied=found.applied,
+        path=found.file.path,
+        text=found.file.text,
+        errors=list(found.errors),
+    )
+
+
+@router.get("/{namespace}/{name}/file")
+def source_file(
+    namespace: NamespaceName,
+    name: ObjectName,
+    session: SessionDep,
+    _: Reader,
+    path: Annotated[
+        str, Query(max_length=4096, description="The file, from the repository's root.")
+    ],
+    revision: Annotated[
+        str | None, Query(max_length=512, description="Absent: the applied revision.")
+    ] = None,
+) -> SourceFileView:
+    """A file's text at a revision (the applied one, or a rejected one the history
+    lists), as the operator read it, with the problems a rejection found in it: what the
+    policy editor opens. Only files holding policies, or named by errors, are kept."""
+    return file_view(gitsources.file_at(session, namespace, name, path, revision))
+
+
 @router.put("/{namespace}/{name}/status")
 def report_status(
     namespace: NamespaceName,
@@ -171,6 +204,7 @@ def report_status(
         spec=report.spec,
         status=report.status,
         now=utcnow(),
+        files=report.files,
     )
     session.commit()
     return source_view(record)

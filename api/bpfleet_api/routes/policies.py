@@ -18,8 +18,10 @@ from bpfleet_api.routes.programs import origin_view
 from bpfleet_api.views import (
     CountersView,
     NodePolicyView,
+    PolicyCountersView,
     PolicySummaryView,
     PolicyView,
+    RuleCountersView,
 )
 from bpfleet_core.protocol import NamespaceName, ObjectName
 
@@ -48,9 +50,21 @@ PolicyDocument = Annotated[
 ]
 
 
+def counters_view(counts: policies.PolicyCounts) -> PolicyCountersView:
+    return PolicyCountersView(
+        rules=[
+            RuleCountersView(direction=direction, index=index, flows=flows)
+            for direction, index, flows in counts.rules
+        ],
+        denied=counts.denied,
+        audit_denied=counts.audit_denied,
+    )
+
+
 def policy_views(session: Session, rows: list[Policy]) -> list[PolicyView]:
     summaries = policies.summaries(session, rows)
     counters = dashboard.policy_counters(session)
+    counts = policies.policy_counts(session, rows)
     origins = dashboard.origins(session)
     views = []
     for row in rows:
@@ -66,6 +80,7 @@ def policy_views(session: Session, rows: list[Policy]) -> list[PolicyView]:
                 summary=PolicySummaryView.model_validate(summary),
                 status=dashboard.policy_status(summary),
                 counters=CountersView.model_validate(counters.get(key, dashboard.Counters())),
+                policy_counters=counters_view(counts[key]),
                 origin=origin_view(origins.get(("NetworkPolicy", row.namespace, row.name))),
             )
         )
@@ -150,6 +165,8 @@ def policy_nodes(
     readiness = dashboard.readiness_of(
         session, (row.node for row in rows), thresholds(settings), utcnow()
     )
+    stored = session.get(Policy, (namespace, name))
+    counts = policies.node_counts(session, stored) if stored is not None else {}
     return [
         NodePolicyView(
             node=row.node,
@@ -161,6 +178,7 @@ def policy_nodes(
             if row.node in counters
             else None,
             readiness=readiness.get(row.node),
+            policy_counters=counters_view(counts[row.node]) if row.node in counts else None,
         )
         for row in rows
     ]

@@ -16,10 +16,16 @@ compares addresses and ports:
 
 ``verdict`` evaluates compiled rules the way the datapath does, so tests can check
 that the compiled form decides every flow exactly as the simulator does.
+
+A node compiles again whenever its policy part changes, mostly in small ways. Given a
+``CompileCache``, rules whose inputs are the very objects of the last compile (the
+agent reuses parsed rules and peers that did not change) come back as the very same
+``Rule`` objects, so the datapath can tell what changed by identity alone.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
@@ -31,6 +37,7 @@ from bpfleet_core.netpol.rules import (
     EndpointRules,
     PeerBlock,
     PortRange,
+    Prefix,
     Protocol,
     Rule,
 )
@@ -40,13 +47,109 @@ ALL_TRAFFIC = PortRange(None)
 
 
 def host_block(address: Address) -> PeerBlock:
-    return PeerBlock(ipaddress.ip_network(f"{address}/{address.max_prefixlen}"))
+    return PeerBlock(Prefix.of(address))
+
+
+_NEEDS_TOPOLOGY, _NEEDS_ENDPOINT = 1, 2
+
+
+class _Compiled:
+    """One policy's rules in one direction, and what they were compiled from: per rule,
+    its model, its result, and whether that depends on the topology or the endpoint."""
+
+    __slots__ = ("needs", "parts", "pod", "policy", "rules", "sources", "topology")
+
+    def __init__(
+        self,
+        policy: models.Policy,
+        topology: models.Topology,
+        pod: models.Pod,
+        *,
+        sources: tuple[models.Rule, ...],
+        parts: list[list[Rule]],
+        needs: list[int],
+    ) -> None:
+        self.policy, self.topology, self.pod = policy, topology, pod
+        self.sources, self.parts, self.needs = sources, parts, needs
+        self.rules = [rule for part in parts for rule in part]
+
+    def holds(self, policy: models.Policy, topology: models.Topology, pod: models.Pod) -> bool:
+        """Whether this is what ``policy`` compiles to against ``topology`` for ``pod``."""
+        if self.policy is not policy:
+            return False
+        needs = 0
+        for need in self.needs:
+            needs |= need
+        return (not needs & _NEEDS_TOPOLOGY or self.topology is topology) and (
+            not needs & _NEEDS_ENDPOINT or self.pod is pod
+        )
+
+
+class CompileCache:
+    """What the last compile produced, kept by policy (name, direction, and endpoint when
+    the rules depend on it), reused by the identity of its inputs: a policy that is the
+    same object compiles to the same rules; in one that is not, each rule that is the
+    same object at the same place does. Each compile keeps what it used (``sweep``);
+    what it no longer needs is freed by ``release``, when it suits the caller."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, int], _Compiled] = {}
+        self._next: dict[tuple[str, str, int], _Compiled] = {}
+        self._blocks: dict[int, tuple[models.IPBlock, PeerBlock]] = {}
+        self._next_blocks: dict[int, tuple[models.IPBlock, PeerBlock]] = {}
+        self.selected: dict[tuple[int, str], tuple[object, object, list[str]]] = {}
+        self._retired: list[object] = []
+
+    def block(self, ip_block: models.IPBlock) -> PeerBlock:
+        # Objects sit at multiples of 16: the low bits of an id would only collide.
+        number = id(ip_block) >> 4
+        found = self._next_blocks.get(number) or self._blocks.get(number)
+        if found is None or found[0] is not ip_block:
+            found = (ip_block, _block(ip_block))
+        self._next_blocks[number] = found
+        return found[1]
+
+    def find(self, name: str, direction: str, pod: models.Pod) -> _Compiled | None:
+        """The last entry of this policy and direction that may serve ``pod``."""
+        for key in ((name, direction, 0), (name, direction, id(pod))):
+            found = self._next.get(key) or self._entries.get(key)
+            if found is None:
+                continue
+            per_endpoint = any(need & _NEEDS_ENDPOINT for need in found.needs)
+            if key[2] == 0 and not per_endpoint:
+                return found
+            if key[2] != 0 and found.pod is pod:
+                return found
+        return None
+
+    def keep(self, name: str, direction: str, pod: models.Pod, compiled: _Compiled) -> None:
+        per_endpoint = any(need & _NEEDS_ENDPOINT for need in compiled.needs)
+        self._next[(name, direction, id(pod) if per_endpoint else 0)] = compiled
+
+    def sweep(self) -> None:
+        """End of a compile: what it did not use is retired."""
+        self._retired = [self._entries, self._blocks]
+        self._entries, self._next = self._next, {}
+        self._blocks, self._next_blocks = self._next_blocks, {}
+        self.selected.clear()
+
+    def release(self) -> None:
+        """Free what the last compile retired (as many objects as it compiled: the
+        caller may want the new rules in force first)."""
+        self._retired = []
 
 
 def _selected_pods(
-    peer: models.NetworkPolicyPeer, policy: models.Policy, topology: models.Topology
+    peer: models.NetworkPolicyPeer,
+    policy: models.Policy,
+    topology: models.Topology,
+    cache: CompileCache | None = None,
 ) -> list[str]:
     """The pods a selector peer selects (``podSelector`` and/or ``namespaceSelector``)."""
+    if cache is not None:
+        found = cache.selected.get((id(peer), policy.namespace))
+        if found is not None and found[0] is peer and found[1] is topology:
+            return found[2]
     pods = []
     for key, pod in topology.pods.items():
         namespace = topology.namespace_of(key)
@@ -56,27 +159,35 @@ def _selected_pods(
             in_namespace = peer.namespace_selector.matches(topology.namespaces[namespace])
         if in_namespace and (peer.pod_selector is None or peer.pod_selector.matches(pod.labels)):
             pods.append(key)
+    if cache is not None:
+        cache.selected[(id(peer), policy.namespace)] = (peer, topology, pods)
     return pods
 
 
 def _block(ip_block: models.IPBlock) -> PeerBlock:
-    return PeerBlock(ip_block.network, ip_block.excepted)
+    excepts = tuple(Prefix.parse(text) for text in ip_block.except_ or ())
+    return PeerBlock(Prefix.parse(ip_block.cidr), excepts)
 
 
 def _peer_blocks(
     peers: Sequence[models.NetworkPolicyPeer] | None,
     policy: models.Policy,
     topology: models.Topology,
+    cache: CompileCache | None = None,
 ) -> tuple[PeerBlock, ...] | None:
     """``None`` (any peer) when there are no peers; otherwise the peers' blocks."""
     if not peers:
         return None
+    if len(peers) == 1 and (ip_block := peers[0].ip_block) is not None:
+        # The most common rule of a long allow-list, taken without the dict.
+        return (cache.block(ip_block) if cache is not None else _block(ip_block),)
     blocks: dict[PeerBlock, None] = {}  # a dict: ordered, and O(1) to skip repeats
     for peer in peers:
         if peer.ip_block is not None:
-            blocks[_block(peer.ip_block)] = None
+            block = cache.block(peer.ip_block) if cache is not None else _block(peer.ip_block)
+            blocks[block] = None
         else:
-            for key in _selected_pods(peer, policy, topology):
+            for key in _selected_pods(peer, policy, topology, cache):
                 blocks[host_block(topology.pods[key].ip)] = None
     return tuple(blocks)
 
@@ -85,6 +196,7 @@ def _destination_pods(
     peers: Sequence[models.NetworkPolicyPeer] | None,
     policy: models.Policy,
     topology: models.Topology,
+    cache: CompileCache | None,
 ) -> list[str]:
     """Every pod a ``to`` list reaches (all pods when it is missing or empty)."""
     if not peers:
@@ -96,7 +208,7 @@ def _destination_pods(
                 key for key, pod in topology.pods.items() if peer.ip_block.contains(pod.ip)
             )
         else:
-            chosen.update(_selected_pods(peer, policy, topology))
+            chosen.update(_selected_pods(peer, policy, topology, cache))
     return [key for key in topology.pods if key in chosen]
 
 
@@ -106,7 +218,25 @@ def _numeric_range(port: models.NetworkPolicyPort) -> PortRange:
         return PortRange(protocol)
     assert isinstance(port.port, int)
     last = port.end_port if port.end_port is not None else port.port
-    return PortRange(protocol, port.port, last)
+    return _port_range(protocol, port.port, last)
+
+
+# The same few ranges come up in thousands of rules: one object each.
+_port_range = functools.lru_cache(maxsize=4096)(PortRange)
+
+
+def _dependencies(rule: models.Rule) -> tuple[bool, bool]:
+    """(has named ports, has selector peers): what besides the rule a result needs."""
+    named = selects = False
+    for port in rule.ports or ():
+        if isinstance(port.port, str):
+            named = True
+            break
+    for peer in rule.peers or ():
+        if peer.ip_block is None:
+            selects = True
+            break
+    return named, selects
 
 
 def _ingress_rule(
@@ -115,10 +245,14 @@ def _ingress_rule(
     rule: models.NetworkPolicyIngressRule,
     topology: models.Topology,
     pod: models.Pod,
+    *,
+    cache: CompileCache | None,
 ) -> Rule:
-    peers = _peer_blocks(rule.from_, policy, topology)
+    peers = _peer_blocks(rule.from_, policy, topology, cache)
     if not rule.ports:
         return Rule(policy.key, index, peers, (ALL_TRAFFIC,))
+    if len(rule.ports) == 1 and not isinstance(rule.ports[0].port, str):
+        return Rule(policy.key, index, peers, (_numeric_range(rule.ports[0]),))
     ranges: list[PortRange] = []
     for port in rule.ports:
         if isinstance(port.port, str):
@@ -138,8 +272,9 @@ def _egress_rules(
     index: int,
     rule: models.NetworkPolicyEgressRule,
     topology: models.Topology,
+    cache: CompileCache | None,
 ) -> list[Rule]:
-    peers = _peer_blocks(rule.to, policy, topology)
+    peers = _peer_blocks(rule.to, policy, topology, cache)
     if not rule.ports:
         return [Rule(policy.key, index, peers, (ALL_TRAFFIC,))]
     numeric: list[PortRange] = []
@@ -154,7 +289,7 @@ def _egress_rules(
         compiled.append(Rule(policy.key, index, peers, tuple(numeric)))
     by_port: dict[PortRange, list[PeerBlock]] = {}
     if named:
-        for key in _destination_pods(rule.to, policy, topology):
+        for key in _destination_pods(rule.to, policy, topology, cache):
             destination = topology.pods[key]
             for port in named:
                 assert isinstance(port.port, str)
@@ -173,12 +308,74 @@ def _egress_rules(
     return compiled
 
 
+def _compiled_rules(
+    policy: models.Policy,
+    index: int,
+    rule: models.Rule,
+    topology: models.Topology,
+    pod: models.Pod,
+    *,
+    cache: CompileCache | None,
+) -> tuple[list[Rule], int]:
+    """One policy rule compiled (an egress rule with named ports may give several), and
+    what the result depends on besides the rule (``_NEEDS_*``)."""
+    named, selects = _dependencies(rule)
+    if isinstance(rule, models.NetworkPolicyIngressRule):
+        # An ingress rule's named ports resolve against the endpoint itself.
+        needs = (_NEEDS_ENDPOINT if named else 0) | (_NEEDS_TOPOLOGY if selects else 0)
+        return [_ingress_rule(policy, index, rule, topology, pod, cache=cache)], needs
+    needs = _NEEDS_TOPOLOGY if selects or named else 0
+    return _egress_rules(policy, index, rule, topology, cache), needs
+
+
+def _policy_rules(
+    policy: models.Policy,
+    direction: Direction,
+    topology: models.Topology,
+    pod: models.Pod,
+    cache: CompileCache | None,
+) -> list[Rule]:
+    """One policy's rules in one direction, for the endpoint ``pod``."""
+    sources = policy.spec.rules(direction)
+    if cache is None:
+        return [
+            compiled
+            for index, rule in enumerate(sources)
+            for compiled in _compiled_rules(policy, index, rule, topology, pod, cache=None)[0]
+        ]
+    found = cache.find(policy.key, direction, pod)
+    if found is not None and found.holds(policy, topology, pod):
+        cache.keep(policy.key, direction, pod, found)
+        return found.rules
+    parts: list[list[Rule]] = []
+    needs: list[int] = []
+    old_sources = found.sources if found is not None else ()
+    for index, rule in enumerate(sources):
+        if index < len(old_sources) and old_sources[index] is rule:
+            assert found is not None
+            need = found.needs[index]
+            if (not need & _NEEDS_TOPOLOGY or found.topology is topology) and (
+                not need & _NEEDS_ENDPOINT or found.pod is pod
+            ):
+                parts.append(found.parts[index])
+                needs.append(need)
+                continue
+        compiled, need = _compiled_rules(policy, index, rule, topology, pod, cache=cache)
+        parts.append(compiled)
+        needs.append(need)
+    entry = _Compiled(policy, topology, pod, sources=sources, parts=parts, needs=needs)
+    cache.keep(policy.key, direction, pod, entry)
+    return entry.rules
+
+
 def _direction(
     policies: Sequence[models.Policy],
     topology: models.Topology,
     key: str,
     direction: Direction,
     view: View,
+    *,
+    cache: CompileCache | None,
 ) -> DirectionRules:
     wanted: models.PolicyType = "Ingress" if direction == "ingress" else "Egress"
     selecting = [
@@ -193,13 +390,12 @@ def _direction(
     pod = topology.pods[key]
     rules: list[Rule] = []
     for policy in selecting:
-        if direction == "ingress":
-            for index, ingress in enumerate(policy.spec.ingress or ()):
-                rules.append(_ingress_rule(policy, index, ingress, topology, pod))
-        else:
-            for index, egress in enumerate(policy.spec.egress or ()):
-                rules.extend(_egress_rules(policy, index, egress, topology))
-    return DirectionRules(isolated=True, rules=tuple(rules))
+        rules.extend(_policy_rules(policy, direction, topology, pod, cache))
+    return DirectionRules(
+        isolated=True,
+        rules=tuple(rules),
+        policies=tuple(dict.fromkeys(policy.key for policy in selecting)),
+    )
 
 
 def compile_policies(
@@ -207,11 +403,14 @@ def compile_policies(
     topology: models.Topology,
     *,
     node_endpoints: set[str] | None = None,
+    cache: CompileCache | None = None,
 ) -> dict[str, EndpointRules]:
     """The rules of every endpoint (``"ns/pod"``), or only of ``node_endpoints``.
 
     Policies must be validated (``validating.validate``). Raises ``ValueError`` when
-    ``node_endpoints`` names a pod the topology does not have.
+    ``node_endpoints`` names a pod the topology does not have. With ``cache``, what
+    did not change since the last compile with it is reused (see the module's
+    docstring); the result is the same either way.
     """
     items = list(policies)
     if node_endpoints is not None:
@@ -222,21 +421,24 @@ def compile_policies(
     # object to both (the datapath then skips comparing them rule by rule).
     audited = any(policy.mode == "audit" for policy in items)
     compiled: dict[str, EndpointRules] = {}
-    for key in topology.pod_order():
-        if node_endpoints is not None and key not in node_endpoints:
-            continue
-        ingress = _direction(items, topology, key, "ingress", "enforce")
-        egress = _direction(items, topology, key, "egress", "enforce")
+    keys = topology.pod_order() if node_endpoints is None else sorted(node_endpoints)
+    for key in keys:
+        ingress = _direction(items, topology, key, "ingress", "enforce", cache=cache)
+        egress = _direction(items, topology, key, "egress", "enforce", cache=cache)
         compiled[key] = EndpointRules(
             endpoint=key,
             address=topology.pods[key].ip,
             ingress=ingress,
             egress=egress,
-            audit_ingress=_direction(items, topology, key, "ingress", "audit")
+            audit_ingress=_direction(items, topology, key, "ingress", "audit", cache=cache)
             if audited
             else ingress,
-            audit_egress=_direction(items, topology, key, "egress", "audit") if audited else egress,
+            audit_egress=_direction(items, topology, key, "egress", "audit", cache=cache)
+            if audited
+            else egress,
         )
+    if cache is not None:
+        cache.sweep()
     return compiled
 
 
@@ -246,10 +448,7 @@ def compile_policies(
 def _peer_allows(peers: tuple[PeerBlock, ...] | None, address: Address) -> bool:
     if peers is None:
         return True
-    return any(
-        address in block.cidr and not any(address in item for item in block.excepts)
-        for block in peers
-    )
+    return any(block.contains(address) for block in peers)
 
 
 def _port_allows(ranges: tuple[PortRange, ...], protocol: Protocol, port: int) -> bool:

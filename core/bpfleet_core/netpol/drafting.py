@@ -9,7 +9,8 @@ replaces the stored policy of the same namespace and name (or joins them), and t
 result is what the editor shows for one keystroke: the endpoints each draft policy
 selects, the connectivity matrix before and after on a chosen protocol and port
 (restricted by default to the endpoints the draft concerns), the semantic diff over
-every cell and over common ports, the lints, the ratings and the flow tests.
+every cell and over common ports, the lints, the ratings, each policy's diagram
+(``diagramming``) and the flow tests.
 "This policy only" compares the draft policies alone with their stored versions alone.
 
 ``explain(...)`` says why one cell is what it is, with the allowing rules located in
@@ -26,6 +27,7 @@ import yaml
 
 from bpfleet_core.netpol import (
     connectivity,
+    diagramming,
     diffing,
     flowtests,
     linting,
@@ -251,6 +253,7 @@ class Simulation:
     ports: tuple[diffing.Diff, ...] = ()
     lints: tuple[linting.Lint, ...] = ()
     ratings: tuple[rating.Rating, ...] = ()
+    diagrams: tuple[diagramming.Diagram, ...] = ()
     flows: tuple[flowtests.FlowResult, ...] = ()
     flow_problems: tuple[flowtests.FlowProblem, ...] = ()
     replaced: tuple[str, ...] = field(default=())  # stored policies the draft replaces
@@ -267,6 +270,7 @@ class Simulation:
             "ports": [item.to_dict() for item in self.ports],
             "lints": [item.to_dict() for item in self.lints],
             "ratings": [item.to_dict() for item in self.ratings],
+            "diagrams": [item.to_dict() for item in self.diagrams],
             "flows": {
                 "passed": sum(1 for item in self.flows if item.passed),
                 "failed": sum(1 for item in self.flows if not item.passed),
@@ -365,6 +369,7 @@ def simulate(
     ]
     lints: list[linting.Lint] = []
     ratings: list[rating.Rating] = []
+    diagrams: list[diagramming.Diagram] = []
     selections: list[Selection] = []
     for item in draft.documents:
         policy = item.policy
@@ -384,6 +389,7 @@ def simulate(
             )
         )
         ratings.append(rating.rate(policy, topology, source=item.source, index=index))
+        diagrams.append(diagramming.draw(policy, topology, source=item.source, index=index))
     results: list[flowtests.FlowResult] = []
     if flows is not None:
         results = flowtests.run(flows.tests, after, topology)
@@ -396,6 +402,7 @@ def simulate(
         ports=tuple(diffing.diff_ports(before, after, index, ports)),
         lints=tuple(lints),
         ratings=tuple(ratings),
+        diagrams=tuple(diagrams),
         flows=tuple(results),
         flow_problems=flows.problems if flows is not None else (),
         replaced=tuple(replaced),

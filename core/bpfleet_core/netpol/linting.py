@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from bpfleet_core.netpol import connectivity, models, simulating, validating
+from bpfleet_core.netpol import connectivity, diagramming, models, simulating, validating
 from bpfleet_core.netpol.editing import Edit, EditError, Fix, apply_edits
 from bpfleet_core.netpol.locating import Loc, LocatedDocument, Span
 from bpfleet_core.netpol.models import Direction, Protocol
@@ -661,28 +661,6 @@ def _allows_dns_statically(rules: Sequence[models.Rule]) -> bool:
     return False
 
 
-def _dns_rule(dns_pod: str | None, topology: models.Topology) -> dict[str, Any]:
-    ports = [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]
-    if dns_pod is None:
-        return {"ports": ports}
-    namespace = topology.namespace_of(dns_pod)
-    labels = topology.pods[dns_pod].labels
-    peer: dict[str, Any] = {
-        "namespaceSelector": {"matchLabels": {models.NAMESPACE_NAME_LABEL: namespace}}
-    }
-    if "k8s-app" in labels:
-        peer["podSelector"] = {"matchLabels": {"k8s-app": labels["k8s-app"]}}
-    elif labels:
-        peer["podSelector"] = {"matchLabels": dict(labels)}
-    return {"to": [peer], "ports": ports}
-
-
-def _dns_servers(topology: models.Topology, index: connectivity.Index) -> list[str]:
-    """Pods serving DNS (port 53 over UDP), kube-dns first."""
-    serving = index.pods(index.serving("UDP", DNS_PORT))
-    return sorted(serving, key=lambda name: topology.pods[name].labels.get("k8s-app") != "kube-dns")
-
-
 def _egress_without_dns(ctx: _Context) -> Iterator[Lint]:
     if "Egress" not in ctx.policy.spec.effective_policy_types():
         return
@@ -697,7 +675,7 @@ def _egress_without_dns(ctx: _Context) -> Iterator[Lint]:
         if "Egress" in policy.spec.effective_policy_types()
         and models.selects(policy, world, selected)
     ]
-    servers = _dns_servers(ctx.topology, ctx.index)
+    servers = diagramming.dns_servers(ctx.topology, ctx.index)
     if not servers and _allows_dns_statically([r for p in isolating for r in p.spec.egress or ()]):
         return
     target = servers[0] if servers else "10.96.0.10"
@@ -707,7 +685,7 @@ def _egress_without_dns(ctx: _Context) -> Iterator[Lint]:
     ):
         return
     egress = ctx.raw(("spec", "egress"))
-    rule = _dns_rule(servers[0] if servers else None, ctx.topology)
+    rule = diagramming.dns_rule(ctx.topology, ctx.index)
     if isinstance(egress, list):
         edit = Edit("add", ("spec", "egress", len(egress)), rule)
     else:

@@ -231,7 +231,7 @@ class _PolicyDocument(_Wire):
     kind: Literal["NetworkPolicy"]
     metadata: ObjectMeta
 
-    @property
+    @cached_property
     def key(self) -> str:
         """``<namespace>/<name>``."""
         return f"{self.metadata.namespace}/{self.metadata.name}"

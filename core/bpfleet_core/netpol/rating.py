@@ -147,7 +147,7 @@ class Rating:
         }
 
 
-def _ports_text(rule: models.Rule) -> tuple[bool, str]:
+def ports_text(rule: models.Rule) -> tuple[bool, str]:
     """(every port?, the ports in words)."""
     if not rule.ports:
         return True, "every port"
@@ -163,7 +163,7 @@ def _ports_text(rule: models.Rule) -> tuple[bool, str]:
     return every, ", ".join(words)
 
 
-def _peer(peer: models.NetworkPolicyPeer, policy: models.Policy) -> tuple[str, str, Loc]:
+def describe_peer(peer: models.NetworkPolicyPeer, policy: models.Policy) -> tuple[str, str, Loc]:
     """(reach, description, where in the peer) for one peer."""
     if peer.ip_block is not None:
         block = peer.ip_block
@@ -196,7 +196,7 @@ def _peers(
     field_name = "from" if direction == "ingress" else "to"
     sides = "source" if direction == "ingress" else "destination"
     for number, rule in enumerate(policy.spec.rules(direction)):
-        every_port, ports = _ports_text(rule)
+        every_port, ports = ports_text(rule)
         if not rule.peers:
             yield Peer(
                 ("spec", direction, number),
@@ -209,7 +209,7 @@ def _peers(
             )
             continue
         for position, peer in enumerate(rule.peers):
-            reach, description, inner = _peer(peer, policy)
+            reach, description, inner = describe_peer(peer, policy)
             yield Peer(
                 ("spec", direction, number, field_name, position, *inner),
                 reach,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from bpfleet_core.netpol import compiling, models
-from bpfleet_core.netpol.rules import DirectionRules, PeerBlock, PortRange, Rule
+from bpfleet_core.netpol import compiling, models, validating
+from bpfleet_core.netpol.rules import DirectionRules, PeerBlock, PortRange, Prefix, Rule
+from tests.core.netpol import test_differential as differential
 from tests.core.netpol.shared import policies, policy
 from tests.core.netpol.test_simulating import POD_A, named_port_topology
 
 
-def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(text)
+def net(text: str) -> Prefix:
+    return Prefix.parse(text)
 
 
 def host(text: str) -> PeerBlock:
@@ -80,6 +84,7 @@ def test_ingress_peers_and_ports(topology: models.Topology) -> None:
             ),
             Rule("x/web", 2, (host("10.0.2.3/32"),), ()),
         ),
+        policies=("x/web",),
     )
     assert x_a.egress == DirectionRules()
     assert x_a.audit_ingress == x_a.ingress
@@ -115,6 +120,7 @@ def test_egress_named_ports_split_by_destination() -> None:
             # A named port that no pod serves on that protocol: a rule that never matches.
             Rule("x/out", 2, (host("10.0.1.1/32"), host("10.0.2.2/32"), host("10.0.2.3/32")), ()),
         ),
+        policies=("x/out",),
     )
 
 
@@ -124,11 +130,12 @@ def test_enforce_and_audit_views(topology: models.Topology) -> None:
     compiled = compiling.compile_policies(policies([enforce, audit]), topology)
     x_a, x_b = compiled["x/a"], compiled["x/b"]
     assert x_a.ingress.rules == (Rule("x/in", 0, None, (PortRange("TCP", 80, 80),)),)
-    assert x_a.audit_ingress == x_a.ingress  # the audit policy adds isolation, not rules
+    assert x_a.audit_ingress.rules == x_a.ingress.rules  # the audit policy adds isolation
     assert x_a.egress == DirectionRules()
-    assert x_a.audit_egress == DirectionRules(isolated=True)
+    assert x_a.audit_ingress.policies == ("x/in", "x/audit")
+    assert x_a.audit_egress == DirectionRules(isolated=True, policies=("x/audit",))
     assert x_b.ingress == DirectionRules()
-    assert x_b.audit_ingress == DirectionRules(isolated=True)
+    assert x_b.audit_ingress == DirectionRules(isolated=True, policies=("x/audit",))
     a, b = x_a.address, x_b.address
     assert compiling.verdict(compiled, b, a, "TCP", 80)
     assert compiling.verdict(compiled, b, a, "TCP", 80, view="audit") is False
@@ -169,3 +176,103 @@ def test_addresses_that_are_no_endpoint_are_not_policed(topology: models.Topolog
     assert compiling.verdict(
         partial, "10.0.1.2", "10.0.1.1", "TCP", 80
     )  # x/a is enforced elsewhere
+
+
+# --- the compile cache: what did not change comes back as the very same objects ----
+
+
+def _allow_list(count: int, changed: int | None = None) -> dict[str, object]:
+    rules = [
+        {"from": [{"ipBlock": {"cidr": f"192.168.{i >> 8}.{i & 255}/32"}}], "ports": [{"port": 80}]}
+        for i in range(count)
+    ]
+    if changed is not None:
+        rules[changed] = {"from": [{"ipBlock": {"cidr": "192.0.2.7/32"}}], "ports": [{"port": 80}]}
+    return policy("allow", {"podSelector": POD_A, "ingress": rules})
+
+
+def _replace_rule(
+    document: models.Policy, index: int, rule: models.NetworkPolicyIngressRule
+) -> models.Policy:
+    """``document`` with one ingress rule replaced; every other rule the same object."""
+    ingress = list(document.spec.ingress or ())
+    ingress[index] = rule
+    spec = document.spec.model_copy(update={"ingress": tuple(ingress)})
+    return document.model_copy(update={"spec": spec})
+
+
+def test_the_cache_hands_back_what_did_not_change(topology: models.Topology) -> None:
+    (document,) = policies([_allow_list(50)])
+    cache = compiling.CompileCache()
+    first = compiling.compile_policies([document], topology, cache=cache)["x/a"].ingress.rules
+    again = compiling.compile_policies([document], topology, cache=cache)["x/a"].ingress.rules
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    (other,) = policies([_allow_list(50, changed=7)])
+    changed = _replace_rule(document, 7, (other.spec.ingress or ())[7])
+    result = compiling.compile_policies([changed], topology, cache=cache)
+    rules = result["x/a"].ingress.rules
+    assert [i for i, (a, b) in enumerate(zip(first, rules, strict=True)) if a is not b] == [7]
+    assert rules[7].peers == (host("192.0.2.7/32"),)
+    assert result == compiling.compile_policies([changed], topology)
+
+
+def test_a_new_topology_recompiles_selectors_and_keeps_ip_blocks(
+    topology: models.Topology,
+) -> None:
+    document = policy(
+        "mixed",
+        {
+            "podSelector": POD_A,
+            "ingress": [
+                {"from": [{"ipBlock": {"cidr": "192.168.0.0/16"}}]},
+                {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]},
+            ],
+        },
+    )
+    (parsed,) = policies([document])
+    cache = compiling.CompileCache()
+    before = compiling.compile_policies([parsed], topology, cache=cache)["x/a"].ingress.rules
+    moved = topology.with_labels(podlabels={"x/c": {"pod": "b"}})
+    result = compiling.compile_policies([parsed], moved, cache=cache)
+    after = result["x/a"].ingress.rules
+    assert after[0] is before[0]
+    assert after[1] is not before[1]
+    assert result == compiling.compile_policies([parsed], moved)
+
+
+def test_named_ports_resolve_per_endpoint_through_the_cache() -> None:
+    world = named_port_topology()
+    document = policy("named", {"podSelector": {}, "ingress": [{"ports": [{"port": "web"}]}]})
+    (parsed,) = policies([document])
+    cache = compiling.CompileCache()
+    for _ in range(2):
+        assert compiling.compile_policies([parsed], world, cache=cache) == (
+            compiling.compile_policies([parsed], world)
+        )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(differential.scenarios(), min_size=2, max_size=4), st.randoms())
+def test_compiling_through_the_cache_changes_nothing(
+    steps: list[differential.Scenario], chance: random.Random
+) -> None:
+    """Policies and topologies one after another (some kept as the same objects, as the
+    agent keeps what did not change): the cache's results are the uncached ones."""
+    cache = compiling.CompileCache()
+    previous: list[models.Policy] = []
+    topology: models.Topology | None = None
+    for world, documents, _ in steps:
+        if topology is None or chance.random() < 0.7:
+            topology = world
+        parsed = [validating.validate(document).policy for document in documents]
+        kept = [old for old in previous if chance.random() < 0.5]
+        chosen = [*kept, *parsed]
+        known = {key for key in topology.pods}
+        chosen = [p for p in chosen if p.namespace in topology.namespaces]
+        expected = compiling.compile_policies(chosen, topology)
+        assert compiling.compile_policies(chosen, topology, cache=cache) == expected
+        subset = set(sorted(known)[: len(known) // 2])
+        assert compiling.compile_policies(
+            chosen, topology, node_endpoints=subset, cache=cache
+        ) == compiling.compile_policies(chosen, topology, node_endpoints=subset)
+        previous = chosen

@@ -254,6 +254,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/drafts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Share
+         * @description Keep a draft to share by link (its id). Each token name keeps its newest
+         *     ``BPFLEET_API_DRAFTS_KEPT_PER_AUTHOR`` drafts; text and flows are bounded.
+         */
+        post: operations["share_v1_drafts_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/drafts/{draft_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Reopen
+         * @description A shared draft, as it was when shared.
+         */
+        get: operations["reopen_v1_drafts__draft_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/gitsources": {
         parameters: {
             query?: never;
@@ -291,6 +332,28 @@ export interface paths {
          * @description For operators: the source is gone; forget what it reported.
          */
         delete: operations["delete_source_v1_gitsources__namespace___name__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/gitsources/{namespace}/{name}/file": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Source File
+         * @description A file's text at a revision (the applied one, or a rejected one the history
+         *     lists), as the operator read it, with the problems a rejection found in it: what the
+         *     policy editor opens. Only files holding policies, or named by errors, are kept.
+         */
+        get: operations["source_file_v1_gitsources__namespace___name__file_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -610,6 +673,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/operator/proposals": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Operator Work
+         * @description For operators: proposals to push and merges to make, queued since ``after``
+         *     (long-poll). Without ``after`` every pending item comes at once.
+         */
+        get: operations["operator_work_v1_operator_proposals_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/overview": {
         parameters: {
             query?: never;
@@ -697,6 +781,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/policies/{namespace}/{name}/source": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Policy Source
+         * @description Where a policy in force is written in Git: its GitSource, the applied revision,
+         *     the file and the line its document starts on, with the file's text (404 for a
+         *     policy set through the API).
+         */
+        get: operations["policy_source_v1_policies__namespace___name__source_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies/{namespace}/{name}/yaml": {
         parameters: {
             query?: never;
@@ -738,6 +844,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/policies/lessons": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Tutorial
+         * @description The tutorial: lessons on a demo topology. A lesson is done when its flow tests
+         *     pass: simulate its policy with ``topology`` set to this one and its flows.
+         */
+        get: operations["tutorial_v1_policies_lessons_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies/simulate": {
         parameters: {
             query?: never;
@@ -755,6 +882,28 @@ export interface paths {
          *     ports), lints with their proving flows, ratings, and flow tests if given.
          */
         post: operations["simulate_v1_policies_simulate_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/policies/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Policy Templates
+         * @description Policies to start from (default-deny ingress, default-deny egress with DNS, same
+         *     namespace only, from one namespace, the Internet but private ranges), written for
+         *     ``namespace``.
+         */
+        get: operations["policy_templates_v1_policies_templates_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -922,6 +1071,98 @@ export interface paths {
          */
         get: operations["program_progress_v1_programs__name__progress_get"];
         put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/proposals": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Proposals
+         * @description Proposals, newest first.
+         */
+        get: operations["list_proposals_v1_proposals_get"];
+        put?: never;
+        /**
+         * Propose
+         * @description Propose files for a GitSource's repository. Every file is checked first (paths
+         *     under the source's spec.path, manifests validated as a GitSource pass would, flow
+         *     tests parsed); the operator then writes one commit on a branch, authored by this
+         *     token's name, and opens a pull request where the source names a forge. Nothing
+         *     reaches the fleet until the change is merged and its revision applied.
+         */
+        post: operations["propose_v1_proposals_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/proposals/{proposal_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Proposal
+         * @description A proposal's card, with its files whole and, in Conflict, the three texts of each
+         *     conflicting file (base, theirs at the branch tip, ours).
+         */
+        get: operations["get_proposal_v1_proposals__proposal_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/proposals/{proposal_id}/merge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Merge
+         * @description Dev merge: the operator merges the pushed branch into the tracked branch. Only
+         *     where the GitSource allows it (spec.proposals.devMerge: local repositories, the local
+         *     fleet); elsewhere the pull request is merged on the forge, as review requires.
+         */
+        post: operations["merge_v1_proposals__proposal_id__merge_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/proposals/{proposal_id}/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Report
+         * @description For operators: what became of a proposal (pushed, conflict, failed, merged,
+         *     applied or rejected). A stage out of order is refused (409).
+         */
+        put: operations["report_v1_proposals__proposal_id__status_put"];
         post?: never;
         delete?: never;
         options?: never;
@@ -1376,6 +1617,36 @@ export interface components {
             size: number;
         };
         /**
+         * Conflict
+         * @description A file that changed at the branch tip since the draft was opened: the three
+         *     texts of a three-way view.
+         */
+        Conflict: {
+            /**
+             * Base
+             * @description The file as the draft was opened; null: absent.
+             */
+            base: string | null;
+            /**
+             * Omitted
+             * @description The texts were too large to carry with the others (base, theirs and ours are then empty): open the file at the tip.
+             * @default false
+             */
+            omitted: boolean;
+            /**
+             * Ours
+             * @description The file as proposed.
+             */
+            ours: string;
+            /** Path */
+            path: string;
+            /**
+             * Theirs
+             * @description The file at the branch tip now; null: absent.
+             */
+            theirs: string | null;
+        };
+        /**
          * Constraints
          * @description What the signer allows, by entry point and by config variable.
          */
@@ -1435,6 +1706,100 @@ export interface components {
              * @default 0
              */
             denied: number;
+        };
+        /** DiagramBoxView */
+        DiagramBoxView: {
+            /**
+             * Actions
+             * @description Edits that would allow it.
+             */
+            actions: components["schemas"]["FixView"][];
+            /**
+             * Direction
+             * @enum {string}
+             */
+            direction: "ingress" | "egress";
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "namespace" | "other-namespaces" | "outside" | "dns";
+            /**
+             * Rules
+             * @description The rules of this direction admitting it.
+             */
+            rules: number[];
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "unrestricted" | "allowed" | "denied";
+            /** Summary */
+            summary: string;
+            /** Title */
+            title: string;
+        };
+        /** DiagramPeerView */
+        DiagramPeerView: {
+            /** Description */
+            description: string;
+            /** Line */
+            line: number | null;
+            /** Path */
+            path: (string | number)[];
+            /** Pathtext */
+            pathText: string;
+        };
+        /** DiagramRuleView */
+        DiagramRuleView: {
+            /** Boxes */
+            boxes: ("namespace" | "other-namespaces" | "outside" | "dns")[];
+            /**
+             * Direction
+             * @enum {string}
+             */
+            direction: "ingress" | "egress";
+            /** Endline */
+            endLine: number | null;
+            /** Index */
+            index: number;
+            /** Line */
+            line: number | null;
+            /** Path */
+            path: (string | number)[];
+            /** Pathtext */
+            pathText: string;
+            /**
+             * Peers
+             * @description Empty: every peer (no from/to).
+             */
+            peers: components["schemas"]["DiagramPeerView"][];
+            /** Ports */
+            ports: string;
+        };
+        /** DiagramView */
+        DiagramView: {
+            /** Boxes */
+            boxes: components["schemas"]["DiagramBoxView"][];
+            /** Document */
+            document: number | null;
+            /** Egressisolated */
+            egressIsolated: boolean;
+            /** Ingressisolated */
+            ingressIsolated: boolean;
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "enforce" | "audit";
+            /** Modechanges */
+            modeChanges: components["schemas"]["ModeChangeView"][];
+            /** Namespace */
+            namespace: string;
+            /** Policy */
+            policy: string;
+            /** Rules */
+            rules: components["schemas"]["DiagramRuleView"][];
         };
         /** DiffView */
         DiffView: {
@@ -1705,6 +2070,8 @@ export interface components {
              * @default false
              */
             thisPolicyOnly: boolean;
+            /** @description A topology to judge the draft on instead of the fleet's (the tutorial's demo, say): no stored policy takes part then. */
+            topology?: components["schemas"]["Topology"] | null;
         };
         /** ExplanationView */
         ExplanationView: {
@@ -1810,6 +2177,28 @@ export interface components {
                 [key: string]: boolean;
             };
         };
+        /**
+         * FileChange
+         * @description One file of a proposal, whole.
+         */
+        FileChange: {
+            /**
+             * Baserevision
+             * @description The revision the draft was opened from (a commit, or the GitSource's '<ref>@sha1:<commit>'); null for a file that did not exist. If the file at the branch tip differs from it there, nothing is pushed (Conflict).
+             */
+            baseRevision?: string | null;
+            /**
+             * Content
+             * @description The whole new text.
+             */
+            content: string;
+            /**
+             * Path
+             * @description Inside the repository, under the GitSource's path: a manifest (.yaml, .yml) or a flow-test file (<policy>.flows.yaml).
+             * @example policies/db-ingress.yaml
+             */
+            path: string;
+        };
         /** FixView */
         FixView: {
             /** Edits */
@@ -1870,6 +2259,29 @@ export interface components {
             problems: components["schemas"]["FlowProblemView"][];
             /** Results */
             results: components["schemas"]["FlowResultView"][];
+        };
+        /**
+         * Forge
+         * @description Where proposals become pull requests (merge requests on GitLab).
+         */
+        Forge: {
+            /**
+             * Apiurl
+             * @description The forge's REST API: https://api.github.com (GitHub Enterprise: https://HOST/api/v3), https://HOST/api/v4 (GitLab), https://HOST/api/v1 (Gitea).
+             */
+            apiUrl: string;
+            /**
+             * Repository
+             * @description owner/name (GitHub, Gitea); the project's path or numeric id (GitLab).
+             */
+            repository: string;
+            /** @description Secret whose 'token' (else 'password') authenticates to the forge; its bpfleet.io/git-host annotation must name the API's host. Absent: the source's secretRef. */
+            secretRef?: components["schemas"]["SecretRef"] | null;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "github" | "gitlab" | "gitea";
         };
         /**
          * GitRef
@@ -1939,6 +2351,11 @@ export interface components {
          * @description What an operator reports at the end of each pass over a GitSource.
          */
         GitSourceReport: {
+            /**
+             * Files
+             * @description The text of the files the policy editor opens: those holding policies of the applied revision, those a rejected revision's errors name.
+             */
+            files?: components["schemas"]["SourceFile"][];
             spec?: components["schemas"]["GitSourceSpec"] | null;
             status: components["schemas"]["GitSourceStatus"];
         };
@@ -1956,6 +2373,8 @@ export interface components {
              * @default .
              */
             path: string;
+            /** @description Changes proposed through the API: a pull request, or a dev merge. */
+            proposals?: components["schemas"]["ProposalSettings"];
             /**
              * Prune
              * @description Delete what was removed from Git.
@@ -2277,6 +2696,27 @@ export interface components {
                 [key: string]: string;
             };
         };
+        /** LessonView */
+        LessonView: {
+            /**
+             * Flows
+             * @description Its flow tests: the lesson is done when they pass.
+             */
+            flows: string;
+            /** Goal */
+            goal: string;
+            /** Id */
+            id: string;
+            /** Solution */
+            solution: string;
+            /**
+             * Start
+             * @description The policy the lesson opens with.
+             */
+            start: string;
+            /** Title */
+            title: string;
+        };
         /** LinkReport */
         LinkReport: {
             /** Entrypoint */
@@ -2461,6 +2901,15 @@ export interface components {
             /** Truncated */
             truncated: boolean;
         };
+        /** ModeChangeView */
+        ModeChangeView: {
+            fix: components["schemas"]["FixView"];
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "enforce" | "audit";
+        };
         /** NamedPortView */
         NamedPortView: {
             /** Endpoints */
@@ -2553,6 +3002,8 @@ export interface components {
             message: string;
             /** Node */
             node: string;
+            /** @description What this node counted for this policy, for the generation it enforces. */
+            policyCounters?: components["schemas"]["PolicyCountersView"] | null;
             /**
              * Readiness
              * @description The node's: an Unknown node (silent past the unknown window) is not waited for by a deletion; it removes the policy when it returns.
@@ -2741,6 +3192,25 @@ export interface components {
             /** Reach */
             reach: string;
         };
+        /** Pod */
+        Pod: {
+            /** Ip */
+            ip: string;
+            /** Labels */
+            labels?: {
+                [key: string]: string;
+            };
+            /**
+             * Node
+             * @description The node the pod runs on, if known.
+             */
+            node?: string | null;
+            /**
+             * Ports
+             * @default []
+             */
+            ports: components["schemas"]["ContainerPort"][];
+        };
         /**
          * PodCidrs
          * @description The address ranges of a node's pods (a Kubernetes Node's ``spec.podCIDRs``).
@@ -2748,6 +3218,55 @@ export interface components {
         PodCidrs: {
             /** Podcidrs */
             podCIDRs: (string)[];
+        };
+        /**
+         * PolicyCounters
+         * @description What one policy did on a node, counted since ``PolicyReport.countersSince``.
+         */
+        PolicyCounters: {
+            /**
+             * Auditdenied
+             * @description Flows passed that it would drop (an audit-mode policy).
+             * @default 0
+             */
+            auditDenied: number;
+            /**
+             * Denied
+             * @description Packets dropped at endpoints it isolates (none allowed).
+             * @default 0
+             */
+            denied: number;
+            /**
+             * Policy
+             * @description namespace/name
+             */
+            policy: string;
+            /** Rules */
+            rules?: components["schemas"]["RuleCounter"][];
+        };
+        /**
+         * PolicyCountersView
+         * @description What the policy itself did, as the nodes' datapaths count it, for the generation
+         *     they enforce (from about when they started enforcing it).
+         */
+        PolicyCountersView: {
+            /**
+             * Auditdenied
+             * @description Flows it would drop (audit mode).
+             * @default 0
+             */
+            auditDenied: number;
+            /**
+             * Denied
+             * @description Packets dropped at endpoints it isolates (no policy allowed).
+             * @default 0
+             */
+            denied: number;
+            /**
+             * Rules
+             * @description Every rule of the document, ingress then egress, each in order.
+             */
+            rules?: components["schemas"]["RuleCountersView"][];
         };
         /** PolicyCounts */
         PolicyCounts: {
@@ -2778,6 +3297,16 @@ export interface components {
              * @default 0
              */
             auditDenied: number;
+            /**
+             * Counters
+             * @description Per policy and rule, cumulative; only what changed since the API last had it, at most 512 rules a report.
+             */
+            counters?: components["schemas"]["PolicyCounters"][];
+            /**
+             * Counterssince
+             * @description Which life of the counters these are: another value means they started again from zero (the datapath was loaded anew).
+             */
+            countersSince?: number | null;
             /**
              * Denied
              * @description Packets dropped, either direction.
@@ -2820,6 +3349,45 @@ export interface components {
              * Format: date-time
              */
             updatedAt: string;
+        };
+        /**
+         * PolicySourceView
+         * @description Where a policy in force is written in Git: its file at the applied revision.
+         */
+        PolicySourceView: {
+            /**
+             * Applied
+             * @description The revision is the one in force.
+             */
+            applied: boolean;
+            /**
+             * Errors
+             * @description The rejection's problems in this file.
+             */
+            errors: components["schemas"]["SourceError"][];
+            /**
+             * Line
+             * @description Where the policy's document starts.
+             */
+            line: number;
+            /**
+             * Name
+             * @description The GitSource's.
+             */
+            name: string;
+            /**
+             * Namespace
+             * @description The GitSource's.
+             */
+            namespace: string;
+            /** Path */
+            path: string;
+            /** Revision */
+            revision: string;
+            /** Shortrevision */
+            shortRevision: string;
+            /** Text */
+            text: string;
         };
         /**
          * PolicyState
@@ -2868,6 +3436,8 @@ export interface components {
             /** Namespace */
             namespace: string;
             origin?: components["schemas"]["OriginView"] | null;
+            /** @description This policy's own counts, per rule, summed over the nodes enforcing its current generation. */
+            policyCounters?: components["schemas"]["PolicyCountersView"];
             /**
              * Status
              * @description Failed (a node failed), Pending (a node does not enforce this generation yet), else Enforcing.
@@ -3049,6 +3619,456 @@ export interface components {
              * @description Endpoints made up for the proof because the fleet has none like them.
              */
             witnesses: components["schemas"]["WitnessView"][];
+        };
+        /** ProposalDetail */
+        ProposalDetail: {
+            /** Appliedat */
+            appliedAt: string | null;
+            /**
+             * Author
+             * @description The proposer's token name: the commit's author.
+             */
+            author: string;
+            /**
+             * Branch
+             * @description The branch pushed; null until then.
+             */
+            branch: string | null;
+            /**
+             * Canmerge
+             * @description A dev merge is offered: the source allows it.
+             */
+            canMerge: boolean;
+            /**
+             * Changes
+             * @description The files as proposed, whole.
+             */
+            changes: components["schemas"]["FileChange"][];
+            /** Commit */
+            commit: string | null;
+            /**
+             * Conflicts
+             * @description Conflict: each file's base, theirs (at the tip) and ours.
+             */
+            conflicts: components["schemas"]["Conflict"][];
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Desired
+             * @description Enforcing n/N: N, over every object.
+             */
+            desired: number;
+            /**
+             * Enforcedat
+             * @description When the last node caught up.
+             */
+            enforcedAt: string | null;
+            /**
+             * Errors
+             * @description Rejected: each problem, file:line.
+             */
+            errors: components["schemas"]["SourceError"][];
+            /** Files */
+            files: components["schemas"]["ProposalFileView"][];
+            /** Id */
+            id: number;
+            /** Mergedat */
+            mergedAt: string | null;
+            /**
+             * Mergedcommit
+             * @description Where it entered the tracked branch.
+             */
+            mergedCommit: string | null;
+            /**
+             * Mergerequested
+             * @description A merge was asked for and is not done yet.
+             */
+            mergeRequested: boolean;
+            /**
+             * Message
+             * @description The commit message.
+             */
+            message: string;
+            /** Objects */
+            objects: components["schemas"]["ProposalObjectView"][];
+            /**
+             * Parent
+             * @description The tip of the tracked branch it was made on.
+             */
+            parent: string | null;
+            pullRequest: components["schemas"]["PullRequest"] | null;
+            /** Pushedat */
+            pushedAt: string | null;
+            /**
+             * Ready
+             * @description Enforcing n/N: n, over every object.
+             */
+            ready: number;
+            /** Rejectedat */
+            rejectedAt: string | null;
+            /** Requestedbranch */
+            requestedBranch: string | null;
+            /**
+             * Revision
+             * @description The revision applied (or rejected) with it.
+             */
+            revision: string | null;
+            source: components["schemas"]["SourceRefView"];
+            /**
+             * Stage
+             * @description state, or Enforcing once applied and every object is in force on every node it selects.
+             * @enum {string}
+             */
+            stage: "Proposed" | "Pushed" | "Conflict" | "Failed" | "Merged" | "Applied" | "Rejected" | "Enforcing";
+            /**
+             * State
+             * @description The stage the operator last reported.
+             * @enum {string}
+             */
+            state: "Proposed" | "Pushed" | "Conflict" | "Failed" | "Merged" | "Applied" | "Rejected";
+            /**
+             * Statemessage
+             * @description Why it failed, or what else happened (words).
+             */
+            stateMessage: string;
+            /**
+             * Updatedat
+             * Format: date-time
+             */
+            updatedAt: string;
+        };
+        /** ProposalFileView */
+        ProposalFileView: {
+            /** Baserevision */
+            baseRevision: string | null;
+            /**
+             * Bytes
+             * @description Size of the proposed content, UTF-8.
+             */
+            bytes: number;
+            /** Path */
+            path: string;
+        };
+        /**
+         * ProposalObjectView
+         * @description One object the proposal declares, as the fleet holds it now.
+         */
+        ProposalObjectView: {
+            /**
+             * Desired
+             * @description Nodes it selects.
+             */
+            desired: number;
+            /** Failed */
+            failed: number;
+            /**
+             * Generation
+             * @description Its generation in the fleet; null: absent.
+             */
+            generation: number | null;
+            /**
+             * Inforce
+             * @description The fleet holds this object as proposed.
+             */
+            inForce: boolean;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "BpfProgram" | "NetworkPolicy";
+            /** Name */
+            name: string;
+            /** Namespace */
+            namespace: string | null;
+            /**
+             * Ready
+             * @description Nodes enforcing it (policies) or running it (programs).
+             */
+            ready: number;
+        };
+        /**
+         * ProposalReport
+         * @description What the operator says happened to a proposal.
+         */
+        ProposalReport: {
+            /** Branch */
+            branch?: string | null;
+            /** Commit */
+            commit?: string | null;
+            /**
+             * Conflicts
+             * @default []
+             */
+            conflicts: components["schemas"]["Conflict"][];
+            /**
+             * Errors
+             * @default []
+             */
+            errors: components["schemas"]["SourceError"][];
+            /** Mergedcommit */
+            mergedCommit?: string | null;
+            /**
+             * Message
+             * @description Why, in words.
+             * @default
+             */
+            message: string;
+            /**
+             * Parent
+             * @description The tip the commit was made on.
+             */
+            parent?: string | null;
+            pullRequest?: components["schemas"]["PullRequest"] | null;
+            /**
+             * Revision
+             * @description Applied or rejected: that revision.
+             */
+            revision?: string | null;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "Proposed" | "Pushed" | "Conflict" | "Failed" | "Merged" | "Applied" | "Rejected";
+        };
+        /**
+         * ProposalRequest
+         * @description A change to a GitSource's repository: the operator writes it as one commit on a
+         *     branch (and opens a pull request where the source names a forge). Nothing of it
+         *     reaches the fleet until it is merged.
+         */
+        ProposalRequest: {
+            /**
+             * Branch
+             * @description The branch to create (under the operator's branch prefix, 'bpfleet/' by default); absent: <prefix><namespace>-<name>-<id> of the first object changed.
+             */
+            branch?: string | null;
+            /**
+             * Files
+             * @description Each file whole: manifests (validated as a GitSource pass would) and flow-test files (parsed). Paths stay under the source's spec.path.
+             */
+            files: components["schemas"]["FileChange"][];
+            /**
+             * Message
+             * @description The commit message; its first line titles the pull request.
+             */
+            message: string;
+            /** @description The GitSource whose repository it changes. */
+            source: components["schemas"]["SourceRefView"];
+        };
+        /**
+         * ProposalSettings
+         * @description What proposals (changes written through the API) may do with this source.
+         */
+        ProposalSettings: {
+            /**
+             * Devmerge
+             * @description Local repositories only (the local fleet): the API may merge a proposal into the tracked branch. Off: a person merges on the forge, as review requires.
+             * @default false
+             */
+            devMerge: boolean;
+            /** @description Open a pull request for each proposal on this forge. */
+            forge?: components["schemas"]["Forge"] | null;
+        };
+        /**
+         * ProposalView
+         * @description A proposal's card: its stages with their times, what the operator made of it, and
+         *     how far the fleet follows.
+         */
+        ProposalView: {
+            /** Appliedat */
+            appliedAt: string | null;
+            /**
+             * Author
+             * @description The proposer's token name: the commit's author.
+             */
+            author: string;
+            /**
+             * Branch
+             * @description The branch pushed; null until then.
+             */
+            branch: string | null;
+            /**
+             * Canmerge
+             * @description A dev merge is offered: the source allows it.
+             */
+            canMerge: boolean;
+            /** Commit */
+            commit: string | null;
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Desired
+             * @description Enforcing n/N: N, over every object.
+             */
+            desired: number;
+            /**
+             * Enforcedat
+             * @description When the last node caught up.
+             */
+            enforcedAt: string | null;
+            /**
+             * Errors
+             * @description Rejected: each problem, file:line.
+             */
+            errors: components["schemas"]["SourceError"][];
+            /** Files */
+            files: components["schemas"]["ProposalFileView"][];
+            /** Id */
+            id: number;
+            /** Mergedat */
+            mergedAt: string | null;
+            /**
+             * Mergedcommit
+             * @description Where it entered the tracked branch.
+             */
+            mergedCommit: string | null;
+            /**
+             * Mergerequested
+             * @description A merge was asked for and is not done yet.
+             */
+            mergeRequested: boolean;
+            /**
+             * Message
+             * @description The commit message.
+             */
+            message: string;
+            /** Objects */
+            objects: components["schemas"]["ProposalObjectView"][];
+            /**
+             * Parent
+             * @description The tip of the tracked branch it was made on.
+             */
+            parent: string | null;
+            pullRequest: components["schemas"]["PullRequest"] | null;
+            /** Pushedat */
+            pushedAt: string | null;
+            /**
+             * Ready
+             * @description Enforcing n/N: n, over every object.
+             */
+            ready: number;
+            /** Rejectedat */
+            rejectedAt: string | null;
+            /** Requestedbranch */
+            requestedBranch: string | null;
+            /**
+             * Revision
+             * @description The revision applied (or rejected) with it.
+             */
+            revision: string | null;
+            source: components["schemas"]["SourceRefView"];
+            /**
+             * Stage
+             * @description state, or Enforcing once applied and every object is in force on every node it selects.
+             * @enum {string}
+             */
+            stage: "Proposed" | "Pushed" | "Conflict" | "Failed" | "Merged" | "Applied" | "Rejected" | "Enforcing";
+            /**
+             * State
+             * @description The stage the operator last reported.
+             * @enum {string}
+             */
+            state: "Proposed" | "Pushed" | "Conflict" | "Failed" | "Merged" | "Applied" | "Rejected";
+            /**
+             * Statemessage
+             * @description Why it failed, or what else happened (words).
+             */
+            stateMessage: string;
+            /**
+             * Updatedat
+             * Format: date-time
+             */
+            updatedAt: string;
+        };
+        /**
+         * ProposalWork
+         * @description What the operator is asked to do: push a proposal, or merge one (dev merge).
+         */
+        ProposalWork: {
+            /**
+             * Action
+             * @enum {string}
+             */
+            action: "push" | "merge";
+            /**
+             * Author
+             * @description The proposer's token name.
+             */
+            author: string;
+            /**
+             * Branch
+             * @description Requested; null: the default.
+             */
+            branch?: string | null;
+            /**
+             * Commit
+             * @description merge: the proposal's commit.
+             */
+            commit?: string | null;
+            /**
+             * Files
+             * @default []
+             */
+            files: components["schemas"]["FileChange"][];
+            /** Id */
+            id: number;
+            /**
+             * Message
+             * @default
+             */
+            message: string;
+            /**
+             * Pushedbranch
+             * @description merge: the branch pushed.
+             */
+            pushedBranch?: string | null;
+            /**
+             * Requestedby
+             * @description merge: who asked for it.
+             * @default
+             */
+            requestedBy: string;
+            source: components["schemas"]["SourceKey"];
+            /**
+             * Subject
+             * @description namespace/name of the first object the files declare: the default branch's name.
+             * @default
+             */
+            subject: string;
+        };
+        /**
+         * ProposalWorkList
+         * @description The operator's long-poll: what to do, and the cursor to pass next.
+         */
+        ProposalWorkList: {
+            /** Cursor */
+            cursor: number;
+            /** Work */
+            work: components["schemas"]["ProposalWork"][];
+        };
+        /** PullRequest */
+        PullRequest: {
+            /**
+             * Forge
+             * @enum {string}
+             */
+            forge: "github" | "gitlab" | "gitea";
+            /**
+             * Number
+             * @description Its number (GitLab: the iid).
+             */
+            number: number;
+            /**
+             * Url
+             * @description The pull (merge) request's page.
+             */
+            url: string;
         };
         /** RatingView */
         RatingView: {
@@ -3277,6 +4297,44 @@ export interface components {
             /** Updatednodes */
             updatedNodes: string[];
         };
+        /**
+         * RuleCounter
+         * @description Flows one rule let in (in audit mode: would let in). A flow is credited to one
+         *     rule per view: the first, in policy order, that allows it.
+         */
+        RuleCounter: {
+            /**
+             * Direction
+             * @enum {string}
+             */
+            direction: "ingress" | "egress";
+            /** Flows */
+            flows: number;
+            /**
+             * Index
+             * @description The rule's place in ingress or egress.
+             */
+            index: number;
+        };
+        /**
+         * RuleCountersView
+         * @description Flows one rule let in (an audit-mode policy's: would let in). A flow is credited
+         *     to one rule: the first, in policy order, that allows it.
+         */
+        RuleCountersView: {
+            /**
+             * Direction
+             * @enum {string}
+             */
+            direction: "ingress" | "egress";
+            /** Flows */
+            flows: number;
+            /**
+             * Index
+             * @description The rule's place in spec.ingress or spec.egress.
+             */
+            index: number;
+        };
         /** SecretRef */
         SecretRef: {
             /** Name */
@@ -3339,6 +4397,81 @@ export interface components {
             /** Role */
             role: string;
         };
+        /**
+         * SharedDraft
+         * @description A policy draft as the editor holds it, to reopen by link.
+         */
+        SharedDraft: {
+            /**
+             * Baserevision
+             * @description The revision it was opened from.
+             */
+            baseRevision?: string | null;
+            /**
+             * Flows
+             * @description Its flow-test file, if any.
+             */
+            flows?: string | null;
+            /**
+             * Path
+             * @description Its file in that source.
+             */
+            path?: string | null;
+            /** @description The GitSource it is from. */
+            source?: components["schemas"]["SourceRefView"] | null;
+            /**
+             * Text
+             * @description The policy documents (YAML).
+             */
+            text: string;
+            /**
+             * Title
+             * @default
+             */
+            title: string;
+        };
+        /** SharedDraftView */
+        SharedDraftView: {
+            /** Author */
+            author: string;
+            /**
+             * Baserevision
+             * @description The revision it was opened from.
+             */
+            baseRevision?: string | null;
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Flows
+             * @description Its flow-test file, if any.
+             */
+            flows?: string | null;
+            /**
+             * Id
+             * @description Part of the link; hard to guess.
+             */
+            id: string;
+            /**
+             * Path
+             * @description Its file in that source.
+             */
+            path?: string | null;
+            /** @description The GitSource it is from. */
+            source?: components["schemas"]["SourceRefView"] | null;
+            /**
+             * Text
+             * @description The policy documents (YAML).
+             */
+            text: string;
+            /**
+             * Title
+             * @default
+             */
+            title: string;
+        };
         /** SimulateRequest */
         SimulateRequest: {
             /**
@@ -3389,9 +4522,13 @@ export interface components {
              * @default false
              */
             thisPolicyOnly: boolean;
+            /** @description A topology to judge the draft on instead of the fleet's (the tutorial's demo, say): no stored policy takes part then. */
+            topology?: components["schemas"]["Topology"] | null;
         };
         /** SimulationView */
         SimulationView: {
+            /** Diagrams */
+            diagrams: components["schemas"]["DiagramView"][];
             diff: components["schemas"]["DiffView"] | null;
             /** Documents */
             documents: components["schemas"]["DocumentView"][];
@@ -3438,6 +4575,68 @@ export interface components {
             /** Message */
             message: string;
         };
+        /**
+         * SourceFile
+         * @description A manifest file's text at a revision, as the operator read it: what the policy
+         *     editor opens (the files holding policies of an applied revision, and the files a
+         *     rejected revision's errors name).
+         */
+        SourceFile: {
+            /** Path */
+            path: string;
+            /** Revision */
+            revision: string;
+            /** Text */
+            text: string;
+        };
+        /**
+         * SourceFileView
+         * @description A file of a GitSource at a revision, and what was wrong with it there.
+         */
+        SourceFileView: {
+            /**
+             * Applied
+             * @description The revision is the one in force.
+             */
+            applied: boolean;
+            /**
+             * Errors
+             * @description The rejection's problems in this file.
+             */
+            errors: components["schemas"]["SourceError"][];
+            /**
+             * Name
+             * @description The GitSource's.
+             */
+            name: string;
+            /**
+             * Namespace
+             * @description The GitSource's.
+             */
+            namespace: string;
+            /** Path */
+            path: string;
+            /** Revision */
+            revision: string;
+            /** Shortrevision */
+            shortRevision: string;
+            /** Text */
+            text: string;
+        };
+        /** SourceKey */
+        SourceKey: {
+            /** Name */
+            name: string;
+            /** Namespace */
+            namespace: string;
+        };
+        /** SourceRefView */
+        SourceRefView: {
+            /** Name */
+            name: string;
+            /** Namespace */
+            namespace: string;
+        };
         /** SummaryView */
         SummaryView: {
             /** Attached */
@@ -3481,6 +4680,17 @@ export interface components {
              * @description namespace/name of the GitSource; null: the fleet.
              */
             source: string | null;
+        };
+        /** TemplateView */
+        TemplateView: {
+            /** Description */
+            description: string;
+            /** Id */
+            id: string;
+            /** Text */
+            text: string;
+            /** Title */
+            title: string;
         };
         /** TextProblemView */
         TextProblemView: {
@@ -3591,6 +4801,39 @@ export interface components {
              */
             name: string;
         };
+        /**
+         * Topology
+         * @description Namespaces (with labels) and pods ``"<namespace>/<name>"`` (labels, IP, ports).
+         *
+         *     ``order`` fixes the order of the matrix (default: the order of ``pods``); ``nodes``
+         *     gives node labels, for policies with a ``nodeSelector``. Every namespace carries the
+         *     ``kubernetes.io/metadata.name`` label, as the API server guarantees.
+         */
+        Topology: {
+            /**
+             * Loopback
+             * @description A note; loopback is never judged.
+             */
+            loopback?: string | null;
+            /** Namespaces */
+            namespaces: {
+                [key: string]: {
+                    [key: string]: string;
+                };
+            };
+            /** Nodes */
+            nodes?: {
+                [key: string]: {
+                    [key: string]: string;
+                };
+            };
+            /** Order */
+            order?: string[] | null;
+            /** Pods */
+            pods: {
+                [key: string]: components["schemas"]["Pod"];
+            };
+        };
         /** TopologyPageView */
         TopologyPageView: {
             /**
@@ -3623,6 +4866,13 @@ export interface components {
              * @description Endpoints in the fleet.
              */
             total: number;
+        };
+        /** TutorialView */
+        TutorialView: {
+            /** Lessons */
+            lessons: components["schemas"]["LessonView"][];
+            /** @description The demo topology every lesson runs on. */
+            topology: components["schemas"]["Topology"];
         };
         /** UnmanagedProgram */
         UnmanagedProgram: {
@@ -4142,6 +5392,78 @@ export interface operations {
             };
         };
     };
+    share_v1_drafts_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SharedDraft"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SharedDraftView"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    reopen_v1_drafts__draft_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description From POST. */
+                draft_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SharedDraftView"];
+                };
+            };
+            /** @description No such draft (or dropped). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_sources_v1_gitsources_get: {
         parameters: {
             query?: never;
@@ -4212,6 +5534,43 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    source_file_v1_gitsources__namespace___name__file_get: {
+        parameters: {
+            query: {
+                /** @description The file, from the repository's root. */
+                path: string;
+                /** @description Absent: the applied revision. */
+                revision?: string | null;
+            };
+            header?: never;
+            path: {
+                name: string;
+                namespace: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SourceFileView"];
+                };
             };
             /** @description Validation Error */
             422: {
@@ -4761,6 +6120,40 @@ export interface operations {
             };
         };
     };
+    operator_work_v1_operator_proposals_get: {
+        parameters: {
+            query?: {
+                /** @description The cursor last returned; absent: all pending work. */
+                after?: number | null;
+                /** @description Seconds to wait for work. */
+                wait?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProposalWorkList"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     overview_v1_overview_get: {
         parameters: {
             query?: never;
@@ -4953,6 +6346,38 @@ export interface operations {
             };
         };
     };
+    policy_source_v1_policies__namespace___name__source_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+                namespace: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicySourceView"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     policy_yaml_v1_policies__namespace___name__yaml_get: {
         parameters: {
             query?: never;
@@ -5017,6 +6442,26 @@ export interface operations {
             };
         };
     };
+    tutorial_v1_policies_lessons_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TutorialView"];
+                };
+            };
+        };
+    };
     simulate_v1_policies_simulate_post: {
         parameters: {
             query?: never;
@@ -5037,6 +6482,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SimulationView"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    policy_templates_v1_policies_templates_get: {
+        parameters: {
+            query: {
+                /** @description The new policy's namespace. */
+                namespace: string;
+                /** @description The namespace 'from-namespace' admits. */
+                peerNamespace?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateView"][];
                 };
             };
             /** @description Validation Error */
@@ -5386,6 +6865,227 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+        };
+    };
+    list_proposals_v1_proposals_get: {
+        parameters: {
+            query?: {
+                /** @description Page size; absent: every item. */
+                limit?: number | null;
+                /** @description Items to skip. */
+                offset?: number;
+                /** @description namespace/name of a GitSource: its proposals only. */
+                source?: string | null;
+                /** @description Only proposals in these states (repeat it for several). */
+                state?: ("Proposed" | "Pushed" | "Conflict" | "Failed" | "Merged" | "Applied" | "Rejected")[] | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    /** @description Items matching the filters, over all pages. */
+                    "X-Total-Count"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProposalView"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    propose_v1_proposals_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProposalRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProposalDetail"];
+                };
+            };
+            /** @description No such proposal, or the GitSource was never reported. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not now: the state or the source does not allow it (says why). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid: each problem in the validator's words. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    get_proposal_v1_proposals__proposal_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The proposal's id. */
+                proposal_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProposalDetail"];
+                };
+            };
+            /** @description No such proposal, or the GitSource was never reported. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not now: the state or the source does not allow it (says why). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid: each problem in the validator's words. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    merge_v1_proposals__proposal_id__merge_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The proposal's id. */
+                proposal_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProposalView"];
+                };
+            };
+            /** @description No such proposal, or the GitSource was never reported. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not now: the state or the source does not allow it (says why). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid: each problem in the validator's words. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    report_v1_proposals__proposal_id__status_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The proposal's id. */
+                proposal_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProposalReport"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProposalView"];
+                };
+            };
+            /** @description No such proposal, or the GitSource was never reported. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not now: the state or the source does not allow it (says why). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid: each problem in the validator's words. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

@@ -12,6 +12,7 @@ const VIEWS = [
   { to: "/programs", label: "Programs" },
   { to: "/policies", label: "Policies" },
   { to: "/gitsources", label: "GitSources" },
+  { to: "/editor", label: "Policy editor" },
 ];
 
 export function useNow(everyMs = 1000): number {

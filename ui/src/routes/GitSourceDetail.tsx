@@ -18,6 +18,17 @@ function location(error: { file: string; line?: number | null; field?: string })
   return error.field ? `${where} ${error.field}:` : `${where}:`;
 }
 
+/** The policy editor on the file at that revision, the cursor on the problem's line. */
+function editorAt(
+  source: { namespace: string; name: string },
+  revision: string,
+  error: { file: string; line?: number | null },
+): string {
+  const query = new URLSearchParams({ source: `${source.namespace}/${source.name}`, path: error.file, revision });
+  if (error.line) query.set("line", String(error.line));
+  return `/editor?${query.toString()}`;
+}
+
 export default function GitSourceDetail() {
   const { namespace = "", name = "" } = useParams();
   const source = useSource(namespace, name);
@@ -125,7 +136,10 @@ export default function GitSourceDetail() {
                         <ul className="problems">
                           {entry.errors.map((error, index) => (
                             <li key={index}>
-                              <code>{location(error)}</code> {error.message}
+                              <Link to={editorAt(view, entry.revision, error)}>
+                                <code>{location(error)}</code>
+                              </Link>{" "}
+                              {error.message}
                             </li>
                           ))}
                         </ul>

@@ -34,6 +34,14 @@ export default function PolicyDetail() {
           <Origin origin={view.origin} />
         </dd>
       </dl>
+      <div className="actions">
+        <Link to={`/editor?policy=${encodeURIComponent(`${view.namespace}/${view.name}`)}`}>Open in the editor</Link>
+        {view.mode === "audit" && (
+          <Link to={`/editor?policy=${encodeURIComponent(`${view.namespace}/${view.name}`)}&mode=enforce`}>
+            Promote to enforce…
+          </Link>
+        )}
+      </div>
       <h2>Nodes</h2>
       {nodes.error && <ErrorNote error={nodes.error} />}
       {nodes.data &&

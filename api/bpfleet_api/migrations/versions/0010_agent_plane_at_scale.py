@@ -2,8 +2,8 @@
 know when their report was made, rollouts with one task chain, a step start and the
 nodes given up on at the progress deadline
 
-Revision ID: 0008
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 
 An assignment's spec is its generation's (``programrevision``): the per-node copy goes.
 Going back copies it in again from the revision.
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0006"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
