@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -54,10 +54,11 @@ def get_engine() -> Engine:
 _MIGRATION_LOCK = 0x62706674
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent). Several API processes may
-    start at once: one migrates while the others wait for it, then find nothing to do
-    (a PostgreSQL advisory lock; on SQLite a lock on a file beside the database)."""
+def migrate(engine: Engine, then: Callable[[Session], None] | None = None) -> None:
+    """Bring the schema to the newest migration (idempotent), then run ``then`` (the
+    rest of a process's start-up writes) in the same transaction. Several API processes
+    may start at once: one does all this while the others wait for it, then find nothing
+    to do (a PostgreSQL advisory lock; on SQLite a lock on a file beside the database)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with _migration_lock(engine), engine.begin() as connection:
@@ -65,6 +66,10 @@ def migrate(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+        if then is not None:
+            with Session(bind=connection) as session:
+                then(session)
+                session.flush()  # committed with the migration's transaction, lock held
 
 
 @contextlib.contextmanager

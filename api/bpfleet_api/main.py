@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.types import ASGIApp
 
@@ -53,25 +54,26 @@ from bpfleet_api.routes import (
     tokens,
 )
 from bpfleet_api.routes._changes import start_rollout
-from bpfleet_api.settings import get_settings
+from bpfleet_api.settings import ApiSettings, get_settings
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
 HEARTBEAT_FLUSH_SECONDS = 1.0
 
 
-def _prepare_database() -> None:
-    settings = get_settings()
-    engine = db.get_engine()
-    db.migrate(engine)
-    with Session(engine) as session:
+def prepare_database(engine: Engine, settings: ApiSettings) -> None:
+    """Migrate, and make the configured tokens valid: one process at a time (several
+    starting at once would each insert the same new token)."""
+
+    def configured_tokens(session: Session) -> None:
         if settings.admin_token is not None:
             security.ensure(session, "admin", Role.ADMIN, settings.admin_token.get_secret_value())
         if settings.bootstrap_token is not None:
             security.ensure(
                 session, "bootstrap", Role.BOOTSTRAP, settings.bootstrap_token.get_secret_value()
             )
-        session.commit()
+
+    db.migrate(engine, then=configured_tokens)
 
 
 def _overdue() -> list[int]:
@@ -134,7 +136,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     # Few threads for database work, so they cannot starve the loop (heartbeats).
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
-    await run_in_threadpool(_prepare_database)
+    await run_in_threadpool(prepare_database, db.get_engine(), settings)
     plane: documents.AgentPlane = app.state.plane
     waiters: notify.Waiters = app.state.waiters
 

@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -405,3 +405,58 @@ def test_label_changes_reassign_programs(
         )
         node.token = again.token
         assert assigned() == [program]
+
+
+# ------------------------------------------------------------ processes starting at once
+
+
+def _all_at_once(count: int, work: Callable[[], None]) -> list[Exception]:
+    """Run ``work`` in ``count`` threads released together; what they raised."""
+    together, failures = threading.Barrier(count), []
+
+    def run() -> None:
+        together.wait()
+        try:
+            work()
+        except Exception as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return failures
+
+
+def test_processes_starting_at_once_make_the_configured_tokens_valid_once(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Every API process migrates and makes the configured tokens valid as it starts;
+    started together (uvicorn --workers), none may fail on another's insert."""
+    from bpfleet_api.main import prepare_database
+    from bpfleet_api.models import Token
+    from bpfleet_api.settings import ApiSettings
+
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path}/starting.db"
+    else:  # a database of its own: rotating the admin token would lock the module's API out
+        url = request.getfixturevalue("postgres").create_database()
+    engine = db.make_engine(url)
+    try:
+        for _ in range(3):  # each round configures new tokens: each is a fresh race
+            settings = ApiSettings(
+                database_url=url,
+                admin_token=f"admin-{uuid.uuid4().hex}",
+                bootstrap_token=f"bootstrap-{uuid.uuid4().hex}",
+            )
+            assert _all_at_once(8, lambda s=settings: prepare_database(engine, s)) == []
+            with Session(engine) as session:
+                valid = session.exec(
+                    select(Token.name)
+                    .where(col(Token.configured).is_(True), col(Token.revoked_at).is_(None))
+                    .order_by(col(Token.name))
+                ).all()
+            assert valid == ["admin", "bootstrap"]  # one each: the new ones, earlier revoked
+    finally:
+        engine.dispose()
