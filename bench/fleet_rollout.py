@@ -304,11 +304,14 @@ def upload_artifact(client: httpx.Client, artifacts: Path) -> None:
     assert response.status_code in (200, 201), response.text
 
 
-def statements(database_url: str) -> float:
-    """SQL statements the server ran so far (pg_stat_statements)."""
+def statements(database_url: str, reset: bool = False) -> float:
+    """SQL statements the server ran so far (pg_stat_statements), counted again from 0
+    after ``reset``."""
     engine = db.make_engine(database_url)
     try:
-        with engine.connect() as connection:
+        with engine.begin() as connection:
+            if reset:
+                connection.execute(text("SELECT pg_stat_statements_reset()"))
             return float(
                 connection.execute(
                     text("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements")
@@ -317,6 +320,47 @@ def statements(database_url: str) -> float:
             )
     finally:
         engine.dispose()
+
+
+def top_statements(database_url: str, count: int = 8) -> list[tuple[int, str]]:
+    """The statements run most often so far (calls, text), to say where SQL goes."""
+    engine = db.make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT calls, query FROM pg_stat_statements ORDER BY calls DESC LIMIT :n"),
+                {"n": count},
+            ).all()
+            return [(int(calls), " ".join(query.split())[:160]) for calls, query in rows]
+    finally:
+        engine.dispose()
+
+
+def measure_idle(
+    seconds: float,
+    *,
+    agents: int,
+    roles: Roles,
+    running: Generators,
+    database_url: str,
+    postgres: services.Postgres | None,
+) -> dict[str, Any]:
+    """Steady state: what every process spends, and the SQL run, with nothing changing."""
+    if postgres:  # the top statements are the idle ones only
+        statements(database_url, reset=True)
+    cpu, sql = roles.cpu(), statements(database_url) if postgres else math.nan
+    time.sleep(seconds)
+    spent = delta(roles.cpu(), cpu)
+    sql_rate = (statements(database_url) - sql) / seconds if postgres else math.nan
+    top = top_statements(database_url) if postgres else []
+    running.stop()
+    return {
+        "agents": agents,
+        "idle": seconds,
+        "cpu": spent,
+        "sql_per_second": sql_rate,
+        "top_statements": top,
+    }
 
 
 def run_once(arguments: argparse.Namespace, agents: int, root: Path) -> dict[str, Any]:
@@ -361,17 +405,14 @@ def run_once(arguments: argparse.Namespace, agents: int, root: Path) -> dict[str
         )
         time.sleep(arguments.settle)  # every long-poll open, heartbeats under way
         if arguments.idle:
-            cpu, sql = roles.cpu(), statements(database_url) if postgres else math.nan
-            time.sleep(arguments.idle)
-            spent = delta(roles.cpu(), cpu)
-            sql_rate = (statements(database_url) - sql) / arguments.idle if postgres else math.nan
-            running.stop()
-            return {
-                "agents": agents,
-                "idle": arguments.idle,
-                "cpu": spent,
-                "sql_per_second": sql_rate,
-            }
+            return measure_idle(
+                arguments.idle,
+                agents=agents,
+                roles=roles,
+                running=running,
+                database_url=database_url,
+                postgres=postgres,
+            )
         cpu_before, buckets_before = roles.cpu(), histograms(client)
         spies = profile(roles, arguments.profile, agents) if arguments.profile else []
         started = time.time()
@@ -472,9 +513,10 @@ def figures(
 def show(result: dict[str, Any]) -> str:
     cpu = " ".join(f"{role} {seconds:.1f}" for role, seconds in sorted(result["cpu"].items()))
     if "idle" in result:
+        top = "".join(f"\n    {calls:>8} {query}" for calls, query in result["top_statements"])
         return (
             f"{result['agents']:>6} agents idle {result['idle']} s: CPU s {cpu}; "
-            f"SQL statements/s {result['sql_per_second']:.1f}"
+            f"SQL statements/s {result['sql_per_second']:.1f}; most run:{top}"
         )
     spread = ""
     if result["assigned"]:
@@ -508,11 +550,18 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="append results to this file")
     parser.add_argument("--profile", type=Path, help="py-spy the API and worker into here")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this directory and keep it (the API's logs)"
+    )
     arguments = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the API inherits it
-    with tempfile.TemporaryDirectory(prefix="bpfleet-bench-") as temporary:
-        root = Path(temporary)
+    with contextlib.ExitStack() as stack:
+        if arguments.keep:
+            arguments.keep.mkdir(parents=True, exist_ok=True)
+            root = arguments.keep
+        else:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bpfleet-bench-")))
         build_catalog(root / "build")
         key = root / "signing.key"
         signing.generate_key_pair(key, root / "trust" / "signing.pub")
