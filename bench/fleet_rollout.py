@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from tests import services
 from tests.conftest import build_catalog, sign_object
 
 REPO = Path(__file__).resolve().parent.parent
+SEEDED_AT = datetime(2026, 1, 1, tzinfo=UTC)  # a datetime: SQLite takes no strings
 AGENTS_PER_GENERATOR = 5000
 AGENT_DEFAULT_HEARTBEAT = 5.0  # bpfleet_agent's default until the API says otherwise
 AGENT_LONG_POLL_WAIT = 300.0  # bpfleet_agent's default
@@ -83,7 +85,7 @@ def seed_nodes(database_url: str, count: int) -> list[tuple[str, str]]:
                         "agent_labels": {"sim": "yes"},
                         "admin_labels": {},
                         "kernel_release": features.kernel_release,
-                        "registered_at": "2026-01-01T00:00:00+00:00",
+                        "registered_at": SEEDED_AT,
                         "desired_revision": 0,
                         "applied_revision": 0,
                     }
@@ -99,7 +101,7 @@ def seed_nodes(database_url: str, count: int) -> list[tuple[str, str]]:
                         "digest": security.digest(secret),
                         "node": name,
                         "configured": False,
-                        "created_at": "2026-01-01T00:00:00+00:00",
+                        "created_at": SEEDED_AT,
                     }
                     for name, secret in chunk
                 ],
