@@ -147,7 +147,8 @@ class AgentPlane:
 
     def refresh(self, session: Session) -> list[str]:
         """Compare every node's revision with what is known; forget and return the nodes
-        whose revision moved without a wake-up reaching this process."""
+        whose revision moved without a wake-up reaching this process; read back those
+        and any node not known yet."""
         revisions = dict(
             session.execute(sa_select(col(Node.name), col(Node.desired_revision))).all()
         )
@@ -158,6 +159,10 @@ class AgentPlane:
                 if revisions.get(name) != entry.revision:
                     del self.known[name]
                     moved.append(name)
+            unknown = [name for name in revisions if name not in self.known]
+        # In bulk, before their long-polls come: at start the whole fleet, so that ten
+        # thousand first long-polls do not each read their node on a few threads.
+        self.load(session, unknown)
         return moved
 
     # ------------------------------------------------------------ answering (on the loop)

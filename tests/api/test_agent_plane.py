@@ -460,3 +460,36 @@ def test_processes_starting_at_once_make_the_configured_tokens_valid_once(
             assert valid == ["admin", "bootstrap"]  # one each: the new ones, earlier revoked
     finally:
         engine.dispose()
+
+
+def test_a_process_knows_every_node_after_one_refresh(database_url: str, tmp_path: Path) -> None:
+    """At start (and after a restore) each API process reads the whole fleet in bulk,
+    so first long-polls cost no query; a node whose revision moved is read back too."""
+    from bpfleet_api.documents import AgentPlane
+
+    url = f"sqlite:///{tmp_path}/known.db" if database_url.startswith("sqlite") else database_url
+    engine = db.make_engine(url)
+    db.migrate(engine)
+    names = [f"known-{uuid.uuid4().hex[:6]}-{index}" for index in range(2500)]
+    plane = AgentPlane()
+    try:
+        with Session(engine) as session:
+            session.execute(
+                Node.__table__.insert(),  # type: ignore[attr-defined]
+                [{"name": name, "desired_revision": 3} for name in names],
+            )
+            session.commit()
+            assert plane.refresh(session) == []
+            assert all(plane.revision_of(name) == 3 for name in names)
+            moved = session.get(Node, names[0])
+            assert moved is not None
+            moved.desired_revision = 4
+            session.commit()
+            assert plane.refresh(session) == [names[0]]  # its long-polls are woken
+            assert plane.revision_of(names[0]) == 4
+            session.execute(Node.__table__.delete().where(col(Node.name) == names[1]))  # type: ignore[attr-defined]
+            session.commit()
+            assert plane.refresh(session) == [names[1]]
+            assert plane.revision_of(names[1]) is None  # its long-poll is told it is gone
+    finally:
+        engine.dispose()
