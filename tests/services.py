@@ -112,8 +112,9 @@ class Postgres:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[Postgres]:
-    """A throwaway cluster (trust auth on loopback) owned by the postgres user."""
+def postgres_server(*settings: str) -> Iterator[Postgres]:
+    """A throwaway cluster (trust auth on loopback) owned by the postgres user;
+    ``settings`` are more ``name=value`` server settings."""
     if POSTGRES_BIN is None:
         raise RuntimeError("PostgreSQL is missing: run scripts/install-system-deps.sh")
     root = Path(tempfile.mkdtemp(prefix="bpfleet-pg-"))
@@ -151,6 +152,7 @@ def postgres_server() -> Iterator[Postgres]:
             "max_connections=300",
             "-c",
             "fsync=off",
+            *(argument for setting in settings for argument in ("-c", setting)),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -232,10 +234,13 @@ def api_server(
     trust: Path,
     log_dir: Path,
     host: str = "127.0.0.1",
+    workers: int = 1,
     tls: tuple[Path, Path] | None = None,
     **extra: str,
 ) -> Iterator[Api]:
-    """The API under uvicorn; ``tls``: (certificate chain, key) to serve https."""
+    """The API under uvicorn; with ``workers`` > 1, that many processes (their latency
+    histograms summed through a multiprocess directory, as the chart sets up); ``tls``:
+    (certificate chain, key) to serve https."""
     port = free_port()
     admin, bootstrap = f"admin-{uuid.uuid4().hex}", f"bootstrap-{uuid.uuid4().hex}"
     environment = {
@@ -247,6 +252,10 @@ def api_server(
         "BPFLEET_API_TRUST": str(trust),
         **{f"BPFLEET_API_{key.upper()}": value for key, value in extra.items()},
     }
+    if workers > 1:
+        metrics_dir = log_dir / f"metrics-{port}"
+        metrics_dir.mkdir()
+        environment["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     log = log_dir / f"api-{port}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -267,6 +276,12 @@ def api_server(
                 # whole wait, and the test's teardown with it.
                 "--timeout-graceful-shutdown",
                 "1",
+                "--workers",
+                str(workers),
+                # Agents beat up to a minute apart and keep idle connections up to 120 s:
+                # the server keeps them longer, so it never closes one as it is reused.
+                "--timeout-keep-alive",
+                "130",
                 *(
                     (f"--ssl-certfile={tls[0]}", f"--ssl-keyfile={tls[1]}")
                     if tls is not None

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Literal, cast
 
+from sqlalchemy import case, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -110,13 +111,30 @@ def node_page(
     return [found[name] for name in page if name in found], len(names)
 
 
+def readiness_of(
+    session: Session, names: Iterable[str], thresholds: Thresholds, now: datetime
+) -> dict[str, NodeReadiness]:
+    """These nodes' readiness, read in one statement."""
+    wanted = sorted(set(names))
+    rows = session.execute(
+        sa_select(col(Node.name), col(Node.last_heartbeat)).where(col(Node.name).in_(wanted))
+    ).all()
+    return {name: thresholds.readiness(heartbeat, now) for name, heartbeat in rows}
+
+
 def readiness_counts(
     session: Session, thresholds: Thresholds, now: datetime
 ) -> Counter[NodeReadiness]:
-    return Counter(
-        thresholds.readiness(heartbeat, now)
-        for heartbeat in session.exec(select(Node.last_heartbeat)).all()
+    """Nodes by readiness, counted by the database."""
+    heartbeat = col(Node.last_heartbeat)
+    readiness = case(
+        (heartbeat.is_(None), "Unknown"),
+        (heartbeat >= now - timedelta(seconds=thresholds.ready_seconds), "Ready"),
+        (heartbeat >= now - timedelta(seconds=thresholds.unknown_seconds), "NotReady"),
+        else_="Unknown",
     )
+    rows = session.execute(sa_select(readiness, func.count()).group_by(readiness)).all()
+    return Counter({cast(NodeReadiness, state): int(number) for state, number in rows})
 
 
 # ------------------------------------------------------------------------- programs

@@ -74,6 +74,9 @@ def current_token(
     token = security.lookup(session, secret)
     if token is None:
         raise unauthorized("unknown, expired or revoked token")
+    # Give the connection back while the request waits for its next thread: a request
+    # holding one while waiting could leave the threads waiting for connections.
+    session.commit()
     return token
 
 
@@ -121,7 +124,7 @@ Proposer = Annotated[Token, Depends(allow(*ROLES_FOR["propose"]))]
 # A new node registers with the bootstrap token; a registered one again with its node
 # key, or with its own agent token; an admin may register any (``fleet.register_node``).
 Registrar = Annotated[Token, Depends(allow(Role.BOOTSTRAP, Role.AGENT, Role.ADMIN))]
-Downloader = Annotated[Token, Depends(allow(*READERS, Role.AGENT))]
+DOWNLOADERS = frozenset({*READERS, Role.AGENT})
 
 
 # ------------------------------------------------------------------------- agent calls
@@ -165,3 +168,33 @@ async def node_of_caller(
 
 
 CallerNode = Annotated[str, Depends(node_of_caller)]
+
+
+def _downloader_role(secret: str) -> Role | None:
+    with Session(get_engine()) as session:
+        token = security.lookup(session, secret)
+    return token.role if token is not None else None
+
+
+async def may_download(request: Request) -> None:
+    """Readers and agents download artifacts; an agent's cached token costs no query
+    (ten thousand nodes fetch the same files after a step)."""
+    secret = presented_secret(
+        request.method,
+        request.headers.get("authorization"),
+        request.cookies.get(SESSION_COOKIE),
+        request.headers.get(CSRF_HEADER),
+    )
+    if node_tokens().get(secret) is not None:
+        return
+    role = await run_in_threadpool(_downloader_role, secret)
+    if role is None:
+        raise unauthorized("unknown, expired or revoked token")
+    if role not in DOWNLOADERS:
+        wanted = " or ".join(sorted(role.value for role in DOWNLOADERS))
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"role {role.value} may not do this; needs {wanted}"
+        )
+
+
+Downloader = Annotated[None, Depends(may_download)]

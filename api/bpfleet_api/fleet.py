@@ -7,16 +7,20 @@ assignments changed (see ``notify``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, func, literal
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import select as sa_select
+from sqlalchemy import update as sa_update
 from sqlalchemy.orm import defer
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
-from bpfleet_api import policies, rollouts, security
+from bpfleet_api import db, policies, rollouts, security
 from bpfleet_api.changes import (
     Changes,
     Conflict,
@@ -226,9 +230,7 @@ def sync_node(session: Session, node: Node) -> Changes:
                 changes.merge(unassign(session, node.name, program.name))
             continue
         if assigned is None and _settled(session, program.name, program.generation):
-            changes.merge(
-                assign(session, node.name, program.name, program.generation, program.spec)
-            )
+            changes.merge(assign(session, node.name, program.name, program.generation))
     return changes
 
 
@@ -240,19 +242,114 @@ def _settled(session: Session, program: str, generation: int) -> bool:
 
 
 # ------------------------------------------------------------------------ assignments
+#
+# Steps move thousands of nodes at once: assignments are written set-based, a few
+# statements per chunk of nodes whatever their number, node rows locked in name order
+# (so two writers of several nodes never wait on each other in opposite orders).
+
+CHUNK = 2000  # names per statement: well under SQLite's bound parameters
 
 
-def assign(
-    session: Session, node: str, program: str, generation: int, spec: dict[str, Any]
-) -> Changes:
+def _chunks(names: Iterable[str]) -> Iterator[list[str]]:
+    ordered = sorted(set(names))
+    for start in range(0, len(ordered), CHUNK):
+        yield ordered[start : start + CHUNK]
+
+
+def _bump_many(session: Session, names: list[str]) -> None:
+    """Grow these nodes' revisions by one, taking their rows in name order."""
+    session.flush()
+    session.execute(
+        sa_select(col(Node.name))
+        .where(col(Node.name).in_(names))
+        .order_by(col(Node.name))
+        .with_for_update()
+    ).all()
+    session.execute(
+        sa_update(Node)
+        .where(col(Node.name).in_(names))
+        .values(desired_revision=col(Node.desired_revision) + 1)
+    )
+
+
+def _forget_loaded(session: Session) -> None:
+    """Set-based writes went around the identity map: reload nodes and assignments."""
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, Node | Assignment):
+            session.expire(loaded)
+
+
+def assign_many(session: Session, nodes: Iterable[str], program: str, generation: int) -> Changes:
+    """Move ``nodes`` to ``generation`` of ``program`` (idempotent: nodes already there
+    are left alone and not woken)."""
+    changes = Changes()
+    for chunk in _chunks(nodes):
+        there = set(
+            session.exec(
+                select(Assignment.node).where(
+                    Assignment.program == program,
+                    Assignment.generation == generation,
+                    col(Assignment.node).in_(chunk),
+                )
+            ).all()
+        )
+        moving = [name for name in chunk if name not in there]
+        if not moving:
+            continue
+        _bump_many(session, moving)
+        rows = sa_select(
+            col(Node.name), literal(program), literal(generation), col(Node.desired_revision)
+        )
+        statement = db.insert_for(session, Assignment).from_select(
+            ["node", "program", "generation", "revision"],
+            rows.where(col(Node.name).in_(moving)).order_by(col(Node.name)),
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["node", "program"],
+                set_={
+                    "generation": statement.excluded.generation,
+                    "revision": statement.excluded.revision,
+                },
+            )
+        )
+        changes.nodes.update(moving)
+    _forget_loaded(session)
+    return changes
+
+
+def unassign_many(session: Session, nodes: Iterable[str], program: str) -> Changes:
+    changes = Changes()
+    for chunk in _chunks(nodes):
+        there = list(
+            session.exec(
+                select(Assignment.node).where(
+                    Assignment.program == program, col(Assignment.node).in_(chunk)
+                )
+            ).all()
+        )
+        if not there:
+            continue
+        _bump_many(session, sorted(there))
+        session.execute(
+            sa_delete(Assignment).where(
+                col(Assignment.program) == program, col(Assignment.node).in_(there)
+            )
+        )
+        changes.nodes.update(there)
+    _forget_loaded(session)
+    return changes
+
+
+def assign(session: Session, node: str, program: str, generation: int) -> Changes:
     current = session.get(Assignment, (node, program))
-    if current is not None and current.generation == generation and current.spec == spec:
+    if current is not None and current.generation == generation:
         return Changes()  # already so: idempotent
     revision = bump_revision(session, node)
     current = current or Assignment(
-        node=node, program=program, generation=generation, spec=spec, revision=revision
+        node=node, program=program, generation=generation, revision=revision
     )
-    current.generation, current.spec, current.revision = generation, spec, revision
+    current.generation, current.revision = generation, revision
     session.add(current)
     return Changes({node})
 
@@ -264,6 +361,52 @@ def unassign(session: Session, node: str, program: str) -> Changes:
     bump_revision(session, node)
     session.delete(current)
     return Changes({node})
+
+
+@dataclass(frozen=True)
+class AssignedSpec:
+    """One program of a node's desired state: which spec (by program and generation)."""
+
+    program: str
+    generation: int
+    spec_id: str  # the revision's creation time: a restored database may reuse generations
+
+
+def desired_of(session: Session, name: str) -> tuple[int, list[AssignedSpec]] | None:
+    """A node's revision and what it is assigned (in one statement, no spec read); None
+    for an unknown node."""
+    rows = session.execute(
+        sa_select(
+            col(Node.desired_revision),
+            col(Assignment.program),
+            col(Assignment.generation),
+            col(ProgramRevision.created_at),
+        )
+        .select_from(Node)
+        .outerjoin(Assignment, col(Assignment.node) == col(Node.name))
+        .outerjoin(
+            ProgramRevision,
+            (col(ProgramRevision.program) == col(Assignment.program))
+            & (col(ProgramRevision.generation) == col(Assignment.generation)),
+        )
+        .where(col(Node.name) == name)
+        .order_by(col(Assignment.program))
+    ).all()
+    if not rows:
+        return None
+    programs = [
+        AssignedSpec(program, generation, str(created))
+        for _, program, generation, created in rows
+        if program is not None
+    ]
+    return int(rows[0][0]), programs
+
+
+def spec_of(session: Session, program: str, generation: int) -> dict[str, Any]:
+    revision = session.get(ProgramRevision, (program, generation))
+    if revision is None:
+        raise NotFound(f"program {program} generation {generation} is gone")
+    return revision.spec
 
 
 def assignments_after(session: Session, name: str, after: int) -> Assignments | None:
@@ -279,14 +422,21 @@ def assignments_after(session: Session, name: str, after: int) -> Assignments | 
 
 def assignments_of(session: Session, node: Node) -> Assignments:
     rows = session.exec(
-        select(Assignment).where(Assignment.node == node.name).order_by(col(Assignment.program))
+        select(Assignment.program, ProgramRevision.spec)
+        .join(
+            ProgramRevision,
+            (col(ProgramRevision.program) == col(Assignment.program))
+            & (col(ProgramRevision.generation) == col(Assignment.generation)),
+        )
+        .where(Assignment.node == node.name)
+        .order_by(col(Assignment.program))
     ).all()
     return Assignments(
         node=node.name,
         revision=node.desired_revision,
         programs=[
-            ProgramAssignment(name=row.program, spec=BpfProgramSpec.model_validate(row.spec))
-            for row in rows
+            ProgramAssignment(name=program, spec=BpfProgramSpec.model_validate(spec))
+            for program, spec in rows
         ],
     )
 
@@ -405,7 +555,7 @@ def collect_garbage(session: Session) -> list[str]:
         if digest not in referenced
     ]
     if removed:
-        session.execute(delete(Artifact).where(col(Artifact.digest).in_(removed)))
+        session.execute(sa_delete(Artifact).where(col(Artifact.digest).in_(removed)))
     return removed
 
 
@@ -453,15 +603,17 @@ def _supersede_active(session: Session, program: str) -> None:
 
 def put_program(
     session: Session, name: str, spec: BpfProgramSpec
-) -> tuple[Program, Rollout | None]:
-    """Store a program's desired spec; a change starts a rollout. Same spec: no-op."""
+) -> tuple[Program, Rollout | None, bool]:
+    """Store a program's desired spec; a change starts a rollout (returned, with True).
+    The same spec again is a no-op: the latest rollout, and False (its task chain runs
+    already; starting another would advance it twice)."""
     if name == POLICY_PROGRAM:
         raise Invalid(f"the program name {name} is reserved for the network-policy datapath")
     pinned, _ = resolve_spec(session, spec)
     stored = pinned.model_dump(mode="json", by_alias=True)
     program = session.get(Program, name)
     if program is not None and program.spec == stored and not program.killed:
-        return program, latest_rollout(session, name)
+        return program, latest_rollout(session, name), False
     previous = program.generation if program is not None and not program.killed else None
     if program is None:
         program = Program(name=name, generation=1, spec=stored)
@@ -485,7 +637,7 @@ def put_program(
         f"generation {program.generation}: {pinned.artifact.name}@{pinned.artifact.version}",
     )
     session.flush()
-    return program, rollout
+    return program, rollout, True
 
 
 def get_program(session: Session, name: str) -> Program:
@@ -496,10 +648,8 @@ def get_program(session: Session, name: str) -> Program:
 
 
 def _unassign_everywhere(session: Session, name: str) -> Changes:
-    changes = Changes()
-    for row in session.exec(select(Assignment).where(Assignment.program == name)).all():
-        changes.merge(unassign(session, row.node, name))
-    return changes
+    nodes = session.exec(select(Assignment.node).where(Assignment.program == name)).all()
+    return unassign_many(session, nodes, name)
 
 
 def delete_program(session: Session, name: str) -> Changes:
@@ -535,60 +685,175 @@ class Summary:
 
 
 def record_report(session: Session, node: Node, report: NodeReport, events_kept: int) -> None:
-    """Store what a node says it runs; attribute each state to the generation it is about.
+    """Store what one node says it runs (see ``record_reports``)."""
+    del node  # read again with the others
+    record_reports(session, [report], events_kept)
+
+
+def record_reports(session: Session, reports: Sequence[NodeReport], events_kept: int) -> None:
+    """Store what nodes say they run, many reports in a few statements; attribute each
+    state to the generation it is about.
 
     A node's word is bounded: states are kept only for programs it was assigned (or
     still has a state for, while one is being removed), its revision never passes the
-    one it was sent, and each program keeps its ``events_kept`` newest events."""
-    node.applied_revision = max(node.applied_revision, min(report.revision, node.desired_revision))
-    node.last_heartbeat = utcnow()
-    session.add(node)
-    assigned = {
-        row.program: row
-        for row in session.exec(select(Assignment).where(Assignment.node == node.name)).all()
+    one it was sent, and each program keeps its ``events_kept`` newest events.
+
+    Idempotent: a report no newer than the one a row holds changes nothing (a batch
+    delivered twice, or out of order), and events are written for changes of state only.
+    """
+    newest: dict[str, NodeReport] = {}
+    for report in reports:  # one report per node: its newest
+        held = newest.get(report.node)
+        if held is None or aware(report.reported_at) >= aware(held.reported_at):
+            newest[report.node] = report
+    if not newest:
+        return
+    names = sorted(newest)
+    nodes = {
+        name: (desired, applied)
+        for name, desired, applied in session.execute(
+            sa_select(col(Node.name), col(Node.desired_revision), col(Node.applied_revision))
+            .where(col(Node.name).in_(names))
+            .order_by(col(Node.name))
+            .with_for_update()
+        ).all()
     }
-    eventful = set()
-    for program_report in report.programs:
-        assignment = assigned.get(program_report.name)
-        status = session.get(NodeProgramStatus, (node.name, program_report.name))
-        if assignment is None and program_report.state == ProgramState.DETACHED:
-            if status is not None:
-                session.delete(status)
-                _event(
-                    session,
-                    program_report.name,
-                    ProgramState.DETACHED.value,
-                    program_report.message or "detached from the node",
-                    node.name,
+    assigned: dict[tuple[str, str], tuple[int, int]] = {
+        (node, program): (generation, revision)
+        for node, program, generation, revision in session.execute(
+            sa_select(
+                col(Assignment.node),
+                col(Assignment.program),
+                col(Assignment.generation),
+                col(Assignment.revision),
+            ).where(col(Assignment.node).in_(names))
+        ).all()
+    }
+    held_rows = {
+        (row.node, row.program): row
+        for row in session.exec(
+            select(NodeProgramStatus)
+            .options(defer(NodeProgramStatus.report))  # type: ignore[arg-type]
+            .where(col(NodeProgramStatus.node).in_(names))
+        ).all()
+    }
+    now = utcnow()
+    applied_updates = []
+    upserts: list[dict[str, Any]] = []
+    removals: list[tuple[str, str]] = []
+    events: list[dict[str, Any]] = []
+    for name in names:
+        report = newest[name]
+        if name not in nodes:
+            continue  # deleted meanwhile
+        desired, applied = nodes[name]
+        claimed = max(applied, min(report.revision, desired))
+        applied_updates.append({"node_name": name, "applied": claimed})
+        for program_report in report.programs:
+            key = (name, program_report.name)
+            assignment = assigned.get(key)
+            status = held_rows.get(key)
+            if (
+                status is not None
+                and status.reported_at is not None
+                and aware(status.reported_at) > aware(report.reported_at)
+            ):
+                continue  # a newer report is stored already
+            if assignment is None and program_report.state == ProgramState.DETACHED:
+                if status is not None:
+                    removals.append(key)
+                    events.append(
+                        _event_row(
+                            program_report.name,
+                            name,
+                            ProgramState.DETACHED.value,
+                            program_report.message or "detached from the node",
+                            now,
+                        )
+                    )
+                continue
+            if assignment is None and status is None:
+                continue  # never assigned here: nothing to keep
+            generation = status.generation if status is not None else None
+            if assignment is not None and report.revision >= assignment[1]:
+                generation = assignment[0]
+            if status is None or (
+                status.state != program_report.state.value or status.reason != program_report.reason
+            ):
+                events.append(
+                    _event_row(
+                        program_report.name,
+                        name,
+                        program_report.state.value,
+                        program_report.message or program_report.reason,
+                        now,
+                    )
                 )
-            continue
-        if assignment is None and status is None:
-            continue  # never assigned here: nothing to keep
-        status = status or NodeProgramStatus(
-            node=node.name, program=program_report.name, state=program_report.state
-        )
-        if assignment is not None and report.revision >= assignment.revision:
-            status.generation = assignment.generation
-        if status.state != program_report.state.value or status.reason != program_report.reason:
-            _event(
-                session,
-                program_report.name,
-                program_report.state.value,
-                program_report.message or program_report.reason,
-                node.name,
+            upserts.append(
+                {
+                    "node": name,
+                    "program": program_report.name,
+                    "generation": generation,
+                    "state": program_report.state.value,
+                    "reason": program_report.reason,
+                    "message": program_report.message,
+                    "report": program_report.model_dump(mode="json", by_alias=True),
+                    "reported_at": report.reported_at,
+                    "updated_at": now,
+                }
             )
-            eventful.add(program_report.name)
-        status.state, status.reason, status.message = (
-            program_report.state.value,
-            program_report.reason,
-            program_report.message,
-        )
-        status.report = program_report.model_dump(mode="json", by_alias=True)
-        status.updated_at = utcnow()
-        session.add(status)
-    session.flush()
-    for program in sorted(eventful):
+    _write_reports(session, applied_updates, upserts, removals)
+    if events:
+        session.execute(sa_insert(SQLModel.metadata.tables["event"]), events)
+    for program in sorted({event["program"] for event in events}):
         prune_events(session, program, events_kept)
+
+
+def _event_row(program: str, node: str, reason: str, message: str, at: datetime) -> dict[str, Any]:
+    return {
+        "program": program,
+        "node": node,
+        "reason": reason,
+        "message": message,
+        "created_at": at,
+    }
+
+
+def _write_reports(
+    session: Session,
+    applied: list[dict[str, Any]],
+    upserts: list[dict[str, Any]],
+    removals: list[tuple[str, str]],
+) -> None:
+    """The writes of ``record_reports``: one statement each, whatever the batch's size."""
+    if applied:
+        table = SQLModel.metadata.tables["node"]
+        session.connection().execute(
+            sa_update(table)
+            .where(table.c.name == bindparam("node_name"))
+            .values(applied_revision=bindparam("applied"), last_heartbeat=utcnow()),
+            applied,
+        )
+    if upserts:
+        statement = db.insert_for(session, NodeProgramStatus)
+        columns = ("generation", "state", "reason", "message", "report", "reported_at")
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["node", "program"],
+                set_={
+                    **{name: getattr(statement.excluded, name) for name in columns},
+                    "updated_at": statement.excluded.updated_at,
+                },
+            ),
+            upserts,
+        )
+    for node, program in removals:
+        session.execute(
+            sa_delete(NodeProgramStatus).where(
+                col(NodeProgramStatus.node) == node, col(NodeProgramStatus.program) == program
+            )
+        )
+    _forget_loaded(session)
 
 
 def prune_events(session: Session, program: str, keep: int) -> None:
@@ -601,88 +866,129 @@ def prune_events(session: Session, program: str, keep: int) -> None:
         .limit(1)
     ).first()
     if cutoff is not None:
-        session.execute(delete(Event).where(col(Event.program) == program, col(Event.id) <= cutoff))
+        session.execute(
+            sa_delete(Event).where(col(Event.program) == program, col(Event.id) <= cutoff)
+        )
 
 
 def summarize(session: Session, program: Program) -> Summary:
-    assigned = session.exec(select(Assignment).where(Assignment.program == program.name)).all()
-    statuses = {
-        row.node: row
-        for row in session.exec(
-            select(NodeProgramStatus).where(NodeProgramStatus.program == program.name)
-        ).all()
-    }
-    counts = {"attached": 0, "failed": 0, "incompatible": 0, "pending": 0}
-    for row in assigned:
-        status = statuses.get(row.node)
-        state = (
-            ProgramState(status.state)
-            if status is not None and status.generation == row.generation
-            else None
+    """Counts of a program's nodes by state, counted by the database: an assignment
+    joined with its node's status for the same generation (none yet: pending)."""
+    status = NodeProgramStatus
+    rows = session.execute(
+        sa_select(col(status.state), func.count())
+        .select_from(Assignment)
+        .outerjoin(
+            status,
+            (col(status.node) == col(Assignment.node))
+            & (col(status.program) == col(Assignment.program))
+            & (col(status.generation) == col(Assignment.generation)),
         )
-        if state == ProgramState.ATTACHED:
-            counts["attached"] += 1
-        elif state == ProgramState.INCOMPATIBLE:
-            counts["incompatible"] += 1
-        elif state in rollouts.FAILED_STATES:
-            counts["failed"] += 1
+        .where(col(Assignment.program) == program.name)
+        .group_by(col(status.state))
+    ).all()
+    counts = {"attached": 0, "failed": 0, "incompatible": 0, "pending": 0}
+    desired = 0
+    for state, number in rows:
+        desired += number
+        if state == ProgramState.ATTACHED.value:
+            counts["attached"] += number
+        elif state == ProgramState.INCOMPATIBLE.value:
+            counts["incompatible"] += number
+        elif state is not None and ProgramState(state) in rollouts.FAILED_STATES:
+            counts["failed"] += number
         else:
-            counts["pending"] += 1
-    return Summary(desired=len(assigned), **counts)
+            counts["pending"] += number
+    return Summary(desired=desired, **counts)
 
 
 # --------------------------------------------------------------------------- rollouts
 
 
+def unreachable_nodes(session: Session, now: datetime, ready_seconds: float) -> set[str]:
+    """Nodes whose heartbeats stopped (NotReady or Unknown): one statement."""
+    cutoff = now - timedelta(seconds=ready_seconds)
+    heartbeat = col(Node.last_heartbeat)
+    return set(
+        session.exec(select(Node.name).where(heartbeat.is_(None) | (heartbeat < cutoff))).all()
+    )
+
+
+def progress_of(rollout: Rollout) -> rollouts.Progress:
+    return rollouts.Progress(
+        rollout.phase,
+        rollout.step,
+        tuple(rollout.updated_nodes),
+        aware(rollout.step_settled_at) if rollout.step_settled_at else None,
+        aware(rollout.step_started_at) if rollout.step_started_at else None,
+        tuple(rollout.skipped_nodes),
+    )
+
+
+def outcomes_of(session: Session, program: str, generation: int) -> dict[str, ProgramState]:
+    """Each node's state for this generation of a program (columns only, no reports)."""
+    rows = session.execute(
+        sa_select(col(NodeProgramStatus.node), col(NodeProgramStatus.state)).where(
+            col(NodeProgramStatus.program) == program,
+            col(NodeProgramStatus.generation) == generation,
+        )
+    ).all()
+    return {node: ProgramState(state) for node, state in rows}
+
+
 def advance_rollout(
-    session: Session, rollout_id: int, now: datetime, tick_seconds: float
+    session: Session,
+    rollout_id: int,
+    now: datetime,
+    tick_seconds: float,
+    *,
+    ready_seconds: float,
+    chain: int | None = None,
 ) -> tuple[float | None, Changes]:
-    """Take the next step of one rollout; return when to look again and what changed."""
+    """Take the next step of one rollout; return when to look again and what changed.
+    A task of another ``chain`` than the rollout's own does nothing (and ends its chain)."""
     rollout = session.exec(
         select(Rollout).where(Rollout.id == rollout_id).with_for_update()
     ).first()
     if rollout is None or rollout.phase not in ACTIVE_PHASES:
         return None, Changes()
-    revision = session.get(ProgramRevision, (rollout.program, rollout.to_generation))
-    if revision is None:
-        raise NotFound(f"program {rollout.program} generation {rollout.to_generation} is gone")
-    spec = BpfProgramSpec.model_validate(revision.spec)
+    if chain is not None and chain != rollout.chain:
+        return None, Changes()
+    spec = BpfProgramSpec.model_validate(spec_of(session, rollout.program, rollout.to_generation))
     selected = selected_nodes(session, spec.node_selector)
-    statuses = session.exec(
-        select(NodeProgramStatus).where(NodeProgramStatus.program == rollout.program)
-    ).all()
-    outcomes = {
-        status.node: ProgramState(status.state)
-        if status.generation == rollout.to_generation
-        else None
-        for status in statuses
-    }
-    progress = rollouts.Progress(
-        rollout.phase,
-        rollout.step,
-        tuple(rollout.updated_nodes),
-        aware(rollout.step_settled_at) if rollout.step_settled_at else None,
+    outcomes = outcomes_of(session, rollout.program, rollout.to_generation)
+    decision = rollouts.decide(
+        progress_of(rollout),
+        spec.rollout,
+        selected,
+        outcomes,
+        now,
+        tick_seconds,
+        unreachable_nodes(session, now, ready_seconds),
     )
-    decision = rollouts.decide(progress, spec.rollout, selected, outcomes, now, tick_seconds)
-    changes = Changes()
-    for node in decision.assign_new:
-        changes.merge(assign(session, node, rollout.program, rollout.to_generation, revision.spec))
+    changes = assign_many(session, decision.assign_new, rollout.program, rollout.to_generation)
     if decision.revert:
         changes.merge(_revert(session, rollout, decision.revert))
     if decision.progress.phase == RolloutPhase.SUCCEEDED:
-        for row in session.exec(
-            select(Assignment).where(Assignment.program == rollout.program)
-        ).all():
-            if row.node not in selected:
-                changes.merge(unassign(session, row.node, rollout.program))
+        chosen = set(selected)
+        assigned = session.exec(
+            select(Assignment.node).where(Assignment.program == rollout.program)
+        ).all()
+        changes.merge(
+            unassign_many(session, [n for n in assigned if n not in chosen], rollout.program)
+        )
     if decision.progress.phase != rollout.phase:
         _event(
             session, rollout.program, f"Rollout{decision.progress.phase.value}", decision.message
         )
-    rollout.phase = decision.progress.phase
-    rollout.step = decision.progress.step
-    rollout.updated_nodes = list(decision.progress.updated_nodes)
-    rollout.step_settled_at = decision.progress.step_settled_at
+    progress = decision.progress
+    rollout.phase, rollout.step = progress.phase, progress.step
+    if len(progress.updated_nodes) != len(rollout.updated_nodes):  # only ever grows
+        rollout.updated_nodes = list(progress.updated_nodes)
+    if len(progress.skipped_nodes) != len(rollout.skipped_nodes):
+        rollout.skipped_nodes = list(progress.skipped_nodes)
+    rollout.step_settled_at = progress.step_settled_at
+    rollout.step_started_at = progress.step_started_at
     rollout.message = decision.message or rollout.message
     rollout.updated_at = now
     rollout.next_check_at = (
@@ -695,20 +1001,22 @@ def advance_rollout(
 
 
 def _revert(session: Session, rollout: Rollout, nodes: Iterable[str]) -> Changes:
-    changes = Changes()
-    previous = (
-        session.get(ProgramRevision, (rollout.program, rollout.from_generation))
-        if rollout.from_generation is not None
-        else None
-    )
-    for node in nodes:
-        if previous is None:
-            changes.merge(unassign(session, node, rollout.program))
-        else:
-            changes.merge(
-                assign(session, node, rollout.program, previous.generation, previous.spec)
-            )
-    return changes
+    if rollout.from_generation is None:
+        return unassign_many(session, nodes, rollout.program)
+    return assign_many(session, nodes, rollout.program, rollout.from_generation)
+
+
+def new_chain(session: Session, rollout_id: int) -> int | None:
+    """Start a new task chain for an active rollout (the one before it stops at its next
+    task); None when the rollout is not active."""
+    rollout = session.exec(
+        select(Rollout).where(Rollout.id == rollout_id).with_for_update()
+    ).first()
+    if rollout is None or rollout.phase not in ACTIVE_PHASES:
+        return None
+    rollout.chain += 1
+    session.add(rollout)
+    return rollout.chain
 
 
 def set_rollout_phase(

@@ -8,15 +8,30 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
 from sqlmodel import Session
+from starlette.types import ASGIApp
 
-from bpfleet_api import changes, db, etags, fleet, heartbeats, metrics, notify, security, ui
-from bpfleet_api.deps import Reader, forget_nodes
+from bpfleet_api import (
+    changes,
+    db,
+    documents,
+    etags,
+    fastpath,
+    fleet,
+    heartbeats,
+    ingest,
+    metrics,
+    notify,
+    security,
+    ui,
+)
+from bpfleet_api.deps import Reader, forget_nodes, node_tokens
 from bpfleet_api.gate import Gate
 from bpfleet_api.models import Role, utcnow
 from bpfleet_api.routes import (
@@ -39,25 +54,26 @@ from bpfleet_api.routes import (
     tokens,
 )
 from bpfleet_api.routes._changes import start_rollout
-from bpfleet_api.settings import get_settings
+from bpfleet_api.settings import ApiSettings, get_settings
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
 HEARTBEAT_FLUSH_SECONDS = 1.0
 
 
-def _prepare_database() -> None:
-    settings = get_settings()
-    engine = db.get_engine()
-    db.migrate(engine)
-    with Session(engine) as session:
+def prepare_database(engine: Engine, settings: ApiSettings) -> None:
+    """Migrate, and make the configured tokens valid: one process at a time (several
+    starting at once would each insert the same new token)."""
+
+    def configured_tokens(session: Session) -> None:
         if settings.admin_token is not None:
             security.ensure(session, "admin", Role.ADMIN, settings.admin_token.get_secret_value())
         if settings.bootstrap_token is not None:
             security.ensure(
                 session, "bootstrap", Role.BOOTSTRAP, settings.bootstrap_token.get_secret_value()
             )
-        session.commit()
+
+    db.migrate(engine, then=configured_tokens)
 
 
 def _overdue() -> list[int]:
@@ -65,41 +81,80 @@ def _overdue() -> list[int]:
         return fleet.overdue_rollouts(session, utcnow(), grace_seconds=3.0)
 
 
-async def _flush_heartbeats(buffer: heartbeats.HeartbeatBuffer) -> None:
-    while True:
-        await asyncio.sleep(HEARTBEAT_FLUSH_SECONDS)
-        try:
-            await run_in_threadpool(_flush, buffer)
-        except Exception:
-            log.exception("heartbeat flush failed; retrying")
-
-
 def _flush(buffer: heartbeats.HeartbeatBuffer) -> None:
     with Session(db.get_engine()) as session:
         buffer.flush(session)
 
 
-async def _sweep_rollouts() -> None:
-    """Re-queue rollouts whose task chain was lost (a broker restart, say)."""
+async def _flush_heartbeats(buffer: heartbeats.HeartbeatBuffer) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_FLUSH_SECONDS)
+        try:
+            await run_in_threadpool(_flush, buffer)
+        except Exception as error:
+            log.warning("heartbeat flush failed (%s); the beats are kept for the next", error)
+
+
+async def _sweep_rollouts(lease: notify.LeaderLease) -> None:
+    """Re-queue rollouts whose task chain was lost (a broker restart, say): in the one
+    API process that holds the leader lease."""
     while True:
         await asyncio.sleep(SWEEP_SECONDS)
         try:
+            if not await lease.held():
+                continue
             for rollout_id in await run_in_threadpool(_overdue):
                 await run_in_threadpool(start_rollout, rollout_id)
         except Exception:
             log.exception("rollout sweep failed; retrying")
 
 
+def _refresh(plane: documents.AgentPlane) -> list[str]:
+    with Session(db.get_engine()) as session:
+        node_tokens().refill(lambda: security.agent_tokens(session))
+        return plane.refresh(session)
+
+
+async def _follow_fleet(app: FastAPI) -> None:
+    """Keep this process's view of the fleet true: revisions moved behind its back (a
+    lost wake-up, a restored database) wake their long-polls; the fleet's size sets the
+    heartbeat interval and readiness windows; every agent token is trusted from one
+    query (rather than one per agent and process when its cache entry expires)."""
+    plane: documents.AgentPlane = app.state.plane
+    while True:
+        try:
+            moved = await run_in_threadpool(_refresh, plane)
+            heartbeats.observe_fleet(plane.node_count)
+            app.state.waiters.wake(moved)
+        except Exception as error:
+            log.warning("could not compare node revisions with the database: %s", error)
+        await asyncio.sleep(documents.REFRESH_SECONDS)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    await run_in_threadpool(_prepare_database)
-    app.state.waiters.bind(asyncio.get_running_loop())
+    settings = get_settings()
+    # Few threads for database work, so they cannot starve the loop (heartbeats).
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+    await run_in_threadpool(prepare_database, db.get_engine(), settings)
+    plane: documents.AgentPlane = app.state.plane
+    waiters: notify.Waiters = app.state.waiters
+
+    async def prepare(batch: list[str]) -> None:
+        """Woken nodes: read back in one statement (their next long-poll may come to this
+        process even if their current one is in another)."""
+        plane.forget(batch)  # if reading fails, each long-poll reads its own
+        await run_in_threadpool(documents.load_nodes, plane, batch)
+
+    waiters.bind(asyncio.get_running_loop(), prepare)
+    lease = notify.LeaderLease(settings.redis_url)
     background = [
-        asyncio.create_task(
-            notify.listen(get_settings().redis_url, app.state.waiters, forget_nodes)
-        ),
-        asyncio.create_task(_sweep_rollouts()),
+        asyncio.create_task(notify.listen(settings.redis_url, waiters, forget_nodes)),
+        asyncio.create_task(waiters.pace()),
+        asyncio.create_task(_follow_fleet(app)),
+        asyncio.create_task(_sweep_rollouts(lease)),
         asyncio.create_task(_flush_heartbeats(app.state.heartbeats)),
+        asyncio.create_task(metrics.measure_loop_lag()),
     ]
     try:
         yield
@@ -107,7 +162,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await run_in_threadpool(_flush, app.state.heartbeats)
+        await lease.release()
+        with contextlib.suppress(Exception):
+            await run_in_threadpool(_flush, app.state.heartbeats)
 
 
 def create_app() -> FastAPI:
@@ -122,10 +179,13 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(Gate)
-    app.state.waiters = notify.Waiters()
+    settings = get_settings()
+    app.state.waiters = notify.Waiters(settings.wakes_per_second)
     app.state.heartbeats = heartbeats.HeartbeatBuffer()
-    registry = CollectorRegistry()
-    registry.register(metrics.FleetCollector(app.state.waiters))
+    app.state.plane = documents.AgentPlane()
+    app.state.reports = ingest.ReportBatcher(settings.events_kept_per_program)
+    app.state.files = fastpath.ArtifactFiles()
+    registry = metrics.registry(app.state.waiters)
 
     @app.exception_handler(changes.FleetError)
     async def _fleet_error(_: Request, error: changes.FleetError) -> JSONResponse:
@@ -151,18 +211,19 @@ def create_app() -> FastAPI:
 
     app.include_router(nodes.tombstones)
     for module in (
+        # The agents' routes first: they are most of the traffic, and routes match in order.
+        agent,
+        artifacts,
         health,
         session,
         tokens,
         nodes,
         namespaces,
-        artifacts,
         programs,
         rollouts,
         policies,
         editor,
         checks,
-        agent,
         overview,
         kernels,
         gitsources,
@@ -171,8 +232,22 @@ def create_app() -> FastAPI:
     ):
         app.include_router(module.router)
     app.add_middleware(etags.ETagMiddleware)
-    ui.mount(app, get_settings().ui_dir)
+    app.add_middleware(metrics.LatencyMiddleware)
+    ui.mount(app, settings.ui_dir)
     return app
 
 
-app = create_app()
+def serve(app: FastAPI) -> ASGIApp:
+    """The app as served: the agents' fast path in front of everything, the framework's
+    own outer layers included (they cost the hottest calls as much as the call itself)."""
+    return fastpath.AgentFastPath(
+        app,
+        buffer=app.state.heartbeats,
+        files=app.state.files,
+        reports=app.state.reports,
+        plane=app.state.plane,
+        waiters=app.state.waiters,
+    )
+
+
+app = serve(create_app())

@@ -1,21 +1,51 @@
-"""Prometheus metrics, read from the database at scrape time (no state of their own)."""
+"""Prometheus metrics: the fleet counted by the database at scrape time (GROUP BY, no
+rows loaded), and the latency of the agent protocol as each API process serves it.
+
+With several API processes (``--workers``), each keeps its own histogram; set
+``PROMETHEUS_MULTIPROC_DIR`` (a directory emptied before start, as the chart does) and
+every scrape sums them all, whichever process answers it."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func
 from sqlmodel import Session, col, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bpfleet_api import heartbeats
 from bpfleet_api.db import get_engine
 from bpfleet_api.models import Node, NodeProgramStatus, Rollout, RolloutPhase, utcnow
 from bpfleet_api.notify import Waiters
 from bpfleet_api.settings import get_settings
+
+_MULTIPROCESS = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _MULTIPROCESS:  # each process writes its values there; it must exist first
+    Path(_MULTIPROCESS).mkdir(parents=True, exist_ok=True)
+
+# The agent protocol's calls, by path: what a fleet's size is felt in.
+AGENT_PATHS = {
+    "/v1/agent/heartbeat": "heartbeat",
+    "/v1/agent/status": "status",
+    "/v1/agent/assignments": "assignments",
+    "/v1/agent/register": "register",
+}
+REQUEST_SECONDS = Histogram(
+    "bpfleet_agent_request_seconds",
+    "Agent protocol calls, from the request's arrival to the end of the answer "
+    "(long-polls included: their wait counts).",
+    ["call"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 
 @dataclass(frozen=True)
@@ -56,9 +86,9 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         settings = get_settings()
         with Session(get_engine()) as session:
-            counts = count(
-                session, utcnow(), settings.node_ready_seconds, settings.node_unknown_seconds
-            )
+            fleet_size = session.exec(select(func.count()).select_from(Node)).one()
+            liveness = heartbeats.liveness(fleet_size, settings)
+            counts = count(session, utcnow(), liveness.ready_seconds, liveness.unknown_seconds)
         nodes, states, phases = counts.nodes, counts.states, counts.phases
         gauge = GaugeMetricFamily(
             "bpfleet_nodes", "Registered nodes by readiness.", labels=["readiness"]
@@ -83,5 +113,56 @@ class FleetCollector(Collector):
         )
 
 
+def registry(waiters: Waiters) -> CollectorRegistry:
+    """What ``/metrics`` shows: the fleet's gauges, and the protocol's latency (summed
+    over every API process when ``PROMETHEUS_MULTIPROC_DIR`` is set)."""
+    found = CollectorRegistry()
+    found.register(FleetCollector(waiters))
+    if _MULTIPROCESS:
+        multiprocess.MultiProcessCollector(found)  # type: ignore[no-untyped-call]
+    else:
+        found.register(REQUEST_SECONDS)
+        found.register(LOOP_LAG_SECONDS)
+    return found
+
+
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+LOOP_LAG_SECONDS = Histogram(
+    "bpfleet_event_loop_lag_seconds",
+    "How late the API's event loop runs a timer (GIL or CPU contention): what every "
+    "request waits before its handler starts, which the request histogram cannot see.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LAG_PROBE_SECONDS = 0.1
+
+
+async def measure_loop_lag() -> None:
+    """Observe the loop's lag every LAG_PROBE_SECONDS (a task for the app's life)."""
+    while True:
+        expected = time.perf_counter() + LAG_PROBE_SECONDS
+        await asyncio.sleep(LAG_PROBE_SECONDS)
+        LOOP_LAG_SECONDS.observe(max(0.0, time.perf_counter() - expected))
+
+
+class LatencyMiddleware:
+    """Times agent protocol calls on the server (the cross-check of what agents see)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = AGENT_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if call is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                REQUEST_SECONDS.labels(call).observe(time.perf_counter() - started)
+
+        await self.app(scope, receive, timed)

@@ -143,10 +143,12 @@ class ProgramRevision(SQLModel, table=True):
 
 
 class Assignment(SQLModel, table=True):
+    """A program at one generation on one node. The spec is the generation's
+    (``ProgramRevision``), never copied per node: a step writes narrow rows."""
+
     node: str = Field(primary_key=True)
     program: str = Field(primary_key=True, index=True)
     generation: int
-    spec: dict[str, Any] = Field(sa_type=JSON)
     revision: int = Field(
         sa_type=BigInteger, description="The node revision that introduced this assignment."
     )
@@ -162,6 +164,11 @@ class NodeProgramStatus(SQLModel, table=True):
     reason: str = ""
     message: str = ""
     report: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    reported_at: datetime | None = _timestamp(
+        default=None,
+        description="When the node made the report this row holds: an older one (a batch "
+        "delivered again) never overwrites it.",
+    )
     updated_at: datetime = _timestamp(default_factory=utcnow)
 
 
@@ -196,7 +203,20 @@ class Rollout(SQLModel, table=True):
     phase: RolloutPhase = Field(default=RolloutPhase.PROGRESSING, index=True)
     step: int = 0
     updated_nodes: list[str] = Field(default_factory=list, sa_type=JSON)
+    skipped_nodes: list[str] = Field(
+        default_factory=list,
+        sa_type=JSON,
+        description="Updated nodes given up on at the progress deadline (unreachable).",
+    )
+    step_started_at: datetime | None = _timestamp(
+        default=None, description="When the current step's last nodes were assigned."
+    )
     step_settled_at: datetime | None = _timestamp(default=None)
+    chain: int = Field(
+        default=0,
+        description="The task chain that advances this rollout; tasks of an older chain "
+        "stop (one chain per rollout, whatever re-queues it).",
+    )
     next_check_at: datetime | None = _timestamp(
         default=None, index=True, description="When the rollout should be looked at again."
     )

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable
 
 import redis
 import redis.asyncio as aioredis
@@ -24,16 +25,34 @@ REVOKED_CHANNEL = "bpfleet:revoked-nodes"
 
 
 class Waiters:
-    """In-process: the long-polls waiting per node, woken from any thread."""
+    """In-process: the long-polls waiting per node, woken from any thread.
 
-    def __init__(self) -> None:
+    Wake-ups are paced: names queue up, and a pacer lets at most ``per_second`` of them
+    through (in batches every ``PACE_SECONDS``), first handing each batch to ``prepare``
+    (which reads what the woken long-polls will answer, for the whole batch at once). A
+    step that moves ten thousand nodes so never resumes ten thousand coroutines at once.
+    """
+
+    PACE_SECONDS = 0.05
+
+    def __init__(self, per_second: float = 4000.0) -> None:
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queued: deque[str] = deque()
+        self._queued_names: set[str] = set()  # each node queued once
+        self._queued_any = asyncio.Event()
+        self._batch = max(1, int(per_second * self.PACE_SECONDS))
+        self._prepare: Callable[[list[str]], Awaitable[None]] | None = None
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def bind(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        prepare: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> None:
+        self._loop, self._prepare = loop, prepare
 
-    async def wait(self, node: str, timeout: float) -> None:
+    async def wait(self, node: str, timeout: float) -> bool:
+        """Wait until ``node`` is woken (True) or ``timeout`` passes (False)."""
         event = asyncio.Event()
         self._events[node].add(event)
         try:
@@ -43,19 +62,49 @@ class Waiters:
             self._events[node].discard(event)
             if not self._events[node]:
                 del self._events[node]
+        return event.is_set()
+
+    def waiting(self, node: str) -> bool:
+        return node in self._events
 
     def wake(self, nodes: Iterable[str]) -> None:
+        """Queue wake-ups (from any thread); the pacer delivers them."""
         loop = self._loop
         if loop is None:
             return
         names = list(nodes)
         with contextlib.suppress(RuntimeError):  # the loop is closing
-            loop.call_soon_threadsafe(self._wake_now, names)
+            loop.call_soon_threadsafe(self._enqueue, names)
 
-    def _wake_now(self, nodes: list[str]) -> None:
+    def _enqueue(self, nodes: list[str]) -> None:
         for node in nodes:
-            for event in self._events.get(node, ()):
-                event.set()
+            if node not in self._queued_names:
+                self._queued_names.add(node)
+                self._queued.append(node)
+        if self._queued:
+            self._queued_any.set()
+
+    async def pace(self) -> None:
+        """Deliver queued wake-ups, a batch per tick (run as a task for the app's life)."""
+        while True:
+            await self._queued_any.wait()
+            batch: list[str] = []
+            while self._queued and len(batch) < self._batch:
+                node = self._queued.popleft()
+                self._queued_names.discard(node)
+                batch.append(node)
+            if not self._queued:
+                self._queued_any.clear()
+            if self._prepare is not None and batch:
+                try:
+                    await self._prepare(batch)
+                except Exception:
+                    log.exception("could not prepare answers for %d woken node(s)", len(batch))
+            for node in batch:
+                for event in self._events.get(node, ()):
+                    event.set()
+            if self._queued:
+                await asyncio.sleep(self.PACE_SECONDS)
 
     @property
     def count(self) -> int:
@@ -113,3 +162,47 @@ async def listen(redis_url: str, waiters: Waiters, on_revoked: Callable[[list[st
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+# ------------------------------------------------------------------------ leadership
+
+LEADER_KEY = "bpfleet:leader"
+# Take the lease if free, or renew it if ours: one round trip, atomic.
+_TAKE_OR_RENEW = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class LeaderLease:
+    """A lease in Redis that one API process of all holds at a time: the fleet-wide loops
+    (the rollout sweeper) run there only. Lost with Redis, or when not renewed within
+    ``ttl_seconds`` (a process that died), and taken over then."""
+
+    def __init__(self, redis_url: str, ttl_seconds: float = 10.0) -> None:
+        self._client = aioredis.Redis.from_url(
+            redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        self._identity = uuid.uuid4().hex
+        self._ttl_ms = int(ttl_seconds * 1000)
+
+    async def held(self) -> bool:
+        """Take or renew the lease; whether this process holds it now."""
+        try:
+            taken = await self._client.eval(
+                _TAKE_OR_RENEW, 1, LEADER_KEY, self._identity, str(self._ttl_ms)
+            )
+        except (redis.RedisError, OSError) as error:
+            log.debug("leader lease unavailable: %s", error)
+            return False
+        return bool(taken)
+
+    async def release(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if await self._client.get(LEADER_KEY) == self._identity.encode():
+                await self._client.delete(LEADER_KEY)
+        await self._client.aclose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -45,6 +46,8 @@ class Progress:
     step: int
     updated_nodes: tuple[str, ...]
     step_settled_at: datetime | None = None
+    step_started_at: datetime | None = None
+    skipped_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,17 @@ def step_targets(steps: Sequence[str], total: int) -> list[int]:
     return targets
 
 
+def failed_nodes(
+    strategy: RolloutStrategy, progress: Progress, outcomes: Mapping[str, ProgramState | None]
+) -> list[str]:
+    """Updated nodes that count against the failure budget: those that failed, and with
+    ``unreachableNodes: Fail`` those given up on that have not reported since."""
+    failed = [node for node in progress.updated_nodes if outcomes.get(node) in FAILED_STATES]
+    if strategy.unreachable_nodes == "Fail":
+        failed += [node for node in progress.skipped_nodes if outcomes.get(node) is None]
+    return sorted(failed)
+
+
 def decide(  # noqa: PLR0917 - the state, the strategy, the world, the clock
     progress: Progress,
     strategy: RolloutStrategy,
@@ -74,13 +88,15 @@ def decide(  # noqa: PLR0917 - the state, the strategy, the world, the clock
     outcomes: Mapping[str, ProgramState | None],
     now: datetime,
     tick_seconds: float,
+    unreachable: AbstractSet[str] = frozenset(),
 ) -> Decision:
     """The next step of a rollout. ``outcomes`` holds each node's state for the new
-    generation (None until the node has applied it)."""
+    generation (None until the node has applied it); ``unreachable`` the nodes that
+    stopped heartbeating. Linear in the nodes: membership is tested in sets."""
     if progress.phase in FINAL_PHASES or progress.phase == RolloutPhase.PAUSED:
         return Decision(progress)
     updated = progress.updated_nodes
-    failed = sorted(node for node in updated if outcomes.get(node) in FAILED_STATES)
+    failed = failed_nodes(strategy, progress, outcomes)
     if len(failed) > strategy.failure_budget:
         message = (
             f"{len(failed)} node(s) failed ({', '.join(failed[:5])}), "
@@ -96,37 +112,71 @@ def decide(  # noqa: PLR0917 - the state, the strategy, the world, the clock
 
     targets = step_targets(strategy.steps, len(selected))
     step = min(progress.step, len(targets) - 1)
-    missing = [node for node in selected if node not in updated]
+    done = set(updated)
+    # Reachable nodes first: a step is not spent on nodes that stopped heartbeating.
+    missing = [node for node in selected if node not in done and node not in unreachable]
+    missing += [node for node in selected if node not in done and node in unreachable]
     to_add = tuple(missing[: max(targets[step] - len(updated), 0)])
     if to_add:
         return Decision(
-            Progress(RolloutPhase.PROGRESSING, step, updated + to_add),
+            Progress(
+                RolloutPhase.PROGRESSING,
+                step,
+                updated + to_add,
+                step_started_at=now,
+                skipped_nodes=progress.skipped_nodes,
+            ),
             assign_new=to_add,
             message=f"step {step + 1}/{len(targets)}: updating {len(to_add)} node(s)",
             wait_seconds=tick_seconds,
         )
-    pending = [node for node in updated if outcomes.get(node) is None]
+    skipped = set(progress.skipped_nodes)
+    pending = [node for node in updated if outcomes.get(node) is None and node not in skipped]
     if pending:
+        started = progress.step_started_at or now
+        overdue = (now - started).total_seconds() >= strategy.progress_deadline_seconds
+        given_up = tuple(node for node in pending if node in unreachable) if overdue else ()
+        if given_up:
+            more = replace(
+                progress,
+                step=step,
+                step_started_at=started,
+                skipped_nodes=progress.skipped_nodes + given_up,
+            )
+            verb = "skipped" if strategy.unreachable_nodes == "Skip" else "counted as failed"
+            decision = decide(more, strategy, selected, outcomes, now, tick_seconds, unreachable)
+            note = (
+                f"progress deadline passed: {len(given_up)} unreachable node(s) {verb} "
+                f"({', '.join(sorted(given_up)[:5])})"
+            )
+            return replace(decision, message=f"{note}; {decision.message}".rstrip("; "))
+        waiting = f"step {step + 1}/{len(targets)}: waiting for {len(pending)} node(s)"
+        if overdue:
+            waiting += " (past the progress deadline; they still heartbeat)"
         return Decision(
-            replace(progress, phase=RolloutPhase.PROGRESSING, step=step),
-            message=f"step {step + 1}/{len(targets)}: waiting for {len(pending)} node(s)",
+            replace(progress, phase=RolloutPhase.PROGRESSING, step=step, step_started_at=started),
+            message=waiting,
             wait_seconds=tick_seconds,
         )
     if step == len(targets) - 1:
+        applied = len(updated) - len(skipped)
+        note = f", {len(skipped)} unreachable node(s) skipped" if skipped else ""
         return Decision(
             replace(progress, phase=RolloutPhase.SUCCEEDED, step=step),
-            message=f"all {len(updated)} node(s) updated",
+            message=f"all {applied} node(s) updated{note}",
         )
     settled_at = progress.step_settled_at or now
     remaining = strategy.bake_seconds - (now - settled_at).total_seconds()
     if remaining > 0:
         return Decision(
-            Progress(RolloutPhase.BAKING, step, updated, settled_at),
+            replace(progress, phase=RolloutPhase.BAKING, step=step, step_settled_at=settled_at),
             message=f"step {step + 1}/{len(targets)}: baking {remaining:.0f}s more",
             wait_seconds=min(remaining, max(tick_seconds, remaining)),
         )
-    following = Progress(RolloutPhase.PROGRESSING, step + 1, updated, None)
-    return decide(following, strategy, selected, outcomes, now, tick_seconds)
+    following = replace(
+        progress, phase=RolloutPhase.PROGRESSING, step=step + 1, step_settled_at=None
+    )
+    return decide(following, strategy, selected, outcomes, now, tick_seconds, unreachable)
 
 
 # ------------------------------------------------------------------ for people
@@ -176,5 +226,4 @@ def describe(
     if progress.phase == RolloutPhase.BAKING and progress.step_settled_at is not None:
         elapsed = (now - progress.step_settled_at).total_seconds()
         remaining = max(strategy.bake_seconds - elapsed, 0.0)
-    failures = sum(1 for node in progress.updated_nodes if outcomes.get(node) in FAILED_STATES)
-    return ProgressView(steps, remaining, failures)
+    return ProgressView(steps, remaining, len(failed_nodes(strategy, progress, outcomes)))

@@ -173,6 +173,7 @@ class TokenCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, str]] = {}
+        self._evicted: set[str] = set()
         self._next_purge = clock() + ttl_seconds
 
     def get(self, secret: str) -> str | None:
@@ -196,7 +197,38 @@ class TokenCache:
         gone = set(nodes)
         with self._lock:
             self._entries = {k: v for k, v in self._entries.items() if v[1] not in gone}
+            self._evicted |= gone
+
+    def refill(self, read: Callable[[], Iterable[tuple[str, str, datetime | None]]]) -> None:
+        """Trust every valid agent token ``read`` returns (digest, node, expiry) for a
+        TTL: one query keeps a whole fleet's tokens here, rather than one per agent per
+        TTL. Nodes evicted while it reads stay out, and so does what it does not list."""
+        with self._lock:
+            self._evicted = set()
+        rows = list(read())
+        now, wall = self._clock(), utcnow()
+        entries = {}
+        for token_digest, node, expires_at in rows:
+            left = self.ttl if expires_at is None else (aware(expires_at) - wall).total_seconds()
+            if left > 0:
+                entries[token_digest] = (now + min(self.ttl, left), node)
+        with self._lock:
+            evicted = self._evicted
+            self._entries = {k: v for k, v in entries.items() if v[1] not in evicted}
+            self._next_purge = now + self.ttl
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+
+def agent_tokens(session: Session) -> list[tuple[str, str, datetime | None]]:
+    """Every valid agent token: (digest, node, expiry)."""
+    rows = session.exec(
+        select(Token.digest, Token.node, Token.expires_at).where(
+            Token.role == Role.AGENT,
+            col(Token.revoked_at).is_(None),
+            col(Token.node).is_not(None),
+        )
+    ).all()
+    return [(token_digest, node, expires) for token_digest, node, expires in rows if node]

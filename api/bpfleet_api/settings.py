@@ -45,7 +45,32 @@ class ApiSettings(BaseSettings):
     node_unknown_seconds: float = Field(
         default=120.0, gt=0, description="Heartbeat age beyond which a node is Unknown."
     )
-    long_poll_max_seconds: float = Field(default=60.0, gt=0)
+    heartbeats_per_second: float = Field(
+        default=250.0,
+        gt=0,
+        description="The fleet's heartbeats per second the API asks for: each agent's "
+        "interval is the node count divided by this, within the bounds below.",
+    )
+    heartbeat_min_seconds: float = Field(
+        default=5.0, gt=0, description="The shortest heartbeat interval agents are told."
+    )
+    heartbeat_max_seconds: float = Field(
+        default=60.0, gt=0, description="The longest heartbeat interval agents are told."
+    )
+    long_poll_max_seconds: float = Field(default=300.0, gt=0)
+    wakes_per_second: float = Field(
+        default=4000.0,
+        gt=0,
+        description="Long-polls one API process answers per second after a change: "
+        "ten thousand waiters are let through in paced batches, not all at once.",
+    )
+    worker_threads: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Threads one API process runs database work on; few, so they cannot "
+        "starve the event loop that answers heartbeats.",
+    )
     session_ttl_seconds: float = Field(
         default=12 * 3600.0,
         gt=0,

@@ -76,6 +76,11 @@ class NodeProgramView(View):
     reason: str
     message: str
     updated_at: datetime
+    readiness: Literal["Ready", "NotReady", "Unknown"] | None = Field(
+        default=None,
+        description="The node's, in per-program lists: an Unknown node (silent past the "
+        "unknown window) is not waited for by a deletion; it detaches when it returns.",
+    )
     verifier_log: str | None = Field(default=None, description="Excerpt, on LoadFailed.")
     hooks: list[LinkReport] = Field(default_factory=list, description="Where it is attached.")
     stats: dict[str, ProgramStats] = Field(
@@ -363,6 +368,11 @@ class NodePolicyView(View):
     updated_at: datetime
     counters: CountersView | None = Field(
         default=None, description="The node's datapath counters (all its policies)."
+    )
+    readiness: Literal["Ready", "NotReady", "Unknown"] | None = Field(
+        default=None,
+        description="The node's: an Unknown node (silent past the unknown window) is not "
+        "waited for by a deletion; it removes the policy when it returns.",
     )
     policy_counters: PolicyCountersView | None = Field(
         default=None,

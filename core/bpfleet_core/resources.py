@@ -294,6 +294,20 @@ class RolloutStrategy(_Spec):
     auto_rollback: bool = Field(
         default=True, description="Return updated nodes to the previous version on failure."
     )
+    progress_deadline_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="How long a step waits for its nodes to report. Past it, nodes that "
+        "stopped heartbeating are dealt with as unreachableNodes says; nodes still "
+        "heartbeating are waited for.",
+    )
+    unreachable_nodes: Literal["Skip", "Fail"] = Field(
+        default="Skip",
+        description="Nodes of a step that stopped heartbeating and have not reported by the "
+        "progress deadline: Skip leaves them out (they get the new version when they come "
+        "back), Fail counts each against the failure budget.",
+    )
 
     @model_validator(mode="after")
     def _steps_are_targets(self) -> RolloutStrategy:

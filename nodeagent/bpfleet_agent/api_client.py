@@ -15,6 +15,7 @@ The threads that use the client are in ``fleetlink``, the downloads in
 from __future__ import annotations
 
 import json
+import math
 import random
 import ssl
 import time
@@ -48,6 +49,7 @@ REQUEST_TIMEOUT = 10.0
 # Time the API gets beyond the long-poll wait before the request counts as hung.
 LONG_POLL_GRACE = 10.0
 BACKOFF_CAP = 10.0
+KEEP_ALIVE_SECONDS = 120.0
 # Jitter needs no secrecy, but SystemRandom needs no seeding either.
 _JITTER = random.SystemRandom()
 
@@ -104,6 +106,23 @@ class Backoff:
 
 
 # --------------------------------------------------------------------------- answers
+
+HEARTBEAT_INTERVAL_HEADER = "X-Bpfleet-Heartbeat-Interval"
+# Whatever the API says, a node beats at least this often and at most this often.
+HEARTBEAT_INTERVAL_BOUNDS = (1.0, 600.0)
+
+
+def heartbeat_interval(header: str | None) -> float | None:
+    """The interval an answer asks for, within ``HEARTBEAT_INTERVAL_BOUNDS``; None when
+    the header is missing or not a number."""
+    try:
+        asked = float(header) if header is not None else None
+    except ValueError:
+        return None
+    if asked is None or not math.isfinite(asked):
+        return None
+    low, high = HEARTBEAT_INTERVAL_BOUNDS
+    return min(max(asked, low), high)
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,9 @@ class ApiClient:
             timeout=timeout,
             verify=verify,
             headers={"User-Agent": "bpfleet-agent"},
+            # Kept across heartbeats (up to a minute apart) rather than a new connection,
+            # and a TLS handshake, for each; the API keeps idle ones longer (130 s).
+            limits=httpx.Limits(keepalive_expiry=KEEP_ALIVE_SECONDS),
         )
 
     def close(self) -> None:
@@ -236,8 +258,11 @@ class ApiClient:
     def report_status(self, token: str, report: NodeReport) -> None:
         self._request("POST", "/v1/agent/status", token, content=_body(report))
 
-    def heartbeat(self, token: str, heartbeat: Heartbeat) -> None:
-        self._request("POST", "/v1/agent/heartbeat", token, content=_body(heartbeat))
+    def heartbeat(self, token: str, heartbeat: Heartbeat) -> float | None:
+        """Send a heartbeat; return the interval the API asks for until the next one
+        (None: it says nothing, or nothing sensible)."""
+        response = self._request("POST", "/v1/agent/heartbeat", token, content=_body(heartbeat))
+        return heartbeat_interval(response.headers.get(HEARTBEAT_INTERVAL_HEADER))
 
     def report_features(self, token: str, report: FeatureReport) -> None:
         self._request("PUT", "/v1/agent/features", token, content=_body(report))

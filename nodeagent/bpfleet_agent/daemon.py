@@ -69,6 +69,8 @@ from bpfleet_core.protocol import (
 )
 
 log = logging.getLogger(__name__)
+# What stopping may take, a reconcile in progress aside: the last report, threads joined.
+STOP_SECONDS = 1.5
 
 
 def _now() -> datetime:
@@ -537,8 +539,10 @@ class Agent:
                     link.submit(report)
                 wake.wait(self.settings.poll_interval)
         finally:
-            link.close()
-            cache.close()
+            # Stopping is bounded (SIGTERM to exit within STOP_SECONDS): the last report
+            # gets what the budget allows; threads still in a call are daemons.
+            link.close(timeout=STOP_SECONDS * 0.5)
+            cache.close(timeout=STOP_SECONDS * 0.2)
         log.info("agent stopping; everything attached stays attached")
 
     def _guarded(self, one_pass: Callable[[], NodeReport | None]) -> NodeReport | None:
@@ -572,9 +576,14 @@ def run_forever(settings: AgentSettings) -> None:
     stop = threading.Event()
     wake = threading.Event()
 
-    def request_stop(_signal: int, _frame: FrameType | None) -> None:
+    def stop_now() -> None:
         stop.set()
         wake.set()
+
+    def request_stop(_signal: int, _frame: FrameType | None) -> None:
+        # Set from another thread: the handler runs on the main thread, which may hold
+        # an Event's lock at that very moment (Event locks are not reentrant).
+        threading.Thread(target=stop_now, name="bpfleet-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import EndpointSet, Heartbeat, NodeReport, Registration
 
 log = logging.getLogger(__name__)
+_JITTER = random.SystemRandom()
 
 
 # What the reconcile loop needs to use a document the watcher decoded instead of
@@ -110,8 +112,10 @@ class FleetLink:
         # Watcher thread only: the revision to resume after, and registrations seen.
         self._after = 0
         self._registrations_seen = 0
-        # Reporter thread only: when the next heartbeat is due, and what was last sent.
+        # Reporter thread only: when the next heartbeat is due (the API sets the interval
+        # as its fleet grows), and what was last sent.
         self._next_heartbeat = 0.0
+        self.heartbeat_interval = settings.heartbeat_interval
         self._last_sent: tuple[str, float] | None = None
         self._declared_registrations = 0
         self.credential = NodeCredential(
@@ -151,12 +155,12 @@ class FleetLink:
         self._watcher.start()
         self._reporter.start()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the threads; the reporter sends the last report first if it can.
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the threads; the reporter sends the last report first if it can, within
+        ``timeout`` (a daemon thread, it does not hold the process past that).
 
-        The watcher is not waited for: it may sit in a long-poll for half a minute, has
-        nothing to finish, and writes nothing once stopped (a daemon thread, it does not
-        hold the process either)."""
+        The watcher is not waited for: it may sit in a long-poll for minutes, has
+        nothing to finish, and writes nothing once stopped (a daemon thread too)."""
         self._stop.set()
         self._report_ready.set()
         if self._reporter.is_alive():
@@ -265,9 +269,9 @@ class FleetLink:
                 # reset, say): ask for everything, not for what follows our revision.
                 self._registrations_seen = self.credential.registrations
                 self._after = 0
-            received = client.assignments(
-                token, after=self._after, wait=self.settings.long_poll_wait
-            )
+            # Jittered, so a fleet started at once does not renew its polls in lockstep.
+            wait = self.settings.long_poll_wait * _JITTER.uniform(0.9, 1.0)
+            received = client.assignments(token, after=self._after, wait=wait)
         except failures.Failure as error:
             return self._after_failure("following assignments", error, backoff, token)
         self._recovered("following assignments", backoff)
@@ -346,10 +350,14 @@ class FleetLink:
             self._send_endpoints(client, token)
             self._send_report(client, token)
             if not stopping and time.monotonic() >= self._next_heartbeat:
-                self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
+                self._next_heartbeat = time.monotonic() + self.heartbeat_interval
                 with self._lock:
                     revision = self._applied_revision
-                client.heartbeat(token, Heartbeat(revision=revision))
+                asked = client.heartbeat(token, Heartbeat(revision=revision))
+                if asked is not None and asked != self.heartbeat_interval:
+                    log.info("heartbeat interval %.0fs, as the fleet API asks", asked)
+                    self._next_heartbeat += asked - self.heartbeat_interval
+                    self.heartbeat_interval = asked
         except failures.Failure as error:
             if stopping:
                 log.warning("the last report did not reach the fleet API: %s", error)

@@ -121,15 +121,22 @@ class AgentSettings(BaseSettings):
         default_factory=dict, description="This node's labels, sent at registration."
     )
     heartbeat_interval: float = Field(
-        default=5.0, gt=0, description="Seconds between heartbeats to the API."
+        default=5.0,
+        gt=0,
+        description="Seconds between heartbeats until the API says otherwise (it stretches "
+        "the interval as the fleet grows).",
     )
     long_poll_wait: float = Field(
-        default=30.0, gt=0, le=300, description="Seconds the API may hold an assignments poll."
+        default=300.0,
+        gt=0,
+        le=300,
+        description="Seconds the API may hold an assignments poll (less a random tenth).",
     )
     status_refresh_interval: float = Field(
-        default=30.0,
+        default=300.0,
         gt=0,
-        description="Unchanged reports are re-sent (with fresh statistics) this often.",
+        description="Unchanged reports are re-sent (with fresh statistics) this often; a "
+        "changed one at once.",
     )
 
     # What this node permits, whatever the API asks and the signatures allow.

@@ -5,7 +5,8 @@
   pushed proposals are followed into the tracked branch and the fleet.
 - ``BpfProgram`` and ``NetworkPolicy``: create/update/resume hand the spec to the
   fleet API; a timer keeps the summary status in step with the API; deletion waits
-  (finalizer) until no node still runs the program or enforces the policy.
+  (finalizer) until no reachable node still runs the program or enforces the policy
+  (an Unknown node, silent past its window, does not hold a deletion forever).
 - ``Node``, ``Namespace``, ``Pod``: what Kubernetes knows is mirrored to the fleet API
   (``mirror``): node labels (so selectors mean the same in both) and pod CIDRs,
   namespace labels, and each node's workloads (an index of running pods by node).
@@ -166,14 +167,20 @@ def _follow(
 def _remove(
     delete: Callable[[], None], remaining: Callable[[], list[dict[str, Any]]], retry: int
 ) -> None:
-    """The finalizer: ask the fleet to remove it, then wait until no node has it."""
+    """The finalizer: ask the fleet to remove it, then wait until no reachable node has
+    it. A node the fleet calls Unknown (silent past its unknown window, say a dead one)
+    is not waited for: it removes the program or policy when it comes back."""
     try:
         delete()
-        nodes = [row["node"] for row in remaining()]
+        rows = remaining()
     except failures.Failure as error:
         raise retry_later(error.message, retry, MAX_FINALIZER_RETRY_DELAY) from None
+    nodes = [row["node"] for row in rows if row.get("readiness") != "Unknown"]
     if nodes:
         raise kopf.TemporaryError(f"still on {', '.join(nodes)}", delay=1)
+    gone = [row["node"] for row in rows if row.get("readiness") == "Unknown"]
+    if gone:
+        log.info("removed; not waiting for %d unreachable node(s): %s", len(gone), ", ".join(gone))
 
 
 # ---------------------------------------------------------------------- BpfProgram

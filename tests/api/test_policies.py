@@ -330,8 +330,10 @@ def test_summary_and_node_rows_follow_what_nodes_report(
             "message",
             "updatedAt",
             "counters",
+            "readiness",
             "policyCounters",
         }
+        assert rows[enforcing.name]["readiness"] == "Ready"
         # The node's datapath counters, as it reported them (none here).
         assert rows[enforcing.name]["counters"] == {"allowed": 0, "denied": 0, "auditDenied": 0}
         assert rows[silent.name]["counters"] is None

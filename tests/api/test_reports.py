@@ -153,8 +153,8 @@ def test_each_program_keeps_its_newest_events(database_url: str, tmp_path: Path)
     try:
         with Session(engine) as session:
             session.add(Node(name=name, desired_revision=1))
-            session.add(Assignment(node=name, program="p", generation=1, spec={}, revision=1))
-            session.add(Assignment(node=name, program="q", generation=1, spec={}, revision=1))
+            session.add(Assignment(node=name, program="p", generation=1, revision=1))
+            session.add(Assignment(node=name, program="q", generation=1, revision=1))
             session.commit()
             for index in range(12):
                 node = session.get(Node, name)

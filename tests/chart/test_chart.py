@@ -80,7 +80,11 @@ def test_defaults_wire_the_components_together(default: Rendered) -> None:
     assert database == {"name": "bpfleet-database", "key": "url"}
     (worker,) = containers(default.find("Deployment", "-worker"))
     assert worker["command"][:3] == ["celery", "--app=bpfleet_api.tasks", "worker"]
-    assert env_of(worker) == env_of(api_container)  # the same BPFLEET_API_* settings
+    settings = {k: v for k, v in env_of(api_container).items() if k.startswith("BPFLEET_API_")}
+    assert env_of(worker) == settings  # the same BPFLEET_API_* settings
+    # Several processes per pod, their histograms summed; connections outlive agents'.
+    assert {"--workers=2", "--timeout-keep-alive=130"} <= set(api_container["command"])
+    assert env_of(api_container)["PROMETHEUS_MULTIPROC_DIR"]["value"].startswith("/tmp/")
 
 
 def test_override_values_take_effect(override: Rendered) -> None:

@@ -43,6 +43,9 @@ def api(
         signed_catalog.trust,
         logs,
         rollout_tick_seconds="0.2",
+        # A node silent for 12 s is Unknown (nodes here beat only when they report).
+        heartbeat_min_seconds="1",
+        node_unknown_seconds="12",
     ) as server:
         server.start_worker()
         upload(server, signed_catalog, "execsnoop")
@@ -139,6 +142,29 @@ def test_a_program_is_handed_to_the_fleet_and_its_status_follows(
     wait_for(lambda: cluster.get("bpfprograms", f"execs-{group}") is None, 30, "the deletion")
     with api.client() as client:
         assert client.get(f"/v1/programs/execs-{group}").status_code == 404
+
+
+def test_a_dead_node_does_not_hold_a_deletion_forever(
+    api: services.Api,
+    cluster: Cluster,
+    running_operator: Path,
+    recorded_features: FeatureReport,
+) -> None:
+    group = uuid.uuid4().hex[:6]
+    name = f"dead-{group}"
+    node = ProtocolClient(api, f"dead-{group}", {"group": group}, recorded_features)
+    cluster.create("bpfprograms", program(name, group))
+    wait_for(lambda: node.poll(wait=1), 30, "the assignment to reach the node")
+    node.report({name: ProgramState.ATTACHED})
+    wait_for(ready_condition(cluster, name, "True", "Attached"), 30, "Ready")
+
+    # The node dies: it never says the program is gone. Its row stays, marked Unknown
+    # once the node is silent past the unknown window, and the deletion goes through.
+    cluster.delete("bpfprograms", name)
+    wait_for(lambda: cluster.get("bpfprograms", name) is None, 60, "the deletion")
+    with api.client() as client:
+        rows = client.get(f"/v1/programs/{name}/nodes").json()
+    assert [(row["node"], row["readiness"]) for row in rows] == [(node.name, "Unknown")]
 
 
 def test_what_the_fleet_refuses_stalls_with_a_reason(

@@ -1,25 +1,22 @@
 """The agent protocol (see ``bpfleet_core.protocol``). Agent calls authenticate with a
-short-lived session of their own, so a 30 s long-poll never holds a database connection."""
+short-lived session of their own, so a long-poll never holds a database connection; the
+hot calls (assignments, heartbeats, status) are served from each process's memory and
+written in batches."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
-from sqlmodel import Session
 
-from bpfleet_api import fleet, policies
-from bpfleet_api.changes import get_node
-from bpfleet_api.db import get_engine
+from bpfleet_api import fleet, heartbeats, policies
 from bpfleet_api.deps import CallerNode, Registrar, SessionDep, SettingsDep
+from bpfleet_api.documents import AgentPlane, long_poll
 from bpfleet_api.models import utcnow
 from bpfleet_api.routes._changes import revoked, wake
 from bpfleet_core.features import FeatureReport
 from bpfleet_core.protocol import (
     MAX_REVISION,
-    Assignments,
     EndpointSet,
     Heartbeat,
     NodeReport,
@@ -28,9 +25,6 @@ from bpfleet_core.protocol import (
 )
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
-# A long-poll re-reads the database this often even without a wake-up; wake-ups come
-# in-process or through Redis, so this only bounds the delay when both are lost.
-RECHECK_SECONDS = 30.0
 
 
 @router.post(
@@ -54,11 +48,6 @@ def register(
     return result
 
 
-def _assignments_after(node: str, after: int) -> Assignments | None:
-    with Session(get_engine()) as session:
-        return fleet.assignments_after(session, node, after)
-
-
 @router.get("/assignments", responses={204: {"description": "No newer revision within the wait."}})
 async def assignments(
     request: Request,
@@ -70,20 +59,18 @@ async def assignments(
     wait: Annotated[float, Query(ge=0, description="Seconds to wait for a newer revision.")] = 0,
 ) -> Response:
     """This node's desired state once its revision differs from ``after`` (long-poll):
-    newer, or older after the API's database was restored from a backup."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(wait, settings.long_poll_max_seconds)
-    while True:
-        found = await run_in_threadpool(_assignments_after, node, after)
-        if found is not None:
-            # A node no policy applies to gets the document it always got.
-            unused = {"policy"} if found.policy is None else None
-            body = found.model_dump_json(by_alias=True, exclude=unused)
-            return Response(body, media_type="application/json")
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return Response(status_code=204)
-        await request.app.state.waiters.wait(node, min(remaining, RECHECK_SECONDS))
+    newer, or older after the API's database was restored from a backup. Served from
+    this process's cache: a long-poll with nothing new costs no query."""
+    plane: AgentPlane = request.app.state.plane
+    waited = min(wait, settings.long_poll_max_seconds)
+    document = await long_poll(plane, request.app.state.waiters, node, after, waited)
+    if document is None:
+        return Response(status_code=204)
+    return Response(
+        document,
+        media_type="application/json",
+        headers={"ETag": f'"{node}@{plane.revision_of(node)}"'},
+    )
 
 
 def _check_own(node: str, reported: str) -> None:
@@ -93,15 +80,16 @@ def _check_own(node: str, reported: str) -> None:
         )
 
 
-@router.post("/status", status_code=204)
-def report_status(
-    report: NodeReport, node: CallerNode, session: SessionDep, settings: SettingsDep
-) -> Response:
+@router.post(
+    "/status",
+    status_code=204,
+    responses={503: {"description": "The report could not be stored; send it again."}},
+)
+async def report_status(report: NodeReport, request: Request, node: CallerNode) -> Response:
+    """Store what the node runs. Reports are written in batches (``ingest``); the answer
+    comes once this one is committed."""
     _check_own(node, report.node)
-    row = get_node(session, node)
-    fleet.record_report(session, row, report, settings.events_kept_per_program)
-    policies.record_report(session, node, report.policy)
-    session.commit()
+    await request.app.state.reports.submit(report)
     return Response(status_code=204)
 
 
@@ -123,11 +111,24 @@ def put_endpoints(
     return Response(status_code=204)
 
 
-@router.post("/heartbeat", status_code=204)
-async def heartbeat(beat: Heartbeat, request: Request, node: CallerNode) -> Response:
-    """Cheap by design: buffered and written once a second (see ``heartbeats``)."""
+@router.post(
+    "/heartbeat",
+    status_code=204,
+    responses={
+        204: {
+            "description": "Seen. The interval to the next heartbeat, in seconds, is in the "
+            f"{heartbeats.INTERVAL_HEADER} header."
+        }
+    },
+)
+async def heartbeat(
+    beat: Heartbeat, request: Request, node: CallerNode, settings: SettingsDep
+) -> Response:
+    """Cheap by design: buffered and written in bulk (see ``heartbeats``). The answer
+    says when to beat next: less often as the fleet grows."""
     request.app.state.heartbeats.record(node, beat.revision, utcnow())
-    return Response(status_code=204)
+    interval = heartbeats.current(settings).interval_seconds
+    return Response(status_code=204, headers={heartbeats.INTERVAL_HEADER: f"{interval:g}"})
 
 
 @router.put("/features", status_code=204)

@@ -3,10 +3,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session
 
 from bpfleet_api import fleet, policies
 from bpfleet_api.changes import Changes
+from bpfleet_api.db import get_engine
 from bpfleet_api.deps import Admin, Downloader, Reader, SessionDep, SettingsDep
+from bpfleet_api.fastpath import ArtifactFiles
 from bpfleet_api.models import Artifact
 from bpfleet_api.routes._changes import wake
 from bpfleet_api.views import ArtifactView
@@ -66,20 +70,34 @@ def get_artifact(digest: Sha256Hex, session: SessionDep, _: Reader) -> ArtifactV
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def download(
+async def download(
     digest: Sha256Hex,
     part: Literal["object", "manifest", "signature"],
-    session: SessionDep,
+    request: Request,
     _: Downloader,
 ) -> Response:
-    """The artifact's files byte for byte, for agents to verify themselves."""
-    content = fleet.artifact_file(session, digest, part)
-    return Response(content, media_type="application/octet-stream")
+    """The artifact's files byte for byte, for agents to verify themselves. Content-
+    addressed, so cached for good: each API process reads a file from the database once
+    (then ``fastpath`` serves it to agents)."""
+    files: ArtifactFiles = request.app.state.files
+    content = await files.load((digest, part), lambda: run_in_threadpool(_read_file, digest, part))
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+def _read_file(digest: str, part: Literal["object", "manifest", "signature"]) -> bytes:
+    with Session(get_engine()) as session:
+        return fleet.artifact_file(session, digest, part)
 
 
 @router.post("/gc")
-def collect_garbage(session: SessionDep, _: Admin) -> dict[str, list[str]]:
+def collect_garbage(request: Request, session: SessionDep, _: Admin) -> dict[str, list[str]]:
     """Delete artifacts that no program, current or past, refers to."""
     removed = fleet.collect_garbage(session)
     session.commit()
+    # Other processes keep theirs until evicted: content-addressed, never wrong.
+    request.app.state.files.forget(removed)
     return {"removed": removed}

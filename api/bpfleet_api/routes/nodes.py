@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import col, select
 
-from bpfleet_api import changes, dashboard, fleet, policies
+from bpfleet_api import changes, dashboard, fleet, heartbeats, policies
 from bpfleet_api.deps import Admin, Reader, SessionDep, SettingsDep
 from bpfleet_api.models import Node, NodeProgramStatus, utcnow
 from bpfleet_api.routes._changes import revoked, wake
@@ -31,9 +31,8 @@ tombstones = APIRouter(prefix="/v1/node-tombstones", tags=["nodes"])
 
 
 def node_view(node: Node, settings: ApiSettings) -> NodeView:
-    readiness = fleet.readiness(
-        node, utcnow(), settings.node_ready_seconds, settings.node_unknown_seconds
-    )
+    liveness = heartbeats.current(settings)
+    readiness = fleet.readiness(node, utcnow(), liveness.ready_seconds, liveness.unknown_seconds)
     return NodeView(
         name=node.name,
         labels=node.labels,
@@ -49,7 +48,8 @@ def node_view(node: Node, settings: ApiSettings) -> NodeView:
 
 
 def thresholds(settings: ApiSettings) -> dashboard.Thresholds:
-    return dashboard.Thresholds(settings.node_ready_seconds, settings.node_unknown_seconds)
+    liveness = heartbeats.current(settings)
+    return dashboard.Thresholds(liveness.ready_seconds, liveness.unknown_seconds)
 
 
 def selector_from(text: str | None) -> LabelSelector | None:

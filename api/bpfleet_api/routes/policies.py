@@ -9,10 +9,11 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from sqlmodel import Session, col, select
 
 from bpfleet_api import dashboard, policies
-from bpfleet_api.deps import Admin, Reader, SessionDep
-from bpfleet_api.models import Policy
+from bpfleet_api.deps import Admin, Reader, SessionDep, SettingsDep
+from bpfleet_api.models import Policy, utcnow
 from bpfleet_api.routes._changes import wake
 from bpfleet_api.routes._paging import TOTAL_RESPONSES, PagingDep
+from bpfleet_api.routes.nodes import thresholds
 from bpfleet_api.routes.programs import origin_view
 from bpfleet_api.views import (
     CountersView,
@@ -151,12 +152,19 @@ def delete_policy(
 
 @router.get("/{namespace}/{name}/nodes")
 def policy_nodes(
-    namespace: NamespaceName, name: ObjectName, session: SessionDep, _: Reader
+    namespace: NamespaceName,
+    name: ObjectName,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Reader,
 ) -> list[NodePolicyView]:
     """Per node: the generation it enforces and its state. Nodes that must enforce the
     policy, and, after a delete or a selector change, nodes that still do."""
     rows = policies.node_rows(session, namespace, name)
     counters = dashboard.node_counters(session, (row.node for row in rows))
+    readiness = dashboard.readiness_of(
+        session, (row.node for row in rows), thresholds(settings), utcnow()
+    )
     stored = session.get(Policy, (namespace, name))
     counts = policies.node_counts(session, stored) if stored is not None else {}
     return [
@@ -169,6 +177,7 @@ def policy_nodes(
             counters=CountersView.model_validate(counters[row.node])
             if row.node in counters
             else None,
+            readiness=readiness.get(row.node),
             policy_counters=counters_view(counts[row.node]) if row.node in counts else None,
         )
         for row in rows

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session, col, select
 
 from bpfleet_api import changes, dashboard, fleet, gitsources, rollouts
-from bpfleet_api.deps import Admin, Reader, SessionDep
-from bpfleet_api.models import Event, NodeProgramStatus, Program, ProgramRevision, aware, utcnow
+from bpfleet_api.deps import Admin, Reader, SessionDep, SettingsDep
+from bpfleet_api.models import Event, NodeProgramStatus, Program, ProgramRevision, utcnow
 from bpfleet_api.routes._changes import start_rollout, wake
 from bpfleet_api.routes._paging import TOTAL_RESPONSES, PagingDep
-from bpfleet_api.routes.nodes import program_on_node
+from bpfleet_api.routes.nodes import program_on_node, thresholds
 from bpfleet_api.views import (
     EventView,
     NodeProgramView,
@@ -21,7 +21,6 @@ from bpfleet_api.views import (
     RolloutView,
     SummaryView,
 )
-from bpfleet_core.protocol import ProgramState
 from bpfleet_core.resources import BpfProgramSpec, ProgramName
 
 router = APIRouter(prefix="/v1/programs", tags=["programs"])
@@ -86,9 +85,9 @@ def put_program(
     name: ProgramName, spec: BpfProgramSpec, session: SessionDep, _: Admin
 ) -> ProgramView:
     """Set a program's desired spec. A change starts a rollout; the same spec is a no-op."""
-    program, rollout = fleet.put_program(session, name, spec)
+    program, rollout, changed = fleet.put_program(session, name, spec)
     session.commit()
-    if rollout is not None and rollout.next_check_at is not None:
+    if changed and rollout is not None:
         start_rollout(rollout.id)
     return program_view(session, program)
 
@@ -113,16 +112,29 @@ def kill_program(name: ProgramName, request: Request, session: SessionDep, _: Ad
 
 @router.get("/{name}/nodes", responses=TOTAL_RESPONSES)
 def program_nodes(
-    name: ProgramName, session: SessionDep, _: Reader, response: Response, page: PagingDep
+    name: ProgramName,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Reader,
+    response: Response,
+    page: PagingDep,
 ) -> list[NodeProgramView]:
     """Per-node detail: what each node reports for this program (a LoadFailed node's
-    verifier excerpt, run counts and run time per entry point)."""
+    verifier excerpt, run counts and run time per entry point), and the node's
+    readiness."""
     rows = session.exec(
         select(NodeProgramStatus)
         .where(NodeProgramStatus.program == name)
         .order_by(col(NodeProgramStatus.node))
     ).all()
-    return [program_on_node(row) for row in page.apply(rows, response)]
+    shown = page.apply(rows, response)
+    readiness = dashboard.readiness_of(
+        session, (row.node for row in shown), thresholds(settings), utcnow()
+    )
+    return [
+        program_on_node(row).model_copy(update={"readiness": readiness.get(row.node)})
+        for row in shown
+    ]
 
 
 @router.get("/{name}/progress", responses={404: {"description": "No rollout yet."}})
@@ -136,29 +148,12 @@ def program_progress(name: ProgramName, session: SessionDep, _: Reader) -> Rollo
     revision = session.get(ProgramRevision, (name, rollout.to_generation))
     if revision is None:
         raise changes.NotFound(f"program {name} generation {rollout.to_generation} is gone")
-    strategy = BpfProgramSpec.model_validate(revision.spec).rollout
-    selected = fleet.selected_nodes(
-        session, BpfProgramSpec.model_validate(revision.spec).node_selector
-    )
-    statuses = session.exec(
-        select(NodeProgramStatus).where(NodeProgramStatus.program == name)
-    ).all()
-    outcomes = {
-        row.node: ProgramState(row.state)
-        for row in statuses
-        if row.generation == rollout.to_generation
-    }
+    spec = BpfProgramSpec.model_validate(revision.spec)
+    strategy = spec.rollout
+    selected = fleet.selected_nodes(session, spec.node_selector)
+    outcomes = fleet.outcomes_of(session, name, rollout.to_generation)
     progress = rollouts.describe(
-        strategy,
-        rollouts.Progress(
-            rollout.phase,
-            rollout.step,
-            tuple(rollout.updated_nodes),
-            aware(rollout.step_settled_at) if rollout.step_settled_at else None,
-        ),
-        len(selected),
-        outcomes,
-        utcnow(),
+        strategy, fleet.progress_of(rollout), len(selected), outcomes, utcnow()
     )
     return RolloutProgressView(
         rollout=RolloutView.model_validate(rollout),

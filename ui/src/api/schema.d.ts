@@ -51,7 +51,8 @@ export interface paths {
         /**
          * Assignments
          * @description This node's desired state once its revision differs from ``after`` (long-poll):
-         *     newer, or older after the API's database was restored from a backup.
+         *     newer, or older after the API's database was restored from a backup. Served from
+         *     this process's cache: a long-poll with nothing new costs no query.
          */
         get: operations["assignments_v1_agent_assignments_get"];
         put?: never;
@@ -116,7 +117,8 @@ export interface paths {
         put?: never;
         /**
          * Heartbeat
-         * @description Cheap by design: buffered and written once a second (see ``heartbeats``).
+         * @description Cheap by design: buffered and written in bulk (see ``heartbeats``). The answer
+         *     says when to beat next: less often as the fleet grows.
          */
         post: operations["heartbeat_v1_agent_heartbeat_post"];
         delete?: never;
@@ -156,7 +158,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Report Status */
+        /**
+         * Report Status
+         * @description Store what the node runs. Reports are written in batches (``ingest``); the answer
+         *     comes once this one is committed.
+         */
         post: operations["report_status_v1_agent_status_post"];
         delete?: never;
         options?: never;
@@ -215,7 +221,9 @@ export interface paths {
         };
         /**
          * Download
-         * @description The artifact's files byte for byte, for agents to verify themselves.
+         * @description The artifact's files byte for byte, for agents to verify themselves. Content-
+         *     addressed, so cached for good: each API process reads a file from the database once
+         *     (then ``fastpath`` serves it to agents).
          */
         get: operations["download_v1_artifacts__digest___part__get"];
         put?: never;
@@ -1037,7 +1045,8 @@ export interface paths {
         /**
          * Program Nodes
          * @description Per-node detail: what each node reports for this program (a LoadFailed node's
-         *     verifier excerpt, run counts and run time per entry point).
+         *     verifier excerpt, run counts and run time per entry point), and the node's
+         *     readiness.
          */
         get: operations["program_nodes_v1_programs__name__nodes_get"];
         put?: never;
@@ -3019,6 +3028,11 @@ export interface components {
             /** @description What this node counted for this policy, for the generation it enforces. */
             policyCounters?: components["schemas"]["PolicyCountersView"] | null;
             /**
+             * Readiness
+             * @description The node's: an Unknown node (silent past the unknown window) is not waited for by a deletion; it removes the policy when it returns.
+             */
+            readiness?: ("Ready" | "NotReady" | "Unknown") | null;
+            /**
              * State
              * @description Removing: deleted or no longer selecting the node, still enforced there.
              * @enum {string}
@@ -3045,6 +3059,11 @@ export interface components {
             node: string;
             /** Program */
             program: string;
+            /**
+             * Readiness
+             * @description The node's, in per-program lists: an Unknown node (silent past the unknown window) is not waited for by a deletion; it detaches when it returns.
+             */
+            readiness?: ("Ready" | "NotReady" | "Unknown") | null;
             /** Reason */
             reason: string;
             /** State */
@@ -4317,6 +4336,12 @@ export interface components {
              */
             failureBudget: number;
             /**
+             * Progressdeadlineseconds
+             * @description How long a step waits for its nodes to report. Past it, nodes that stopped heartbeating are dealt with as unreachableNodes says; nodes still heartbeating are waited for.
+             * @default 600
+             */
+            progressDeadlineSeconds: number;
+            /**
              * Steps
              * @description Cumulative targets: a node count ('1') or a share ('25%'); ends at 100%.
              * @default [
@@ -4324,6 +4349,13 @@ export interface components {
              *     ]
              */
             steps: string[];
+            /**
+             * Unreachablenodes
+             * @description Nodes of a step that stopped heartbeating and have not reported by the progress deadline: Skip leaves them out (they get the new version when they come back), Fail counts each against the failure budget.
+             * @default Skip
+             * @enum {string}
+             */
+            unreachableNodes: "Skip" | "Fail";
         };
         /** RolloutView */
         RolloutView: {
@@ -5213,7 +5245,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description Seen. The interval to the next heartbeat, in seconds, is in the X-Bpfleet-Heartbeat-Interval header. */
             204: {
                 headers: {
                     [name: string]: unknown;
@@ -5306,6 +5338,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+            /** @description The report could not be stored; send it again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
