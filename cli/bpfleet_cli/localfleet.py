@@ -224,6 +224,8 @@ def local_fleet(
                 "BPFLEET_AGENT_LABELS": ",".join(f"{k}={v}" for k, v in node_labels.items()),
                 "BPFLEET_AGENT_POLL_INTERVAL": "0.5",
                 "BPFLEET_AGENT_HEARTBEAT_INTERVAL": "2",
+                # Three nodes on one host: policy counters on screen within seconds.
+                "BPFLEET_AGENT_COUNTERS_REFRESH_INTERVAL": "2",
             }
             if features and index in features:
                 (state / "features.json").write_text(json.dumps({**features[index], "node": name}))

@@ -54,6 +54,28 @@ def cached_revision(path: Path) -> int:
         return 0
 
 
+def _counters_fingerprint(report: NodeReport) -> str:
+    """What the fingerprint leaves out of a policy report: its counters."""
+    if report.policy is None:
+        return ""
+    return report.policy.model_dump_json(include={"allowed", "denied", "audit_denied", "counters"})
+
+
+SentReport = tuple[str, str, float]  # fingerprint, counters' fingerprint, monotonic time
+
+
+def report_due(last: SentReport | None, this: SentReport, settings: AgentSettings) -> bool:
+    """Whether ``this`` report goes to the API: a changed one at once, one whose counters
+    moved once ``counters_refresh_interval`` has passed since the last, an unchanged one
+    every ``status_refresh_interval``."""
+    if last is None or last[0] != this[0]:
+        return True
+    age = this[2] - last[2]
+    if age >= settings.status_refresh_interval:
+        return True
+    return this[1] != last[1] and age >= settings.counters_refresh_interval
+
+
 def _report_fingerprint(report: NodeReport) -> str:
     """A report without what changes on every reconcile (times, run counters), so an
     unchanged node is not re-reported every few seconds."""
@@ -116,7 +138,8 @@ class FleetLink:
         # as its fleet grows), and what was last sent.
         self._next_heartbeat = 0.0
         self.heartbeat_interval = settings.heartbeat_interval
-        self._last_sent: tuple[str, float] | None = None
+        # What was last sent: the report's fingerprint, its counters', and when.
+        self._last_sent: SentReport | None = None
         self._declared_registrations = 0
         self.credential = NodeCredential(
             settings.credential_file,
@@ -416,13 +439,9 @@ class FleetLink:
             report = self._pending_report
         if report is None:
             return
-        fingerprint = _report_fingerprint(report)
+        fingerprint, counters = _report_fingerprint(report), _counters_fingerprint(report)
         now = time.monotonic()
-        if (
-            self._last_sent is not None
-            and self._last_sent[0] == fingerprint
-            and now - self._last_sent[1] < self.settings.status_refresh_interval
-        ):
+        if not report_due(self._last_sent, (fingerprint, counters, now), self.settings):
             return
         try:
             client.report_status(token, report)
@@ -434,7 +453,7 @@ class FleetLink:
                 )
                 self._forget_report(report)
             raise
-        self._last_sent = (fingerprint, now)
+        self._last_sent = (fingerprint, counters, now)
         self._forget_report(report)
         if self._delivered is not None:
             self._delivered(report)

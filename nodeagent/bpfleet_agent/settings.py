@@ -138,6 +138,12 @@ class AgentSettings(BaseSettings):
         description="Unchanged reports are re-sent (with fresh statistics) this often; a "
         "changed one at once.",
     )
+    counters_refresh_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="A report whose only news is policy counters that moved is sent this "
+        "often at most (an idle node's counters do not move, so it sends nothing).",
+    )
 
     # What this node permits, whatever the API asks and the signatures allow.
     allowed_attach_kinds: KindList = Field(

@@ -1,10 +1,12 @@
 """What an agent's report carries of its counters: what changed since the API took the
 last report, the largest changes first, never more than a report may hold; the rest in
-the next reports."""
+the next reports; and when a report goes at all."""
 
 from __future__ import annotations
 
 from bpfleet_agent.enforcing import CounterKey, counters_to_report
+from bpfleet_agent.fleetlink import report_due
+from bpfleet_agent.settings import AgentSettings
 from bpfleet_core.protocol import MAX_REPORTED_POLICIES, MAX_REPORTED_RULES, PolicyReport
 
 
@@ -45,3 +47,14 @@ def test_only_changes_travel_the_largest_first_within_bounds() -> None:
     assert [(c.policy, [(r.index, r.flows) for r in c.rules], c.denied) for c in counters] == [
         ("ns/big", [(5, 9)], 7)
     ]
+
+
+def test_moved_counters_are_sent_every_30_s_an_unchanged_report_every_300_s() -> None:
+    settings = AgentSettings(counters_refresh_interval=30, status_refresh_interval=300)
+    sent = ("report", "counters", 1000.0)
+    assert report_due(None, ("report", "counters", 1000.0), settings)
+    assert report_due(sent, ("another report", "counters", 1001.0), settings)  # at once
+    assert not report_due(sent, ("report", "counters", 1299.0), settings)
+    assert report_due(sent, ("report", "counters", 1300.0), settings)
+    assert not report_due(sent, ("report", "moved", 1029.0), settings)
+    assert report_due(sent, ("report", "moved", 1030.0), settings)
