@@ -4,7 +4,8 @@ the card following a proposal from Proposed to Enforcing with a dev merge, a sta
 pushing nothing and showing three texts, and an audit policy promoted by a proposal of
 its own. End to end: `shop/db-ingress` changed so that web may no longer reach db,
 proposed, merged; the kernel refuses a real TCP connection web -> db, and the flow test
-committed with it passes in `bpfleet validate`.
+committed with it passes in `bpfleet validate`. And the same flow with the kopf
+operator (against the Kubernetes emulator) as the Git writer of a GitSource of its own.
 
 Real pods (network namespaces behind the nodes, echo servers on 5432): shop/web and
 shop/other behind node 0, shop/db behind node 2. They replace the endpoints the editor's
@@ -28,7 +29,9 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from bpfleet_agent import lab
 from tests.e2e.test_policies import pods
-from tests.operator.processes import BPFLEET
+from tests.gitrepos import GitRepo
+from tests.operator.kubernetes import emulated_cluster
+from tests.operator.processes import BPFLEET, operator
 from tests.polling import wait_for
 from tests.ui.conftest import Dashboard, visitor
 from tests.ui.test_editor import no_writes, set_text, yaml_text
@@ -394,3 +397,120 @@ spec:
 def proposal_files(fleet: Dashboard, proposal: int) -> list[dict[str, Any]]:
     with fleet.client() as client:
         return list(client.get(f"/v1/proposals/{proposal}").json()["changes"])
+
+
+CACHE_FILE = "policies/cache-ingress.yaml"
+CACHE = "/v1/policies/shop/cache-ingress"
+# Selects no endpoint of the shared fleet: applying it changes no node's datapath.
+CACHE_FROM_WEB = """\
+# The cache: who may connect.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: cache-ingress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: cache}}
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {app: web}}
+    ports: [{port: 6379}]
+"""
+CACHE_FROM_OTHER = CACHE_FROM_WEB.replace("{app: web}}", "{app: other}}   # web reads db now")
+
+
+def test_the_kopf_operator_pushes_and_merges_a_proposal_made_in_the_browser(
+    browser: Browser, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    """The same dialog and card, with the kopf operator (against the Kubernetes
+    emulator) as the Git writer for a GitSource of its own, beside the fleet's
+    standalone one: each operator takes only its own sources' proposals."""
+    repo = GitRepo(tmp_path / "team-repo")
+    opened = repo.commit("cache: web only", {CACHE_FILE: CACHE_FROM_WEB})
+    source = {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "GitSource",
+        "metadata": {"name": "team", "namespace": "default"},
+        "spec": {
+            "url": str(repo.path),
+            "path": "policies",
+            "interval": "1h",  # passes at the start and when woken (by the merge)
+            "proposals": {"devMerge": True},
+        },
+    }
+    with emulated_cluster() as cluster, operator(dashboard.api, cluster.url, tmp_path):
+        cluster.create("gitsources", source, namespace="default")
+        try:
+            with dashboard.client() as client:
+                wait_for(lambda: client.get(CACHE).status_code == 200, 60, "the kopf pass")
+                before = client.get(CACHE).json()["generation"]
+            with visitor(
+                browser, dashboard, "propose-kopf", token=dashboard.proposer_token
+            ) as person:
+                page = person.page
+                person.go("/editor?policy=shop%2Fcache-ingress")
+                expect(page.get_by_test_id("opened-from")).to_contain_text(
+                    f"{CACHE_FILE} in GitSource default/team @ {opened[:7]} (applied)"
+                )
+                set_text(page, CACHE_FROM_OTHER)
+                page.get_by_role("button", name="Propose…").click()
+                dialog = dialog_of(page)
+                expect(dialog.get_by_role("list", name="Files proposed")).to_have_text(CACHE_FILE)
+                expect(dialog.get_by_label(re.compile("^Message"))).to_have_value(
+                    re.compile(r"^shop/cache-ingress: ")
+                )
+                dialog.get_by_role("button", name="Propose", exact=True).click()
+
+                card = card_of(dialog)
+                expect(card).to_contain_text(
+                    re.compile(r"Pushed.*bpfleet/shop-cache-ingress-\d+ at"), timeout=30_000
+                )
+                proposal = newest_proposal(dashboard, "shop/cache-ingress")
+                assert proposal["source"] == {"namespace": "default", "name": "team"}
+                expect(card).to_contain_text("(to GitSource default/team)")
+                branch, commit = proposal["branch"], proposal["commit"]
+                assert branch == f"bpfleet/shop-cache-ingress-{proposal['id']}"
+                assert proposal["canMerge"] is True
+                expect(card).to_contain_text(f"{branch} at {commit[:7]}")
+                assert repo.git("rev-list", f"main..{branch}").split() == [commit]
+                assert repo.git("show", "--name-only", "--format=", commit).split() == [CACHE_FILE]
+                assert repo.git("show", f"{commit}:{CACHE_FILE}") == CACHE_FROM_OTHER.rstrip("\n")
+                assert repo.git("log", "-1", "--format=%an", commit) == "dev-proposer"
+                with dashboard.client() as client:  # nothing reached the fleet yet
+                    assert client.get(CACHE).json()["generation"] == before
+                person.check("kopf-pushed")
+
+                card.get_by_role("button", name="Merge (dev)").click()
+                expect(card).to_contain_text(re.compile(r"Merged.*[0-9a-f]{7}"), timeout=30_000)
+                expect(card).to_contain_text(re.compile(r"Applied.*[0-9a-f]{7}"), timeout=30_000)
+                merged = repo.head()
+                assert merged != opened
+                assert repo.git("show", f"{merged}:{CACHE_FILE}") == CACHE_FROM_OTHER.rstrip("\n")
+                expect(card).to_contain_text(
+                    re.compile(f"Merged.*{merged[:7]}.*Applied.*{merged[:7]}")
+                )
+                live = cluster.get("networkpolicies", "cache-ingress", "shop")
+                assert live is not None
+                assert live["spec"]["ingress"][0]["from"][0]["podSelector"] == {
+                    "matchLabels": {"app": "other"}
+                }
+                assert live["metadata"]["annotations"]["bpfleet.io/revision"] == (
+                    f"main@sha1:{merged}"
+                )
+                with dashboard.client() as client:  # through the cluster's object, by kopf
+                    wait_for(
+                        lambda: client.get(CACHE).json()["generation"] == before + 1,
+                        30,
+                        "the merged policy in the fleet",
+                    )
+                person.check("kopf-merged")
+                no_writes(person)
+        finally:
+            # Deleting the source prunes what it applied (the policy, in the cluster and
+            # in the fleet) and makes the fleet forget it.
+            cluster.delete("gitsources", "team", "default")
+            with dashboard.client() as client:
+                wait_for(lambda: client.get(CACHE).status_code == 404, 30, "cache-ingress pruned")
+                wait_for(
+                    lambda: client.get("/v1/gitsources/default/team").status_code == 404,
+                    30,
+                    "the team source forgotten",
+                )
