@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from bpfleet_core.features import FeatureReport
+from tests import services
 from tests.conftest import SignedCatalog, bpf_unavailable
 
 BPFFS_TEST_ROOT = Path("/sys/fs/bpf")
@@ -104,3 +105,20 @@ def agent_env(
         for program_dir in pin_root.iterdir():
             loading.remove(kernel, program_dir.name)
         shutil.rmtree(pin_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fleet_api(
+    signed_catalog: SignedCatalog, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[services.Api]:
+    """The real fleet API under uvicorn (SQLite), with Redis and a Celery worker, for a
+    module's agents to talk to."""
+    database = f"sqlite:///{tmp_path_factory.mktemp('db')}/bpfleet.db"
+    with (
+        services.redis_server() as redis,
+        services.api_server(
+            database, redis.url, signed_catalog.trust, tmp_path_factory.mktemp("logs")
+        ) as server,
+    ):
+        server.start_worker()
+        yield server

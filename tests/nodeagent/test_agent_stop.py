@@ -13,32 +13,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests import services
-from tests.conftest import SignedCatalog
 from tests.nodeagent.conftest import AgentEnv
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.bpf, pytest.mark.services]
 STOP_BOUND_SECONDS = 2.0
-
-
-@pytest.fixture(scope="module")
-def fleet_api(
-    signed_catalog: SignedCatalog, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[services.Api]:
-    database = f"sqlite:///{tmp_path_factory.mktemp('db')}/bpfleet.db"
-    with (
-        services.redis_server() as redis,
-        services.api_server(
-            database, redis.url, signed_catalog.trust, tmp_path_factory.mktemp("logs")
-        ) as server,
-    ):
-        yield server
 
 
 class SilentServer:

@@ -299,22 +299,7 @@ def test_only_changes_that_matter_make_a_report_new() -> None:
 
 # ============================================================================= real API
 # Everything below runs against the real fleet API under uvicorn (SQLite, Redis, a
-# Celery worker for rollouts): no stand-in server.
-
-
-@pytest.fixture(scope="module")
-def fleet_api(
-    signed_catalog: SignedCatalog, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[services.Api]:
-    database = f"sqlite:///{tmp_path_factory.mktemp('db')}/bpfleet.db"
-    with (
-        services.redis_server() as redis,
-        services.api_server(
-            database, redis.url, signed_catalog.trust, tmp_path_factory.mktemp("logs")
-        ) as server,
-    ):
-        server.start_worker()
-        yield server
+# Celery worker for rollouts; the `fleet_api` fixture of conftest): no stand-in server.
 
 
 @pytest.fixture(scope="module")
