@@ -4,6 +4,7 @@ The agent's and the operator's HTTP clients, the operator's Kubernetes and Git
 seams and the pipeline's targets all raise these, so a caller decides what to do
 next from the class alone: back off and retry a ``TemporaryFailure``; stop on a
 ``PermanentFailure`` (and its kinds) until the input or the credential changes.
+``Backoff`` is how long a loop that retries waits between tries.
 """
 
 from __future__ import annotations
@@ -70,3 +71,21 @@ def for_status(status: int, message: str, problems: Sequence[str] = ()) -> Failu
         # Other 4xx, and 1xx/3xx that clients which follow no redirects never asked for.
         kind = PermanentFailure
     return kind(message, status=status, problems=problems)
+
+
+class Backoff:
+    """How long to wait before the next pass: the interval after a success; after a
+    failure ``first`` seconds, doubling with each failure in a row, never past the
+    interval."""
+
+    def __init__(self, first: float) -> None:
+        self.first = first
+        self._delay = first
+
+    def wait(self, failed: bool, interval: float) -> float:
+        if not failed:
+            self._delay = self.first
+            return interval
+        wait = min(self._delay, interval)
+        self._delay = min(self._delay * 2, interval)
+        return wait

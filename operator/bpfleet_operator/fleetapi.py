@@ -25,6 +25,7 @@ from bpfleet_operator.settings import OperatorSettings
 
 TIMEOUT_SECONDS = 10.0
 RECONCILE_WAIT_SECONDS = 30.0
+MAX_FOLLOW_DELAY = 60.0  # between tries of a long-poll that keeps failing
 log = logging.getLogger(__name__)
 
 
@@ -239,16 +240,16 @@ def follow_reconcile_requests(
     """Until ``stop``: long-poll the fleet for "reconcile now" and wake each source named
     (``wake(namespace, name)``). An unreachable fleet is retried with backoff."""
     cursor: int | None = None
-    delay = 1.0
+    backoff = failures.Backoff(1.0)
     while not stop.is_set():
         try:
             cursor, sources = api.reconcile_requests(cursor, wait)
         except failures.Failure as error:
+            delay = backoff.wait(True, MAX_FOLLOW_DELAY)
             log.warning("reconcile requests: %s; retrying in %.0fs", error.message, delay)
             stop.wait(delay)
-            delay = min(delay * 2, 60.0)
             continue
-        delay = 1.0
+        backoff.wait(False, MAX_FOLLOW_DELAY)
         for source in sources:
             namespace, _, name = source.partition("/")
             log.info("GitSource %s: reconcile requested", source)
@@ -265,19 +266,18 @@ def follow_proposals(
     which says whether it is done. What is not done (the remote unreachable, say) comes
     back with every pending item after a delay that doubles, up to a minute."""
     cursor: int | None = None
-    delay = 1.0
+    backoff = failures.Backoff(1.0)
     while not stop.is_set():
         try:
             cursor, work = api.proposal_work(cursor, wait)
         except failures.Failure as error:
+            delay = backoff.wait(True, MAX_FOLLOW_DELAY)
             log.warning("proposal work: %s; retrying in %.0fs", error.message, delay)
             stop.wait(delay)
-            delay = min(delay * 2, 60.0)
             continue
         done = [handle(item) for item in work if not stop.is_set()]
         if all(done):
-            delay = 1.0
+            backoff.wait(False, MAX_FOLLOW_DELAY)
             continue
-        stop.wait(delay)
-        delay = min(delay * 2, 60.0)
+        stop.wait(backoff.wait(True, MAX_FOLLOW_DELAY))
         cursor = None  # every pending item again, the unfinished ones among them

@@ -392,24 +392,6 @@ def _correct_drift(
 # ---------------------------------------------------------------- pass after pass
 
 
-class Backoff:
-    """How long to wait before the next pass: the interval after a success; after a
-    failure ``first`` seconds, doubling with each failure in a row, never past the
-    interval."""
-
-    def __init__(self, first: float) -> None:
-        self.first = first
-        self._delay = first
-
-    def wait(self, failed: bool, interval: float) -> float:
-        if not failed:
-            self._delay = self.first
-            return interval
-        wait = min(self._delay, interval)
-        self._delay = min(self._delay * 2, interval)
-        return wait
-
-
 def follow(
     one_pass: Callable[[], tuple[bool, float]],
     *,
@@ -419,7 +401,7 @@ def follow(
 ) -> None:
     """Pass after pass until ``stopped``: ``one_pass`` says whether it failed and the
     interval to keep; ``sleep`` waits (and returns early when woken)."""
-    backoff = Backoff(first_retry)
+    backoff = failures.Backoff(first_retry)
     while not stopped():
         failed, interval = one_pass()
         if stopped():

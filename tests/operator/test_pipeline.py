@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bpfleet_core import yamlfiles
+from bpfleet_core import failures, yamlfiles
 from bpfleet_core.resources import GitRef, GitSourceSpec, GitSourceStatus
 from bpfleet_operator import git, gitsource, kube
 from tests.gitrepos import GitRepo, SmartHttpServer, SshServer
@@ -432,7 +432,7 @@ def test_a_source_outside_the_trusted_namespaces_applies_its_own_namespaces_poli
 
 
 def test_passes_back_off_after_failures_and_never_wait_past_the_interval() -> None:
-    backoff = gitsource.Backoff(first=5)
+    backoff = failures.Backoff(first=5)
     waits = [backoff.wait(failed, 60) for failed in (True, True, True, True, True, False, True)]
     assert waits == [5, 10, 20, 40, 60, 60, 5]
 
