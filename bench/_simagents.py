@@ -3,9 +3,15 @@ API's processes). Each agent speaks the agent protocol as ``bpfleet_agent`` does
 
 - a long-poll for its assignments (the agent's wait, jittered), and for each new
   artifact digest the three files downloaded once, then a status report (Attached);
-- heartbeats, open-loop: agent k beats at ``start + phase_k + i * interval`` whether or
-  not earlier beats were answered, following the interval the API's answers ask for;
-  a beat's latency runs from its *scheduled* time, so a stalled server cannot hide.
+- heartbeats: one as the agent starts, as ``bpfleet_agent``'s reporter sends it, then
+  open-loop: agent k beats at ``first + phase_k + i * interval`` whether or not earlier
+  beats were answered, following the interval the API's answers ask for; a beat's
+  latency runs from its *scheduled* time, so a stalled server cannot hide. The random
+  phase stands for a fleet whose agents started at different times.
+- its connections as the agent's three clients hold them: one for the long-poll, one
+  for status reports and heartbeats (kept alive between beats), one for downloads
+  (idle between rollouts, so its keep-alive has lapsed and a rollout opens it anew).
+  With two connections per agent, downloads share the long-poll's.
 
 A 10 ms ticker measures this process's own loop lag: a generator that falls behind is
 flagged in the results rather than blamed on the API.
@@ -17,51 +23,58 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import json
 import random
 import resource
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvloop
+from _rawhttp import Client, Waited
 
-HEADER = "X-Bpfleet-Heartbeat-Interval"
+INTERVAL_HEADER = b"x-bpfleet-heartbeat-interval"
+JSON = b"Content-Type: application/json\r\n"
 PARTS = ("object", "manifest", "signature")
 
 
 class Agent:
     def __init__(self, fleet: Fleet, name: str, token: str) -> None:
         self.fleet, self.name = fleet, name
-        self.session = fleet.session_for_agent()
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.watching = fleet.client()
+        self.reporting = fleet.client()
+        self.fetching = (
+            fleet.client() if fleet.config["connections_per_agent"] >= 3 else self.watching
+        )
+        self.authorization = f"Authorization: Bearer {token}\r\n".encode()
         self.revision = 0
         self.fetched: set[str] = set()
         self.assigned_at: float | None = None
         self.attached_at: float | None = None
 
     async def follow(self) -> None:
-        session, program = self.session, self.fleet.program
+        program = self.fleet.program
         while True:
             wait = self.fleet.long_poll_wait * random.uniform(0.9, 1.0)
             try:
-                async with session.get(
-                    "/v1/agent/assignments",
-                    params={"after": self.revision, "wait": f"{wait:.1f}"},
-                    headers=self.headers,
-                ) as response:
-                    if response.status == 204:
-                        continue
-                    if response.status != 200:
-                        await asyncio.sleep(random.uniform(0.5, 1.5))
-                        continue
-                    document = await response.json()
-            except (aiohttp.ClientError, TimeoutError):
+                response = await self.watching.request(
+                    "GET",
+                    f"/v1/agent/assignments?after={self.revision}&wait={wait:.1f}",
+                    self.authorization,
+                )
+            except (OSError, TimeoutError):
                 self.fleet.errors += 1
                 await asyncio.sleep(random.uniform(0.5, 1.5))
                 continue
+            if response.status == 204:
+                continue
+            if response.status != 200:
+                await asyncio.sleep(random.uniform(0.5, 1.5))
+                continue
+            document = json.loads(response.body)
             self.revision = document["revision"]
             programs = [p for p in document["programs"] if p["name"] == program]
             if not programs:
@@ -76,13 +89,12 @@ class Agent:
         for part in PARTS:
             for _ in range(20):
                 try:
-                    async with self.session.get(
-                        f"/v1/artifacts/{digest}/{part}", headers=self.headers
-                    ) as response:
-                        await response.read()
-                        if response.status == 200:
-                            break
-                except (aiohttp.ClientError, TimeoutError):
+                    response = await self.fetching.request(
+                        "GET", f"/v1/artifacts/{digest}/{part}", self.authorization
+                    )
+                    if response.status == 200:
+                        break
+                except (OSError, TimeoutError):
                     self.fleet.errors += 1
                 await asyncio.sleep(random.uniform(0.2, 1.0))
         self.fetched.add(digest)
@@ -103,22 +115,25 @@ class Agent:
             ],
             "reportedAt": now,
         }
+        content = json.dumps(body).encode()
         for _ in range(30):
             try:
-                async with self.session.post(
-                    "/v1/agent/status", json=body, headers=self.headers
-                ) as response:
-                    if response.status == 204:
-                        self.attached_at = time.time()
-                        return
-            except (aiohttp.ClientError, TimeoutError):
+                response = await self.reporting.request(
+                    "POST", "/v1/agent/status", self.authorization + JSON, content
+                )
+                if response.status == 204:
+                    self.attached_at = time.time()
+                    return
+            except (OSError, TimeoutError):
                 self.fleet.errors += 1
             await asyncio.sleep(random.uniform(0.2, 1.0))
 
-    async def heartbeats(self, start: float) -> None:
-        """Open loop: each beat goes at its scheduled time; answers are awaited apart."""
-        interval = self.fleet.interval
-        scheduled = start + random.uniform(0, interval)
+    async def heartbeats(self) -> None:
+        """The first beat as the agent starts, then open loop: each beat goes at its
+        scheduled time; answers are awaited apart."""
+        first = time.time()
+        await self.beat(first)
+        scheduled = first + random.uniform(0, self.fleet.interval)
         while True:
             delay = scheduled - time.time()
             if delay > 0:
@@ -128,50 +143,50 @@ class Agent:
             task.add_done_callback(self.fleet.beats.discard)
             scheduled += self.fleet.interval
 
-    async def beat(self, scheduled: float, again: bool = True) -> None:
-        phases: dict[str, float] = {"started": time.time()}
+    async def beat(self, scheduled: float) -> None:
+        started = time.time()
+        waited = Waited()
+        content = b'{"revision":%d}' % self.revision
         try:
-            async with self.session.post(
+            response = await self.reporting.request(
+                "POST",
                 "/v1/agent/heartbeat",
-                json={"revision": self.revision},
-                headers=self.headers,
-                trace_request_ctx=phases,
-            ) as response:
-                if response.status == 204:
-                    done = time.time()
-                    self.fleet.latencies.append((scheduled, done - scheduled))
-                    sent = phases.get("sent", phases["started"])
-                    self.fleet.phases.append(
-                        (
-                            scheduled,
-                            phases["started"] - scheduled,  # this process late to send
-                            phases.get("queued", 0.0),  # waiting for a connection
-                            phases.get("connecting", 0.0),  # opening a new one
-                            done - sent,  # on the wire and in the API
-                        )
-                    )
-                    asked = response.headers.get(HEADER)
-                    if asked:
-                        self.fleet.interval = float(asked)
-                else:
-                    self.fleet.failed_beats.append(scheduled)
-                    self.fleet.why[f"HTTP {response.status}"] += 1
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            # A pooled connection the server had closed: HTTP clients (httpx included)
-            # send again on a new one; the latency still counts from the schedule.
-            if again:
-                await self.beat(scheduled, again=False)
-                return
-            self.fleet.failed_beats.append(scheduled)
-        except (aiohttp.ClientError, TimeoutError) as error:
+                self.authorization + JSON,
+                content,
+                waited=waited,
+            )
+        except (OSError, TimeoutError) as error:
             self.fleet.failed_beats.append(scheduled)
             self.fleet.why[f"{type(error).__name__}: {str(error)[:60]}"] += 1
+            return
+        if response.status != 204:
+            self.fleet.failed_beats.append(scheduled)
+            self.fleet.why[f"HTTP {response.status}"] += 1
+            return
+        done = time.time()
+        self.fleet.latencies.append((scheduled, done - scheduled))
+        self.fleet.phases.append(
+            (
+                scheduled,
+                started - scheduled,  # this process late to send
+                waited.queued,  # the connection busy with a status report or a beat
+                waited.connecting,  # opening a new one
+                done - (waited.sent or started),  # on the wire and in the API
+            )
+        )
+        asked = response.headers.get(INTERVAL_HEADER)
+        if asked:
+            self.fleet.interval = float(asked)
 
 
 class Fleet:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
-        self.sessions: list[aiohttp.ClientSession] = []
+        self.clients: list[Client] = []
+        url = urllib.parse.urlsplit(config["api_url"])
+        if url.scheme != "http" or not url.hostname or not url.port:
+            raise ValueError(f"the generator speaks plain http to host:port, not {url}")
+        self.host, self.port = url.hostname, url.port
         self.program = config["program"]
         self.interval = float(config["heartbeat_seconds"])
         self.long_poll_wait = float(config["long_poll_wait"])
@@ -183,53 +198,20 @@ class Fleet:
         self.why: collections.Counter[str] = collections.Counter()
         self.beats: set[asyncio.Task[None]] = set()
 
-    def session_for_agent(self) -> aiohttp.ClientSession:
-        """An agent's own connections, as a real agent holds them (its watcher's long-poll,
-        its reporter's status and heartbeats, its downloads), kept alive between
-        heartbeats (bpfleet_agent keeps idle ones 120 s; the API 130 s)."""
-        trace = aiohttp.TraceConfig()
-        trace.on_connection_queued_start.append(_mark("queue_start"))
-        trace.on_connection_queued_end.append(_took("queue_start", "queued"))
-        trace.on_connection_create_start.append(_mark("create_start"))
-        trace.on_connection_create_end.append(_took("create_start", "connecting"))
-        trace.on_request_headers_sent.append(_mark("sent"))
-        connector = aiohttp.TCPConnector(
-            limit=self.config["connections_per_agent"],
-            local_addr=(self.config["source_address"], 0),
-            ttl_dns_cache=None,
-            keepalive_timeout=120,
-        )
-        session = aiohttp.ClientSession(
-            base_url=self.config["api_url"],
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=400),
-            trace_configs=[trace],
-        )
-        self.sessions.append(session)
-        return session
+    def client(self) -> Client:
+        """One of an agent's clients: a single connection, as one of bpfleet_agent's
+        threads uses it, opened on first use and kept alive between calls (the agent
+        keeps idle ones 120 s, the API 130 s)."""
+        sources = self.config["source_addresses"]
+        client = Client(self.host, self.port, sources[len(self.clients) % len(sources)])
+        self.clients.append(client)
+        return client
 
     async def measure_lag(self) -> None:
         while True:
             expected = time.perf_counter() + 0.01
             await asyncio.sleep(0.01)
             self.lags.append((time.time(), time.perf_counter() - expected))
-
-
-def _mark(name: str) -> Any:
-    async def mark(_session: object, context: Any, _params: object) -> None:
-        if isinstance(context.trace_request_ctx, dict):
-            context.trace_request_ctx[name] = time.time()
-
-    return mark
-
-
-def _took(start: str, name: str) -> Any:
-    async def took(_session: object, context: Any, _params: object) -> None:
-        phases = context.trace_request_ctx
-        if isinstance(phases, dict) and start in phases:
-            phases[name] = time.time() - phases[start]
-
-    return took
 
 
 async def run(config: dict[str, Any]) -> None:
@@ -240,12 +222,16 @@ async def run(config: dict[str, Any]) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     tasks = [asyncio.create_task(fleet.measure_lag())]
-    start = time.time()
     for index, agent in enumerate(agents):
         tasks.append(asyncio.create_task(agent.follow()))
-        tasks.append(asyncio.create_task(agent.heartbeats(start)))
+        tasks.append(asyncio.create_task(agent.heartbeats()))
         if index % 500 == 499:
             await asyncio.sleep(0.05)  # connect gradually
+    # Each real agent is a process of its own with a small heap; ten thousand in one
+    # process would stop for whole-heap collections a real agent never makes.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 10, 1_000_000)
     print("ready", flush=True)
     while (line := await reader.readline()) and line.strip() != b"stop":
         pass
@@ -254,7 +240,8 @@ async def run(config: dict[str, Any]) -> None:
     for task in list(fleet.beats):
         task.cancel()
     await asyncio.gather(*tasks, *fleet.beats, return_exceptions=True)
-    await asyncio.gather(*(session.close() for session in fleet.sessions))
+    for client in fleet.clients:
+        client.close()
     Path(config["results_file"]).write_text(
         json.dumps(
             {

@@ -55,6 +55,7 @@ from tests.conftest import build_catalog, sign_object
 REPO = Path(__file__).resolve().parent.parent
 SEEDED_AT = datetime(2026, 1, 1, tzinfo=UTC)  # a datetime: SQLite takes no strings
 AGENTS_PER_GENERATOR = 5000
+SOURCE_PORTS = 10_000  # connections per source address, well inside what connect() may use
 AGENT_DEFAULT_HEARTBEAT = 5.0  # bpfleet_agent's default until the API says otherwise
 AGENT_LONG_POLL_WAIT = 300.0  # bpfleet_agent's default
 SPEC = {
@@ -148,12 +149,12 @@ class Roles:
 
 
 def profile(roles: Roles, directory: Path, agents: int) -> list[subprocess.Popen[bytes]]:
-    """py-spy on each API process (by thread: the event loop apart) and the
-    Celery worker, collapsed stacks in ``directory``, until sent SIGINT."""
+    """py-spy on each API process (by thread: the event loop apart), the Celery
+    worker and the generators, collapsed stacks in ``directory``, until sent SIGINT."""
     directory.mkdir(parents=True, exist_ok=True)
     members = roles.members()
     spies = []
-    for role in ("api", "celery"):
+    for role in ("api", "celery", "generators"):
         for process in members[role]:
             options = ["--threads", "--gil"] if role == "api" else []
             output = directory / f"{agents}-{role}-{process.pid}.txt"
@@ -264,7 +265,12 @@ def generators(
                     "api_url": api.url,
                     "agents_file": str(agents_file),
                     "results_file": str(results_file),
-                    "source_address": f"127.0.0.{2 + index}",
+                    # Connections to one address and port from one source address
+                    # share half the ephemeral ports (connect() takes the even ones).
+                    "source_addresses": [
+                        f"127.0.{1 + index}.{1 + k}"
+                        for k in range(math.ceil(size * connections / SOURCE_PORTS))
+                    ],
                     "program": "sim",
                     "heartbeat_seconds": AGENT_DEFAULT_HEARTBEAT,
                     "long_poll_wait": AGENT_LONG_POLL_WAIT,

@@ -24,6 +24,7 @@ from bpfleet_api import (
     etags,
     fastpath,
     fleet,
+    heap,
     heartbeats,
     ingest,
     metrics,
@@ -155,7 +156,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(_sweep_rollouts(lease)),
         asyncio.create_task(_flush_heartbeats(app.state.heartbeats)),
         asyncio.create_task(metrics.measure_loop_lag()),
+        asyncio.create_task(heap.collect_when_quiet(lambda: not waiters.pacing)),
     ]
+    heap.settle()
     try:
         yield
     finally:

@@ -123,6 +123,7 @@ def registry(waiters: Waiters) -> CollectorRegistry:
     else:
         found.register(REQUEST_SECONDS)
         found.register(LOOP_LAG_SECONDS)
+        found.register(FULL_COLLECTION_SECONDS)
     return found
 
 
@@ -137,6 +138,12 @@ LOOP_LAG_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 LAG_PROBE_SECONDS = 0.1
+FULL_COLLECTION_SECONDS = Histogram(
+    "bpfleet_full_collection_seconds",
+    "Full garbage collections run when no rollout is waking long-polls, and how long "
+    "each held its API process (requests wait meanwhile).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 
 async def measure_loop_lag() -> None:

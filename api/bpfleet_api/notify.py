@@ -24,13 +24,45 @@ CHANNEL = "bpfleet:assignments"
 REVOKED_CHANNEL = "bpfleet:revoked-nodes"
 
 
+class WakeRate:
+    """How many wake-ups the next batch may carry: additive increase, multiplicative
+    decrease on the event loop's lag, as TCP paces a connection on loss.
+
+    Each woken long-poll brings its agent back for its files and its report: a batch
+    that outruns the process queues everything behind it, heartbeats included. The lag
+    of the pacer's own short sleep shows that queue; over ``lag_target`` the batch is
+    halved, under it the batch grows by a twentieth of ``ceiling``. After the queue ran
+    dry the next change starts again from ``floor``.
+    """
+
+    def __init__(self, ceiling: int, *, floor: int = 5, lag_target: float = 0.02) -> None:
+        self.ceiling = max(1, ceiling)
+        self.floor = min(max(1, floor), self.ceiling)
+        self.lag_target = lag_target
+        self.step = max(1, self.ceiling // 20)
+        self.batch = self.floor
+
+    def observe(self, lag: float) -> None:
+        """The loop answered the pacer's tick ``lag`` seconds late."""
+        if lag > self.lag_target:
+            self.batch = max(self.floor, self.batch // 2)
+        else:
+            self.batch = min(self.ceiling, self.batch + self.step)
+
+    def idle(self) -> None:
+        """Nothing queued: the next change starts gently again."""
+        self.batch = self.floor
+
+
 class Waiters:
     """In-process: the long-polls waiting per node, woken from any thread.
 
-    Wake-ups are paced: names queue up, and a pacer lets at most ``per_second`` of them
-    through (in batches every ``PACE_SECONDS``), first handing each batch to ``prepare``
-    (which reads what the woken long-polls will answer, for the whole batch at once). A
-    step that moves ten thousand nodes so never resumes ten thousand coroutines at once.
+    Wake-ups are paced: names queue up, and a pacer lets them through in batches every
+    ``PACE_SECONDS``, at most ``per_second`` and fewer when the event loop falls behind
+    (``WakeRate``), first handing each batch to ``prepare`` (which reads what the woken
+    long-polls will answer, for the whole batch at once). A step that moves ten thousand
+    nodes so never resumes ten thousand coroutines at once, nor more than the process
+    keeps up with.
     """
 
     PACE_SECONDS = 0.05
@@ -41,7 +73,7 @@ class Waiters:
         self._queued: deque[str] = deque()
         self._queued_names: set[str] = set()  # each node queued once
         self._queued_any = asyncio.Event()
-        self._batch = max(1, int(per_second * self.PACE_SECONDS))
+        self.rate = WakeRate(int(per_second * self.PACE_SECONDS))
         self._prepare: Callable[[list[str]], Awaitable[None]] | None = None
 
     def bind(
@@ -86,10 +118,13 @@ class Waiters:
 
     async def pace(self) -> None:
         """Deliver queued wake-ups, a batch per tick (run as a task for the app's life)."""
+        loop = asyncio.get_running_loop()
         while True:
-            await self._queued_any.wait()
+            if not self._queued_any.is_set():
+                self.rate.idle()
+                await self._queued_any.wait()
             batch: list[str] = []
-            while self._queued and len(batch) < self._batch:
+            while self._queued and len(batch) < self.rate.batch:
                 node = self._queued.popleft()
                 self._queued_names.discard(node)
                 batch.append(node)
@@ -104,7 +139,14 @@ class Waiters:
                 for event in self._events.get(node, ()):
                     event.set()
             if self._queued:
+                due = loop.time() + self.PACE_SECONDS
                 await asyncio.sleep(self.PACE_SECONDS)
+                self.rate.observe(loop.time() - due)
+
+    @property
+    def pacing(self) -> bool:
+        """Wake-ups are queued: a change is being delivered."""
+        return bool(self._queued)
 
     @property
     def count(self) -> int:
