@@ -7,11 +7,12 @@ agent's default heartbeat behaviour (5 s until the API asks for a longer interva
 
 Placement, all on this machine: PostgreSQL, Redis, the API (``--workers`` uvicorn
 processes, uvloop + httptools), one Celery worker, and the simulated agents in
-``--generators`` processes of their own (``_simagents.py``, uvloop + aiohttp), never in
-the API. Each agent long-polls, downloads the artifact's three files once, reports
-Attached, and heartbeats open-loop (latency from the scheduled send time). The API's
-own histogram (``/metrics``) is the cross-check. Nodes and tokens are seeded straight
-into the database: registration is not what is measured.
+``--generators`` processes of their own (``_simagents.py`` on uvloop and a lean HTTP/1.1
+client, ``_rawhttp.py``), never in the API. Each agent holds the agent's connections,
+long-polls, downloads the artifact's three files once, reports Attached, and heartbeats
+open-loop (latency from the scheduled send time). The API's own histogram
+(``/metrics``) is the cross-check. Nodes and tokens are seeded straight into the
+database: registration is not what is measured.
 
     .venv/bin/python bench/fleet_rollout.py [--agents 1000,3000,10000] [--database postgres]
     .venv/bin/python bench/fleet_rollout.py --agents 10000 --idle 300   # steady state
