@@ -118,6 +118,25 @@ def test_override_values_take_effect(override: Rendered) -> None:
         assert doc["metadata"]["labels"]["team"] == "platform"
 
 
+def test_the_operator_signs_proposals_with_the_key_its_secret_holds(
+    default: Rendered, override: Rendered
+) -> None:
+    operator = override.find("Deployment", "fleet-operator")
+    (container,) = containers(operator)
+    path = env_of(container)["BPFLEET_OPERATOR_SIGNING_KEY"]["value"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "signing-key"]
+    (volume,) = [v for v in operator["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    assert volume["name"] == "signing-key"
+    assert mount["readOnly"] is True
+    assert volume["secret"]["secretName"] == "proposal-signer"
+    assert volume["secret"]["items"] == [{"key": "signing-key", "path": "signing-key"}]
+    assert path == f"{mount['mountPath']}/signing-key"
+    # Unset, as by default: no key, no mount (proposals to signed sources say why not).
+    (plain,) = containers(default.find("Deployment", "-operator"))
+    assert "BPFLEET_OPERATOR_SIGNING_KEY" not in env_of(plain)
+    assert "signing-key" not in {m["name"] for m in plain["volumeMounts"]}
+
+
 def test_settings_variables_exist_in_the_settings_classes(override: Rendered) -> None:
     classes: dict[str, type[BaseSettings]] = {
         "BPFLEET_API_": ApiSettings,
@@ -235,6 +254,7 @@ def test_operator_rbac_is_narrow(default: Rendered) -> None:
         ('database.url="mysql://db/bpfleet"', "url"),
         ('agent.pinRoot="/sys/fs/bpf"', "pinRoot"),
         ('trust.keys={"release": "-----BEGIN PUBLIC KEY-----"}', "release"),
+        ('operator.signingKeySecret="Proposal Signer"', "signingKeySecret"),
     ],
 )
 def test_schema_rejects_bad_values(run_helm: HelmRun, setting: str, complaint: str) -> None:
