@@ -552,13 +552,23 @@ def explain(
 MESSAGE_CELLS = 10  # changed cells a proposal's message names one by one (then "and N more")
 
 
+def _headline(simulation: Simulation) -> diffing.Diff | None:
+    """The port a proposal's title speaks of: the chosen one if the draft changes
+    anything there, else the first judged port where it does (a policy of port 5432
+    judged by default on TCP/80 is about 5432)."""
+    chosen = simulation.diff
+    if chosen is None or chosen.allowed or chosen.denied:
+        return chosen
+    return next((item for item in simulation.ports if item.allowed or item.denied), chosen)
+
+
 def proposal_message(simulation: Simulation) -> str:
     """A commit message for proposing the draft, from what the simulator said of it: a
-    title naming the policies and the change on the chosen port; in the body (the pull
-    request's description) the matrix delta on every port judged, the cells changed,
-    the lints with their lines, and the flow tests."""
+    title naming the policies and the change on the port it is about; in the body (the
+    pull request's description) the matrix delta on every port judged, the cells
+    changed, the lints with their lines, and the flow tests."""
     names = ", ".join(policy.key for policy in simulation.draft.policies) or "network policy"
-    diff = simulation.diff
+    diff = _headline(simulation)
     change = f"{diff.summary} on {diff.protocol}/{diff.port}" if diff is not None else "changed"
     lines = [f"{names}: {change}", "", "Connectivity before -> after, simulated on the fleet:"]
     if diff is not None:
@@ -566,7 +576,7 @@ def proposal_message(simulation: Simulation) -> str:
         for cell in diff.cells[:MESSAGE_CELLS]:
             lines.append(f"  - newly {cell.change}: {cell.client} -> {cell.server}")
         hidden = diff.allowed + diff.denied - min(len(diff.cells), MESSAGE_CELLS)
-        if hidden > 0:
+        if hidden > 0 and diff.cells:  # other ports are judged by their counts alone
             lines.append(f"  - and {hidden} more")
     chosen = (diff.protocol, diff.port) if diff is not None else None
     others = [item for item in simulation.ports if (item.protocol, item.port) != chosen]

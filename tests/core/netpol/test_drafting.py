@@ -267,6 +267,26 @@ def test_a_proposals_message_says_what_the_simulator_found(topology: models.Topo
     assert "Flow tests" not in clean  # none were given
 
 
+def test_a_proposals_title_speaks_of_the_port_the_draft_changes(
+    topology: models.Topology,
+) -> None:
+    """Judged on a port the draft leaves alone, the title names one it changes."""
+    stored = shared.policies([shared.policy("db", yaml.safe_load(DB)["spec"])])
+    moved_to_5432 = drafting.read(DB.replace("port: 80", "port: 5432"))
+    result = drafting.simulate(moved_to_5432, stored, topology, drafting.Options(port=8080))
+    assert result.diff is not None
+    assert (result.diff.allowed, result.diff.denied) == (0, 0)
+    moved = [item for item in result.ports if item.allowed or item.denied]
+    assert {(item.protocol, item.port) for item in moved} == {("TCP", 80), ("TCP", 5432)}
+    lines = drafting.proposal_message(result).splitlines()
+    first = moved[0]
+    assert lines[0] == f"x/db: {first.summary} on {first.protocol}/{first.port}"
+    assert lines[3] == f"- {first.protocol}/{first.port}: {first.summary}"
+    assert not lines[4].startswith("  - ")  # its cells were not listed: no "and N more"
+    # before, judged on TCP/8080 alone, the title said nothing changed
+    assert "+0 allowed, -0 denied" not in lines[0]
+
+
 def test_a_proposals_message_names_at_most_so_many_cells(topology: models.Topology) -> None:
     deny_x = DB.replace("name: db", "name: deny-all").split("spec:")[0] + (
         "spec:\n  podSelector: {}\n  policyTypes: [Ingress]\n"
