@@ -61,8 +61,9 @@ class ApiSettings(BaseSettings):
     wakes_per_second: float = Field(
         default=4000.0,
         gt=0,
-        description="Long-polls one API process answers per second after a change: "
-        "ten thousand waiters are let through in paced batches, not all at once.",
+        description="The most long-polls one API process answers per second after a "
+        "change: ten thousand waiters are let through in paced batches, not all at once, "
+        "and fewer at a time while the event loop falls behind.",
     )
     worker_threads: int = Field(
         default=8,
