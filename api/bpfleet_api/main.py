@@ -141,13 +141,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     plane: documents.AgentPlane = app.state.plane
     waiters: notify.Waiters = app.state.waiters
 
-    async def prepare(woken: list[str], elsewhere: list[str]) -> None:
-        """Nodes whose long-poll waits here: read back in one statement. Nodes whose
-        long-poll is in another process (or between two): only forgotten, read again
-        if one comes here (their agents' connections keep them where they are)."""
-        plane.forget([*woken, *elsewhere])  # if reading fails, each long-poll reads its own
-        if woken:
-            await run_in_threadpool(documents.load_nodes, plane, woken)
+    async def prepare(batch: list[str]) -> None:
+        """Woken nodes: read back in one statement (their next long-poll may come to this
+        process even if their current one is in another)."""
+        plane.forget(batch)  # if reading fails, each long-poll reads its own
+        await run_in_threadpool(documents.load_nodes, plane, batch)
 
     waiters.bind(asyncio.get_running_loop(), prepare)
     lease = notify.LeaderLease(settings.redis_url)

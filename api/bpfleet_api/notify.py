@@ -58,12 +58,11 @@ class Waiters:
     """In-process: the long-polls waiting per node, woken from any thread.
 
     Wake-ups are paced: names queue up, and a pacer lets them through in batches every
-    ``PACE_SECONDS``, at most ``per_second`` long-polls waiting here and fewer when the
-    event loop falls behind (``WakeRate``), first handing each batch to ``prepare``
-    (which reads what the woken long-polls will answer, for the whole batch at once),
-    with the names of nodes not waiting here. A step that moves ten thousand nodes so
-    never resumes ten thousand coroutines at once, nor more than the process keeps up
-    with.
+    ``PACE_SECONDS``, at most ``per_second`` and fewer when the event loop falls behind
+    (``WakeRate``), first handing each batch to ``prepare`` (which reads what the woken
+    long-polls will answer, for the whole batch at once). A step that moves ten thousand
+    nodes so never resumes ten thousand coroutines at once, nor more than the process
+    keeps up with.
     """
 
     PACE_SECONDS = 0.05
@@ -75,12 +74,12 @@ class Waiters:
         self._queued_names: set[str] = set()  # each node queued once
         self._queued_any = asyncio.Event()
         self.rate = WakeRate(int(per_second * self.PACE_SECONDS))
-        self._prepare: Callable[[list[str], list[str]], Awaitable[None]] | None = None
+        self._prepare: Callable[[list[str]], Awaitable[None]] | None = None
 
     def bind(
         self,
         loop: asyncio.AbstractEventLoop,
-        prepare: Callable[[list[str], list[str]], Awaitable[None]] | None = None,
+        prepare: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._loop, self._prepare = loop, prepare
 
@@ -124,19 +123,16 @@ class Waiters:
             if not self._queued_any.is_set():
                 self.rate.idle()
                 await self._queued_any.wait()
-            # Only long-polls waiting here count against the batch: with several
-            # processes, most names are of nodes whose long-poll is in another.
             batch: list[str] = []
-            elsewhere: list[str] = []
             while self._queued and len(batch) < self.rate.batch:
                 node = self._queued.popleft()
                 self._queued_names.discard(node)
-                (batch if node in self._events else elsewhere).append(node)
+                batch.append(node)
             if not self._queued:
                 self._queued_any.clear()
-            if self._prepare is not None and (batch or elsewhere):
+            if self._prepare is not None and batch:
                 try:
-                    await self._prepare(batch, elsewhere)
+                    await self._prepare(batch)
                 except Exception:
                     log.exception("could not prepare answers for %d woken node(s)", len(batch))
             for node in batch:

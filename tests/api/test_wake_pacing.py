@@ -42,8 +42,7 @@ def _woken_per_batch(*, stall_after_first: float, nodes: int = 300) -> list[int]
     async def scenario() -> None:
         waiters = Waiters(per_second=4000)  # at most 200 per 50 ms batch
 
-        async def prepare(batch: list[str], elsewhere: list[str]) -> None:
-            assert not elsewhere  # every node woken waits here
+        async def prepare(batch: list[str]) -> None:
             batches.append(len(batch))
 
         waiters.bind(asyncio.get_running_loop(), prepare)
@@ -76,33 +75,3 @@ def test_a_loop_that_fell_behind_gets_no_more_wake_ups_at_a_time() -> None:
     batches = _woken_per_batch(stall_after_first=0.2)
     assert batches[:2] == [5, 5]
     assert sum(batches) == 300
-
-
-def test_long_polls_waiting_in_another_process_do_not_count_against_a_batch() -> None:
-    """Ten of three hundred nodes wait here: two batches wake them, and the other
-    names go by as nodes to forget, not as wake-ups to pace."""
-    calls: list[tuple[list[str], list[str]]] = []
-
-    async def scenario() -> None:
-        waiters = Waiters(per_second=4000)
-
-        async def prepare(batch: list[str], elsewhere: list[str]) -> None:
-            calls.append((batch, elsewhere))
-
-        waiters.bind(asyncio.get_running_loop(), prepare)
-        pacer = asyncio.create_task(waiters.pace())
-        here = [f"n{i}" for i in range(0, 300, 30)]
-        waits = [asyncio.create_task(waiters.wait(node, 30)) for node in here]
-        await asyncio.sleep(0)
-        waiters.wake(f"n{i}" for i in range(300))
-        assert all(await asyncio.gather(*waits))
-        while waiters.pacing:
-            await asyncio.sleep(0.01)
-        pacer.cancel()
-
-    asyncio.run(scenario())
-    woken = [node for batch, _ in calls for node in batch]
-    forgotten = [node for _, elsewhere in calls for node in elsewhere]
-    assert [len(batch) for batch, _ in calls][:2] == [5, 5]
-    assert sorted(woken) == sorted(f"n{i}" for i in range(0, 300, 30))
-    assert len(forgotten) == 290
