@@ -59,11 +59,13 @@ class ApiSettings(BaseSettings):
     )
     long_poll_max_seconds: float = Field(default=300.0, gt=0)
     wakes_per_second: float = Field(
-        default=4000.0,
+        default=1000.0,
         gt=0,
-        description="The most long-polls one API process answers per second after a "
-        "change: ten thousand waiters are let through in paced batches, not all at once, "
-        "and fewer at a time while the event loop falls behind.",
+        description="The most changed nodes each API process goes through per second, "
+        "waking those whose long-poll it holds: ten thousand waiters are let through in "
+        "paced batches, not all at once, and fewer at a time while the event loop falls "
+        "behind. Every process goes through every changed node, so this is the fleet's "
+        "rate: raise it with the API's cores.",
     )
     worker_threads: int = Field(
         default=8,
