@@ -67,7 +67,7 @@ class Waiters:
 
     PACE_SECONDS = 0.05
 
-    def __init__(self, per_second: float = 1000.0) -> None:
+    def __init__(self, per_second: float) -> None:
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queued: deque[str] = deque()

@@ -200,3 +200,14 @@ def emulated_cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+def git_source(name: str, namespace: str, url: str, **spec: Any) -> dict[str, Any]:
+    """A GitSource object as a cluster holds it (interval 1 h: passes at the start and
+    when woken)."""
+    return {
+        "apiVersion": "bpfleet.io/v1alpha1",
+        "kind": "GitSource",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"url": url, "interval": "1h", **spec},
+    }

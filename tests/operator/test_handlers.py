@@ -22,7 +22,7 @@ from tests.api.conftest import recorded_features, upload
 from tests.api.test_fleet_flow import ProtocolClient
 from tests.conftest import SignedCatalog
 from tests.gitrepos import GitRepo, SmartHttpServer
-from tests.operator.kubernetes import Cluster
+from tests.operator.kubernetes import Cluster, git_source
 from tests.operator.processes import operator
 from tests.polling import wait_for
 
@@ -243,15 +243,6 @@ def test_node_labels_come_back_after_the_agent_registers_again(
         wait_for(
             lambda: labels() == {"from": "agent", "zone": "b"}, 30, "the labels to be synced again"
         )
-
-
-def git_source(name: str, namespace: str, url: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "bpfleet.io/v1alpha1",
-        "kind": "GitSource",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"url": url, "interval": "1h", **spec},
-    }
 
 
 def source_condition(cluster: Cluster, name: str, namespace: str, reason: str) -> Any:

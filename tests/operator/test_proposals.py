@@ -22,7 +22,7 @@ from tests import services
 from tests.conftest import SignedCatalog
 from tests.gitrepos import GitRepo, SmartHttpServer
 from tests.operator.forgeserver import ForgeServer
-from tests.operator.kubernetes import Cluster
+from tests.operator.kubernetes import Cluster, git_source
 from tests.operator.processes import BPFLEET, operator, operator_environment, running
 from tests.polling import wait_for
 
@@ -125,25 +125,21 @@ def test_standalone_writes_merges_and_follows_a_proposal(
         secrets.mkdir(parents=True)
         (secrets / "token").write_text("gitea-t0ken\n")
         (secrets / "ca.crt").write_text(forge.ca)
-        source = {
-            "apiVersion": "bpfleet.io/v1alpha1",
-            "kind": "GitSource",
-            "metadata": {"name": "fleet", "namespace": "default"},
-            "spec": {
-                "url": f"file://{repo.path}",
-                "path": "policies",
-                "interval": "1h",  # passes only at the start and when woken (by the merge)
-                "proposals": {
-                    "devMerge": True,
-                    "forge": {
-                        "type": "gitea",
-                        "apiUrl": f"{forge.base}/api/v1",
-                        "repository": "platform/fleet",
-                        "secretRef": {"name": "forge"},
-                    },
+        source = git_source(  # passes only at the start and when woken (by the merge)
+            "fleet",
+            "default",
+            f"file://{repo.path}",
+            path="policies",
+            proposals={
+                "devMerge": True,
+                "forge": {
+                    "type": "gitea",
+                    "apiUrl": f"{forge.base}/api/v1",
+                    "repository": "platform/fleet",
+                    "secretRef": {"name": "forge"},
                 },
             },
-        }
+        )
         source_file = tmp_path / "gitsource.yaml"
         source_file.write_text(yaml.safe_dump(source))
         environment = {
@@ -199,25 +195,21 @@ def test_the_kopf_operator_writes_merges_and_follows_a_proposal(
             "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
         }
         cluster.create("secrets", secret, namespace="default")
-        source = {
-            "apiVersion": "bpfleet.io/v1alpha1",
-            "kind": "GitSource",
-            "metadata": {"name": "team", "namespace": "default"},
-            "spec": {
-                "url": str(repo.path),
-                "path": "policies",
-                "interval": "1h",
-                "proposals": {
-                    "devMerge": True,
-                    "forge": {
-                        "type": "github",
-                        "apiUrl": forge.base,
-                        "repository": "platform/fleet",
-                        "secretRef": {"name": "forge"},
-                    },
+        source = git_source(
+            "team",
+            "default",
+            str(repo.path),
+            path="policies",
+            proposals={
+                "devMerge": True,
+                "forge": {
+                    "type": "github",
+                    "apiUrl": forge.base,
+                    "repository": "platform/fleet",
+                    "secretRef": {"name": "forge"},
                 },
             },
-        }
+        )
         cluster.create("gitsources", source, namespace="default")
         applied = reported(api, "default", "team")["lastAppliedRevision"]
         card = propose(api, alice, "default", policy(namespace, "other"), applied, "team")

@@ -30,7 +30,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from bpfleet_agent import lab
 from tests.e2e.test_policies import pods
 from tests.gitrepos import GitRepo
-from tests.operator.kubernetes import emulated_cluster
+from tests.operator.kubernetes import emulated_cluster, git_source
 from tests.operator.processes import BPFLEET, operator
 from tests.polling import wait_for
 from tests.ui.conftest import Dashboard, visitor
@@ -425,17 +425,9 @@ def test_the_kopf_operator_pushes_and_merges_a_proposal_made_in_the_browser(
     standalone one: each operator takes only its own sources' proposals."""
     repo = GitRepo(tmp_path / "team-repo")
     opened = repo.commit("cache: web only", {CACHE_FILE: CACHE_FROM_WEB})
-    source = {
-        "apiVersion": "bpfleet.io/v1alpha1",
-        "kind": "GitSource",
-        "metadata": {"name": "team", "namespace": "default"},
-        "spec": {
-            "url": str(repo.path),
-            "path": "policies",
-            "interval": "1h",  # passes at the start and when woken (by the merge)
-            "proposals": {"devMerge": True},
-        },
-    }
+    source = git_source(
+        "team", "default", str(repo.path), path="policies", proposals={"devMerge": True}
+    )
     with emulated_cluster() as cluster, operator(dashboard.api, cluster.url, tmp_path):
         cluster.create("gitsources", source, namespace="default")
         try:
