@@ -110,7 +110,9 @@ def test_texts_are_clipped_lists_capped_and_revisions_kept_to_what_was_sent(
             ),
             what="the heartbeat to be written",
         )
-    assert beaten["appliedRevision"] == beaten["desiredRevision"]
+    # Held to what the node was sent: never past its desired revision (which another
+    # test's program for every node may move on meanwhile), and no longer behind it.
+    assert node.revision <= beaten["appliedRevision"] <= beaten["desiredRevision"]
 
 
 def fleet_report(api: services.Api, node: str, program: str) -> dict[str, Any]:
